@@ -1,0 +1,304 @@
+// Binding a constructor call to its signature: positional and named arguments, presets, defaults that
+// refer to other parameters, type checks, `where` constraints. Shared by components, datasets,
+// optimizers, schedules and devices. Parameter values are computed lazily so that a default such as
+// `kv_heads: int = heads` or an argument such as `in: vision.hidden` is evaluated on first use, and a
+// cycle is reported instead of looping.
+import type * as A from '../ast/nodes.js';
+import { M } from '../diagnostics/catalogue.js';
+import type { Range } from '../diagnostics/source.js';
+import type { LoadedFile, ParamType, Reporter, SigInfo } from './program.js';
+import { closest, didYouMean } from './suggest.js';
+import { evaluate, show, typeName, type Scope, type Value } from './values.js';
+
+type Source =
+  | { kind: 'expr'; expr: A.Expr; scope: 'sig' | 'call'; range: Range }
+  | { kind: 'value'; value: Value; range: Range };
+
+export interface CallContext {
+  reporter: Reporter;
+  /** Parameters being evaluated right now, across instances, for cycle messages: vision.hidden -> proj.out */
+  stack?: string[];
+  /** Names in the caller's scope: `vision.hidden`, dataset names, words. */
+  callScope: Scope;
+  templates: Set<string>;
+}
+
+export class Instance {
+  readonly values = new Map<string, Value>();
+  readonly ranges = new Map<string, Range>();
+  private readonly sources = new Map<string, Source>();
+  private readonly busy = new Set<string>();
+  private readonly failed = new Set<string>();
+  ok = true;
+
+  constructor(
+    readonly sig: SigInfo,
+    readonly callRange: Range,
+    private readonly ctx: CallContext,
+    readonly label: string = sig.name,
+  ) {
+    for (const [name, p] of sig.params) if (p.decl.default) this.sources.set(name, { kind: 'expr', expr: p.decl.default, scope: 'sig', range: p.decl.default.range });
+  }
+
+  setExpr(name: string, expr: A.Expr, scope: 'sig' | 'call', range: Range): void {
+    this.sources.set(name, { kind: 'expr', expr, scope, range });
+  }
+
+  setValue(name: string, value: Value, range: Range): void {
+    this.sources.set(name, { kind: 'value', value, range });
+  }
+
+  has(name: string): boolean {
+    return this.sources.has(name);
+  }
+
+  /** The scope in which defaults, presets, constraints and shapes see the parameters. */
+  sigScope(free: 'symbol' | 'error', extra?: Map<string, Value>): Scope {
+    return {
+      name: (ref) => {
+        const x = extra?.get(ref.name);
+        if (x) return x;
+        if (this.sig.params.has(ref.name)) return this.get(ref.name);
+        if (free === 'symbol') return { t: 'sym', name: ref.name };
+        this.ctx.reporter.report(M.UnknownName, ref.range, 'parameter', ref.name).hint = didYouMean(ref.name, this.sig.params.keys());
+        return undefined;
+      },
+      error: (range, why) => this.ctx.reporter.evalError(range, why),
+    };
+  }
+
+  get(name: string): Value | undefined {
+    const done = this.values.get(name);
+    if (done) return done;
+    if (this.failed.has(name)) return undefined;
+    const src = this.sources.get(name);
+    const info = this.sig.params.get(name);
+    if (!src || !info) return undefined;
+    const stack = (this.ctx.stack ??= []);
+    const key = `${this.label}.${name}`;
+    if (this.busy.has(name)) {
+      this.ctx.reporter.report(M.ReferenceCycle, src.range, [...stack.slice(stack.indexOf(key)), key].join(' -> '));
+      this.failed.add(name);
+      this.ok = false;
+      return undefined;
+    }
+    this.busy.add(name);
+    stack.push(key);
+    let v: Value | undefined;
+    if (src.kind === 'value') v = src.value;
+    else v = evaluate(src.expr, src.scope === 'sig' ? this.sigScope('error') : this.ctx.callScope);
+    stack.pop();
+    this.busy.delete(name);
+    if (v) v = coerce(v, info.type, `parameter \`${name}\` of \`${this.sig.name}\``, src.range, this.ctx);
+    if (!v) {
+      this.failed.add(name);
+      this.ok = false;
+      return undefined;
+    }
+    this.values.set(name, v);
+    this.ranges.set(name, src.range);
+    return v;
+  }
+
+  /** Evaluate every parameter and then the `where` constraints. */
+  finish(): boolean {
+    for (const name of this.sig.order) {
+      if (!this.sources.has(name)) {
+        const d = this.ctx.reporter.report(M.MissingParameter, this.callRange, name, this.sig.name);
+        d.hint = `add \`${name}: ${typeWord(this.sig.params.get(name)!.type)}\` to the call`;
+        this.ok = false;
+        continue;
+      }
+      this.get(name);
+    }
+    if (!this.ok) return false;
+    for (const cond of this.sig.decl.where) {
+      const v = evaluate(cond, this.sigScope('error'));
+      if (!v) {
+        this.ok = false;
+        continue;
+      }
+      if (v.t === 'bool' && !v.v) {
+        const used = [...new Set(namesIn(cond))].filter((n) => this.values.has(n));
+        const d = this.ctx.reporter.report(M.ConstraintFailed, this.callRange, this.sig.name, `\`${exprText(cond)}\``, used.map((n) => `${n} = ${show(this.values.get(n))}`).join(', ') || 'it does not hold');
+        d.related = [{ message: 'the constraint is declared here', range: cond.range }];
+        this.ok = false;
+      }
+    }
+    return this.ok;
+  }
+}
+
+/** Bind `ctor(args)`: positional arguments in declaration order, then named ones; `preset:` first. */
+export function bindCall(sig: SigInfo, call: A.CallExpr, ctx: CallContext, label?: string): Instance {
+  const inst = new Instance(sig, call.range, ctx, label);
+  const seen = new Set<string>();
+  let positional = 0;
+  const presetArg = call.args.find((a) => a.name?.name === 'preset');
+  if (presetArg) {
+    const pv = evaluate(presetArg.value, ctx.callScope);
+    if (pv && pv.t === 'str') {
+      const preset = sig.presets.get(pv.v);
+      if (!preset) {
+        const d = ctx.reporter.report(M.UnknownPreset, presetArg.value.range, pv.v, sig.name);
+        const near = closest(pv.v, sig.presets.keys());
+        d.hint = near ? `did you mean "${near}"?` : sig.presets.size ? `known presets: ${[...sig.presets.keys()].map((p) => `"${p}"`).join(', ')}` : `\`${sig.name}\` has no presets`;
+        if (near) d.fixes = [{ title: `Use "${near}"`, range: presetArg.value.range, newText: JSON.stringify(near) }];
+        inst.ok = false;
+      } else {
+        for (const a of preset.args) {
+          if (!a.name || !sig.params.has(a.name.name)) {
+            if (a.name) ctx.reporter.report(M.UnknownParameter, a.name.range, a.name.name, sig.name);
+            continue;
+          }
+          inst.setExpr(a.name.name, a.value, 'sig', a.value.range);
+        }
+      }
+    } else if (pv) ctx.reporter.report(M.TypeMismatch, presetArg.value.range, '`preset`', 'a string', typeName(pv));
+  }
+  for (const a of call.args) {
+    if (a === presetArg) continue;
+    let name: string;
+    if (!a.name) {
+      if (positional >= sig.order.length) {
+        ctx.reporter.report(M.PositionalArgument, a.range, sig.name, sig.order.length);
+        inst.ok = false;
+        continue;
+      }
+      name = sig.order[positional++];
+    } else name = a.name.name;
+    if (!sig.params.has(name)) {
+      const d = ctx.reporter.report(M.UnknownParameter, a.name?.range ?? a.range, name, sig.name);
+      const near = closest(name, sig.params.keys());
+      if (near) {
+        d.hint = `did you mean \`${near}\`?`;
+        if (a.name) d.fixes = [{ title: `Use \`${near}\``, range: a.name.range, newText: near }];
+      } else d.hint = `\`${sig.name}\` takes ${sig.order.join(', ') || 'no parameters'}`;
+      inst.ok = false;
+      continue;
+    }
+    if (seen.has(name)) {
+      ctx.reporter.report(M.DuplicateArgument, a.name?.range ?? a.range, name);
+      inst.ok = false;
+      continue;
+    }
+    seen.add(name);
+    inst.setExpr(name, a.value, 'call', a.value.range);
+  }
+  return inst;
+}
+
+export function typeWord(t: ParamType): string {
+  return t.k === 'enum' ? t.values.map((v) => JSON.stringify(v)).join(' | ') : t.k === 'Template' ? 'a template name' : t.k;
+}
+
+/** Check a value against a parameter type, converting words and strings where the type says so. */
+export function coerce(v: Value, type: ParamType, what: string, range: Range, ctx: { reporter: Reporter; templates: Set<string> }): Value | undefined {
+  const mismatch = (): undefined => {
+    ctx.reporter.report(M.TypeMismatch, range, what, typeWord(type), typeName(v));
+    return undefined;
+  };
+  switch (type.k) {
+    case 'int':
+      if (v.t === 'num' && Number.isInteger(v.v)) return v;
+      return mismatch();
+    case 'float':
+      return v.t === 'num' ? v : mismatch();
+    case 'string':
+    case 'path':
+      return v.t === 'str' ? v : mismatch();
+    case 'bool':
+      return v.t === 'bool' ? v : mismatch();
+    case 'size':
+      if (v.t === 'size') return v;
+      if (v.t === 'num') return { t: 'size', bytes: v.v };
+      return mismatch();
+    case 'Template': {
+      const name = v.t === 'str' || v.t === 'word' ? (v.t === 'str' ? v.v : v.name) : undefined;
+      if (name === undefined) return mismatch();
+      if (!ctx.templates.has(name)) {
+        const d = ctx.reporter.report(M.UnknownName, range, 'template', name);
+        d.hint = didYouMean(name, ctx.templates, (s) => `"${s}"`) ?? `known templates: ${[...ctx.templates].join(', ')}`;
+        return undefined;
+      }
+      return { t: 'str', v: name };
+    }
+    case 'enum': {
+      const name = v.t === 'str' ? v.v : v.t === 'word' ? v.name : undefined;
+      if (name === undefined) return mismatch();
+      if (!type.values.includes(name)) {
+        const d = ctx.reporter.report(M.NotInEnum, range, what, type.values.map((x) => JSON.stringify(x)).join(' | '), JSON.stringify(name));
+        const near = closest(name, type.values);
+        if (near) {
+          d.hint = `did you mean "${near}"?`;
+          d.fixes = [{ title: `Use "${near}"`, range, newText: v.t === 'word' ? near : JSON.stringify(near) }];
+        }
+        return undefined;
+      }
+      return { t: 'str', v: name };
+    }
+  }
+}
+
+export function namesIn(e: A.Expr): string[] {
+  switch (e.kind) {
+    case 'Ref':
+      return [e.name];
+    case 'Binary':
+      return [...namesIn(e.left), ...namesIn(e.right)];
+    case 'Unary':
+      return namesIn(e.operand);
+    case 'If':
+      return [...namesIn(e.cond), ...namesIn(e.then), ...namesIn(e.else)];
+    case 'Call':
+      return e.args.flatMap((a) => namesIn(a.value));
+    case 'List':
+    case 'Index':
+      return e.items.flatMap(namesIn);
+    case 'Member':
+      return namesIn(e.object);
+    default:
+      return [];
+  }
+}
+
+const PRECEDENCE: Record<A.BinaryOp, number> = { '|': 0, or: 1, and: 2, '==': 3, '!=': 3, '<': 3, '<=': 3, '>': 3, '>=': 3, '+': 4, '-': 4, '*': 5, '/': 5, '%': 5, x: 5, '**': 6 };
+
+/** Source text of an expression, for messages (`image % patch == 0`). */
+export function exprText(e: A.Expr): string {
+  switch (e.kind) {
+    case 'Number':
+      return e.text;
+    case 'Quantity':
+      return e.text;
+    case 'String':
+      return JSON.stringify(e.value);
+    case 'Bool':
+      return String(e.value);
+    case 'Ref':
+      return e.name;
+    case 'Member':
+      return `${exprText(e.object)}.${e.member.name}`;
+    case 'Call':
+      return `${exprText(e.callee)}(${e.args.map((a) => (a.name ? `${a.name.name}: ` : '') + exprText(a.value)).join(', ')})`;
+    case 'Index':
+      return `${exprText(e.object)}[${e.items.map(exprText).join(', ')}]`;
+    case 'List':
+      return `[${e.items.map(exprText).join(', ')}]`;
+    case 'Object':
+      return `{ ${e.fields.map((f) => `${f.name.name}: ${exprText(f.value)}`).join(', ')} }`;
+    case 'Binary': {
+      const wrap = (x: A.Expr, right: boolean) =>
+        x.kind === 'Binary' && (PRECEDENCE[x.op] < PRECEDENCE[e.op] || (right && PRECEDENCE[x.op] === PRECEDENCE[e.op])) ? `(${exprText(x)})` : exprText(x);
+      return `${wrap(e.left, false)} ${e.op} ${wrap(e.right, true)}`;
+    }
+    case 'Unary':
+      return e.op === 'not' ? `not ${exprText(e.operand)}` : `-${exprText(e.operand)}`;
+    case 'If':
+      return `if ${exprText(e.cond)} then ${exprText(e.then)} else ${exprText(e.else)}`;
+    case 'Missing':
+      return '?';
+  }
+}
+
+export type { LoadedFile };

@@ -1,0 +1,155 @@
+// Pass 8: memory per device for each stage, from the declared precision, devices and sharding.
+//
+// Per parameter, in bytes (mixed precision keeps an fp32 master copy of what it trains, as DeepSpeed and
+// FSDP do; fp32 training needs none):
+//                 weights   gradients   optimizer state (AdamW: m, v)
+//   bf16 / fp16      2          2           4 (master) + 4 * states
+//   fp32             4          4           4 * states
+// Frozen parameters hold weights only. Sharding divides across all devices: zero1 the optimizer state,
+// zero2 also the gradients, zero3 / fsdp also the weights.
+// Activations are stored only where backward must pass: in trainable components and in every component
+// downstream of one (a frozen llm after a trained projector still stores its activations). They scale
+// with the micro-batch and are not sharded. Framework workspace and fragmentation are not included.
+import { M } from '../diagnostics/catalogue.js';
+import type { ComponentInfo, Program, Reporter, StageInfo } from './program.js';
+import { formatBytes } from './values.js';
+
+export interface ComponentEstimate {
+  name: string;
+  role: string;
+  params: number;
+  trainable: boolean;
+  storesActivations: boolean;
+  tokens: number;
+  activationBytes: number; // per device, for the micro-batch
+}
+
+export interface StageEstimate {
+  stage: string;
+  devices: number;
+  nodes: number;
+  deviceKind?: string;
+  deviceMemory?: number;
+  precision: string;
+  sharding: string;
+  batch: number;
+  maxLength: number;
+  totalParams: number;
+  trainableParams: number;
+  components: ComponentEstimate[];
+  perDevice: { weights: number; gradients: number; optimizer: number; activations: number; total: number };
+  fits?: boolean;
+}
+
+/** States per parameter kept by each optimizer (AdamW: first and second moment). */
+function optimizerStates(stage: StageInfo, program: Program): number {
+  const name = stage.optimizer?.name;
+  if (!name) return 2;
+  for (const f of program.files)
+    for (const d of f.ast.decls)
+      if (d.kind === 'Signature' && d.sigKind === 'optimizer' && d.name.name === name) {
+        const field = d.items.find((i) => i.kind === 'Field' && i.name.name === 'states');
+        if (field && field.kind === 'Field' && field.value.kind === 'Number') return field.value.value;
+      }
+  return 2;
+}
+
+function tokensThrough(c: ComponentInfo, stage: StageInfo): number {
+  if (c.role === 'llm') return stage.maxLength ?? 0;
+  const out = c.resolvedOutput ?? c.output;
+  return typeof out?.[0] === 'number' ? out[0] : 0;
+}
+
+export function estimateStage(stage: StageInfo, program: Program): StageEstimate | undefined {
+  const model = stage.model;
+  if (!model) return undefined;
+  const comps = [...model.components.values()];
+  if (comps.some((c) => !c.ok)) return undefined;
+  const trainable = new Set(stage.train);
+  // Walk the flow edges: anything downstream of a trainable component must keep its activations.
+  const stores = new Set<ComponentInfo>(trainable);
+  let changed = true;
+  while (changed) {
+    changed = false;
+    for (const e of model.edges) if (stores.has(e.from) && !stores.has(e.to)) (stores.add(e.to), (changed = true));
+  }
+  const devices = stage.devices ? stage.devices.nodes * stage.devices.perNode : 1;
+  const mixed = stage.precision !== 'fp32';
+  const w = mixed ? 2 : 4;
+  const states = optimizerStates(stage, program);
+  const shard = stage.sharding;
+  const div = (bytes: number, sharded: boolean) => (sharded ? bytes / devices : bytes);
+
+  let weights = 0;
+  let gradients = 0;
+  let optimizer = 0;
+  let activations = 0;
+  let total = 0;
+  let trainableParams = 0;
+  const components: ComponentEstimate[] = [];
+  for (const c of comps) {
+    const isTrain = trainable.has(c);
+    total += c.paramCount;
+    if (isTrain) trainableParams += c.paramCount;
+    weights += c.paramCount * w;
+    if (isTrain) {
+      gradients += c.paramCount * w;
+      optimizer += c.paramCount * (4 * states + (mixed ? 4 : 0));
+    }
+    const tokens = tokensThrough(c, stage);
+    let act = 0;
+    if (stores.has(c) && c.activations) act = (c.activations(tokens, stage.gradientCheckpointing) ?? 0) * stage.batch * w;
+    activations += act;
+    components.push({ name: c.name, role: c.role, params: c.paramCount, trainable: isTrain, storesActivations: stores.has(c), tokens, activationBytes: act });
+  }
+  const perDevice = {
+    weights: div(weights, shard === 'zero3' || shard === 'fsdp'),
+    gradients: div(gradients, shard === 'zero2' || shard === 'zero3' || shard === 'fsdp'),
+    optimizer: div(optimizer, shard !== 'none' && shard !== 'ddp'),
+    activations,
+    total: 0,
+  };
+  perDevice.total = perDevice.weights + perDevice.gradients + perDevice.optimizer + perDevice.activations;
+  const mem = stage.devices?.memory;
+  return {
+    stage: stage.name,
+    devices,
+    nodes: stage.devices?.nodes ?? 1,
+    deviceKind: stage.devices?.device,
+    deviceMemory: mem,
+    precision: stage.precision,
+    sharding: shard,
+    batch: stage.batch,
+    maxLength: stage.maxLength ?? 0,
+    totalParams: total,
+    trainableParams,
+    components,
+    perDevice,
+    fits: mem === undefined ? undefined : perDevice.total <= mem,
+  };
+}
+
+export function checkMemory(program: Program, reporter: Reporter): Map<string, StageEstimate> {
+  const out = new Map<string, StageEstimate>();
+  for (const stage of program.stages) {
+    const est = estimateStage(stage, program);
+    if (!est) continue;
+    out.set(stage.name, est);
+    const dev = stage.devices;
+    if (!dev || dev.memory === undefined) continue;
+    const p = est.perDevice;
+    const breakdown = `weights ${formatBytes(p.weights)}, gradients ${formatBytes(p.gradients)}, optimizer ${formatBytes(p.optimizer)}, activations ${formatBytes(p.activations)}`;
+    if (p.total > dev.memory) {
+      const d = reporter.report(M.DoesNotFit, dev.range, stage.name, formatBytes(p.total), formatBytes(dev.memory), breakdown);
+      const hints: string[] = [];
+      if (stage.sharding !== 'zero3' && stage.sharding !== 'fsdp') hints.push('shard with `sharding: zero3`');
+      if (!stage.gradientCheckpointing && p.activations > 0) hints.push('set `gradient_checkpointing: true`');
+      if (stage.batch > 1) hints.push('lower `batch` and raise `accumulate`');
+      hints.push('declare more devices');
+      d.hint = hints.join(', or ');
+    } else if (p.total > 0.9 * dev.memory) {
+      reporter.report(M.TightFit, dev.range, stage.name, formatBytes(p.total), formatBytes(dev.memory));
+    }
+  }
+  return out;
+}

@@ -1,0 +1,520 @@
+// Pass 5: datasets and stages. Stage fields are typed here; a stage inherits every field but `train`,
+// `freeze` and `after` from the stage it starts `after`. Stage rules: each component of the stage's model
+// is trained or frozen, never both; a stage trains something; `after` has no cycles and hands trained
+// components over without a change of shape; max_length holds the image tokens and fits the llm.
+import type * as A from '../ast/nodes.js';
+import { M } from '../diagnostics/catalogue.js';
+import type { Range } from '../diagnostics/source.js';
+import { lookupSig } from './components.js';
+import { bindCall, coerce, type CallContext } from './instance.js';
+import type { ComponentInfo, DatasetInfo, LoadedFile, Precision, Program, Reporter, Sharding, SigInfo, StageInfo } from './program.js';
+import { declKindWord } from './resolve.js';
+import { didYouMean } from './suggest.js';
+import { evaluate, show, typeName, type Scope, type Value } from './values.js';
+
+/** A run-config override already located in its YAML (or --set) source. */
+export interface StageOverride {
+  stage: string;
+  path: string[];
+  value: Value;
+  range: Range;
+}
+
+export const STAGE_FIELDS: Record<string, string> = {
+  model: 'the model to train',
+  after: 'the stage this one continues from (its trained components are handed over)',
+  train: 'components whose weights are updated',
+  freeze: 'components whose weights stay fixed',
+  data: 'the dataset',
+  optimizer: 'e.g. adamw(lr: 1e-3)',
+  schedule: 'e.g. cosine(warmup_ratio: 0.03)',
+  batch: 'micro-batch per device',
+  accumulate: 'gradient accumulation steps',
+  epochs: 'passes over the data',
+  steps: 'optimizer steps',
+  max_length: 'tokens per sample, image tokens included',
+  precision: 'bf16 | fp16 | fp32',
+  devices: 'e.g. 16 x gpu(memory: 80GB) or 2 x 8 x gpu(memory: 80GB)',
+  sharding: 'none | ddp | zero1 | zero2 | zero3 | fsdp',
+  checkpoint: '{ every: STEPS, keep: K }',
+  gradient_checkpointing: 'recompute activations in backward to save memory',
+  clip_grad: 'gradient-norm clipping threshold (0 disables)',
+  seed: 'seed for initialisation and data order',
+};
+const NOT_INHERITED = new Set(['train', 'freeze', 'after']);
+const PRECISIONS = ['bf16', 'fp16', 'fp32'];
+const SHARDINGS = ['none', 'ddp', 'zero1', 'zero2', 'zero3', 'fsdp'];
+
+interface Ctx {
+  program: Program;
+  reporter: Reporter;
+  sigOf: (d: A.SignatureDecl) => SigInfo;
+  overrides: StageOverride[];
+}
+
+export function checkDatasets(program: Program, reporter: Reporter, sigOf: (d: A.SignatureDecl) => SigInfo, pathOverrides: Map<string, Map<string, { value: Value; range: Range }>>): void {
+  const templates = new Set(program.templates.keys());
+  for (const file of program.files) {
+    if (file.isStdlib) continue;
+    for (const decl of file.ast.decls) {
+      if (decl.kind !== 'Dataset' || !decl.name.name || program.datasets.has(decl.name.name)) continue;
+      const info: DatasetInfo = { decl, name: decl.name.name, ctor: '', params: new Map(), ok: false };
+      program.datasets.set(info.name, info);
+      if (decl.init.kind === 'Missing') continue;
+      if (decl.init.kind !== 'Call' || decl.init.callee.kind !== 'Ref') {
+        reporter.report(M.NotACall, decl.init.range, `dataset \`${info.name}\``);
+        continue;
+      }
+      const sig = lookupSig(decl.init.callee.name, decl.init.callee.range, 'data', file, reporter, sigOf);
+      if (!sig) continue;
+      info.ctor = sig.name;
+      const ctx: CallContext = { reporter, templates, callScope: wordScope(reporter) };
+      const inst = bindCall(sig, decl.init, ctx);
+      for (const [param, o] of pathOverrides.get(info.name) ?? []) {
+        if (sig.params.has(param)) inst.setValue(param, o.value, o.range);
+        else reporter.report(M.UnknownParameter, o.range, param, sig.name);
+      }
+      info.ok = inst.finish();
+      info.params = inst.values;
+    }
+  }
+}
+
+function wordScope(reporter: Reporter): Scope {
+  return { name: (r) => ({ t: 'word', name: r.name }), error: (r, why) => reporter.evalError(r, why) };
+}
+
+export function checkStages(program: Program, reporter: Reporter, sigOf: (d: A.SignatureDecl) => SigInfo, overrides: StageOverride[]): void {
+  const ctx: Ctx = { program, reporter, sigOf, overrides };
+  const decls = new Map<string, { decl: A.StageDecl; file: LoadedFile }>();
+  for (const file of program.files) {
+    if (file.isStdlib) continue;
+    for (const d of file.ast.decls) if (d.kind === 'Stage' && d.name.name && !decls.has(d.name.name)) decls.set(d.name.name, { decl: d, file });
+  }
+  for (const o of overrides) {
+    if (!decls.has(o.stage)) {
+      const d = reporter.report(M.OverrideUnknownStage, o.range, o.stage);
+      d.hint = didYouMean(o.stage, decls.keys());
+    }
+  }
+
+  // Order stages so that each comes after the one it continues from; report cycles once.
+  const afterOf = new Map<string, { name: string; range: Range } | undefined>();
+  for (const [name, { decl, file }] of decls) {
+    const f = decl.fields.find((x) => x.name.name === 'after');
+    if (!f || f.value.kind === 'Missing') continue;
+    if (f.value.kind !== 'Ref') {
+      reporter.report(M.TypeMismatch, f.value.range, '`after`', 'a stage name', typeName(evaluate(f.value, wordScope(reporter)) ?? { t: 'word', name: '?' }));
+      continue;
+    }
+    const target = f.value.name;
+    if (!decls.has(target)) {
+      const other = file.scope.get(target);
+      if (other) reporter.report(M.WrongDeclKind, f.value.range, target, declKindWord(other), 'a stage');
+      else reporter.report(M.UnknownName, f.value.range, 'stage', target).hint = didYouMean(target, decls.keys());
+      continue;
+    }
+    afterOf.set(name, { name: target, range: f.value.range });
+  }
+  const order: string[] = [];
+  const state = new Map<string, 'busy' | 'done'>();
+  const inCycle = new Set<string>();
+  const visit = (name: string, trail: string[]): void => {
+    if (state.get(name) === 'done') return;
+    if (state.get(name) === 'busy') {
+      const cycle = [...trail.slice(trail.indexOf(name)), name];
+      const first = cycle[0];
+      if (!inCycle.has(first)) {
+        cycle.forEach((c) => inCycle.add(c));
+        const a = afterOf.get(cycle[cycle.length - 2]);
+        reporter.report(M.AfterCycle, a?.range ?? decls.get(first)!.decl.name.range, cycle.join(' -> '));
+      }
+      return;
+    }
+    state.set(name, 'busy');
+    const a = afterOf.get(name);
+    if (a) visit(a.name, [...trail, name]);
+    state.set(name, 'done');
+    order.push(name);
+  };
+  for (const name of decls.keys()) visit(name, []);
+
+  const infos = new Map<string, StageInfo>();
+  for (const name of order) {
+    const { decl, file } = decls.get(name)!;
+    const a = afterOf.get(name);
+    const after = a && !inCycle.has(name) ? infos.get(a.name) : undefined;
+    const info = checkStage(decl, file, after, ctx);
+    infos.set(name, info);
+  }
+  // Keep the source order in the program (and so in the lowered plan), not the dependency order.
+  program.stages = [...decls.keys()].map((n) => infos.get(n)!).filter(Boolean);
+}
+
+function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | undefined, ctx: Ctx): StageInfo {
+  const { reporter, program } = ctx;
+  const name = decl.name.name;
+  const fields = new Map<string, A.Field>();
+  if (after) for (const [k, f] of after.fieldNodes) if (!NOT_INHERITED.has(k)) fields.set(k, f);
+  const own = new Set<string>();
+  for (const f of decl.fields) {
+    const key = f.name.name;
+    if (!(key in STAGE_FIELDS)) {
+      const d = reporter.report(M.UnknownStageField, f.name.range, key);
+      const near = didYouMean(key, Object.keys(STAGE_FIELDS));
+      d.hint = near ?? `stage fields are ${Object.keys(STAGE_FIELDS).join(', ')}`;
+      if (near) d.fixes = [{ title: near, range: f.name.range, newText: near.slice(14, -2) }];
+      continue;
+    }
+    if (own.has(key)) {
+      reporter.report(M.DuplicateField, f.name.range, key);
+      continue;
+    }
+    own.add(key);
+    fields.set(key, f);
+  }
+  if (own.has('epochs') || own.has('steps')) {
+    // A stage that sets its own length does not inherit the other kind of length.
+    if (!own.has('epochs')) fields.delete('epochs');
+    if (!own.has('steps')) fields.delete('steps');
+  }
+
+  const info: StageInfo = {
+    decl,
+    name,
+    after,
+    train: [],
+    freeze: [],
+    batch: 1,
+    accumulate: 1,
+    precision: 'fp32',
+    sharding: 'none',
+    gradientCheckpointing: false,
+    clipGrad: 1.0,
+    seed: 0,
+    checkpoint: { every: 0, keep: 1 },
+    fieldNodes: fields,
+    ok: true,
+  };
+  const ov = ctx.overrides.filter((o) => o.stage === name);
+  const scalarOverride = (key: string): { value: Value; range: Range } | undefined => {
+    const hits = ov.filter((o) => o.path.length === 1 && o.path[0] === key);
+    return hits[hits.length - 1];
+  };
+  const fail = (): undefined => {
+    info.ok = false;
+    return undefined;
+  };
+  // Missing fields are gathered into one diagnostic. A stage whose `after` did not resolve may inherit
+  // what it lacks, so it is not blamed for missing fields.
+  const afterField = decl.fields.find((f) => f.name.name === 'after');
+  const missing: string[] = [];
+  const need = (key: string): A.Field | undefined => {
+    const f = fields.get(key);
+    if (!f && !scalarOverride(key)) {
+      if (!afterField || after) missing.push(key);
+      info.ok = false;
+    }
+    return f;
+  };
+  const value = (key: string): { v: Value; range: Range } | undefined => {
+    const o = scalarOverride(key);
+    if (o) return { v: o.value, range: o.range };
+    const f = fields.get(key);
+    if (!f) return undefined;
+    const v = evaluate(f.value, wordScope(reporter));
+    return v ? { v, range: f.value.range } : fail();
+  };
+  const intField = (key: string, min: number): number | undefined => {
+    const x = value(key);
+    if (!x) return undefined;
+    if (x.v.t !== 'num' || !Number.isInteger(x.v.v)) return (reporter.report(M.TypeMismatch, x.range, `stage field \`${key}\``, 'int', typeName(x.v)), fail());
+    if (x.v.v < min) return (reporter.report(M.OutOfRange, x.range, `\`${key}\``, `>= ${min}`, String(x.v.v)), fail());
+    return x.v.v;
+  };
+  const numField = (key: string, min: number, strict: boolean): number | undefined => {
+    const x = value(key);
+    if (!x) return undefined;
+    if (x.v.t !== 'num') return (reporter.report(M.TypeMismatch, x.range, `stage field \`${key}\``, 'a number', typeName(x.v)), fail());
+    if (strict ? x.v.v <= min : x.v.v < min) return (reporter.report(M.OutOfRange, x.range, `\`${key}\``, `${strict ? '>' : '>='} ${min}`, String(x.v.v)), fail());
+    return x.v.v;
+  };
+  const enumField = (key: string, allowed: string[]): string | undefined => {
+    const x = value(key);
+    if (!x) return undefined;
+    const v = coerce(x.v, { k: 'enum', values: allowed }, `stage field \`${key}\``, x.range, { reporter, templates: new Set() });
+    return v && v.t === 'str' ? v.v : fail();
+  };
+
+  // model
+  const modelField = need('model');
+  if (modelField && modelField.value.kind !== 'Missing') {
+    const m = refTo(modelField.value, 'model', file, ctx);
+    if (m) info.model = program.models.get(m);
+  }
+  const model = info.model;
+
+  // train / freeze
+  const compList = (key: 'train' | 'freeze'): ComponentInfo[] => {
+    const f = fields.get(key);
+    if (!f || f.value.kind === 'Missing') return [];
+    if (f.value.kind !== 'List') {
+      reporter.report(M.TypeMismatch, f.value.range, `stage field \`${key}\``, 'a list of components such as [proj, lm]', 'something else');
+      info.ok = false;
+      return [];
+    }
+    const out: ComponentInfo[] = [];
+    for (const item of f.value.items) {
+      if (item.kind !== 'Ref') {
+        reporter.report(M.TypeMismatch, item.range, `\`${key}\``, 'a component name', 'an expression');
+        info.ok = false;
+        continue;
+      }
+      if (!model) continue;
+      const c = model.components.get(item.name);
+      if (!c) {
+        const d = reporter.report(M.UnknownComponent, item.range, item.name, model.name);
+        d.hint = didYouMean(item.name, model.components.keys());
+        info.ok = false;
+        continue;
+      }
+      if (out.includes(c)) reporter.report(M.DuplicateField, item.range, item.name);
+      else out.push(c);
+    }
+    return out;
+  };
+  info.train = compList('train');
+  info.freeze = compList('freeze');
+  if (model) {
+    const trainF = fields.get('train');
+    const freezeF = fields.get('freeze');
+    for (const c of info.train) {
+      if (info.freeze.includes(c)) {
+        const item = (freezeF?.value as A.ListExpr).items.find((i) => i.kind === 'Ref' && i.name === c.name)!;
+        const d = reporter.report(M.TrainedAndFrozen, item.range, c.name, name);
+        d.related = [{ message: 'trained here', range: (trainF?.value as A.ListExpr).items.find((i) => i.kind === 'Ref' && i.name === c.name)!.range }];
+        info.ok = false;
+      }
+    }
+    if (trainF || freezeF) {
+      for (const c of model.components.values()) {
+        if (!info.train.includes(c) && !info.freeze.includes(c)) {
+          const d = reporter.report(M.NeitherTrainedNorFrozen, (freezeF ?? trainF)!.value.range, c.name, name);
+          d.hint = `add \`${c.name}\` to \`train\` or to \`freeze\``;
+          info.ok = false;
+        }
+      }
+    }
+    if (!trainF || (trainF.value.kind === 'List' && trainF.value.items.length === 0)) {
+      const d = reporter.report(M.TrainsNothing, (trainF?.value.range ?? decl.name.range), name);
+      d.hint = 'name the components to train, e.g. `train: [proj]`';
+      info.ok = false;
+    }
+  }
+
+  // hand-off from `after`
+  if (after && model && after.model) {
+    let handed = 0;
+    for (const c of after.train) {
+      const here = model.components.get(c.name);
+      if (!here) {
+        reporter.report(M.HandOffModelMissing, (fields.get('after') ?? fields.get('model'))!.value.range, c.name, after.name);
+        info.ok = false;
+        continue;
+      }
+      handed++;
+      if (here !== c && c.ok && here.ok) {
+        const before = tensorSignature(c);
+        const now = tensorSignature(here);
+        if (before !== now) {
+          const d = reporter.report(M.HandOffShapeChanged, here.decl.init.range, c.name, after.name, describe(c), describe(here));
+          d.related = [{ message: `\`${c.name}\` as trained in \`${after.name}\``, range: c.decl.init.range }];
+          info.ok = false;
+        }
+      }
+    }
+    if (handed === 0 && after.train.length > 0) reporter.report(M.HandOffNothing, fields.get('after')!.value.range, name, after.name);
+  }
+
+  // data
+  const dataField = need('data');
+  if (dataField && dataField.value.kind !== 'Missing') {
+    const d = refTo(dataField.value, 'dataset', file, ctx);
+    if (d) info.data = program.datasets.get(d);
+  }
+
+  // optimizer, schedule: constructor calls typed by their signatures
+  const optF = need('optimizer');
+  if (optF) info.optimizer = callField(optF, 'optimizer', file, ctx, ov);
+  const schedF = fields.get('schedule');
+  if (schedF) info.schedule = callField(schedF, 'schedule', file, ctx, ov);
+  else info.schedule = { name: 'constant', params: new Map() };
+
+  need('batch');
+  info.batch = intField('batch', 1) ?? 1;
+  info.accumulate = intField('accumulate', 1) ?? 1;
+  const hasEpochs = fields.has('epochs') || !!scalarOverride('epochs');
+  const hasSteps = fields.has('steps') || !!scalarOverride('steps');
+  if (hasEpochs && hasSteps) {
+    reporter.report(M.EpochsAndSteps, (fields.get('steps') ?? fields.get('epochs'))?.name.range ?? decl.name.range, name);
+    info.ok = false;
+  } else if (!hasEpochs && !hasSteps) {
+    if (!afterField || after) missing.push('epochs` or `steps');
+    info.ok = false;
+  }
+  if (missing.length) {
+    const d = reporter.report(M.MissingStageField, decl.name.range, missing.join('`, `'), name);
+    d.hint = `add ${missing.map((k) => (k.includes('`') ? '`epochs: 1` or `steps: 1000`' : `\`${k}: ...\` (${STAGE_FIELDS[k]})`)).join('; ')}`;
+  }
+  info.epochs = numField('epochs', 0, true);
+  info.steps = intField('steps', 1);
+  info.maxLength = intField('max_length', 1);
+  info.precision = (enumField('precision', PRECISIONS) ?? 'fp32') as Precision;
+  info.sharding = (enumField('sharding', SHARDINGS) ?? 'none') as Sharding;
+  info.clipGrad = numField('clip_grad', 0, false) ?? 1.0;
+  info.seed = intField('seed', 0) ?? 0;
+  const gc = value('gradient_checkpointing');
+  if (gc) {
+    if (gc.v.t === 'bool') info.gradientCheckpointing = gc.v.v;
+    else reporter.report(M.TypeMismatch, gc.range, 'stage field `gradient_checkpointing`', 'bool', typeName(gc.v));
+  }
+  checkpointField(info, fields.get('checkpoint'), ov, ctx);
+  devicesField(info, fields.get('devices'), file, ov, ctx);
+  if (info.sharding !== 'none' && info.sharding !== 'ddp' && info.devices && info.devices.nodes * info.devices.perNode === 1) {
+    reporter.report(M.ShardingNeedsDevices, fields.get('sharding')!.value.range, info.sharding);
+  }
+
+  // sequence length against the image tokens and the llm's context
+  if (model?.llm?.ok) {
+    const context = model.llm.params.get('context');
+    const ml = info.maxLength;
+    const mlRange = scalarOverride('max_length')?.range ?? fields.get('max_length')?.value.range;
+    if (ml === undefined && context?.t === 'num') info.maxLength = context.v;
+    else if (ml !== undefined && mlRange) {
+      if (context?.t === 'num' && ml > context.v) {
+        const d = reporter.report(M.LengthExceedsContext, mlRange, ml, model.llm.name, context.v);
+        d.hint = `lower max_length to at most ${context.v}`;
+        info.ok = false;
+      }
+      if (model.imageTokens !== undefined && model.imageTokens >= ml) {
+        const d = reporter.report(M.ImageTokensExceedLength, mlRange, model.imageTokens, ml);
+        d.hint = `each sample holds ${model.imageTokens} image tokens plus its text; raise max_length above ${model.imageTokens}`;
+        info.ok = false;
+      }
+    }
+  }
+  return info;
+}
+
+function refTo(e: A.Expr, want: 'model' | 'dataset', file: LoadedFile, ctx: Ctx): string | undefined {
+  if (e.kind !== 'Ref') {
+    ctx.reporter.report(M.TypeMismatch, e.range, `\`${want === 'model' ? 'model' : 'data'}\``, `a ${want} name`, 'an expression');
+    return undefined;
+  }
+  const decl = file.scope.get(e.name);
+  const kind = want === 'model' ? 'Model' : 'Dataset';
+  if (!decl) {
+    const candidates = [...file.scope.values()].filter((d) => d.kind === kind).map((d) => d.name.name);
+    ctx.reporter.report(M.UnknownName, e.range, want, e.name).hint = didYouMean(e.name, candidates);
+    return undefined;
+  }
+  if (decl.kind !== kind) {
+    ctx.reporter.report(M.WrongDeclKind, e.range, e.name, declKindWord(decl), `a ${want}`);
+    return undefined;
+  }
+  return e.name;
+}
+
+function callField(f: A.Field, kind: 'optimizer' | 'schedule', file: LoadedFile, ctx: Ctx, ov: StageOverride[]): { name: string; params: Map<string, Value> } | undefined {
+  const e = f.value;
+  if (e.kind === 'Missing') return undefined;
+  const call: A.CallExpr | undefined = e.kind === 'Call' ? e : e.kind === 'Ref' ? { kind: 'Call', callee: e, args: [], range: e.range } : undefined;
+  if (!call || call.callee.kind !== 'Ref') {
+    ctx.reporter.report(M.NotACall, e.range, `\`${kind}\``);
+    return undefined;
+  }
+  const rename = ov.filter((o) => o.path[0] === kind && o.path[1] === 'name').pop();
+  const ctorName = rename && rename.value.t === 'str' ? rename.value.v : call.callee.name;
+  const sig = lookupSig(ctorName, rename?.range ?? call.callee.range, kind, file, ctx.reporter, ctx.sigOf);
+  if (!sig) return undefined;
+  const inst = bindCall(sig, rename ? { ...call, args: [] } : call, { reporter: ctx.reporter, templates: new Set(), callScope: wordScope(ctx.reporter) });
+  for (const o of ov) {
+    if (o.path[0] !== kind || o.path.length !== 2 || o.path[1] === 'name') continue;
+    if (!sig.params.has(o.path[1])) {
+      ctx.reporter.report(M.UnknownParameter, o.range, o.path[1], sig.name).hint = didYouMean(o.path[1], sig.params.keys());
+      continue;
+    }
+    inst.setValue(o.path[1], o.value, o.range);
+  }
+  if (!inst.finish()) return undefined;
+  return { name: sig.name, params: inst.values };
+}
+
+function checkpointField(info: StageInfo, f: A.Field | undefined, ov: StageOverride[], ctx: Ctx): void {
+  const entries = new Map<string, { v: Value; range: Range }>();
+  if (f && f.value.kind !== 'Missing') {
+    if (f.value.kind !== 'Object') {
+      ctx.reporter.report(M.TypeMismatch, f.value.range, 'stage field `checkpoint`', '{ every: STEPS, keep: K }', 'something else');
+      return;
+    }
+    for (const fld of f.value.fields) {
+      if (fld.name.name !== 'every' && fld.name.name !== 'keep') {
+        ctx.reporter.report(M.UnknownStageField, fld.name.range, `checkpoint.${fld.name.name}`).hint = didYouMean(fld.name.name, ['every', 'keep']) ?? 'checkpoint takes `every` and `keep`';
+        continue;
+      }
+      const v = evaluate(fld.value, wordScope(ctx.reporter));
+      if (v) entries.set(fld.name.name, { v, range: fld.value.range });
+    }
+  }
+  for (const o of ov) if (o.path[0] === 'checkpoint' && o.path.length === 2) entries.set(o.path[1], { v: o.value, range: o.range });
+  for (const [k, x] of entries) {
+    if (x.v.t !== 'num' || !Number.isInteger(x.v.v) || x.v.v < (k === 'keep' ? 1 : 0)) {
+      ctx.reporter.report(M.OutOfRange, x.range, `checkpoint.${k}`, k === 'keep' ? 'an integer >= 1' : 'an integer >= 0 (0: only at the end of the stage)', show(x.v));
+      continue;
+    }
+    info.checkpoint[k as 'every' | 'keep'] = x.v.v;
+  }
+}
+
+function devicesField(info: StageInfo, f: A.Field | undefined, file: LoadedFile, ov: StageOverride[], ctx: Ctx): void {
+  const { reporter } = ctx;
+  let dev: StageInfo['devices'];
+  if (f && f.value.kind !== 'Missing') {
+    const scope: Scope = {
+      name: (r) => deviceCall({ kind: 'Call', callee: r, args: [], range: r.range }),
+      call: (c) => deviceCall(c),
+      error: (r, why) => reporter.evalError(r, why),
+    };
+    const deviceCall = (c: A.CallExpr): Value | undefined => {
+      if (c.callee.kind !== 'Ref') return undefined;
+      const sig = lookupSig(c.callee.name, c.callee.range, 'device', file, reporter, ctx.sigOf);
+      if (!sig) return undefined;
+      const inst = bindCall(sig, c, { reporter, templates: new Set(), callScope: wordScope(reporter) });
+      if (!inst.finish()) return undefined;
+      const mem = inst.values.get('memory');
+      return { t: 'devices', nodes: 1, perNode: 1, device: sig.name, memory: mem?.t === 'size' ? mem.bytes : undefined };
+    };
+    const v = evaluate(f.value, scope);
+    if (v && v.t === 'devices') dev = { nodes: v.nodes, perNode: v.perNode, device: v.device, memory: v.memory, range: f.value.range };
+    else if (v) reporter.report(M.TypeMismatch, f.value.range, 'stage field `devices`', 'devices such as `8 x gpu(memory: 80GB)`', typeName(v));
+  }
+  for (const o of ov) {
+    if (o.path[0] !== 'devices' || o.path.length !== 2) continue;
+    dev ??= { nodes: 1, perNode: 1, device: 'gpu', range: o.range };
+    const x = o.value;
+    if (o.path[1] === 'count' && x.t === 'num') dev = { ...dev, perNode: Math.max(1, Math.round(x.v / dev.nodes)), range: o.range };
+    else if (o.path[1] === 'nodes' && x.t === 'num') dev = { ...dev, perNode: Math.max(1, Math.round((dev.nodes * dev.perNode) / x.v)), nodes: x.v, range: o.range };
+    else if (o.path[1] === 'kind' && x.t === 'str') dev = { ...dev, device: x.v, range: o.range };
+    else if (o.path[1] === 'memory' && (x.t === 'size' || x.t === 'num')) dev = { ...dev, memory: x.t === 'size' ? x.bytes : x.v, range: o.range };
+  }
+  info.devices = dev;
+}
+
+function tensorSignature(c: ComponentInfo): string {
+  return c.tensors.map((t) => `${t.name}:${t.shape.join('x')}:${t.loops.map((l) => l.count).join('x')}`).join(';');
+}
+
+function describe(c: ComponentInfo): string {
+  const keys = ['in', 'out', 'hidden', 'depth', 'layers', 'vocab'].filter((k) => c.params.has(k));
+  return `${c.sig?.name ?? c.op}(${keys.map((k) => `${k}: ${show(c.params.get(k))}`).join(', ')})`;
+}

@@ -1,0 +1,179 @@
+// pipec: the command-line driver. Every command goes through the compiler service; exit codes are
+// 0 clean (warnings allowed), 1 the program has errors, 2 pipec was invoked wrongly.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { StageEstimate } from '../check/memory.js';
+import { formatBytes, formatCount } from '../check/values.js';
+import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.js';
+import { renderAll, summary } from '../diagnostics/render.js';
+import type { Graph } from '../ir/graph.js';
+import { compile, graphJson, UsageError, type CompileResult } from '../service/service.js';
+import { renderDot, renderGraph } from './graph-view.js';
+
+const USAGE = `pipec - compile and run .pipe programs for multimodal models
+
+usage:
+  pipec check FILE...             report every problem (exit 0 clean, 1 errors, 2 usage)
+  pipec compile FILE -o OUT.json  lower to the execution-graph IR (schema/graph.schema.json)
+  pipec graph FILE [--dot]        print the graph with the shape at every edge (Graphviz with --dot)
+  pipec estimate FILE             parameters and memory per device for every stage
+
+options:
+  --format text|json              diagnostics as text (default) or JSON with ranges
+  --config RUN.yaml               override stage fields and paths (schema/run-config.schema.json)
+  --set stage.NAME.FIELD=VALUE    one override, e.g. --set stage.align.optimizer.lr=2e-4
+  --no-color                      plain text
+  -v, --verbose                   also print notes (severity info)
+  -h, --help                      this text
+`;
+
+interface Out {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+export async function main(argv: string[], io: Out = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) }): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        format: { type: 'string', default: 'text' },
+        config: { type: 'string', multiple: true },
+        set: { type: 'string', multiple: true },
+        output: { type: 'string', short: 'o' },
+        dot: { type: 'boolean', default: false },
+        'no-color': { type: 'boolean', default: false },
+        verbose: { type: 'boolean', short: 'v', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    io.err(`pipec: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [command, ...files] = positionals;
+  if (values.help || !command) {
+    (values.help ? io.out : io.err)(USAGE);
+    return values.help ? 0 : 2;
+  }
+  if (values.format !== 'text' && values.format !== 'json') {
+    io.err(`pipec: --format must be text or json, got ${values.format}\n`);
+    return 2;
+  }
+  verbose = !!values.verbose;
+  const color = !values['no-color'] && values.format === 'text' && !!process.stdout.isTTY && !process.env.NO_COLOR;
+  const base = { configFiles: values.config ?? [], sets: values.set ?? [] };
+  try {
+    switch (command) {
+      case 'check': {
+        if (!files.length) throw new UsageError('check needs at least one .pipe file');
+        let failed = false;
+        const json: unknown[] = [];
+        for (const file of files) {
+          const r = compileOrThrow(file, base, false);
+          failed ||= hasErrors(r.diagnostics);
+          if (values.format === 'json') json.push({ file, diagnostics: r.diagnostics });
+          else report(r, io, color);
+        }
+        if (values.format === 'json') io.out(`${JSON.stringify(files.length === 1 ? json[0] : json, null, 2)}\n`);
+        return failed ? 1 : 0;
+      }
+      case 'compile': {
+        const file = single(files, 'compile');
+        if (!values.output) throw new UsageError('compile needs -o OUT.json');
+        const r = compileOrThrow(file, base, true);
+        if (!r.graph) return fail(r, io, color, values.format);
+        report(r, io, color);
+        const text = graphJson(r.graph);
+        writeAtomically(values.output, text);
+        io.err(`wrote ${values.output} (${r.graph.models.length} model${r.graph.models.length === 1 ? '' : 's'}, ${r.graph.stages.length} stage${r.graph.stages.length === 1 ? '' : 's'})\n`);
+        return 0;
+      }
+      case 'graph': {
+        const r = compileOrThrow(single(files, 'graph'), base, true);
+        if (!r.graph) return fail(r, io, color, values.format);
+        report(r, io, color);
+        io.out(values.dot ? renderDot(r.graph) : renderGraph(r.graph));
+        return 0;
+      }
+      case 'estimate': {
+        const r = compileOrThrow(single(files, 'estimate'), base, false);
+        report(r, io, color);
+        const est = r.check?.estimates ?? new Map<string, StageEstimate>();
+        if (values.format === 'json') io.out(`${JSON.stringify({ diagnostics: r.diagnostics, stages: [...est.values()] }, null, 2)}\n`);
+        else io.out(renderEstimates([...est.values()]));
+        return hasErrors(r.diagnostics) ? 1 : 0;
+      }
+      case 'run':
+      case 'generate':
+        throw new UsageError(`\`pipec ${command}\` needs the runtime, which is not part of this build yet; \`pipec compile\` writes the graph it will execute`);
+      default:
+        throw new UsageError(`unknown command \`${command}\``);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`pipec: ${e.message}\n`);
+      return 2;
+    }
+    io.err(`pipec: internal error: ${(e as Error).message}\n${process.env.PIPEC_DEBUG ? `${(e as Error).stack}\n` : 'set PIPEC_DEBUG=1 for details, and please report it\n'}`);
+    return 3;
+  }
+}
+
+function single(files: string[], cmd: string): string {
+  if (files.length !== 1) throw new UsageError(`${cmd} takes exactly one .pipe file`);
+  return files[0];
+}
+
+function compileOrThrow(file: string, base: { configFiles: string[]; sets: string[] }, lower: boolean): CompileResult {
+  if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
+  if (fs.statSync(file).isDirectory()) throw new UsageError(`${file} is a directory; give a .pipe file`);
+  return compile({ file, ...base, lower });
+}
+
+let verbose = false;
+
+function report(r: CompileResult, io: Out, color: boolean): void {
+  const shown = verbose ? r.diagnostics : r.diagnostics.filter((d) => d.severity !== 'info');
+  if (!shown.length) return;
+  io.err(`${renderAll(shown, r.sources, { style: 'cli', color })}\n\n${summary(shown)}\n`);
+}
+
+function fail(r: CompileResult, io: Out, color: boolean, format: string | undefined): number {
+  if (format === 'json') io.out(`${JSON.stringify({ diagnostics: r.diagnostics }, null, 2)}\n`);
+  else report(r, io, color);
+  return 1;
+}
+
+function writeAtomically(file: string, text: string): void {
+  const dir = path.dirname(path.resolve(file));
+  if (!fs.existsSync(dir)) throw new UsageError(`cannot write ${file}: folder ${dir} does not exist`);
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+export function renderEstimates(stages: StageEstimate[]): string {
+  const lines: string[] = [];
+  for (const s of stages) {
+    const dev = `${s.nodes > 1 ? `${s.nodes} nodes x ${s.devices / s.nodes}` : s.devices} x ${s.deviceKind ?? 'device'}${s.deviceMemory ? ` (${formatBytes(s.deviceMemory)})` : ''}`;
+    lines.push(`stage ${s.stage}: ${dev}, ${s.precision}, sharding ${s.sharding}, micro-batch ${s.batch}, max_length ${s.maxLength}`);
+    lines.push(`  ${'component'.padEnd(14)}${'role'.padEnd(11)}${'params'.padStart(12)}  ${'state'.padEnd(9)}${'activations'.padStart(12)}`);
+    for (const c of s.components) {
+      lines.push(`  ${c.name.padEnd(14)}${c.role.padEnd(11)}${formatCount(c.params).padStart(12)}  ${(c.trainable ? 'trained' : 'frozen').padEnd(9)}${(c.storesActivations ? formatBytes(c.activationBytes) : '-').padStart(12)}`);
+    }
+    lines.push(`  parameters: ${formatCount(s.totalParams)} total (${s.totalParams}), ${formatCount(s.trainableParams)} trained`);
+    const p = s.perDevice;
+    lines.push(`  per device: weights ${formatBytes(p.weights)}, gradients ${formatBytes(p.gradients)}, optimizer ${formatBytes(p.optimizer)}, activations ${formatBytes(p.activations)}`);
+    const verdict = s.fits === undefined ? '' : s.fits ? ` of ${formatBytes(s.deviceMemory!)}: fits` : ` of ${formatBytes(s.deviceMemory!)}: DOES NOT FIT`;
+    lines.push(`  total per device: ${formatBytes(p.total)}${verdict}`);
+    lines.push('');
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+export type { Graph, Diagnostic };

@@ -1,0 +1,110 @@
+// Every diagnostic pipec can report, in one place, numbered in bands:
+//   1xxx lexing and parsing        2xxx names and imports        3xxx types and parameters
+//   4xxx shapes and flows          5xxx stages                   6xxx custom code and checkpoints
+//   7xxx memory                    8xxx run configuration (YAML / --set)
+// A code is never reused for a different meaning. `test/catalogue.test.ts` checks codes are unique and
+// that each one is exercised by a golden case.
+import type { Severity } from './diagnostic.js';
+
+export interface MessageDef<A extends unknown[]> {
+  code: string;
+  severity: Severity;
+  format: (...args: A) => string;
+}
+
+function def<A extends unknown[]>(code: number, severity: Severity, format: (...args: A) => string): MessageDef<A> {
+  return { code: `PIPE${code}`, severity, format };
+}
+
+export const M = {
+  // ---- 1xxx syntax ----
+  UnexpectedCharacter: def(1001, 'error', (ch: string) => `unexpected character '${ch}'`),
+  UnterminatedString: def(1002, 'error', () => 'unterminated string literal'),
+  UnterminatedComment: def(1003, 'error', () => 'unterminated block comment'),
+  ExpectedToken: def(1010, 'error', (expected: string, found: string) => `expected ${expected} but found ${found}`),
+  UnexpectedToken: def(1011, 'error', (found: string, context: string) => `unexpected ${found}: expected ${context}`),
+  TrailingInput: def(1012, 'error', (found: string) => `unexpected ${found} after the end of the declaration`),
+  BadEscape: def(1013, 'error', (esc: string) => `unknown escape sequence '${esc}' in string`),
+
+  // ---- 2xxx names and imports ----
+  ImportNotFound: def(2001, 'error', (path: string) => `cannot find import "${path}"`),
+  UnknownName: def(2002, 'error', (what: string, name: string) => `unknown ${what} \`${name}\``),
+  DuplicateDeclaration: def(2003, 'error', (what: string, name: string) => `duplicate ${what} \`${name}\``),
+  UnknownComponent: def(2004, 'error', (name: string, model: string) => `model \`${model}\` has no component \`${name}\``),
+  UnknownConstructor: def(2005, 'error', (name: string) => `unknown constructor \`${name}\``),
+  UnknownPreset: def(2006, 'error', (preset: string, ctor: string) => `\`${ctor}\` has no preset "${preset}"`),
+  AfterCycle: def(2007, 'error', (cycle: string) => `stages form a cycle through \`after\`: ${cycle}`),
+  UnknownMember: def(2008, 'error', (member: string, component: string) => `component \`${component}\` has no parameter \`${member}\``),
+  UnknownStageField: def(2009, 'error', (field: string) => `unknown stage field \`${field}\``),
+  DuplicateField: def(2010, 'error', (field: string) => `field \`${field}\` is given twice`),
+  WrongDeclKind: def(2011, 'error', (name: string, actual: string, expected: string) => `\`${name}\` is ${actual}, but ${expected} is expected here`),
+  ImportCycle: def(2012, 'warning', (path: string) => `import of "${path}" forms a cycle; it is imported once`),
+
+  // ---- 3xxx types and parameters ----
+  UnknownParameter: def(3001, 'error', (param: string, ctor: string) => `\`${ctor}\` has no parameter \`${param}\``),
+  MissingParameter: def(3002, 'error', (param: string, ctor: string) => `missing required parameter \`${param}\` of \`${ctor}\``),
+  TypeMismatch: def(3003, 'error', (what: string, expected: string, actual: string) => `${what} expects ${expected}, got ${actual}`),
+  NotInEnum: def(3004, 'error', (what: string, allowed: string, actual: string) => `${what} must be one of ${allowed}, got ${actual}`),
+  DuplicateArgument: def(3005, 'error', (param: string) => `parameter \`${param}\` is given twice`),
+  PositionalArgument: def(3006, 'error', (ctor: string, max: number) => `\`${ctor}\` takes at most ${max} positional argument${max === 1 ? '' : 's'}; name the rest (\`name: value\`)`),
+  RoleMismatch: def(3007, 'error', (ctor: string, actual: string, role: string) => `\`${ctor}\` is ${actual} constructor and cannot build ${role}`),
+  CannotEvaluate: def(3008, 'error', (why: string) => `cannot evaluate expression: ${why}`),
+  ReferenceCycle: def(3009, 'error', (cycle: string) => `parameters refer to each other in a cycle: ${cycle}`),
+  UnknownType: def(3010, 'error', (type: string) => `unknown parameter type \`${type}\``),
+  OutOfRange: def(3011, 'error', (what: string, constraint: string, actual: string) => `${what} must be ${constraint}, got ${actual}`),
+  UnknownUnit: def(3012, 'error', (unit: string, allowed: string) => `unknown unit \`${unit}\`; use one of ${allowed}`),
+  NotACall: def(3013, 'error', (what: string) => `${what} must be a constructor call such as \`name(arg: value)\``),
+
+  // ---- 4xxx shapes and flows ----
+  ConstraintFailed: def(4001, 'error', (ctor: string, constraint: string, values: string) => `\`${ctor}\` requires ${constraint}, but ${values}`),
+  FlowShapeMismatch: def(4002, 'error', (from: string, out: string, to: string, expected: string, detail: string) => `\`${from}\` produces ${out} but \`${to}\` expects ${expected}: ${detail}`),
+  FlowRoleOrder: def(4003, 'error', (from: string, fromRole: string, to: string, toRole: string) => `a flow cannot go from ${fromRole} \`${from}\` to ${toRole} \`${to}\``),
+  SpliceMissing: def(4004, 'error', (llm: string) => `image features flow into \`${llm}\` without a splice marker; write \`at "<image>"\``),
+  ImageTokensExceedLength: def(4005, 'error', (tokens: number, maxLength: number) => `${tokens} image tokens leave no room for text in max_length ${maxLength}`),
+  LengthExceedsContext: def(4006, 'error', (maxLength: number, llm: string, context: number) => `max_length ${maxLength} exceeds the context length ${context} of \`${llm}\``),
+  UnconnectedComponent: def(4007, 'error', (name: string) => `component \`${name}\` is not connected by any flow`),
+  BadDimension: def(4008, 'error', (dim: string, value: string) => `dimension ${dim} must be a positive integer, got ${value}`),
+  RankMismatch: def(4009, 'error', (from: string, rank: number, to: string, expected: number) => `\`${from}\` produces a rank-${rank} tensor but \`${to}\` expects rank ${expected}`),
+  NoLlm: def(4010, 'error', (model: string) => `model \`${model}\` has no llm component`),
+  ImageTokensMismatch: def(4011, 'error', (declared: number, actual: number) => `the dataset declares ${declared} image tokens but the encoder produces ${actual}`),
+
+  // ---- 5xxx stages ----
+  TrainedAndFrozen: def(5001, 'error', (name: string, stage: string) => `component \`${name}\` is both trained and frozen in stage \`${stage}\``),
+  NeitherTrainedNorFrozen: def(5002, 'error', (name: string, stage: string) => `component \`${name}\` is neither trained nor frozen in stage \`${stage}\``),
+  TrainsNothing: def(5003, 'error', (stage: string) => `stage \`${stage}\` trains nothing`),
+  HandOffShapeChanged: def(5004, 'error', (name: string, from: string, before: string, after: string) => `component \`${name}\` changes shape across the hand-off from \`${from}\`: ${before} -> ${after}`),
+  MissingStageField: def(5005, 'error', (fields: string, stage: string) => `stage \`${stage}\` needs \`${fields}\``),
+  EpochsAndSteps: def(5006, 'error', (stage: string) => `stage \`${stage}\` gives both \`epochs\` and \`steps\`; keep one`),
+  HandOffNothing: def(5007, 'warning', (stage: string, from: string) => `stage \`${stage}\` starts after \`${from}\` but takes over none of its trained components`),
+  ShardingNeedsDevices: def(5008, 'warning', (sharding: string) => `sharding ${sharding} has no effect on a single device`),
+  FrozenUnusedTrained: def(5009, 'warning', (name: string, stage: string) => `component \`${name}\` is trained in stage \`${stage}\` but no loss gradient reaches it`),
+  HandOffModelMissing: def(5010, 'error', (name: string, from: string) => `component \`${name}\` trained in \`${from}\` does not exist in this stage's model`),
+
+  // ---- 6xxx custom components and checkpoints ----
+  CustomModuleNotFound: def(6001, 'error', (path: string) => `custom module "${path}" does not exist`),
+  CustomClassNotExported: def(6002, 'error', (cls: string, path: string) => `custom module "${path}" does not export \`${cls}\``),
+  CustomNotTrusted: def(6003, 'error', (cls: string) => `custom component \`${cls}\` runs code from its module and needs \`trust: true\``),
+  CustomNeedsBase: def(6004, 'error', (cls: string) => `custom component \`${cls}\` needs \`base:\` naming the architecture whose shapes it follows`),
+  WeightsNotFound: def(6005, 'warning', (dir: string) => `weights directory "${dir}" does not exist; the checkpoint cross-check was skipped`),
+  ConfigMismatch: def(6006, 'error', (param: string, declared: string, key: string, actual: string) => `declared ${param} = ${declared} but config.json has ${key} = ${actual}`),
+  TensorShapeMismatch: def(6007, 'error', (tensor: string, expected: string, actual: string, file: string) => `tensor "${tensor}" should be ${expected} but ${file} has ${actual}`),
+  BadSafetensors: def(6008, 'error', (file: string, why: string) => `cannot read safetensors header of "${file}": ${why}`),
+  TensorMissing: def(6009, 'error', (tensor: string, dir: string) => `checkpoint "${dir}" has no tensor "${tensor}"`),
+  BadConfigJson: def(6010, 'error', (file: string, why: string) => `cannot read "${file}": ${why}`),
+  ShardMissing: def(6011, 'error', (shard: string, index: string) => `"${index}" names shard "${shard}", which does not exist`),
+  NoTensorsInWeights: def(6012, 'info', (dir: string) => `weights directory "${dir}" has config.json but no safetensors; tensor shapes were not checked`),
+
+  // ---- 7xxx memory ----
+  DoesNotFit: def(7001, 'error', (stage: string, need: string, have: string, breakdown: string) => `stage \`${stage}\` needs ${need} per device but each device has ${have} (${breakdown})`),
+  TightFit: def(7002, 'warning', (stage: string, need: string, have: string) => `stage \`${stage}\` needs ${need} of ${have} per device; leave room for the framework and fragmentation`),
+
+  // ---- 8xxx run configuration ----
+  YamlSyntax: def(8001, 'error', (why: string) => `invalid YAML: ${why}`),
+  ConfigSchema: def(8002, 'error', (where: string, why: string) => `run config ${where}: ${why}`),
+  BadSetOption: def(8003, 'error', (text: string) => `cannot read --set "${text}"; write --set stage.NAME.FIELD=VALUE`),
+  OverrideUnknownStage: def(8004, 'error', (stage: string) => `run config names stage \`${stage}\`, which the program does not declare`),
+  YamlAliasLimit: def(8005, 'error', () => 'run config expands too many YAML aliases (an alias bomb?)'),
+  ConfigNotFound: def(8006, 'error', (path: string) => `run config "${path}" does not exist`),
+} as const;
+
+export type MessageKey = keyof typeof M;

@@ -1,0 +1,63 @@
+// Source text with a line index, so every phase can turn offsets into line:column once, cheaply.
+
+export interface Position {
+  line: number; // 1-based
+  column: number; // 1-based, in UTF-16 code units (what editors and LSP count)
+  offset: number; // 0-based
+}
+
+export interface Range {
+  file: string;
+  start: Position;
+  end: Position; // exclusive
+}
+
+export class SourceFile {
+  private readonly lineStarts: number[];
+
+  constructor(
+    readonly path: string,
+    readonly text: string,
+  ) {
+    const starts = [0];
+    for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) starts.push(i + 1);
+    this.lineStarts = starts;
+  }
+
+  get lineCount(): number {
+    return this.lineStarts.length;
+  }
+
+  position(offset: number): Position {
+    const clamped = Math.max(0, Math.min(offset, this.text.length));
+    let lo = 0;
+    let hi = this.lineStarts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.lineStarts[mid] <= clamped) lo = mid;
+      else hi = mid - 1;
+    }
+    return { line: lo + 1, column: clamped - this.lineStarts[lo] + 1, offset: clamped };
+  }
+
+  range(startOffset: number, endOffset: number): Range {
+    return { file: this.path, start: this.position(startOffset), end: this.position(endOffset) };
+  }
+
+  lineText(line: number): string {
+    const start = this.lineStarts[line - 1] ?? this.text.length;
+    const next = this.lineStarts[line];
+    const end = next === undefined ? this.text.length : next - 1;
+    return this.text.slice(start, end).replace(/\r$/, '');
+  }
+
+  /** The range of the whole file's end, used for "unexpected end of input". */
+  endRange(): Range {
+    return this.range(this.text.length, this.text.length);
+  }
+}
+
+/** A range that covers both a and b (same file). */
+export function spanRanges(a: Range, b: Range): Range {
+  return { file: a.file, start: a.start.offset <= b.start.offset ? a.start : b.start, end: a.end.offset >= b.end.offset ? a.end : b.end };
+}

@@ -1,0 +1,87 @@
+// The execution-graph IR: the contract between the compiler and the runtime (and the exporters). Its
+// JSON Schema is schema/graph.schema.json; `validateGraph` checks it on write and on load. Bump
+// GRAPH_VERSION on any change a reader must know about.
+
+export const GRAPH_FORMAT = 'pipec.graph';
+export const GRAPH_VERSION = 1;
+
+/** A dimension: a number, or a symbol bound at run time ("B" batch, "T" sequence length). */
+export type Dim = number | string;
+export type AttrValue = number | string | boolean | AttrValue[] | { [k: string]: AttrValue };
+
+export interface TensorDef {
+  /** Hugging Face parameter name, `{i}` / `{k+2}` standing for loop indices. */
+  name: string;
+  shape: number[];
+  repeat?: Record<string, number>;
+}
+
+export interface ComponentDef {
+  name: string;
+  role: 'encoder' | 'projector' | 'llm';
+  op: string;
+  constructor: string;
+  attrs: Record<string, AttrValue>;
+  params: number;
+  tensors: TensorDef[];
+  weights?: string;
+  custom?: { class: string; module: string; base: string };
+}
+
+export interface NodeDef {
+  id: string;
+  op: string;
+  component?: string;
+  inputs: string[];
+  attrs: Record<string, AttrValue>;
+  shape: Dim[];
+}
+
+export interface ModelDef {
+  name: string;
+  inputs: { name: string; dtype: 'float32' | 'int32'; shape: Dim[] }[];
+  components: ComponentDef[];
+  nodes: NodeDef[];
+  outputs: { logits: string; loss: string };
+  image_tokens?: number;
+}
+
+export interface StagePlan {
+  name: string;
+  model: string;
+  after?: string;
+  handoff: { component: string; from: string }[];
+  train: string[];
+  freeze: string[];
+  data: string;
+  optimizer: { name: string; attrs: Record<string, AttrValue> };
+  schedule: { name: string; attrs: Record<string, AttrValue> };
+  batch: number;
+  accumulate: number;
+  global_batch: number;
+  epochs?: number;
+  steps?: number;
+  max_length: number;
+  precision: 'bf16' | 'fp16' | 'fp32';
+  devices: { nodes: number; per_node: number; kind: string; memory?: number };
+  sharding: 'none' | 'ddp' | 'zero1' | 'zero2' | 'zero3' | 'fsdp';
+  gradient_checkpointing: boolean;
+  clip_grad: number;
+  seed: number;
+  checkpoint: { every: number; keep: number };
+  memory: {
+    total_params: number;
+    trainable_params: number;
+    per_device: { weights: number; gradients: number; optimizer: number; activations: number; total: number };
+  };
+}
+
+export interface Graph {
+  format: typeof GRAPH_FORMAT;
+  version: number;
+  source: string;
+  models: ModelDef[];
+  datasets: { name: string; constructor: string; attrs: Record<string, AttrValue> }[];
+  templates: { name: string; fields: Record<string, AttrValue> }[];
+  stages: StagePlan[];
+}

@@ -1,0 +1,309 @@
+// CST -> typed AST. Error recovery can leave any child missing, so every accessor tolerates absence and
+// yields a `Missing` expression or skips the declaration rather than throwing.
+import type { CstElement, CstNode, IToken } from 'chevrotain';
+import type * as A from '../ast/nodes.js';
+import type { Range, SourceFile } from '../diagnostics/source.js';
+
+type Children = Record<string, CstElement[] | undefined>;
+
+function isToken(e: CstElement): e is IToken {
+  return (e as IToken).image !== undefined;
+}
+
+function ok(n: number | undefined): n is number {
+  return n !== undefined && Number.isFinite(n);
+}
+
+export class AstBuilder {
+  private lastGoodOffset = 0;
+  constructor(private readonly src: SourceFile) {}
+
+  // ---- ranges ----
+
+  private tokRange(t: IToken | undefined): Range {
+    if (t && ok(t.startOffset) && !t.isInsertedInRecovery) {
+      const end = ok(t.endOffset) ? t.endOffset + 1 : t.startOffset + t.image.length;
+      this.lastGoodOffset = end;
+      return this.src.range(t.startOffset, end);
+    }
+    return this.src.range(this.lastGoodOffset, this.lastGoodOffset);
+  }
+
+  private nodeRange(n: CstNode | undefined): Range {
+    const loc = n?.location;
+    if (loc && ok(loc.startOffset) && ok(loc.endOffset)) {
+      this.lastGoodOffset = Math.max(this.lastGoodOffset, loc.startOffset);
+      return this.src.range(loc.startOffset, loc.endOffset + 1);
+    }
+    if (loc && ok(loc.startOffset)) return this.src.range(loc.startOffset, loc.startOffset);
+    return this.src.range(this.lastGoodOffset, this.lastGoodOffset);
+  }
+
+  // ---- child access ----
+
+  private tok(c: Children, key: string, i = 0): IToken | undefined {
+    const e = c[key]?.[i];
+    return e && isToken(e) && !e.isInsertedInRecovery ? e : undefined;
+  }
+  private toks(c: Children, key: string): IToken[] {
+    return (c[key] ?? []).filter((e): e is IToken => isToken(e) && !e.isInsertedInRecovery);
+  }
+  private node(c: Children, key: string, i = 0): CstNode | undefined {
+    const e = c[key]?.[i];
+    return e && !isToken(e) ? e : undefined;
+  }
+  private nodes(c: Children, key: string): CstNode[] {
+    return (c[key] ?? []).filter((e): e is CstNode => !isToken(e));
+  }
+
+  private ident(t: IToken | undefined): A.Ident {
+    return { kind: 'Ident', name: t?.image ?? '', range: this.tokRange(t) };
+  }
+
+  private string(t: IToken | undefined): A.StringExpr {
+    return { kind: 'String', value: t ? unquote(t.image) : '', range: this.tokRange(t) };
+  }
+
+  // ---- declarations ----
+
+  file(cst: CstNode): A.FileNode {
+    const c = cst.children;
+    const imports: A.ImportDecl[] = [];
+    const decls: A.Decl[] = [];
+    // Children of `file` are grouped by rule name; restore source order so the AST reads like the file.
+    const all = Object.values(c)
+      .flat()
+      .filter((e): e is CstNode => !!e && !isToken(e))
+      .sort((a, b) => (a.location?.startOffset ?? 0) - (b.location?.startOffset ?? 0));
+    for (const n of all) {
+      switch (n.name) {
+        case 'importDecl':
+          imports.push({ kind: 'Import', path: this.string(this.tok(n.children, 'StringLit')), range: this.nodeRange(n) });
+          break;
+        case 'modelDecl':
+          decls.push(this.model(n));
+          break;
+        case 'datasetDecl':
+          decls.push({ kind: 'Dataset', name: this.ident(this.tok(n.children, 'Identifier')), init: this.expr(this.node(n.children, 'expression')), range: this.nodeRange(n) });
+          break;
+        case 'stageDecl':
+          decls.push({ kind: 'Stage', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
+          break;
+        case 'templateDecl':
+          decls.push({ kind: 'Template', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
+          break;
+        case 'signatureDecl':
+          decls.push(this.signature(n));
+          break;
+      }
+    }
+    return { kind: 'File', path: this.src.path, imports, decls, range: this.src.range(0, this.src.text.length) };
+  }
+
+  private model(n: CstNode): A.ModelDecl {
+    const c = n.children;
+    const components: A.ComponentDecl[] = [];
+    const flows: A.FlowDecl[] = [];
+    for (const m of this.nodes(c, 'componentDecl')) {
+      const mc = m.children;
+      const roleTok = this.tok(mc, 'role');
+      const weights = this.tok(mc, 'StringLit');
+      components.push({
+        kind: 'Component',
+        role: (roleTok?.image ?? 'encoder') as A.Role,
+        roleRange: this.tokRange(roleTok),
+        name: this.ident(this.tok(mc, 'Identifier')),
+        init: this.expr(this.node(mc, 'expression')),
+        weights: weights ? this.string(weights) : undefined,
+        range: this.nodeRange(m),
+      });
+    }
+    for (const f of this.nodes(c, 'flowDecl')) {
+      const at = this.tok(f.children, 'StringLit');
+      flows.push({
+        kind: 'Flow',
+        chain: this.toks(f.children, 'Identifier').map((t) => this.ident(t)),
+        at: at ? this.string(at) : undefined,
+        range: this.nodeRange(f),
+      });
+    }
+    return { kind: 'Model', name: this.ident(this.tok(c, 'Identifier')), components, flows, range: this.nodeRange(n) };
+  }
+
+  private field(n: CstNode): A.Field {
+    const c = n.children;
+    return { kind: 'Field', name: this.ident(this.tok(c, 'Name')), value: this.expr(this.node(c, 'expression')), range: this.nodeRange(n) };
+  }
+
+  private signature(n: CstNode): A.SignatureDecl {
+    const c = n.children;
+    const items: A.SignatureItem[] = [];
+    const itemNodes = [...this.nodes(c, 'presetDecl'), ...this.nodes(c, 'tensorDecl'), ...this.nodes(c, 'field')].sort(
+      (a, b) => (a.location?.startOffset ?? 0) - (b.location?.startOffset ?? 0),
+    );
+    for (const it of itemNodes) {
+      const ic = it.children;
+      if (it.name === 'presetDecl') {
+        items.push({ kind: 'Preset', name: this.string(this.tok(ic, 'StringLit')), args: this.args(this.node(ic, 'args')), range: this.nodeRange(it) });
+      } else if (it.name === 'tensorDecl') {
+        const cond = this.node(ic, 'cond');
+        items.push({
+          kind: 'Tensor',
+          name: this.string(this.tok(ic, 'StringLit')),
+          dims: this.exprList(this.node(ic, 'exprList')),
+          loops: this.nodes(ic, 'loopVar').map((lv) => ({ var: this.ident(this.tok(lv.children, 'Identifier')), bound: this.expr(this.node(lv.children, 'additive')) })),
+          cond: cond ? this.expr(cond) : undefined,
+          range: this.nodeRange(it),
+        });
+      } else {
+        items.push(this.field(it));
+      }
+    }
+    const input = this.node(c, 'input');
+    const output = this.node(c, 'output');
+    const kindTok = this.tok(c, 'sigKind');
+    return {
+      kind: 'Signature',
+      sigKind: (kindTok?.image ?? 'encoder') as A.SignatureKind,
+      name: this.ident(this.tok(c, 'Identifier')),
+      params: this.nodes(c, 'param').map((p) => {
+        const dflt = this.node(p.children, 'default');
+        return {
+          kind: 'Param' as const,
+          name: this.ident(this.tok(p.children, 'Name')),
+          type: this.expr(this.node(p.children, 'type')),
+          default: dflt ? this.expr(dflt) : undefined,
+          range: this.nodeRange(p),
+        };
+      }),
+      input: input ? this.expr(input) : undefined,
+      output: output ? this.expr(output) : undefined,
+      where: this.nodes(c, 'where').map((w) => this.expr(w)),
+      items,
+      range: this.nodeRange(n),
+    };
+  }
+
+  private args(n: CstNode | undefined): A.Arg[] {
+    if (!n) return [];
+    return this.nodes(n.children, 'arg').map((a) => {
+      const nameTok = this.tok(a.children, 'Name');
+      return { kind: 'Arg', name: nameTok ? this.ident(nameTok) : undefined, value: this.expr(this.node(a.children, 'expression')), range: this.nodeRange(a) };
+    });
+  }
+
+  private exprList(n: CstNode | undefined): A.Expr[] {
+    return n ? this.nodes(n.children, 'expression').map((e) => this.expr(e)) : [];
+  }
+
+  // ---- expressions ----
+
+  expr(n: CstNode | undefined): A.Expr {
+    if (!n) return { kind: 'Missing', range: this.nodeRange(undefined) };
+    const c = n.children;
+    switch (n.name) {
+      case 'expression':
+        return this.binaryChain(n, 'orExpr');
+      case 'orExpr':
+        return this.binaryChain(n, 'andExpr');
+      case 'andExpr':
+        return this.binaryChain(n, 'notExpr');
+      case 'notExpr': {
+        const inner = this.node(c, 'notExpr');
+        if (c['Kw_not']) return { kind: 'Unary', op: 'not', operand: this.expr(inner), range: this.nodeRange(n) };
+        return this.expr(this.node(c, 'comparison'));
+      }
+      case 'comparison':
+        return this.binaryChain(n, 'additive');
+      case 'additive':
+        return this.binaryChain(n, 'multiplicative');
+      case 'multiplicative':
+        return this.binaryChain(n, 'unary');
+      case 'unary':
+        if (c['Minus']) return { kind: 'Unary', op: '-', operand: this.expr(this.node(c, 'unary')), range: this.nodeRange(n) };
+        return this.expr(this.node(c, 'power'));
+      case 'power': {
+        const base = this.expr(this.node(c, 'postfix'));
+        const star = this.tok(c, 'StarStar');
+        if (!c['StarStar']) return base;
+        const exp = this.expr(this.node(c, 'unary'));
+        return { kind: 'Binary', op: '**', left: base, right: exp, opRange: this.tokRange(star), range: this.nodeRange(n) };
+      }
+      case 'postfix':
+        return this.postfix(n);
+      case 'primary':
+        return this.primary(n);
+      default:
+        return { kind: 'Missing', range: this.nodeRange(n) };
+    }
+  }
+
+  private binaryChain(n: CstNode, operandRule: string): A.Expr {
+    const operands = this.nodes(n.children, operandRule);
+    const ops = (n.children['op'] ?? []).filter(isToken);
+    let left = this.expr(operands[0]);
+    for (let i = 1; i < operands.length; i++) {
+      const opTok = ops[i - 1];
+      const right = this.expr(operands[i]);
+      left = {
+        kind: 'Binary',
+        op: (opTok?.image ?? '+') as A.BinaryOp,
+        left,
+        right,
+        opRange: this.tokRange(opTok),
+        range: { file: left.range.file, start: left.range.start, end: right.range.end },
+      };
+    }
+    return left;
+  }
+
+  private postfix(n: CstNode): A.Expr {
+    let e = this.expr(this.node(n.children, 'primary'));
+    const suffixes = [...this.nodes(n.children, 'memberSuffix'), ...this.nodes(n.children, 'callSuffix'), ...this.nodes(n.children, 'indexSuffix')].sort(
+      (a, b) => (a.location?.startOffset ?? 0) - (b.location?.startOffset ?? 0),
+    );
+    for (const s of suffixes) {
+      const end = this.nodeRange(s).end;
+      const range = { file: e.range.file, start: e.range.start, end: end.offset >= e.range.end.offset ? end : e.range.end };
+      if (s.name === 'memberSuffix') e = { kind: 'Member', object: e, member: this.ident(this.tok(s.children, 'Name')), range };
+      else if (s.name === 'callSuffix') e = { kind: 'Call', callee: e, args: this.args(this.node(s.children, 'args')), range };
+      else e = { kind: 'Index', object: e, items: this.exprList(this.node(s.children, 'exprList')), range };
+    }
+    return e;
+  }
+
+  private primary(n: CstNode): A.Expr {
+    const c = n.children;
+    let t: IToken | undefined;
+    if ((t = this.tok(c, 'NumberLit'))) return { kind: 'Number', value: Number(t.image), text: t.image, range: this.tokRange(t) };
+    if ((t = this.tok(c, 'Quantity'))) {
+      const m = /^([0-9.]+(?:[eE][+-]?\d+)?)([A-Za-z]+)$/.exec(t.image);
+      return { kind: 'Quantity', value: Number(m?.[1] ?? NaN), unit: m?.[2] ?? '', text: t.image, range: this.tokRange(t) };
+    }
+    if ((t = this.tok(c, 'StringLit'))) return this.string(t);
+    if ((t = this.tok(c, 'Kw_true'))) return { kind: 'Bool', value: true, range: this.tokRange(t) };
+    if ((t = this.tok(c, 'Kw_false'))) return { kind: 'Bool', value: false, range: this.tokRange(t) };
+    if ((t = this.tok(c, 'Identifier'))) return { kind: 'Ref', name: t.image, range: this.tokRange(t) };
+    let s: CstNode | undefined;
+    if ((s = this.node(c, 'parenExpr'))) return this.expr(this.node(s.children, 'expression'));
+    if ((s = this.node(c, 'listExpr'))) return { kind: 'List', items: this.exprList(this.node(s.children, 'exprList')), range: this.nodeRange(s) };
+    if ((s = this.node(c, 'objectExpr'))) return { kind: 'Object', fields: this.nodes(s.children, 'field').map((f) => this.field(f)), range: this.nodeRange(s) };
+    if ((s = this.node(c, 'ifExpr')))
+      return {
+        kind: 'If',
+        cond: this.expr(this.node(s.children, 'cond')),
+        then: this.expr(this.node(s.children, 'then')),
+        else: this.expr(this.node(s.children, 'else')),
+        range: this.nodeRange(s),
+      };
+    return { kind: 'Missing', range: this.nodeRange(n) };
+  }
+}
+
+const ESCAPES: Record<string, string> = { n: '\n', t: '\t', r: '\r', '"': '"', '\\': '\\', '0': '\0' };
+
+/** Strip quotes and resolve escapes; unknown escapes are kept literally (the lexer pass reports them). */
+export function unquote(image: string): string {
+  const body = image.startsWith('"') ? image.slice(1, image.endsWith('"') && image.length > 1 ? -1 : undefined) : image;
+  return body.replace(/\\(.)/g, (_, ch: string) => ESCAPES[ch] ?? `\\${ch}`);
+}

@@ -1,0 +1,155 @@
+// parse(): text -> { ast, diagnostics }. Never throws: lexing and parsing errors become diagnostics and the
+// recovered, partial AST is still returned so later passes can report what they can.
+import type { IRecognitionException, IToken } from 'chevrotain';
+import type { FileNode } from '../ast/nodes.js';
+import { M, type MessageDef } from '../diagnostics/catalogue.js';
+import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import { SourceFile, type Range } from '../diagnostics/source.js';
+import * as T from '../lexer/tokens.js';
+import { AstBuilder } from './build-ast.js';
+import { grammar } from './grammar.js';
+
+export interface ParseResult {
+  ast: FileNode;
+  source: SourceFile;
+  diagnostics: Diagnostic[];
+}
+
+function make<A extends unknown[]>(m: MessageDef<A>, range: Range, ...args: A): Diagnostic {
+  return { code: m.code, severity: m.severity, message: m.format(...args), range };
+}
+
+const TOKEN_WORDS: Record<string, string> = {
+  Identifier: 'a name',
+  Name: 'a name',
+  StringLit: 'a string',
+  NumberLit: 'a number',
+  Quantity: 'a quantity',
+  Arrow: "'->'",
+  StarStar: "'**'",
+  EqEq: "'=='",
+  NotEq: "'!='",
+  LtEq: "'<='",
+  GtEq: "'>='",
+  Lt: "'<'",
+  Gt: "'>'",
+  Equals: "'='",
+  Plus: "'+'",
+  Minus: "'-'",
+  Star: "'*'",
+  Slash: "'/'",
+  Percent: "'%'",
+  Pipe: "'|'",
+  Colon: "':'",
+  Comma: "','",
+  Dot: "'.'",
+  LParen: "'('",
+  RParen: "')'",
+  LBracket: "'['",
+  RBracket: "']'",
+  LBrace: "'{'",
+  RBrace: "'}'",
+};
+
+function tokenWord(typeName: string): string {
+  if (typeName.startsWith('Kw_')) return `\`${typeName.slice(3)}\``;
+  return TOKEN_WORDS[typeName] ?? typeName;
+}
+
+function foundWord(tok: IToken): string {
+  if (tok.tokenType.name === 'EOF') return 'end of file';
+  const image = tok.image.length > 24 ? `${tok.image.slice(0, 24)}...` : tok.image;
+  return `'${image}'`;
+}
+
+/** What the parser was looking for, by the innermost rule it was in. */
+const RULE_EXPECTS: Record<string, string> = {
+  file: 'a declaration (import, model, dataset, stage, template, or a component signature)',
+  modelDecl: 'a component (`encoder`, `projector`, `llm`) or a `flow`',
+  componentDecl: 'a component: `encoder NAME = constructor(...)`',
+  stageDecl: 'a stage field such as `train: [proj]`',
+  templateDecl: 'a template field such as `user: "USER: "`',
+  field: 'a field: `name: value`',
+  signatureDecl: 'a parameter, shape, `where` clause or body',
+  param: 'a parameter: `name: type = default`',
+  flowDecl: "a flow: `flow a -> b -> c`",
+  presetDecl: 'a preset: `preset "name" (param: value, ...)`',
+  tensorDecl: 'a tensor: `tensor "name" [dims]`',
+  args: 'an argument',
+  arg: 'an argument',
+  objectExpr: 'a field `name: value` or `}`',
+};
+
+function expectationFor(e: IRecognitionException): string {
+  const stack = e.context?.ruleStack ?? [];
+  for (let i = stack.length - 1; i >= 0; i--) {
+    const r = RULE_EXPECTS[stack[i]];
+    if (r) {
+      // Inside an expression rule the most useful thing to say is "an expression".
+      const inner = stack[stack.length - 1];
+      if (['primary', 'postfix', 'unary', 'power', 'expression', 'multiplicative', 'additive', 'comparison'].includes(inner)) return 'an expression';
+      return r;
+    }
+  }
+  return 'an expression';
+}
+
+export function parse(path: string, text: string): ParseResult {
+  const source = new SourceFile(path, text);
+  const diagnostics: Diagnostic[] = [];
+  const lexed = T.PipeLexer.tokenize(text);
+
+  for (const err of lexed.errors) {
+    const ch = text.slice(err.offset, err.offset + (err.length || 1));
+    diagnostics.push(make(M.UnexpectedCharacter, source.range(err.offset, err.offset + (err.length || 1)), ch.length > 12 ? `${ch.slice(0, 12)}...` : ch));
+  }
+
+  const tokens: IToken[] = [];
+  for (const tok of lexed.tokens) {
+    const range = source.range(tok.startOffset, tok.startOffset + tok.image.length);
+    if (tok.tokenType === T.UnterminatedString) {
+      diagnostics.push(make(M.UnterminatedString, range));
+      tokens.push({ ...tok, tokenType: T.StringLit, tokenTypeIdx: T.StringLit.tokenTypeIdx!, image: `${tok.image}"` });
+      continue;
+    }
+    if (tok.tokenType === T.UnterminatedComment) {
+      diagnostics.push(make(M.UnterminatedComment, source.range(tok.startOffset, tok.startOffset + 2)));
+      continue;
+    }
+    if (tok.tokenType === T.StringLit) {
+      for (const m of tok.image.matchAll(/\\(.)/g)) {
+        if (!'ntr"\\0'.includes(m[1])) {
+          const at = tok.startOffset + (m.index ?? 0);
+          diagnostics.push(make(M.BadEscape, source.range(at, at + 2), m[0]));
+        }
+      }
+    }
+    tokens.push(tok);
+  }
+
+  const parser = grammar();
+  parser.input = tokens;
+  const cst = parser.file();
+
+  const seen = new Set<number>();
+  for (const e of parser.errors) {
+    const tok = e.token;
+    const isEof = tok.tokenType.name === 'EOF' || !Number.isFinite(tok.startOffset);
+    const start = isEof ? text.length : tok.startOffset;
+    if (seen.has(start)) continue; // recovery can fail several times at one place; report it once
+    seen.add(start);
+    const range = isEof ? source.endRange() : source.range(tok.startOffset, tok.startOffset + tok.image.length);
+    const found = isEof ? 'end of file' : foundWord(tok);
+    if (e.name === 'MismatchedTokenException') {
+      const expected = /-->\s*(\w+)\s*<--/.exec(e.message)?.[1];
+      diagnostics.push(make(M.ExpectedToken, range, expected ? tokenWord(expected) : 'something else', found));
+    } else if (e.name === 'NotAllInputParsedException') {
+      diagnostics.push(make(M.TrailingInput, range, found));
+    } else {
+      diagnostics.push(make(M.UnexpectedToken, range, found, expectationFor(e)));
+    }
+  }
+
+  const ast = cst ? new AstBuilder(source).file(cst) : { kind: 'File' as const, path, imports: [], decls: [], range: source.range(0, text.length) };
+  return { ast, source, diagnostics };
+}

@@ -1,0 +1,160 @@
+// The one compiler service: the CLI and the language server both call it, so they report the same
+// diagnostics with the same codes and ranges.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { checkProgram, type CheckOptions, type CheckResult } from '../check/passes.js';
+import type { Host } from '../check/program.js';
+import type { StageOverride } from '../check/stages.js';
+import { SIZE_UNIT_NAMES, type Value } from '../check/values.js';
+import { loadRunConfig, mergeRunConfigs, parseRunConfig, parseSetOptions, SET_FILE, type RunConfig } from '../config/run-config.js';
+import { compareDiagnostics, hasErrors, type Diagnostic } from '../diagnostics/diagnostic.js';
+import { SourceFile, type Range } from '../diagnostics/source.js';
+import type { Graph } from '../ir/graph.js';
+import { validateGraph } from '../ir/validate.js';
+import { lower } from '../lower/lower.js';
+
+/** The package root: stdlib/ and schema/ live there (compiled code runs from dist/compiler/service). */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const STDLIB_DIR = path.join(PACKAGE_ROOT, 'stdlib');
+
+export function nodeHost(cwd: string = process.cwd(), overlay: ReadonlyMap<string, string> = new Map()): Host {
+  return {
+    stdlibDir: STDLIB_DIR,
+    readFile: (p) => {
+      const o = overlay.get(p);
+      if (o !== undefined) return o;
+      try {
+        return fs.readFileSync(p, 'utf8');
+      } catch {
+        return undefined;
+      }
+    },
+    exists: (p) => overlay.has(p) || fs.existsSync(p),
+    isDirectory: (p) => {
+      try {
+        return fs.statSync(p).isDirectory();
+      } catch {
+        return false;
+      }
+    },
+    display: (p) => {
+      const rel = path.relative(cwd, p);
+      return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel.split(path.sep).join('/') : p;
+    },
+  };
+}
+
+export interface CompileRequest {
+  file: string;
+  /** Text of the file when it is not (or not yet) on disk, e.g. an editor buffer. */
+  text?: string;
+  configFiles?: string[];
+  sets?: string[];
+  skipWeights?: boolean;
+  lower?: boolean;
+  cwd?: string;
+  host?: Host;
+}
+
+export interface CompileResult {
+  diagnostics: Diagnostic[];
+  /** Every source a diagnostic may point into, by its displayed path. */
+  sources: Map<string, SourceFile>;
+  check?: CheckResult;
+  graph?: Graph;
+  runConfig?: RunConfig;
+}
+
+const SIZE_RE = new RegExp(`^(\\d+(?:\\.\\d+)?)(${SIZE_UNIT_NAMES.join('|')})$`);
+const SIZE_FACTORS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
+
+/** A value from YAML / --set as a compile-time value: "80GB" is a size, other strings stay strings. */
+export function overrideValue(raw: unknown): Value | undefined {
+  if (typeof raw === 'number') return { t: 'num', v: raw };
+  if (typeof raw === 'boolean') return { t: 'bool', v: raw };
+  if (typeof raw === 'string') {
+    const m = SIZE_RE.exec(raw);
+    return m ? { t: 'size', bytes: Number(m[1]) * SIZE_FACTORS[m[2]] } : { t: 'str', v: raw };
+  }
+  return undefined;
+}
+
+function checkOptionsFrom(cfg: RunConfig, cwd: string): CheckOptions {
+  const stageOverrides: StageOverride[] = [];
+  const weightOverrides = new Map<string, { dir: string; range: Range }>();
+  const dataOverrides = new Map<string, Map<string, { value: Value; range: Range }>>();
+  for (const o of cfg.overrides) {
+    const value = overrideValue(o.value);
+    if (!value) continue;
+    if (o.section === 'stages' && o.stage) stageOverrides.push({ stage: o.stage, path: o.path, value, range: o.range });
+    else if (o.section === 'paths' && o.path[0] === 'weights' && o.path.length === 2 && typeof o.value === 'string') weightOverrides.set(o.path[1], { dir: path.resolve(cwd, o.value), range: o.range });
+    else if (o.section === 'paths' && o.path[0] === 'data' && o.path.length === 3) {
+      const m = dataOverrides.get(o.path[1]) ?? new Map();
+      m.set(o.path[2], { value: typeof o.value === 'string' ? { t: 'str', v: path.resolve(cwd, o.value) } : value, range: o.range });
+      dataOverrides.set(o.path[1], m);
+    }
+  }
+  return { stageOverrides, weightOverrides, dataOverrides };
+}
+
+export function compile(req: CompileRequest): CompileResult {
+  const cwd = req.cwd ?? process.cwd();
+  const host = req.host ?? nodeHost(cwd);
+  const abs = path.resolve(cwd, req.file);
+  const sources = new Map<string, SourceFile>();
+  const diagnostics: Diagnostic[] = [];
+
+  const configs: RunConfig[] = [];
+  for (const f of req.configFiles ?? []) {
+    const cfgAbs = path.resolve(cwd, f);
+    const shown = host.display(cfgAbs);
+    const cfgText = host.readFile(cfgAbs);
+    if (cfgText === undefined) {
+      configs.push(loadRunConfig(cfgAbs));
+      continue;
+    }
+    configs.push(parseRunConfig(shown, cfgText));
+    sources.set(shown, new SourceFile(shown, cfgText));
+  }
+  if (req.sets?.length) {
+    configs.push(parseSetOptions(req.sets));
+    sources.set(SET_FILE, new SourceFile(SET_FILE, req.sets.join(' ')));
+  }
+  const runConfig = configs.length ? mergeRunConfigs(...configs) : undefined;
+  if (runConfig) diagnostics.push(...runConfig.diagnostics);
+
+  const text = req.text ?? host.readFile(abs);
+  if (text === undefined) throw new UsageError(`cannot read ${req.file}: no such file`);
+  const check = checkProgram(abs, text, host, { ...(runConfig ? checkOptionsFrom(runConfig, cwd) : {}), skipWeights: req.skipWeights });
+  for (const f of check.program.files) sources.set(f.source.path, f.source);
+  diagnostics.push(...check.reporter.diagnostics);
+  diagnostics.sort(compareDiagnostics);
+
+  const result: CompileResult = { diagnostics: dedupe(diagnostics), sources, check, runConfig };
+  if (req.lower !== false && !hasErrors(diagnostics)) {
+    const graph = lower(check.program, check.estimates, host.display(abs));
+    const problems = validateGraph(graph);
+    if (problems.length) throw new Error(`internal error: the lowered graph does not validate:\n${problems.join('\n')}`);
+    result.graph = graph;
+  }
+  return result;
+}
+
+function dedupe(diags: Diagnostic[]): Diagnostic[] {
+  const seen = new Set<string>();
+  return diags.filter((d) => {
+    const key = `${d.range.file}:${d.range.start.offset}:${d.range.end.offset}:${d.code}:${d.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** A mistake in how pipec was invoked (exit code 2), as opposed to a problem in the program (exit 1). */
+export class UsageError extends Error {}
+
+/** Deterministic JSON for graphs: two-space indent, trailing newline. */
+export function graphJson(g: Graph): string {
+  return `${JSON.stringify(g, null, 2)}\n`;
+}

@@ -1,0 +1,64 @@
+// Memory estimates: the parameter count of the 47B-class pipeline against a count derived by hand from
+// the declared dimensions, and a located error when a stage cannot fit its devices.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import { compile } from '../compiler/service/service.js';
+import { main } from '../compiler/cli/main.js';
+import { REPO_ROOT, repo } from './paths.js';
+
+/** SigLIP so400m/14 at 384 px without the pooling head, as transformers' SiglipVisionModel lays it out. */
+function siglipSo400m(): number {
+  const d = 1152, f = 4304, L = 27, p = 14, c = 3, n = 27 * 27;
+  const embeddings = d * c * p * p + d + n * d;
+  const layer = 2 * d + 4 * (d * d + d) + 2 * d + (f * d + f) + (d * f + d);
+  return embeddings + L * layer + 2 * d;
+}
+
+/** Mixtral-style 8x8B: vocab 65536, d 4096, 32 layers, 32 heads / 8 kv heads of 128, 8 experts of 14336. */
+function tanuki8x8b(): number {
+  const V = 65536, d = 4096, L = 32, kv = 8 * 128, f = 14336, E = 8;
+  const attention = d * d + 2 * kv * d + d * d;
+  const moe = E * d + E * 3 * f * d;
+  return V * d + L * (2 * d + attention + moe) + d + V * d;
+}
+
+describe('memory estimate', () => {
+  it('counts tanuki-8x8b-vision parameters within 2% of the hand count (here: exactly)', () => {
+    const r = compile({ file: 'pipelines/tanuki-8x8b-vision.pipe', cwd: REPO_ROOT, lower: false });
+    const est = r.check!.estimates.get('align')!;
+    const projector = 1152 * 4096 + 4096 + 4096 * 4096 + 4096;
+    const byHand = siglipSo400m() + projector + tanuki8x8b();
+    assert.ok(Math.abs(est.totalParams - byHand) / byHand < 0.02, `${est.totalParams} vs ${byHand}`);
+    assert.equal(est.totalParams, byHand);
+    assert.ok(byHand > 46e9 && byHand < 48e9, 'a 47B-class model');
+    assert.equal(est.trainableParams, projector);
+    // align trains only the projector, but the frozen llm sits downstream of it and keeps activations
+    assert.ok(est.components.find((c) => c.name === 'lm')!.storesActivations);
+    assert.ok(!est.components.find((c) => c.name === 'vision')!.storesActivations);
+    const ft = r.check!.estimates.get('finetune')!;
+    assert.equal(ft.trainableParams, projector + tanuki8x8b());
+    // zero3 over 16 devices, bf16 mixed precision: 2 + 2 + 12 bytes per trained parameter, sharded
+    assert.ok(Math.abs(ft.perDevice.optimizer - (ft.trainableParams * 12) / 16) < 1);
+    assert.ok(Math.abs(ft.perDevice.weights - (ft.totalParams * 2) / 16) < 1);
+  });
+
+  it('reports per-device memory for each stage on the CLI', async () => {
+    let out = '';
+    const code = await main(['estimate', 'pipelines/tanuki-8x8b-vision.pipe', '--no-color'], { out: (s) => (out += s), err: () => undefined });
+    assert.equal(code, 0);
+    assert.match(out, /stage align: 2 nodes x 8 x gpu \(80\.00 GB\)/);
+    assert.match(out, /stage finetune:/);
+    assert.match(out, /total per device: [\d.]+ GB of 80\.00 GB: fits/);
+  });
+
+  it('gives a located error when align runs on a single 80GB GPU', () => {
+    const text = fs.readFileSync(repo('pipelines/tanuki-8x8b-vision.pipe'), 'utf8').replace('devices: 2 x 8 x gpu(memory: 80GB), sharding: zero3', 'devices: gpu(memory: 80GB)');
+    const r = compile({ file: 'pipelines/tanuki-8x8b-vision.pipe', text, cwd: REPO_ROOT, lower: false });
+    const errors = r.diagnostics.filter((d) => d.severity === 'error');
+    assert.equal(errors.length, 2, errors.map((e) => e.message).join('\n')); // align, and finetune which inherits the devices
+    const line = text.split('\n').findIndex((l) => l.includes('devices: gpu(memory: 80GB)')) + 1;
+    assert.equal(errors[0].code, 'PIPE7001');
+    assert.equal(errors[0].range.start.line, line);
+    assert.match(errors[0].message, /stage `align` needs [\d.]+ GB per device but each device has 80\.00 GB/);
+  });
+});

@@ -1,0 +1,3 @@
+// Exports MyLlm; MyLlmConfig comes from a sibling file.
+export * from './config.js';
+export class MyLlm {}

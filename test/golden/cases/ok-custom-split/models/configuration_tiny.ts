@@ -1,0 +1,3 @@
+export class TinyConfig {
+  hidden_size = 128;
+}

@@ -1,0 +1,77 @@
+// Checkpoint fixtures for the golden cases, written before the cases run (safetensors are binary, so
+// they are generated rather than committed; .gitignore keeps them out of the tree).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { repo } from '../paths.js';
+import { writeSafetensors } from '../helpers/safetensors-writer.js';
+
+/** Tensors of the tiny `vit(image: 32, patch: 8, hidden: 64, layers: 2, heads: 4, mlp: 128)`. */
+export function tinyVitTensors(hidden = 64, mlp = 128, layers = 2): Record<string, { shape: number[] }> {
+  const t: Record<string, { shape: number[] }> = {
+    'vision_model.embeddings.class_embedding': { shape: [hidden] },
+    'vision_model.embeddings.patch_embedding.weight': { shape: [hidden, 3, 8, 8] },
+    'vision_model.embeddings.position_embedding.weight': { shape: [17, hidden] },
+    'vision_model.pre_layrnorm.weight': { shape: [hidden] },
+    'vision_model.pre_layrnorm.bias': { shape: [hidden] },
+    'vision_model.post_layernorm.weight': { shape: [hidden] },
+    'vision_model.post_layernorm.bias': { shape: [hidden] },
+  };
+  for (let i = 0; i < layers; i++) {
+    const p = `vision_model.encoder.layers.${i}`;
+    for (const n of ['layer_norm1', 'layer_norm2']) {
+      t[`${p}.${n}.weight`] = { shape: [hidden] };
+      t[`${p}.${n}.bias`] = { shape: [hidden] };
+    }
+    for (const n of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
+      t[`${p}.self_attn.${n}.weight`] = { shape: [hidden, hidden] };
+      t[`${p}.self_attn.${n}.bias`] = { shape: [hidden] };
+    }
+    t[`${p}.mlp.fc1.weight`] = { shape: [mlp, hidden] };
+    t[`${p}.mlp.fc1.bias`] = { shape: [mlp] };
+    t[`${p}.mlp.fc2.weight`] = { shape: [hidden, mlp] };
+    t[`${p}.mlp.fc2.bias`] = { shape: [hidden] };
+  }
+  return t;
+}
+
+export function makeGoldenFixtures(): void {
+  const cases = repo('test/golden/cases');
+  // checkpoint-mismatch: config.json disagrees on hidden size; one tensor has the wrong shape; two are missing.
+  {
+    const dir = path.join(cases, 'checkpoint-mismatch/ckpt');
+    const t = tinyVitTensors();
+    t['vision_model.encoder.layers.1.mlp.fc1.weight'] = { shape: [100, 64] };
+    delete t['vision_model.post_layernorm.weight'];
+    delete t['vision_model.post_layernorm.bias'];
+    writeSafetensors(path.join(dir, 'model.safetensors'), t);
+  }
+  // ok-checkpoint-sharded: a matching checkpoint split over two shards with an index.
+  {
+    const dir = path.join(cases, 'ok-checkpoint-sharded/ckpt');
+    const all = Object.entries(tinyVitTensors());
+    const half = Math.ceil(all.length / 2);
+    const shards = [Object.fromEntries(all.slice(0, half)), Object.fromEntries(all.slice(half))];
+    const weightMap: Record<string, string> = {};
+    shards.forEach((s, i) => {
+      const name = `model-0000${i + 1}-of-00002.safetensors`;
+      writeSafetensors(path.join(dir, name), s);
+      for (const k of Object.keys(s)) weightMap[k] = name;
+    });
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2));
+  }
+  // checkpoint-shard-missing: the index names a shard that is not there.
+  {
+    const dir = path.join(cases, 'checkpoint-shard-missing/ckpt');
+    writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), tinyVitTensors());
+    const weightMap = Object.fromEntries(Object.keys(tinyVitTensors()).map((k, i) => [k, i % 2 ? 'model-00002-of-00002.safetensors' : 'model-00001-of-00002.safetensors']));
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+  }
+  // checkpoint-bad-header: a file whose header length is larger than the file.
+  {
+    const dir = path.join(cases, 'checkpoint-bad-header/ckpt');
+    fs.mkdirSync(dir, { recursive: true });
+    const buf = Buffer.alloc(64);
+    buf.writeBigUInt64LE(1000n);
+    fs.writeFileSync(path.join(dir, 'model.safetensors'), buf);
+  }
+}
