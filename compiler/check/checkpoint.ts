@@ -4,8 +4,8 @@
 import * as path from 'node:path';
 import { M } from '../diagnostics/catalogue.js';
 import type { Range } from '../diagnostics/source.js';
-import { CheckpointError, readCheckpointMeta, type CheckpointMeta } from './checkpoint-io.js';
-import { hfConfigKeys, jsonToValue, lookupPath } from './components.js';
+import { CheckpointError, configLookup, readCheckpointMeta, type CheckpointMeta } from './checkpoint-io.js';
+import { hfConfigKeys, jsonToValue } from './components.js';
 import type { ComponentInfo, Host, Program, Reporter } from './program.js';
 import { show, showDims } from './values.js';
 
@@ -54,7 +54,7 @@ function checkConfig(c: ComponentInfo, config: Record<string, unknown>, reporter
     const declared = c.params.get(param);
     if (!declared) continue;
     for (const key of keys) {
-      const raw = lookupPath(config, key);
+      const raw = configLookup(config, key);
       if (raw === undefined || raw === null) continue;
       const actual = jsonToValue(raw);
       if (actual && show(actual) !== show(declared) && !(actual.t === 'num' && declared.t === 'num' && actual.v === declared.v)) {

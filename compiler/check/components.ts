@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
 import type { Range } from '../diagnostics/source.js';
+import { configLookup } from './checkpoint-io.js';
 import { bindCall, exprText, type CallContext, type Instance } from './instance.js';
 import type { ComponentInfo, CustomInfo, Host, LoadedFile, ModelInfo, Program, Reporter, SigInfo, TensorSpec } from './program.js';
 import { declKindWord } from './resolve.js';
@@ -216,7 +217,7 @@ function bindCustom(info: ComponentInfo, call: A.CallExpr, file: LoadedFile, hos
         for (const [param, keys] of hfConfigKeys(sig, reporter)) {
           if (inst.has(param) && rest.some((a) => a.name?.name === param)) continue;
           for (const key of keys) {
-            const raw = lookupPath(cfg, key);
+            const raw = configLookup(cfg, key);
             if (raw === undefined) continue;
             const v = jsonToValue(raw);
             if (v) inst.setValue(param, v, info.weights.range);
@@ -244,15 +245,6 @@ export function hfConfigKeys(sig: SigInfo, reporter: Reporter): Map<string, stri
     );
   }
   return out;
-}
-
-export function lookupPath(obj: Record<string, unknown>, dotted: string): unknown {
-  let cur: unknown = obj;
-  for (const part of dotted.split('.')) {
-    if (!cur || typeof cur !== 'object') return undefined;
-    cur = (cur as Record<string, unknown>)[part];
-  }
-  return cur;
 }
 
 export function jsonToValue(raw: unknown): Value | undefined {

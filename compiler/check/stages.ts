@@ -9,7 +9,7 @@ import { lookupSig } from './components.js';
 import { bindCall, coerce, type CallContext } from './instance.js';
 import type { ComponentInfo, DatasetInfo, LoadedFile, Precision, Program, Reporter, Sharding, SigInfo, StageInfo } from './program.js';
 import { declKindWord } from './resolve.js';
-import { didYouMean } from './suggest.js';
+import { closest, didYouMean } from './suggest.js';
 import { evaluate, show, typeName, type Scope, type Value } from './values.js';
 
 /** A run-config override already located in its YAML (or --set) source. */
@@ -161,9 +161,9 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     const key = f.name.name;
     if (!(key in STAGE_FIELDS)) {
       const d = reporter.report(M.UnknownStageField, f.name.range, key);
-      const near = didYouMean(key, Object.keys(STAGE_FIELDS));
-      d.hint = near ?? `stage fields are ${Object.keys(STAGE_FIELDS).join(', ')}`;
-      if (near) d.fixes = [{ title: near, range: f.name.range, newText: near.slice(14, -2) }];
+      const near = closest(key, Object.keys(STAGE_FIELDS));
+      d.hint = near ? `did you mean \`${near}\`?` : `stage fields are ${Object.keys(STAGE_FIELDS).join(', ')}`;
+      if (near) d.fixes = [{ title: `Use \`${near}\``, range: f.name.range, newText: near }];
       continue;
     }
     if (own.has(key)) {
