@@ -6,6 +6,11 @@ import type { Range, SourceFile } from '../diagnostics/source.js';
 
 type Children = Record<string, CstElement[] | undefined>;
 
+/** Binding strength of the binary operators (all left-associative; `**` is handled in the grammar). */
+const PRECEDENCE: Record<string, number> = { '|': 0, or: 1, and: 2, '==': 4, '!=': 4, '<': 4, '<=': 4, '>': 4, '>=': 4, '+': 5, '-': 5, '*': 6, '/': 6, '%': 6, x: 6 };
+/** `not` takes everything that binds tighter than `and`. */
+const NOT_PRECEDENCE = 3;
+
 function isToken(e: CstElement): e is IToken {
   return (e as IToken).image !== undefined;
 }
@@ -151,7 +156,7 @@ export class AstBuilder {
           kind: 'Tensor',
           name: this.string(this.tok(ic, 'StringLit')),
           dims: this.exprList(this.node(ic, 'exprList')),
-          loops: this.nodes(ic, 'loopVar').map((lv) => ({ var: this.ident(this.tok(lv.children, 'Identifier')), bound: this.expr(this.node(lv.children, 'additive')) })),
+          loops: this.nodes(ic, 'loopVar').map((lv) => ({ var: this.ident(this.tok(lv.children, 'Identifier')), bound: this.expr(this.node(lv.children, 'expression')) })),
           cond: cond ? this.expr(cond) : undefined,
           range: this.nodeRange(it),
         });
@@ -203,31 +208,16 @@ export class AstBuilder {
     const c = n.children;
     switch (n.name) {
       case 'expression':
-        return this.binaryChain(n, 'orExpr');
-      case 'orExpr':
-        return this.binaryChain(n, 'andExpr');
-      case 'andExpr':
-        return this.binaryChain(n, 'notExpr');
-      case 'notExpr': {
-        const inner = this.node(c, 'notExpr');
-        if (c['Kw_not']) return { kind: 'Unary', op: 'not', operand: this.expr(inner), range: this.nodeRange(n) };
-        return this.expr(this.node(c, 'comparison'));
-      }
-      case 'comparison':
-        return this.binaryChain(n, 'additive');
-      case 'additive':
-        return this.binaryChain(n, 'multiplicative');
-      case 'multiplicative':
-        return this.binaryChain(n, 'unary');
+        return this.climb(n);
       case 'unary':
         if (c['Minus']) return { kind: 'Unary', op: '-', operand: this.expr(this.node(c, 'unary')), range: this.nodeRange(n) };
         return this.expr(this.node(c, 'power'));
       case 'power': {
         const base = this.expr(this.node(c, 'postfix'));
-        const star = this.tok(c, 'StarStar');
         if (!c['StarStar']) return base;
+        const star = this.tok(c, 'StarStar');
         const exp = this.expr(this.node(c, 'unary'));
-        return { kind: 'Binary', op: '**', left: base, right: exp, opRange: this.tokRange(star), range: this.nodeRange(n) };
+        return { kind: 'Binary', op: '**', left: base, right: exp, opRange: this.tokRange(star), range: this.span(base, exp) };
       }
       case 'postfix':
         return this.postfix(n);
@@ -238,23 +228,42 @@ export class AstBuilder {
     }
   }
 
-  private binaryChain(n: CstNode, operandRule: string): A.Expr {
-    const operands = this.nodes(n.children, operandRule);
+  private span(a: A.Expr | { range: Range }, b: A.Expr): Range {
+    return { file: a.range.file, start: a.range.start, end: b.range.end };
+  }
+
+  /** Precedence climbing over the flat `operand (op operand)*` list of an `expression`. */
+  private climb(n: CstNode): A.Expr {
+    type Item = { kind: 'not'; tok: IToken } | { kind: 'operand'; expr: A.Expr } | { kind: 'op'; tok: IToken };
+    const items: Item[] = [];
+    const operands = this.nodes(n.children, 'operand');
     const ops = (n.children['op'] ?? []).filter(isToken);
-    let left = this.expr(operands[0]);
-    for (let i = 1; i < operands.length; i++) {
-      const opTok = ops[i - 1];
-      const right = this.expr(operands[i]);
-      left = {
-        kind: 'Binary',
-        op: (opTok?.image ?? '+') as A.BinaryOp,
-        left,
-        right,
-        opRange: this.tokRange(opTok),
-        range: { file: left.range.file, start: left.range.start, end: right.range.end },
-      };
-    }
-    return left;
+    operands.forEach((o, i) => {
+      for (const t of this.toks(o.children, 'Kw_not')) items.push({ kind: 'not', tok: t });
+      items.push({ kind: 'operand', expr: this.expr(this.node(o.children, 'unary')) });
+      if (i < ops.length) items.push({ kind: 'op', tok: ops[i] });
+    });
+    let at = 0;
+    const parse = (minPrec: number): A.Expr => {
+      let left: A.Expr;
+      const first = items[at++];
+      if (!first) return { kind: 'Missing', range: this.nodeRange(n) };
+      if (first.kind === 'not') {
+        const operand = parse(NOT_PRECEDENCE);
+        left = { kind: 'Unary', op: 'not', operand, range: this.span({ range: this.tokRange(first.tok) }, operand) };
+      } else if (first.kind === 'operand') left = first.expr;
+      else left = { kind: 'Missing', range: this.tokRange(first.tok) };
+      for (;;) {
+        const next = items[at];
+        if (!next || next.kind !== 'op') return left;
+        const prec = PRECEDENCE[next.tok.image] ?? 0;
+        if (prec < minPrec) return left;
+        at++;
+        const right = parse(prec + 1);
+        left = { kind: 'Binary', op: next.tok.image as A.BinaryOp, left, right, opRange: this.tokRange(next.tok), range: this.span(left, right) };
+      }
+    };
+    return parse(0);
   }
 
   private postfix(n: CstNode): A.Expr {

@@ -179,7 +179,7 @@ export class PipeGrammar extends CstParser {
   loopVar = this.RULE('loopVar', () => {
     this.CONSUME(T.Identifier);
     this.CONSUME(T.Lt);
-    this.SUBRULE(this.additive);
+    this.SUBRULE(this.expression);
   });
 
   args = this.RULE('args', () => {
@@ -212,66 +212,26 @@ export class PipeGrammar extends CstParser {
     });
   });
 
-  // ---- expressions, lowest precedence first ----
+  // ---- expressions ----
+  // Binary operators are parsed flat (operand (op operand)*) and given their precedence when the AST is
+  // built (build-ast.ts): a rule per precedence level would make a dozen CST nodes per literal.
 
   expression = this.RULE('expression', () => {
-    this.SUBRULE(this.orExpr);
+    this.SUBRULE(this.operand);
     this.MANY(() => {
-      this.CONSUME(T.Pipe, { LABEL: 'op' });
-      this.SUBRULE2(this.orExpr);
+      this.OR(
+        ([T.Pipe, Kw.or, Kw.and, T.EqEq, T.NotEq, T.LtEq, T.GtEq, T.Lt, T.Gt, T.Plus, T.Minus, T.Star, T.Slash, T.Percent, Kw.x] as TokenType[]).map((tok) => ({
+          ALT: () => this.CONSUME(tok, { LABEL: 'op' }),
+        })),
+      );
+      this.SUBRULE2(this.operand);
     });
   });
 
-  orExpr = this.RULE('orExpr', () => {
-    this.SUBRULE(this.andExpr);
-    this.MANY(() => {
-      this.CONSUME(Kw.or, { LABEL: 'op' });
-      this.SUBRULE2(this.andExpr);
-    });
-  });
-
-  andExpr = this.RULE('andExpr', () => {
-    this.SUBRULE(this.notExpr);
-    this.MANY(() => {
-      this.CONSUME(Kw.and, { LABEL: 'op' });
-      this.SUBRULE2(this.notExpr);
-    });
-  });
-
-  notExpr = this.RULE('notExpr', () => {
-    this.OR([
-      {
-        ALT: () => {
-          this.CONSUME(Kw.not);
-          this.SUBRULE(this.notExpr);
-        },
-      },
-      { ALT: () => this.SUBRULE(this.comparison) },
-    ]);
-  });
-
-  comparison = this.RULE('comparison', () => {
-    this.SUBRULE(this.additive);
-    this.OPTION(() => {
-      this.OR(([T.EqEq, T.NotEq, T.LtEq, T.GtEq, T.Lt, T.Gt] as TokenType[]).map((tok) => ({ ALT: () => this.CONSUME(tok, { LABEL: 'op' }) })));
-      this.SUBRULE2(this.additive);
-    });
-  });
-
-  additive = this.RULE('additive', () => {
-    this.SUBRULE(this.multiplicative);
-    this.MANY(() => {
-      this.OR([{ ALT: () => this.CONSUME(T.Plus, { LABEL: 'op' }) }, { ALT: () => this.CONSUME(T.Minus, { LABEL: 'op' }) }]);
-      this.SUBRULE2(this.multiplicative);
-    });
-  });
-
-  multiplicative = this.RULE('multiplicative', () => {
+  /** `not` binds looser than comparisons (`not a == b` is `not (a == b)`); the AST builder applies that. */
+  operand = this.RULE('operand', () => {
+    this.MANY(() => this.CONSUME(Kw.not));
     this.SUBRULE(this.unary);
-    this.MANY(() => {
-      this.OR(([T.Star, T.Slash, T.Percent, Kw.x] as TokenType[]).map((tok) => ({ ALT: () => this.CONSUME(tok, { LABEL: 'op' }) })));
-      this.SUBRULE2(this.unary);
-    });
   });
 
   unary = this.RULE('unary', () => {

@@ -87,7 +87,7 @@ function expectationFor(e: IRecognitionException): string {
     if (r) {
       // Inside an expression rule the most useful thing to say is "an expression".
       const inner = stack[stack.length - 1];
-      if (['primary', 'postfix', 'unary', 'power', 'expression', 'multiplicative', 'additive', 'comparison'].includes(inner)) return 'an expression';
+      if (['primary', 'postfix', 'unary', 'power', 'expression', 'operand'].includes(inner)) return 'an expression';
       return r;
     }
   }
