@@ -318,6 +318,10 @@ function evaluateContract(info: ComponentInfo, inst: Instance, reporter: Reporte
     count += repeat * shape.reduce((a, b) => a * b, 1);
     tensors.push({ name: item.name.value, shape, loops });
   }
+  if (!Number.isSafeInteger(count)) {
+    reporter.report(M.OutOfRange, info.decl.init.range, `the parameter count of \`${info.name}\``, `at most ${Number.MAX_SAFE_INTEGER}`, String(count));
+    return false;
+  }
   info.tensors = tensors;
   info.paramCount = count;
 

@@ -200,7 +200,11 @@ export function coerce(v: Value, type: ParamType, what: string, range: Range, ct
   };
   switch (type.k) {
     case 'int':
-      if (v.t === 'num' && Number.isInteger(v.v)) return v;
+      if (v.t === 'num' && Number.isSafeInteger(v.v)) return v;
+      if (v.t === 'num' && Number.isInteger(v.v)) {
+        ctx.reporter.report(M.OutOfRange, range, what, `at most ${Number.MAX_SAFE_INTEGER}`, String(v.v));
+        return undefined;
+      }
       return mismatch();
     case 'float':
       return v.t === 'num' ? v : mismatch();

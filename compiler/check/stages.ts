@@ -229,7 +229,7 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     const x = value(key);
     if (!x) return undefined;
     if (x.v.t !== 'num' || !Number.isInteger(x.v.v)) return (reporter.report(M.TypeMismatch, x.range, `stage field \`${key}\``, 'int', typeName(x.v)), fail());
-    if (x.v.v < min) return (reporter.report(M.OutOfRange, x.range, `\`${key}\``, `>= ${min}`, String(x.v.v)), fail());
+    if (x.v.v < min || !Number.isSafeInteger(x.v.v)) return (reporter.report(M.OutOfRange, x.range, `\`${key}\``, x.v.v < min ? `>= ${min}` : `at most ${Number.MAX_SAFE_INTEGER}`, String(x.v.v)), fail());
     return x.v.v;
   };
   const numField = (key: string, min: number, strict: boolean): number | undefined => {
@@ -380,6 +380,11 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   }
   checkpointField(info, fields.get('checkpoint'), ov, ctx);
   devicesField(info, fields.get('devices'), file, ov, ctx);
+  const world = info.devices ? info.devices.nodes * info.devices.perNode : 1;
+  if (!Number.isSafeInteger(info.batch * info.accumulate * world)) {
+    reporter.report(M.OutOfRange, (fields.get('batch') ?? fields.get('accumulate'))?.value.range ?? decl.name.range, 'the global batch (batch x accumulate x devices)', `at most ${Number.MAX_SAFE_INTEGER}`, String(info.batch * info.accumulate * world));
+    info.ok = false;
+  }
   if (info.sharding !== 'none' && info.sharding !== 'ddp' && info.devices && info.devices.nodes * info.devices.perNode === 1) {
     reporter.report(M.ShardingNeedsDevices, fields.get('sharding')!.value.range, info.sharding);
   }

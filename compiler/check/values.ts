@@ -127,6 +127,7 @@ export function evaluate(e: A.Expr, scope: Scope): Value | undefined {
     case 'Missing':
       return undefined;
     case 'Number':
+      if (!Number.isFinite(e.value)) return bad(scope, e.range, `${e.text} is too large for a number`);
       return num(e.value);
     case 'Quantity': {
       const unit = SIZE_UNITS[e.unit];
@@ -239,6 +240,13 @@ function builtin(e: A.CallExpr, scope: Scope): Value | undefined {
 }
 
 function binary(e: A.BinaryExpr, scope: Scope): Value | undefined {
+  const v = binaryRaw(e, scope);
+  if (v && v.t === 'num' && !Number.isFinite(v.v)) return bad(scope, e.range, 'the result is too large for a number');
+  if (v && v.t === 'size' && !Number.isFinite(v.bytes)) return bad(scope, e.range, 'the result is too large for a size');
+  return v;
+}
+
+function binaryRaw(e: A.BinaryExpr, scope: Scope): Value | undefined {
   if (e.op === 'and' || e.op === 'or') {
     const l = evaluate(e.left, scope);
     if (!l) return undefined;
@@ -263,7 +271,7 @@ function binary(e: A.BinaryExpr, scope: Scope): Value | undefined {
       // first as a list [nodes, perNode] and then meet the device.
       const counts = l.t === 'list' ? l.items : [l];
       if (counts.length > 2) return bad(scope, e.left.range, 'write devices as `NODES x PER_NODE x gpu(...)` at most');
-      for (const c of counts) if (c.t !== 'num' || !Number.isInteger(c.v) || c.v < 1) return bad(scope, e.left.range, `a device count must be a positive integer, got ${typeName(c)}`);
+      for (const c of counts) if (c.t !== "num" || !Number.isSafeInteger(c.v) || c.v < 1) return bad(scope, e.left.range, `a device count must be a positive integer, got ${typeName(c)}`);
       if (r.t === 'num') return { t: 'list', items: [...counts, r] };
       if (r.t !== 'devices' || r.nodes * r.perNode !== 1) return bad(scope, e.right.range, `\`x\` replicates a device such as \`gpu(memory: 80GB)\`, got ${typeName(r)}`);
       const n = counts.map((c) => (c as { v: number }).v);

@@ -41,7 +41,8 @@ export class SourceFile {
   }
 
   range(startOffset: number, endOffset: number): Range {
-    return { file: this.path, start: this.position(startOffset), end: this.position(endOffset) };
+    // Error recovery can hand back a node that ends before it starts; such a node is empty, not negative.
+    return { file: this.path, start: this.position(startOffset), end: this.position(Math.max(startOffset, endOffset)) };
   }
 
   lineText(line: number): string {

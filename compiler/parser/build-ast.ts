@@ -229,7 +229,7 @@ export class AstBuilder {
   }
 
   private span(a: A.Expr | { range: Range }, b: A.Expr): Range {
-    return { file: a.range.file, start: a.range.start, end: b.range.end };
+    return { file: a.range.file, start: a.range.start, end: b.range.end.offset >= a.range.start.offset ? b.range.end : a.range.start };
   }
 
   /** Precedence climbing over the flat `operand (op operand)*` list of an `expression`. */
