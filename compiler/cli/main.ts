@@ -7,6 +7,7 @@ import type { StageEstimate } from '../check/memory.js';
 import { formatBytes, formatCount } from '../check/values.js';
 import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.js';
 import { renderAll, summary } from '../diagnostics/render.js';
+import { format } from '../format/format.js';
 import type { Graph } from '../ir/graph.js';
 import { compile, graphJson, UsageError, type CompileResult } from '../service/service.js';
 import { renderDot, renderGraph } from './graph-view.js';
@@ -18,6 +19,8 @@ usage:
   pipec compile FILE -o OUT.json  lower to the execution-graph IR (schema/graph.schema.json)
   pipec graph FILE [--dot]        print the graph with the shape at every edge (Graphviz with --dot)
   pipec estimate FILE             parameters and memory per device for every stage
+  pipec fmt [--check] FILE...     format in place (--check: list unformatted files, exit 1)
+  pipec lsp --stdio               the language server (editors start it)
 
 options:
   --format text|json              diagnostics as text (default) or JSON with ranges
@@ -48,6 +51,8 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         'no-color': { type: 'boolean', default: false },
         verbose: { type: 'boolean', short: 'v', default: false },
         help: { type: 'boolean', short: 'h', default: false },
+        stdio: { type: 'boolean', default: false },
+        check: { type: 'boolean', default: false },
       },
     });
   } catch (e) {
@@ -107,6 +112,30 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         if (values.format === 'json') io.out(`${JSON.stringify({ diagnostics: r.diagnostics, stages: [...est.values()] }, null, 2)}\n`);
         else io.out(renderEstimates([...est.values()]));
         return hasErrors(r.diagnostics) ? 1 : 0;
+      }
+      case 'fmt': {
+        if (!files.length) throw new UsageError('fmt needs at least one .pipe file');
+        let bad = 0;
+        for (const file of files) {
+          if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) throw new UsageError(`cannot read ${file}: no such file`);
+          const r = format(fs.readFileSync(file, 'utf8'));
+          if ('error' in r) {
+            io.err(`${file}:${r.error}\n`);
+            bad++;
+          } else if (r.changed) {
+            if (values.check) {
+              io.out(`${file}\n`);
+              bad++;
+            } else writeAtomically(file, r.text);
+          }
+        }
+        return bad ? 1 : 0;
+      }
+      case 'lsp': {
+        // The language server answers on stdio until the editor sends `exit` (which ends the process).
+        const { startServer } = await import('../lsp/server.js');
+        startServer();
+        return await new Promise<number>(() => undefined);
       }
       case 'run':
       case 'generate':
