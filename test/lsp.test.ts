@@ -1,0 +1,193 @@
+// The language server as an editor sees it: a separate process speaking JSON-RPC over stdio.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { compile } from '../compiler/service/service.js';
+import { LspClient } from './helpers/lsp-client.js';
+import { REPO_ROOT, repo } from './paths.js';
+import { makeGoldenFixtures } from './golden/fixtures.js';
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const PROGRAM = `import "std/vision"
+import "std/projectors"
+import "std/llm"
+import "std/data"
+import "std/train"
+
+model vlm {
+  encoder vision = siglip_vit(preset: "siglip-so400m-patch14-384", select_layer: -2)
+  projector proj = mlp_gelu(depth: 2, in: vision.hidden, out: lm.hidden)
+  llm lm = llama(preset: "tanuki-8b")
+  flow vision -> proj -> lm at "<image>"
+}
+
+dataset pretrain = llava_json("x.json", template: "plain")
+
+stage align {
+  model: vlm
+  train: [proj]
+  freeze: [vision, lm]
+  data: pretrain
+  optimizer: adamw(lr: 1e-3)
+  batch: 8
+  epochs: 1
+  max_length: 2048
+  precision: bf16
+  gradient_checkpointing: true
+  devices: 8 x gpu(memory: 80GB), sharding: zero2
+}
+
+stage finetune {
+  after: align
+  train: [proj, lm]
+  freeze: [vision]
+}
+`;
+
+const pos = (text: string, needle: string, delta = 0) => {
+  const at = text.indexOf(needle) + delta;
+  const before = text.slice(0, at).split('\n');
+  return { line: before.length - 1, character: before[before.length - 1].length };
+};
+
+describe('language server', function () {
+  this.timeout(120_000);
+  let client: LspClient;
+  let dir: string;
+  let uri: string;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-lsp-'));
+    fs.writeFileSync(path.join(dir, 'main.pipe'), PROGRAM);
+    uri = pathToFileURL(path.join(dir, 'main.pipe')).href;
+    client = new LspClient();
+    const init = await client.initialize(pathToFileURL(dir).href);
+    assert.ok((init.capabilities as Json).hoverProvider);
+    const diags = client.nextDiagnostics(uri);
+    client.notify('textDocument/didOpen', { textDocument: { uri, languageId: 'pipe', version: 1, text: PROGRAM } });
+    assert.deepEqual(await diags, []);
+  });
+
+  after(async () => {
+    assert.equal(await client.shutdown(), 0, client.stderr);
+  });
+
+  it('publishes diagnostics on change, and recovers after a syntax error to report later errors', async () => {
+    const broken = PROGRAM.replace('mlp_gelu(depth: 2,', 'mlp_gleu(depth: 2,').replace('batch: 8', 'batch: (8');
+    const next = client.nextDiagnostics(uri);
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 2 }, contentChanges: [{ text: broken }] });
+    const diags = await next;
+    assert.ok(diags.some((d) => d.code === 'PIPE1010'), JSON.stringify(diags));
+    const fixed = PROGRAM.replace('mlp_gelu(depth: 2,', 'mlp_gleu(depth: 2,');
+    const again = client.nextDiagnostics(uri);
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 3 }, contentChanges: [{ text: fixed }] });
+    const d2 = await again;
+    assert.equal(d2.length, 1);
+    assert.equal(d2[0].code, 'PIPE2005');
+    assert.deepEqual(d2[0].range.start, pos(fixed, 'mlp_gleu'));
+    const actions = await client.request<Json[]>('textDocument/codeAction', { textDocument: { uri }, range: d2[0].range, context: { diagnostics: d2 } });
+    assert.equal(actions[0].title, 'Use `mlp_gelu`');
+    assert.equal(Object.values(actions[0].edit.changes as Json)[0][0].newText, 'mlp_gelu');
+    const back = client.nextDiagnostics(uri);
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 4 }, contentChanges: [{ text: PROGRAM }] });
+    assert.deepEqual(await back, []);
+  });
+
+  it('completes constructors, parameters, stage fields, names in scope, components and presets', async () => {
+    const at = async (text: string, needle: string, delta: number) => {
+      client.notify('textDocument/didChange', { textDocument: { uri, version: 10 }, contentChanges: [{ text }] });
+      const items = await client.request<Json[]>('textDocument/completion', { textDocument: { uri }, position: pos(text, needle, delta) });
+      return items.map((i) => i.label as string);
+    };
+    assert.ok((await at(PROGRAM.replace('= siglip_vit(', '= siglip_vit(').replace('encoder vision = siglip_vit', 'encoder vision = sig'), 'vision = sig', 12)).includes('siglip_vit'));
+    const params = await at(PROGRAM, 'mlp_gelu(depth: 2,', 'mlp_gelu(depth: 2,'.length);
+    assert.deepEqual(params.sort(), ['in', 'out']);
+    const fields = await at(PROGRAM.replace('  freeze: [vision]\n}', '  freeze: [vision]\n  \n}'), '  freeze: [vision]\n  \n', '  freeze: [vision]\n  '.length);
+    assert.ok(fields.includes('optimizer') && fields.includes('max_length') && !fields.includes('train'));
+    assert.deepEqual(await at(PROGRAM.replace('model: vlm', 'model: '), 'model: ', 7), ['vlm']);
+    assert.deepEqual(await at(PROGRAM.replace('train: [proj, lm]', 'train: [proj, ]'), 'train: [proj, ', 14), ['vision', 'lm']);
+    const presets = await at(PROGRAM, 'preset: "siglip', 9);
+    assert.ok(presets.includes('siglip-so400m-patch14-384') && presets.includes('siglip-base-patch16-256'));
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 11 }, contentChanges: [{ text: PROGRAM }] });
+  });
+
+  it('hovers with signatures, shapes, parameter counts and stage memory', async () => {
+    const hover = async (needle: string, delta = 1) => ((await client.request<Json>('textDocument/hover', { textDocument: { uri }, position: pos(PROGRAM, needle, delta) })).contents as Json).value as string;
+    assert.match(await hover('projector proj', 11), /shape: \[n, 1152\] -> \[729, 4096\][\s\S]*parameters: 21\.50M/);
+    assert.match(await hover('mlp_gelu'), /projector mlp_gelu\(depth: int = 2, in: int, out: int\)/);
+    assert.match(await hover('stage align', 7), /trainable: 21\.50M of [\d.]+B parameters[\s\S]*per device \(8 x gpu, bf16, zero2\)/);
+  });
+
+  it('goes to definitions across files, finds references and renames', async () => {
+    const def = await client.request<Json>('textDocument/definition', { textDocument: { uri }, position: pos(PROGRAM, 'lm.hidden') });
+    assert.equal(def.uri, uri);
+    assert.deepEqual(def.range.start, pos(PROGRAM, 'lm = llama'));
+    const lib = await client.request<Json>('textDocument/definition', { textDocument: { uri }, position: pos(PROGRAM, 'mlp_gelu') });
+    assert.equal(lib.uri, pathToFileURL(repo('stdlib/projectors.pipe')).href);
+    const refs = await client.request<Json[]>('textDocument/references', { textDocument: { uri }, position: pos(PROGRAM, 'proj ->'), context: { includeDeclaration: true } });
+    assert.equal(refs.length, 4); // declaration, flow, align.train, finetune.train
+    const edit = await client.request<Json>('textDocument/rename', { textDocument: { uri }, position: pos(PROGRAM, 'proj ->'), newName: 'adapter' });
+    assert.equal((edit.changes[uri] as Json[]).length, 4);
+    assert.ok((edit.changes[uri] as Json[]).every((e) => e.newText === 'adapter'));
+    const refused = await client.request('textDocument/prepareRename', { textDocument: { uri }, position: pos(PROGRAM, 'mlp_gelu') });
+    assert.equal(refused, null);
+  });
+
+  it('gives the outline, folding, semantic tokens and inlay hints with shapes at flow edges', async () => {
+    const symbols = await client.request<Json[]>('textDocument/documentSymbol', { textDocument: { uri } });
+    assert.deepEqual(symbols.map((s) => s.name), ['vlm', 'pretrain', 'align', 'finetune']);
+    assert.deepEqual((symbols[0].children as Json[]).map((c) => c.name), ['vision', 'proj', 'lm', 'vision -> proj -> lm']);
+    const folds = await client.request<Json[]>('textDocument/foldingRange', { textDocument: { uri } });
+    assert.ok(folds.some((f) => f.startLine === pos(PROGRAM, 'model vlm').line));
+    const tokens = await client.request<Json>('textDocument/semanticTokens/full', { textDocument: { uri } });
+    assert.ok((tokens.data as number[]).length > 50 && (tokens.data as number[]).length % 5 === 0);
+    const hints = await client.request<Json[]>('textDocument/inlayHint', { textDocument: { uri }, range: { start: { line: 0, character: 0 }, end: { line: 40, character: 0 } } });
+    assert.deepEqual(hints.map((h) => h.label), [': [729, 1152]', ': [729, 4096]']);
+  });
+
+  it('formats the document, and formatting is idempotent', async () => {
+    const messy = PROGRAM.replace('batch: 8', 'batch:8').replace('  epochs: 1', '      epochs:   1');
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 20 }, contentChanges: [{ text: messy }] });
+    const edits = await client.request<Json[]>('textDocument/formatting', { textDocument: { uri }, options: { tabSize: 2, insertSpaces: true } });
+    assert.equal(edits.length, 1);
+    assert.equal(edits[0].newText, PROGRAM);
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 21 }, contentChanges: [{ text: PROGRAM }] });
+    assert.deepEqual(await client.request('textDocument/formatting', { textDocument: { uri }, options: { tabSize: 2, insertSpaces: true } }), []);
+  });
+
+  it('publishes diagnostics for an imported file with errors', async () => {
+    fs.writeFileSync(path.join(dir, 'lib.pipe'), 'import "std/data"\ndataset broken = llava_json(fille: "x.json")\n');
+    const main2 = pathToFileURL(path.join(dir, 'uses-lib.pipe')).href;
+    const libUri = pathToFileURL(path.join(dir, 'lib.pipe')).href;
+    const libDiags = client.nextDiagnostics(libUri);
+    client.notify('textDocument/didOpen', { textDocument: { uri: main2, languageId: 'pipe', version: 1, text: 'import "./lib.pipe"\n' } });
+    const d = await libDiags;
+    assert.deepEqual(d.map((x) => x.code), ['PIPE3002', 'PIPE3001']); // `file` missing, `fille` unknown
+    client.notify('textDocument/didClose', { textDocument: { uri: main2 } });
+  });
+
+  it('reports the same codes and ranges as `pipec check` for every golden case', async () => {
+    makeGoldenFixtures();
+    const cases = fs.readdirSync(repo('test/golden/cases')).flatMap((c) => {
+      const full = repo('test/golden/cases', c);
+      if (!fs.statSync(full).isDirectory()) return c.endsWith('.pipe') ? [full] : [];
+      // Cases driven by run.yaml / --set test the CLI's options, which an editor does not pass.
+      return fs.existsSync(path.join(full, 'run.yaml')) || fs.existsSync(path.join(full, 'set.txt')) ? [] : [path.join(full, 'main.pipe')];
+    });
+    assert.ok(cases.length >= 40);
+    for (const file of cases) {
+      const text = fs.readFileSync(file, 'utf8');
+      const caseUri = pathToFileURL(file).href;
+      const next = client.nextDiagnostics(caseUri);
+      client.notify('textDocument/didOpen', { textDocument: { uri: caseUri, languageId: 'pipe', version: 1, text } });
+      const got = (await next).map((d) => `${d.code}@${d.range.start.line + 1}:${d.range.start.character + 1}-${d.range.end.line + 1}:${d.range.end.character + 1}`);
+      const cli = compile({ file, cwd: REPO_ROOT, lower: false }).diagnostics.filter((d) => path.resolve(REPO_ROOT, d.range.file) === file);
+      const want = cli.map((d) => `${d.code}@${d.range.start.line}:${d.range.start.column}-${d.range.end.line}:${d.range.end.column}`);
+      assert.deepEqual(got, want, path.relative(REPO_ROOT, file));
+      client.notify('textDocument/didClose', { textDocument: { uri: caseUri } });
+    }
+  });
+});
