@@ -235,8 +235,9 @@ export class AstBuilder {
   /** Precedence climbing over the flat `operand (op operand)*` list of an `expression`. */
   private climb(n: CstNode): A.Expr {
     type Item = { kind: 'not'; tok: IToken } | { kind: 'operand'; expr: A.Expr } | { kind: 'op'; tok: IToken };
-    const items: Item[] = [];
     const operands = this.nodes(n.children, 'operand');
+    if (operands.length === 1 && !operands[0].children['Kw_not']) return this.expr(this.node(operands[0].children, 'unary'));
+    const items: Item[] = [];
     const ops = (n.children['op'] ?? []).filter(isToken);
     operands.forEach((o, i) => {
       for (const t of this.toks(o.children, 'Kw_not')) items.push({ kind: 'not', tok: t });
@@ -268,6 +269,8 @@ export class AstBuilder {
 
   private postfix(n: CstNode): A.Expr {
     let e = this.expr(this.node(n.children, 'primary'));
+    const c = n.children;
+    if (!c['memberSuffix'] && !c['callSuffix'] && !c['indexSuffix']) return e; // the common case: no suffix
     const suffixes = [...this.nodes(n.children, 'memberSuffix'), ...this.nodes(n.children, 'callSuffix'), ...this.nodes(n.children, 'indexSuffix')].sort(
       (a, b) => (a.location?.startOffset ?? 0) - (b.location?.startOffset ?? 0),
     );

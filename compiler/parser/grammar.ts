@@ -6,7 +6,7 @@ const { Kw } = T;
 
 export class PipeGrammar extends CstParser {
   constructor() {
-    super(T.allTokens, { recoveryEnabled: true, maxLookahead: 3, nodeLocationTracking: 'onlyOffset' });
+    super(T.allTokens, { recoveryEnabled: true, maxLookahead: 2, nodeLocationTracking: 'onlyOffset' });
     this.performSelfAnalysis();
   }
 
