@@ -8,3 +8,12 @@ describe('diagnostics catalogue', () => {
     for (const c of codes) assert.match(c, /^PIPE[1-8]\d{3}$/);
   });
 });
+
+describe('docs/diagnostics.md', () => {
+  it('lists every code of the catalogue', async () => {
+    const fs = await import('node:fs');
+    const { repo } = await import('./paths.js');
+    const doc = fs.readFileSync(repo('docs/diagnostics.md'), 'utf8');
+    for (const m of Object.values(M)) assert.ok(doc.includes(`| ${m.code} |`), `${m.code} is missing from docs/diagnostics.md`);
+  });
+});
