@@ -50,7 +50,7 @@ export function resolveModule(base: string, host: Host): string | undefined {
 /** Strip comments, string and template contents, keeping offsets roughly aligned. */
 function stripNoise(src: string): { code: string; strings: string[] } {
   const strings: string[] = [];
-  const code = src.replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*|(["'`])((?:\\.|(?!\1)[^\\])*)\1/g, (m, q: string | undefined, body: string | undefined) => {
+  const code = src.replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*|(["'`])((?:\\.|(?!\1)[^\\])*)\1/g, (_m, q: string | undefined, body: string | undefined) => {
     if (q) {
       strings.push(body ?? '');
       return `${q}__S${strings.length - 1}__${q}`;
