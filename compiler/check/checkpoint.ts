@@ -1,4 +1,4 @@
-// Pass 7: checkpoint cross-checks without loading tensors. For a component with `weights "dir"`, the
+// Pass 6: checkpoint cross-checks without loading tensors. For a component with `weights "dir"`, the
 // declared parameters are compared with dir/config.json (through the signature's `hf_config` map) and the
 // declared tensors with the safetensors headers (single file or sharded with an index).
 import * as path from 'node:path';

@@ -1,4 +1,4 @@
-// Pass 6: custom components. The module must exist, be trusted, and export the named class. Exports are
+// Pass 5: custom components. The module must exist, be trusted, and export the named class. Exports are
 // found by reading the source text (comments and strings stripped), never by running it; `export * from`
 // and `export { X } from` are followed through relative imports, so a module split over files works.
 import * as path from 'node:path';

@@ -97,8 +97,8 @@ function buildScope(file: LoadedFile, reporter: Reporter): void {
     }
     local.set(n, d);
   }
-  // Imported names are visible unless a local declaration shadows them; a clash between two imports is
-  // reported at the later import.
+  // Imported names are visible unless a local declaration shadows them; when two imports declare the
+  // same name, the first import wins.
   const scope = new Map<string, A.Decl>();
   for (const imp of file.imports) {
     for (const d of imp.ast.decls) {

@@ -1,4 +1,4 @@
-// Pass 5: datasets and stages. Stage fields are typed here; a stage inherits every field but `train`,
+// Pass 7: datasets and stages. Stage fields are typed here; a stage inherits every field but `train`,
 // `freeze` and `after` from the stage it starts `after`. Stage rules: each component of the stage's model
 // is trained or frozen, never both; a stage trains something; `after` has no cycles and hands trained
 // components over without a change of shape; max_length holds the image tokens and fits the llm.
@@ -386,7 +386,7 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     info.ok = false;
   }
   if (info.sharding !== 'none' && info.sharding !== 'ddp' && info.devices && info.devices.nodes * info.devices.perNode === 1) {
-    reporter.report(M.ShardingNeedsDevices, fields.get('sharding')!.value.range, info.sharding);
+    reporter.report(M.ShardingNeedsDevices, scalarOverride('sharding')?.range ?? fields.get('sharding')?.value.range ?? decl.name.range, info.sharding);
   }
 
   // sequence length against the image tokens and the llm's context
