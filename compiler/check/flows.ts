@@ -50,6 +50,8 @@ function checkModelFlows(model: ModelInfo, reporter: Reporter): void {
         reporter.report(M.SpliceMissing, flow.chain[i + 1].range, to.name);
         continue;
       }
+      // The same edge written twice (in two flows) is one edge.
+      if (model.edges.some((e) => e.from === from && e.to === to)) continue;
       model.edges.push({ from, to, at: into ? flow.at?.value : undefined, range });
       checkEdge(from, to, into, range, reporter, model);
     }
