@@ -1,9 +1,12 @@
 // Writes small, valid safetensors files for tests (zeros or given F32 data). With `sparse`, only the
-// header is written and the file is extended to its declared size: a "2 GB" checkpoint costs no disk.
+// prefix and header are written and the file is extended to its declared size with ftruncate: a
+// "2 GB" checkpoint costs no disk.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-const WIDTH: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1 };
+const WIDTH: Record<string, number> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1, I16: 2, U16: 2, F16: 2, BF16: 2, I32: 4, U32: 4, F32: 4, I64: 8, U64: 8, F64: 8,
+};
 
 export interface TensorSpec {
   dtype?: string;
@@ -11,13 +14,24 @@ export interface TensorSpec {
   data?: Float32Array;
 }
 
-export function writeSafetensors(file: string, tensors: Record<string, TensorSpec>, opts: { sparse?: boolean } = {}): void {
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+export interface WriteOptions {
+  /** Write only the prefix and header, then extend the file to its full size (a sparse file). */
+  sparse?: boolean;
+  /** The `__metadata__` entry; { format: 'pt' } unless given. */
+  metadata?: Record<string, string>;
+}
+
+export function writeSafetensors(file: string, tensors: Record<string, TensorSpec>, opts: WriteOptions = {}): void {
+  const header: Record<string, unknown> = { __metadata__: opts.metadata ?? { format: 'pt' } };
   let offset = 0;
   const parts: { at: number; bytes: Buffer | undefined; size: number }[] = [];
   for (const [name, t] of Object.entries(tensors)) {
     const dtype = t.dtype ?? 'F32';
-    const size = t.shape.reduce((a, b) => a * b, 1) * WIDTH[dtype];
+    const width = WIDTH[dtype];
+    if (width === undefined) throw new Error(`writeSafetensors: no width known for dtype ${dtype}`);
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    const size = count * width;
+    if (t.data && (dtype !== 'F32' || t.data.length !== count)) throw new Error(`writeSafetensors: data for "${name}" must be ${count} F32 values`);
     header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + size] };
     parts.push({ at: offset, bytes: t.data ? Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength) : undefined, size });
     offset += size;
@@ -30,13 +44,17 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorSpe
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const fd = fs.openSync(file, 'w');
   try {
-    fs.writeSync(fd, prefix);
-    fs.writeSync(fd, head);
+    fs.writeSync(fd, prefix, 0, 8, 0);
+    fs.writeSync(fd, head, 0, head.length, 8);
     const base = 8 + head.length;
-    if (opts.sparse) fs.ftruncateSync(fd, base + offset);
-    else {
+    if (opts.sparse) {
       fs.ftruncateSync(fd, base + offset);
-      for (const p of parts) if (p.bytes) fs.writeSync(fd, p.bytes, 0, p.bytes.length, base + p.at);
+      return;
+    }
+    const zeros = Buffer.alloc(Math.min(offset, 1 << 20));
+    for (const p of parts) {
+      if (p.bytes) fs.writeSync(fd, p.bytes, 0, p.bytes.length, base + p.at);
+      else for (let done = 0; done < p.size; ) done += fs.writeSync(fd, zeros, 0, Math.min(zeros.length, p.size - done), base + p.at + done);
     }
   } finally {
     fs.closeSync(fd);
