@@ -6,7 +6,8 @@
 //   - every range (the diagnostic's, its related locations', its fixes') lies inside the document it names,
 //     and in the fuzzed file its line:column agrees with its offset, recomputed from the text;
 //   - a program without errors lowers to a graph.
-// Fixed seeds, so a failure reproduces; fast-check shrinks it to a small counterexample first.
+// Fixed seeds, so a failure reproduces; fast-check shrinks it to a small counterexample first. The
+// generators and checkText are exported for ad-hoc exploration with other seeds (fc.sample / fc.check).
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -268,7 +269,7 @@ const RUNS = { soup: 3000, salad: 1500, few: 3500, many: 2000, values: 2500 };
 const REGRESSIONS: Array<{ name: string; text: string }> = [
   {
     // compile() threw "internal error: the lowered graph does not validate: model m: node id
-    // lm.splice_vision is defined twice": the checker accepts the same flow edge twice, lowering emits it twice.
+    // lm.splice_vision is defined twice": the same flow edge twice gave two splice nodes (fixed in 8249a73).
     name: 'the same flow written twice',
     text: [
       'import "std/vision"',

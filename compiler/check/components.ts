@@ -123,6 +123,10 @@ function bindComponent(info: ComponentInfo, file: LoadedFile, host: Host, report
 }
 
 export function lookupSig(name: string, range: Range, role: string, file: LoadedFile, reporter: Reporter, sigOf: (d: A.SignatureDecl) => SigInfo): SigInfo | undefined {
+  // Constructors of different kinds may share a name (projector `linear`, schedule `linear`): the kind
+  // the position asks for picks among them.
+  const sameKind = [file, ...file.imports].flatMap((f) => f.ast.decls).find((d): d is A.SignatureDecl => d.kind === 'Signature' && d.name.name === name && d.sigKind === role);
+  if (sameKind) return sigOf(sameKind);
   const decl = file.scope.get(name);
   if (!decl) {
     const candidates = [...file.scope.values()].filter((d) => d.kind === 'Signature' && d.sigKind === role).map((d) => d.name.name);
