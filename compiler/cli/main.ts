@@ -114,19 +114,23 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         return hasErrors(r.diagnostics) ? 1 : 0;
       }
       case 'fmt': {
+        // `fmt FILE...` rewrites what is not formatted (atomically) and names each file it rewrote;
+        // `fmt --check FILE...` writes nothing and names each file that is not formatted (exit 1).
         if (!files.length) throw new UsageError('fmt needs at least one .pipe file');
+        for (const file of files) {
+          if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
+          if (fs.statSync(file).isDirectory()) throw new UsageError(`${file} is a directory; give a .pipe file`);
+        }
         let bad = 0;
         for (const file of files) {
-          if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) throw new UsageError(`cannot read ${file}: no such file`);
           const r = format(fs.readFileSync(file, 'utf8'));
           if ('error' in r) {
             io.err(`${file}:${r.error}\n`);
             bad++;
           } else if (r.changed) {
-            if (values.check) {
-              io.out(`${file}\n`);
-              bad++;
-            } else writeAtomically(file, r.text);
+            if (values.check) bad++;
+            else writeAtomically(file, r.text);
+            io.out(`${file}\n`);
           }
         }
         return bad ? 1 : 0;
