@@ -36,6 +36,13 @@ const SIZE_UNITS: Record<string, number> = {
   TiB: 2 ** 40,
 };
 export const SIZE_UNIT_NAMES = Object.keys(SIZE_UNITS);
+const SIZE_TEXT = new RegExp(`^(\\d+(?:\\.\\d+)?)(${SIZE_UNIT_NAMES.join('|')})$`);
+
+/** "80GB" -> 80e9 bytes; undefined for text that is not a number with a size unit. */
+export function parseSize(text: string): number | undefined {
+  const m = SIZE_TEXT.exec(text);
+  return m ? Number(m[1]) * SIZE_UNITS[m[2]] : undefined;
+}
 
 export function formatBytes(bytes: number): string {
   if (bytes >= 1e12) return `${(bytes / 1e12).toFixed(2)} TB`;

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { checkProgram, type CheckOptions, type CheckResult } from '../check/passes.js';
 import type { Host } from '../check/program.js';
 import type { StageOverride } from '../check/stages.js';
-import { SIZE_UNIT_NAMES, type Value } from '../check/values.js';
+import { parseSize, type Value } from '../check/values.js';
 import { loadRunConfig, mergeRunConfigs, parseRunConfig, parseSetOptions, SET_FILE, type RunConfig } from '../config/run-config.js';
 import { compareDiagnostics, hasErrors, type Diagnostic } from '../diagnostics/diagnostic.js';
 import { SourceFile, type Range } from '../diagnostics/source.js';
@@ -66,16 +66,14 @@ export interface CompileResult {
   runConfig?: RunConfig;
 }
 
-const SIZE_RE = new RegExp(`^(\\d+(?:\\.\\d+)?)(${SIZE_UNIT_NAMES.join('|')})$`);
-const SIZE_FACTORS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
 
 /** A value from YAML / --set as a compile-time value: "80GB" is a size, other strings stay strings. */
 export function overrideValue(raw: unknown): Value | undefined {
   if (typeof raw === 'number') return { t: 'num', v: raw };
   if (typeof raw === 'boolean') return { t: 'bool', v: raw };
   if (typeof raw === 'string') {
-    const m = SIZE_RE.exec(raw);
-    return m ? { t: 'size', bytes: Number(m[1]) * SIZE_FACTORS[m[2]] } : { t: 'str', v: raw };
+    const bytes = parseSize(raw);
+    return bytes === undefined ? { t: 'str', v: raw } : { t: 'size', bytes };
   }
   return undefined;
 }
