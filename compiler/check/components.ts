@@ -122,10 +122,24 @@ function bindComponent(info: ComponentInfo, file: LoadedFile, host: Host, report
   return bindCall(sig, init, ctx, info.name);
 }
 
+const sigIndex = new WeakMap<LoadedFile, Map<string, A.SignatureDecl>>();
+
+/** Signatures visible in a file, keyed by `kind:name` (built once per file; lookups happen per call). */
+function signaturesByKind(file: LoadedFile): Map<string, A.SignatureDecl> {
+  let index = sigIndex.get(file);
+  if (!index) {
+    index = new Map();
+    for (const f of [file, ...file.imports])
+      for (const d of f.ast.decls) if (d.kind === 'Signature' && !index.has(`${d.sigKind}:${d.name.name}`)) index.set(`${d.sigKind}:${d.name.name}`, d);
+    sigIndex.set(file, index);
+  }
+  return index;
+}
+
 export function lookupSig(name: string, range: Range, role: string, file: LoadedFile, reporter: Reporter, sigOf: (d: A.SignatureDecl) => SigInfo): SigInfo | undefined {
   // Constructors of different kinds may share a name (projector `linear`, schedule `linear`): the kind
   // the position asks for picks among them.
-  const sameKind = [file, ...file.imports].flatMap((f) => f.ast.decls).find((d): d is A.SignatureDecl => d.kind === 'Signature' && d.name.name === name && d.sigKind === role);
+  const sameKind = signaturesByKind(file).get(`${role}:${name}`);
   if (sameKind) return sigOf(sameKind);
   const decl = file.scope.get(name);
   if (!decl) {
