@@ -2,6 +2,7 @@
 //   1xxx lexing and parsing        2xxx names and imports        3xxx types and parameters
 //   4xxx shapes and flows          5xxx stages                   6xxx custom code and checkpoints
 //   7xxx memory                    8xxx run configuration (YAML / --set)
+//   9xxx runtime: data, tokenizers, backends, training, checkpoints (reported by `pipec run` / `generate`)
 // A code is never reused for a different meaning. `test/catalogue.test.ts` checks codes are unique and
 // that each one is exercised by a golden case.
 import type { Severity } from './diagnostic.js';
@@ -105,6 +106,27 @@ export const M = {
   OverrideUnknownStage: def(8004, 'error', (stage: string) => `run config names stage \`${stage}\`, which the program does not declare`),
   YamlAliasLimit: def(8005, 'error', () => 'run config expands too many YAML aliases (an alias bomb?)'),
   ConfigNotFound: def(8006, 'error', (path: string) => `run config "${path}" does not exist`),
+  // ---- 9xxx runtime (data, tokenizer, backends, training, checkpoints) ----
+  DataFileMissing: def(9001, 'error', (file: string) => `data file "${file}" does not exist`),
+  DataBadJson: def(9002, 'error', (file: string, why: string) => `"${file}" is not valid JSON: ${why}`),
+  DataBadRecord: def(9003, 'error', (index: number, why: string) => `record ${index}: ${why}`),
+  DataImageMissing: def(9004, 'error', (index: number, image: string) => `record ${index}: image "${image}" does not exist`),
+  DataImageCorrupt: def(9005, 'error', (index: number, image: string, why: string) => `record ${index}: image "${image}" cannot be decoded: ${why}`),
+  DataNoImageMarker: def(9006, 'error', (index: number, marker: string) => `record ${index}: has an image but no "${marker}" in its first user turn`),
+  DataTooLong: def(9007, 'error', (index: number, tokens: number, max: number) => `record ${index}: ${tokens} tokens (image tokens included) exceed max_length ${max}`),
+  DataSkipped: def(9008, 'warning', (count: number, file: string, detail: string) => `skipped ${count} bad record${count === 1 ? '' : 's'} of "${file}" (${detail})`),
+  TokenizerUnreadable: def(9010, 'error', (file: string, why: string) => `cannot use tokenizer "${file}": ${why}`),
+  ChatTemplateFailed: def(9011, 'error', (why: string) => `chat template failed: ${why}`),
+  BackendUnavailable: def(9020, 'error', (name: string, why: string) => `backend \`${name}\` is not available here: ${why}`),
+  UnknownOp: def(9021, 'error', (op: string) => `the runtime has no implementation of op \`${op}\``),
+  NonFiniteLoss: def(9022, 'error', (value: string, stage: string, step: number) => `loss is ${value} at stage \`${stage}\`, step ${step}; the run stopped`),
+  NothingToResume: def(9023, 'error', (dir: string) => `--resume: "${dir}" holds no checkpoint to resume from`),
+  ResumeMismatch: def(9024, 'error', (why: string) => `--resume: the checkpoint belongs to a different program: ${why}`),
+  WeightShapeMismatch: def(9025, 'error', (tensor: string, file: string, actual: string, expected: string) => `tensor "${tensor}" in "${file}" is ${actual}, expected ${expected}`),
+  CustomLoadFailed: def(9026, 'error', (module: string, why: string) => `cannot load custom module "${module}": ${why}`),
+  CustomNotTrustedAtRun: def(9027, 'error', (module: string) => `custom module "${module}" is not trusted; the runtime will not execute it`),
+  RunDirInvalid: def(9028, 'error', (dir: string, why: string) => `"${dir}" is not a usable run directory: ${why}`),
+  GraphInvalid: def(9029, 'error', (file: string, why: string) => `"${file}" is not a valid pipec graph: ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;
