@@ -296,7 +296,9 @@ describe('checkpoint-io: checkpoint folders', () => {
       'model.embed_tokens.weight': { dtype: 'F16', shape: [1, 1] }, // a leftover copy the index does not point to
     });
     const meta = readCheckpointMeta(dir);
-    assert.deepEqual(meta.tensors.get('model.embed_tokens.weight'), { name: 'model.embed_tokens.weight', dtype: 'F32', shape: [16, 8], file: 'model-00001-of-00002.safetensors' });
+    const { byteRange, ...info } = meta.tensors.get('model.embed_tokens.weight')!;
+    assert.deepEqual(info, { name: 'model.embed_tokens.weight', dtype: 'F32', shape: [16, 8], file: 'model-00001-of-00002.safetensors' });
+    assert.equal(byteRange![1] - byteRange![0], 16 * 8 * 4);
   });
 
   it('rejects an index that is not JSON, has no weight_map, or names a shard outside the folder', () => {

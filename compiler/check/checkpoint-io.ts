@@ -9,6 +9,8 @@ export interface TensorInfo {
   dtype: string;
   shape: number[];
   file: string; // basename of the .safetensors file
+  /** Absolute byte range of the tensor's data in its file (header included in the offset). */
+  byteRange?: [number, number];
 }
 
 export class CheckpointError extends Error {
@@ -127,7 +129,7 @@ export function readSafetensorsHeader(file: string): HeaderRead {
       if (BigInt(end - begin) !== expected) throw bad(`tensor "${name}" spans ${end - begin} bytes but ${shown} needs ${expected}`);
       if (end > dataBytes) dataBytes = end;
       if (end > begin) spans.push({ name, begin, end });
-      tensors.set(name, { name, dtype, shape: [...(shape as number[])], file: base });
+      tensors.set(name, { name, dtype, shape: [...(shape as number[])], file: base, byteRange: [8 + n + begin, 8 + n + end] });
     }
     spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
     for (let i = 1; i < spans.length; i++) {

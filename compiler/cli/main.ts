@@ -10,6 +10,7 @@ import { renderAll, summary } from '../diagnostics/render.js';
 import { format } from '../format/format.js';
 import type { Graph } from '../ir/graph.js';
 import { compile, graphJson, UsageError, type CompileResult } from '../service/service.js';
+import { PipeRuntimeError } from '../../runtime/errors.js';
 import { renderDot, renderGraph } from './graph-view.js';
 
 const USAGE = `pipec - compile and run .pipe programs for multimodal models
@@ -21,12 +22,18 @@ usage:
   pipec estimate FILE             parameters and memory per device for every stage
   pipec fmt [--check] FILE...     format in place (--check: list unformatted files, exit 1)
   pipec lsp --stdio               the language server (editors start it)
+  pipec run FILE|GRAPH.json       train, stage by stage, into a run directory (--out, default runs/NAME)
+  pipec generate RUN --prompt P   generate from a finished run (--image x.png)
+  pipec backends                  which TensorFlow.js backends load here, and which auto picks
 
 options:
   --format text|json              diagnostics as text (default) or JSON with ranges
   --config RUN.yaml               override stage fields and paths (schema/run-config.schema.json)
   --set stage.NAME.FIELD=VALUE    one override, e.g. --set stage.align.optimizer.lr=2e-4
   --no-color                      plain text
+  --backend auto|tensorflow-gpu|tensorflow|wasm|cpu   (run, generate; default auto)
+  --resume                        run: continue from the run directory's latest checkpoint
+  --max-tokens N, --temperature T, --top-p P, --seed S   generate: sampling (default greedy)
   -v, --verbose                   also print notes (severity info)
   -h, --help                      this text
 `;
@@ -53,6 +60,16 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         help: { type: 'boolean', short: 'h', default: false },
         stdio: { type: 'boolean', default: false },
         check: { type: 'boolean', default: false },
+        backend: { type: 'string' },
+        out: { type: 'string' },
+        resume: { type: 'boolean', default: false },
+        'stop-after': { type: 'string' },
+        image: { type: 'string' },
+        prompt: { type: 'string' },
+        'max-tokens': { type: 'string' },
+        temperature: { type: 'string' },
+        'top-p': { type: 'string' },
+        seed: { type: 'string' },
       },
     });
   } catch (e) {
@@ -141,9 +158,37 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         startServer();
         return await new Promise<number>(() => undefined);
       }
-      case 'run':
-      case 'generate':
-        throw new UsageError(`\`pipec ${command}\` needs the runtime, which is not part of this build yet; \`pipec compile\` writes the graph it will execute`);
+      case 'run': {
+        const file = single(files, 'run');
+        const rt = await import('../../runtime/cli/commands.js');
+        let graph: Graph;
+        if (file.endsWith('.json')) {
+          if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
+          graph = rt.loadGraphFile(file);
+        } else {
+          const r = compileOrThrow(file, base, true);
+          if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
+          report(r, io, color);
+          graph = r.graph;
+        }
+        return await rt.runCommand(graph, path.dirname(path.resolve(file)), {
+          out: values.out, backend: values.backend, resume: values.resume, stopAfter: intOption(values['stop-after'], '--stop-after'),
+        }, io);
+      }
+      case 'generate': {
+        const dir = single(files, 'generate');
+        if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UsageError(`${dir} is not a run directory`);
+        if (values.image && !fs.existsSync(values.image)) throw new UsageError(`cannot read ${values.image}: no such file`);
+        const rt = await import('../../runtime/cli/commands.js');
+        return await rt.generateCommand(dir, {
+          image: values.image, prompt: values.prompt, backend: values.backend, maxTokens: intOption(values['max-tokens'], '--max-tokens'),
+          temperature: numOption(values.temperature, '--temperature'), topP: numOption(values['top-p'], '--top-p'), seed: intOption(values.seed, '--seed'),
+        }, io);
+      }
+      case 'backends': {
+        const rt = await import('../../runtime/cli/commands.js');
+        return await rt.backendsCommand(io);
+      }
       default:
         throw new UsageError(`unknown command \`${command}\``);
     }
@@ -152,9 +197,29 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
       io.err(`pipec: ${e.message}\n`);
       return 2;
     }
+    if (e instanceof PipeRuntimeError) {
+      io.err(`${e.render()}\n`);
+      return 1;
+    }
+    if ((e as Error).name === 'CheckpointError') {
+      io.err(`error PIPE6008: ${(e as Error).message}\n`);
+      return 1;
+    }
     io.err(`pipec: internal error: ${(e as Error).message}\n${process.env.PIPEC_DEBUG ? `${(e as Error).stack}\n` : 'set PIPEC_DEBUG=1 for details, and please report it\n'}`);
     return 3;
   }
+}
+
+function intOption(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new UsageError(`${name} needs a whole number, got "${v}"`);
+  return Number(v);
+}
+
+function numOption(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isFinite(Number(v)) || v.trim() === '') throw new UsageError(`${name} needs a number, got "${v}"`);
+  return Number(v);
 }
 
 function single(files: string[], cmd: string): string {

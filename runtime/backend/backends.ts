@@ -1,0 +1,113 @@
+// Backend selection. TensorFlow.js backends are plugins that register themselves with tfjs-core when
+// their package is imported; the native ones (@tensorflow/tfjs-node, -node-gpu) are optional packages
+// whose install may have failed, so each is probed by importing it and reporting why it did not load.
+// `auto` prefers, in order: tensorflow-gpu (a GPU is visible), tensorflow, wasm. The pure-JS `cpu`
+// backend is ~100x slower than wasm for training and is only used when asked for by name.
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { M, runtimeError } from '../errors.js';
+import { registerWasmExtras } from './wasm-extras.js';
+
+export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_NAMES)[number];
+export type ConcreteBackend = Exclude<BackendChoice, 'auto'>;
+
+export interface BackendProbe {
+  name: ConcreteBackend;
+  available: boolean;
+  /** Why it is not available, or what it runs on. */
+  detail: string;
+}
+
+const require = createRequire(import.meta.url);
+
+function resolvable(pkg: string): boolean {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function firstLine(e: unknown): string {
+  return String(e instanceof Error ? e.message : e).split('\n')[0]!.slice(0, 200);
+}
+
+/** A visible NVIDIA GPU: the driver's proc file, which exists only where the kernel module is loaded. */
+function gpuVisible(): boolean {
+  return fs.existsSync('/proc/driver/nvidia/version');
+}
+
+async function probe(name: ConcreteBackend): Promise<BackendProbe> {
+  switch (name) {
+    case 'tensorflow-gpu': {
+      if (!resolvable('@tensorflow/tfjs-node-gpu')) return { name, available: false, detail: '@tensorflow/tfjs-node-gpu is not installed (its install downloads libtensorflow with CUDA, which fails offline)' };
+      if (!gpuVisible()) return { name, available: false, detail: 'no NVIDIA GPU is visible (/proc/driver/nvidia/version is missing)' };
+      try {
+        await import('@tensorflow/tfjs-node-gpu' as string);
+        return { name, available: true, detail: 'libtensorflow with CUDA' };
+      } catch (e) {
+        return { name, available: false, detail: `@tensorflow/tfjs-node-gpu failed to load: ${firstLine(e)}` };
+      }
+    }
+    case 'tensorflow': {
+      if (!resolvable('@tensorflow/tfjs-node')) return { name, available: false, detail: '@tensorflow/tfjs-node is not installed; `npm run setup:tensorflow` builds it offline from a tensorflow-cpu wheel' };
+      try {
+        await import('@tensorflow/tfjs-node' as string);
+        return { name, available: true, detail: 'libtensorflow (CPU), multi-threaded' };
+      } catch (e) {
+        return { name, available: false, detail: `@tensorflow/tfjs-node failed to load: ${firstLine(e)}; rerun \`npm run setup:tensorflow\`` };
+      }
+    }
+    case 'wasm':
+      return { name, available: true, detail: 'WebAssembly with SIMD (XNNPACK), one thread; 2-D matmuls routed to its fast path' };
+    case 'cpu':
+      return { name, available: true, detail: 'pure JavaScript; correct but slow, a last resort' };
+  }
+}
+
+export async function probeBackends(): Promise<BackendProbe[]> {
+  const out: BackendProbe[] = [];
+  for (const n of BACKEND_NAMES) if (n !== 'auto') out.push(await probe(n));
+  return out;
+}
+
+async function activate(name: ConcreteBackend): Promise<boolean> {
+  if (name === 'wasm') {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm');
+    // The .wasm binaries ship inside the npm package; point the loader at them (no CDN).
+    wasm.setWasmPaths(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep);
+    registerWasmExtras();
+  } else if (name === 'cpu') {
+    await import('@tensorflow/tfjs-backend-cpu');
+  }
+  const tfName = name === 'wasm' ? 'wasm' : name === 'cpu' ? 'cpu' : 'tensorflow';
+  return tf.setBackend(tfName);
+}
+
+export interface ActiveBackend {
+  name: ConcreteBackend;
+  /** One line for the log: which backend and why. */
+  note: string;
+}
+
+/** Activates a backend; `auto` takes the first available in order of speed. Throws PIPE9020. */
+export async function initBackend(choice: BackendChoice): Promise<ActiveBackend> {
+  if (choice !== 'auto') {
+    const p = await probe(choice);
+    if (!p.available || !(await activate(choice))) throw runtimeError(M.BackendUnavailable, [choice, p.detail], undefined, 'run `pipec backends` to see what loads here');
+    return { name: choice, note: `backend ${choice} (${p.detail})` };
+  }
+  const skipped: string[] = [];
+  for (const name of ['tensorflow-gpu', 'tensorflow', 'wasm'] as const) {
+    const p = await probe(name);
+    if (p.available && (await activate(name))) {
+      return { name, note: `backend ${name} chosen by auto (${p.detail})${skipped.length ? `; skipped ${skipped.join(', ')}` : ''}` };
+    }
+    skipped.push(name);
+  }
+  throw runtimeError(M.BackendUnavailable, ['auto', 'no backend loaded'], undefined, 'run `pipec backends`');
+}

@@ -1,0 +1,61 @@
+// The runtime's CLI commands, loaded by compiler/cli/main.ts only when needed (so `pipec check` never
+// loads TensorFlow.js): run, generate, backends.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { validateGraph } from '../../compiler/ir/validate.js';
+import type { Graph } from '../../compiler/ir/graph.js';
+import { BACKEND_NAMES, type BackendChoice, initBackend, probeBackends } from '../backend/backends.js';
+import { M, runtimeError } from '../errors.js';
+import { runProgram } from '../train/run.js';
+import { Progress } from '../train/progress.js';
+import { generateFromRun } from '../train/generate-run.js';
+
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+export function backendChoice(v: string | undefined): BackendChoice {
+  const b = (v ?? 'auto') as BackendChoice;
+  if (!(BACKEND_NAMES as readonly string[]).includes(b)) throw new Error(`--backend must be one of ${BACKEND_NAMES.join(', ')}, got ${v}`);
+  return b;
+}
+
+export function loadGraphFile(file: string): Graph {
+  let g: unknown;
+  try {
+    g = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw runtimeError(M.GraphInvalid, [file, (e as Error).message], { file });
+  }
+  const errors = validateGraph(g);
+  if (errors.length) throw runtimeError(M.GraphInvalid, [file, errors.slice(0, 3).join('; ')], { file }, 'recompile it with `pipec compile`');
+  return g as Graph;
+}
+
+export async function runCommand(graph: Graph, baseDir: string, o: { out?: string; backend?: string; resume?: boolean; stopAfter?: number }, io: Io): Promise<number> {
+  const runDir = path.resolve(o.out ?? path.join('runs', path.basename(graph.source).replace(/\.(pipe|json)$/, '')));
+  const summary = await runProgram({
+    graph, baseDir, runDir, backend: backendChoice(o.backend), resume: o.resume,
+    out: new Progress(process.stderr.isTTY ? process.stderr : { write: (s: string) => io.err(s) }),
+    stopAfterSteps: o.stopAfter,
+  });
+  io.out(`run directory: ${path.relative(process.cwd(), runDir) || '.'}${summary.stopped_early ? ' (stopped early by --stop-after)' : ''}\n`);
+  return 0;
+}
+
+export async function backendsCommand(io: Io): Promise<number> {
+  for (const p of await probeBackends()) io.out(`${p.available ? 'yes' : 'no '}  ${p.name.padEnd(15)} ${p.detail}\n`);
+  const { note } = await initBackend('auto');
+  io.out(`auto: ${note.replace(/^backend /, '')}\n`);
+  return 0;
+}
+
+export async function generateCommand(runDir: string, o: { image?: string; prompt?: string; backend?: string; maxTokens?: number; temperature?: number; topP?: number; seed?: number }, io: Io): Promise<number> {
+  const text = await generateFromRun(runDir, {
+    backend: backendChoice(o.backend), image: o.image, prompt: o.prompt ?? '', maxNewTokens: o.maxTokens ?? 32,
+    temperature: o.temperature ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0, log: (s) => io.err(s + '\n'),
+  });
+  io.out(text + '\n');
+  return 0;
+}

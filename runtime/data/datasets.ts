@@ -1,0 +1,101 @@
+// Datasets of a run, from the graph's dataset declarations: the samples each stage trains on, the
+// held-out part for evaluation, and the tokenizer they share.
+import type { ComponentDef, Graph, ModelDef } from '../../compiler/ir/graph.js';
+import { M, runtimeError } from '../errors.js';
+import type { Sample } from './batch.js';
+import { buildExample, PLAIN, type TemplateSpec, type Turn } from './examples.js';
+import { generateShapes, type ShapeRecord } from './synthetic-shapes.js';
+import { type TextTokenizer, VocabTokenizer } from './vocab-tokenizer.js';
+
+/** The conversation format of generated question answering: a short v1-style chat without a system prompt. */
+export const SHAPES_CHAT: TemplateSpec = { name: 'chat', system: '', user: 'USER: ', assistant: 'ASSISTANT: ', separator: ' ' };
+
+export interface PreparedDataset {
+  name: string;
+  template: TemplateSpec;
+  train: Sample[];
+  heldout: Sample[];
+  /** Generated records behind the held-out samples (for evaluation), when the data is synthetic. */
+  heldoutRecords?: ShapeRecord[];
+  skipped: number;
+}
+
+export function encoderOf(model: ModelDef): ComponentDef | undefined {
+  return model.components.find((c) => c.role === 'encoder');
+}
+
+export function imageShapeOf(model: ModelDef): [number, number, number] {
+  const enc = encoderOf(model);
+  const size = Number(enc?.attrs['image'] ?? 0);
+  return [Number(enc?.attrs['channels'] ?? 3), size, size];
+}
+
+/** RGB bytes (HWC) -> normalised CHW floats with the encoder's mean and std. */
+export function normalisePixels(rgb: Uint8Array, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
+  const out = new Float32Array(3 * size * size);
+  for (let c = 0; c < 3; c++)
+    for (let i = 0; i < size * size; i++) out[c * size * size + i] = (rgb[i * 3 + c]! / 255 - mean[c]!) / std[c]!;
+  return out;
+}
+
+function synthOptions(attrs: Record<string, unknown>) {
+  return {
+    count: Number(attrs['count'] ?? 2000),
+    image: Number(attrs['image'] ?? 32),
+    seed: Number(attrs['seed'] ?? 0),
+    languages: (attrs['languages'] ?? 'en+ja') as 'en' | 'ja' | 'en+ja',
+    task: (attrs['task'] ?? 'qa') as 'caption' | 'qa',
+  };
+}
+
+/** The word vocabulary every synthetic dataset of the graph can produce, with the templates' words. */
+export function syntheticTokenizer(graph: Graph, vocabSize: number): VocabTokenizer {
+  const texts: string[] = [SHAPES_CHAT.user, SHAPES_CHAT.assistant];
+  for (const d of graph.datasets) {
+    if (d.constructor !== 'synthetic_shapes') continue;
+    for (const task of ['caption', 'qa'] as const)
+      for (const r of generateShapes({ ...synthOptions(d.attrs), task, count: Math.min(400, Number(d.attrs['count'] ?? 2000)) })) for (const t of r.turns) texts.push(t.text);
+  }
+  // every colour/shape word in both languages, whatever the sample happened to draw
+  return VocabTokenizer.fromTexts(texts.concat(allShapeWords()), vocabSize);
+}
+
+function allShapeWords(): string[] {
+  const out: string[] = [];
+  for (const task of ['caption', 'qa'] as const) for (const languages of ['en', 'ja'] as const) for (const r of generateShapes({ count: 300, image: 8, seed: 7, languages, task })) out.push(...r.turns.map((t) => t.text));
+  return out;
+}
+
+export interface DatasetContext {
+  graph: Graph;
+  model: ModelDef;
+  tokenizer: TextTokenizer;
+  maxLength: number;
+}
+
+export function prepareDataset(name: string, ctx: DatasetContext): PreparedDataset {
+  const d = ctx.graph.datasets.find((x) => x.name === name);
+  if (!d) throw new Error(`the graph has no dataset "${name}"`);
+  const enc = encoderOf(ctx.model);
+  const imageTokens = ctx.model.image_tokens ?? 0;
+  const marker = '<image>';
+  if (d.constructor === 'synthetic_shapes') {
+    const o = synthOptions(d.attrs);
+    const records = generateShapes(o);
+    const template = o.task === 'caption' ? PLAIN : SHAPES_CHAT;
+    const size = Number(enc?.attrs['image'] ?? o.image);
+    if (enc && size !== o.image)
+      throw runtimeError(M.DataBadRecord, [0, `synthetic_shapes draws ${o.image}x${o.image} images but the encoder takes ${size}x${size}`], undefined, `set image: ${size} on the dataset`);
+    const mean = (enc?.attrs['image_mean'] as number[] | undefined) ?? [0.5, 0.5, 0.5];
+    const std = (enc?.attrs['image_std'] as number[] | undefined) ?? [0.5, 0.5, 0.5];
+    const toSample = (r: ShapeRecord): Sample => {
+      const ex = buildExample(r.turns as Turn[], template, ctx.tokenizer, marker, enc ? imageTokens : 0);
+      if (ex.ids.length > ctx.maxLength) throw runtimeError(M.DataTooLong, [r.index, ex.ids.length, ctx.maxLength], { file: `<synthetic_shapes ${name}>` });
+      return { ...ex, pixels: enc ? normalisePixels(r.rgb, r.size, mean, std) : undefined, source: { dataset: name, index: r.index } };
+    };
+    const nHeld = Math.floor(records.length * Number(d.attrs['holdout'] ?? 0.1));
+    const trainRecs = records.slice(0, records.length - nHeld), heldRecs = records.slice(records.length - nHeld);
+    return { name, template, train: trainRecs.map(toSample), heldout: heldRecs.map(toSample), heldoutRecords: heldRecs, skipped: 0 };
+  }
+  throw runtimeError(M.UnknownOp, [`dataset ${d.constructor}`], undefined, 'this build reads synthetic_shapes and llava_json datasets');
+}

@@ -1,0 +1,104 @@
+// From conversation turns to training examples: a template lays the turns out as text segments, each
+// marked as trained (the assistant's replies) or not (system, user, role prefixes); the image marker in
+// the first user turn becomes `imageTokens` placeholder positions whose labels are -100, like every
+// untrained position. The result is what the LLaVA splice and the causal-LM loss expect.
+import type { TextTokenizer } from './vocab-tokenizer.js';
+
+export interface Turn {
+  role: 'system' | 'user' | 'assistant';
+  text: string;
+}
+
+/** A template's fields as the graph carries them (stdlib/data.pipe: plain, chat, or a user's own). */
+export interface TemplateSpec {
+  name: string;
+  system: string;
+  user: string;
+  assistant: string;
+  separator: string;
+  /** Appended to each assistant reply and trained (e.g. "</s>"); default: the tokenizer's EOS. */
+  stop?: string;
+}
+
+export const PLAIN: TemplateSpec = { name: 'plain', system: '', user: '', assistant: '', separator: '\n' };
+
+export interface Example {
+  ids: number[];
+  labels: number[];
+  /** First image position, or -1. */
+  imageStart: number;
+}
+
+export const IGNORE = -100;
+
+interface Segment {
+  text: string;
+  train: boolean;
+}
+
+/** Lays turns out as segments. `plain` (LLaVA's pretraining format) keeps only the image and the reply. */
+export function layout(turns: readonly Turn[], t: TemplateSpec, marker: string, forGeneration = false): Segment[] {
+  const segs: Segment[] = [];
+  const system = turns.find((x) => x.role === 'system')?.text ?? t.system;
+  if (t.name === 'plain') {
+    const user = turns.find((x) => x.role === 'user');
+    if (user?.text.includes(marker)) segs.push({ text: marker, train: false });
+    if (forGeneration) return segs;
+    const reply = turns.find((x) => x.role === 'assistant');
+    if (reply) segs.push({ text: reply.text, train: true }, { text: '\u0000stop', train: true });
+    return segs;
+  }
+  if (system) segs.push({ text: system + t.separator, train: false });
+  const body = turns.filter((x) => x.role !== 'system');
+  body.forEach((turn, i) => {
+    if (turn.role === 'user') segs.push({ text: t.user + turn.text + t.separator, train: false });
+    else {
+      segs.push({ text: t.assistant, train: false });
+      segs.push({ text: turn.text, train: true }, { text: '\u0000stop', train: true });
+      if (i < body.length - 1) segs.push({ text: t.separator, train: false });
+    }
+  });
+  if (forGeneration) segs.push({ text: t.assistant, train: false });
+  return segs;
+}
+
+/**
+ * Tokenises segments into ids and labels. The first occurrence of `marker` becomes `imageTokens`
+ * positions (id = the tokenizer's marker token, or pad); later occurrences are plain text.
+ */
+export function tokenize(segs: readonly Segment[], tok: TextTokenizer, marker: string, imageTokens: number, stop?: string): Example {
+  const ids: number[] = [], labels: number[] = [];
+  let imageStart = -1;
+  if (tok.bosId !== undefined) (ids.push(tok.bosId), labels.push(IGNORE));
+  const imageId = tok.tokenToId(marker) ?? tok.padId ?? 0;
+  const push = (text: string, train: boolean) => {
+    if (!text) return;
+    for (const id of tok.encode(text)) (ids.push(id), labels.push(train ? id : IGNORE));
+  };
+  for (const s of segs) {
+    if (s.text === '\u0000stop') {
+      const stopIds = stop ? tok.encode(stop) : tok.eosId !== undefined ? [tok.eosId] : [];
+      for (const id of stopIds) (ids.push(id), labels.push(id));
+      continue;
+    }
+    const at = imageStart < 0 && imageTokens > 0 ? s.text.indexOf(marker) : -1;
+    if (at < 0) {
+      push(s.text, s.train);
+      continue;
+    }
+    push(s.text.slice(0, at).trimEnd(), s.train);
+    imageStart = ids.length;
+    for (let i = 0; i < imageTokens; i++) (ids.push(imageId), labels.push(IGNORE));
+    push(s.text.slice(at + marker.length).trimStart(), s.train);
+  }
+  return { ids, labels, imageStart };
+}
+
+export function buildExample(turns: readonly Turn[], t: TemplateSpec, tok: TextTokenizer, marker: string, imageTokens: number): Example {
+  return tokenize(layout(turns, t, marker), tok, marker, imageTokens, t.stop);
+}
+
+/** The prompt for generation: everything up to where the assistant's reply begins. */
+export function buildPrompt(turns: readonly Turn[], t: TemplateSpec, tok: TextTokenizer, marker: string, imageTokens: number): Example {
+  return tokenize(layout(turns, t, marker, true), tok, marker, imageTokens, t.stop);
+}

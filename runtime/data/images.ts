@@ -1,0 +1,222 @@
+// Image decoding and the vision encoders' preprocessing, written to match what Hugging Face's image
+// processors (which use PIL) give for the same file, so weights trained in Python see the same inputs:
+//   CLIPImageProcessor:   resize (shorter side -> size, bicubic) -> center crop -> /255 -> (x-mean)/std
+//   SiglipImageProcessor: resize (both sides -> size, bicubic)   -> /255 -> (x-mean)/std
+// Files are recognised by their first bytes, not their extension: datasets often hold JPEGs named .png.
+import * as fs from 'node:fs';
+import jpeg from 'jpeg-js';
+import pngjs from 'pngjs';
+
+/** 8-bit RGB, interleaved, row-major: pixel (x, y) channel c is data[(y * width + x) * 3 + c]. */
+export interface RgbImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+export type ImageKind = 'png' | 'jpeg';
+
+const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** What the first bytes say the file is; undefined for anything but PNG or JPEG. */
+export function sniffImage(bytes: Uint8Array): ImageKind | undefined {
+  if (bytes.length >= 8 && PNG_MAGIC.every((b, i) => bytes[i] === b)) return 'png';
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
+  return undefined;
+}
+
+/** Reads only the first 8 bytes: the cheap up-front check the dataset reader does for every record. */
+export function sniffImageFile(path: string): ImageKind | undefined {
+  const fd = fs.openSync(path, 'r');
+  try {
+    const head = new Uint8Array(8);
+    const n = fs.readSync(fd, head, 0, 8, 0);
+    return sniffImage(head.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Decodes PNG or JPEG bytes to RGB. Throws a plain Error saying why (callers wrap it as PIPE9005). */
+export function decodeImage(bytes: Uint8Array): RgbImage {
+  const kind = sniffImage(bytes);
+  if (!kind) {
+    const head = Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
+    throw new Error(`not a PNG or JPEG file (it starts with bytes ${head || '(empty file)'})`);
+  }
+  let width: number, height: number, src: Uint8Array, channels: number;
+  try {
+    if (kind === 'png') {
+      // pngjs always returns 8-bit RGBA: palette, grey and grey+alpha are expanded and 16-bit samples are
+      // rescaled to 8 bits. (One difference from PIL: pixels matching a tRNS colour key come back as
+      // 0,0,0,0, so their colour is lost; such files are rare in training data.)
+      const png = pngjs.PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
+      ({ width, height } = png);
+      src = png.data;
+      channels = 4;
+    } else {
+      // formatAsRGBA: false gives 3 channels, with greyscale JPEGs already expanded to R = G = B. The
+      // limits keep a hostile file from asking for gigabytes.
+      const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, maxResolutionInMP: 200, maxMemoryUsageInMB: 1024 });
+      ({ width, height } = img);
+      src = img.data;
+      channels = 3;
+    }
+  } catch (e) {
+    throw new Error(`${kind === 'png' ? 'PNG' : 'JPEG'} decoding failed: ${(e as Error).message ?? String(e)}`);
+  }
+  if (!(width > 0 && height > 0) || src.length < width * height * channels)
+    throw new Error(`${kind === 'png' ? 'PNG' : 'JPEG'} decoding gave no pixels (${width}x${height})`);
+  if (channels === 3) return { width, height, data: new Uint8Array(src.buffer, src.byteOffset, width * height * 3) };
+  // RGBA -> RGB by dropping alpha, as PIL's Image.convert("RGB") does (no compositing over a background),
+  // which is what the Hugging Face processors call.
+  const data = new Uint8Array(width * height * 3);
+  for (let p = 0, q = 0; q < data.length; p += 4, q += 3) {
+    data[q] = src[p]!;
+    data[q + 1] = src[p + 1]!;
+    data[q + 2] = src[p + 2]!;
+  }
+  return { width, height, data };
+}
+
+/** Reads and decodes an image file; throws a plain Error with the reason when it can't. */
+export function loadImageFile(path: string): RgbImage {
+  let bytes: Uint8Array;
+  try {
+    bytes = fs.readFileSync(path);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(err.code === 'ENOENT' ? 'the file does not exist' : `cannot read the file: ${err.message}`);
+  }
+  return decodeImage(bytes);
+}
+
+// ---- resizing ----
+// PIL's resampling algorithm (Imaging/Resample.c), so results agree with the HF processors to within
+// rounding (PIL uses fixed-point weights; we use doubles). For each output pixel i along an axis:
+//   centre = (i + 0.5) * scale                   (half-pixel centres, scale = in / out)
+//   weights w_j = K((j + 0.5 - centre) / st)     for input pixels j within the kernel's support * st
+// where st = max(scale, 1): when shrinking, the kernel is stretched so that every input pixel
+// contributes (antialiasing). Near the edges the window is cut to the image and the weights are
+// renormalised to sum to 1 (PIL's way; not edge-pixel replication). Width is resampled first, then
+// height, rounding to 8 bits in between, as PIL does for 8-bit images.
+
+export type ResizeFilter = 'bilinear' | 'bicubic';
+
+const KERNELS: Record<ResizeFilter, { support: number; k: (x: number) => number }> = {
+  // Triangle: linear interpolation between the two nearest pixel centres.
+  bilinear: { support: 1, k: (x) => Math.max(0, 1 - Math.abs(x)) },
+  // Keys' cubic convolution with a = -0.5 (PIL's choice; PyTorch uses -0.75, so differs slightly).
+  bicubic: {
+    support: 2,
+    k: (x) => {
+      const a = -0.5;
+      x = Math.abs(x);
+      if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+      if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+      return 0;
+    },
+  },
+};
+
+/** For each output index: the first input index and the normalised weights of the window from there. */
+function axisWeights(inSize: number, outSize: number, filter: ResizeFilter): { start: number; w: number[] }[] {
+  const { support, k } = KERNELS[filter];
+  const scale = inSize / outSize;
+  const st = Math.max(scale, 1);
+  const reach = support * st;
+  const out: { start: number; w: number[] }[] = [];
+  for (let i = 0; i < outSize; i++) {
+    const centre = (i + 0.5) * scale;
+    const lo = Math.max(0, Math.trunc(centre - reach + 0.5));
+    const hi = Math.min(inSize, Math.trunc(centre + reach + 0.5));
+    const w: number[] = [];
+    let sum = 0;
+    for (let j = lo; j < hi; j++) {
+      const v = k((j + 0.5 - centre) / st);
+      w.push(v);
+      sum += v;
+    }
+    out.push({ start: lo, w: sum === 0 ? w : w.map((v) => v / sum) });
+  }
+  return out;
+}
+
+const clampByte = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));
+
+/** Resizes an RGB image to outW x outH. An axis whose size does not change is copied, not resampled. */
+export function resizeRgb(img: RgbImage, outW: number, outH: number, filter: ResizeFilter): RgbImage {
+  if (!(Number.isInteger(outW) && Number.isInteger(outH) && outW > 0 && outH > 0)) throw new Error(`cannot resize to ${outW}x${outH}`);
+  let cur = img;
+  if (outW !== cur.width) {
+    const ws = axisWeights(cur.width, outW, filter);
+    const data = new Uint8Array(outW * cur.height * 3);
+    for (let y = 0; y < cur.height; y++)
+      for (let x = 0; x < outW; x++) {
+        const { start, w } = ws[x]!;
+        for (let c = 0; c < 3; c++) {
+          let s = 0;
+          for (let t = 0; t < w.length; t++) s += w[t]! * cur.data[(y * cur.width + start + t) * 3 + c]!;
+          data[(y * outW + x) * 3 + c] = clampByte(s);
+        }
+      }
+    cur = { width: outW, height: cur.height, data };
+  }
+  if (outH !== cur.height) {
+    const ws = axisWeights(cur.height, outH, filter);
+    const data = new Uint8Array(cur.width * outH * 3);
+    for (let y = 0; y < outH; y++) {
+      const { start, w } = ws[y]!;
+      for (let x = 0; x < cur.width; x++)
+        for (let c = 0; c < 3; c++) {
+          let s = 0;
+          for (let t = 0; t < w.length; t++) s += w[t]! * cur.data[((start + t) * cur.width + x) * 3 + c]!;
+          data[(y * cur.width + x) * 3 + c] = clampByte(s);
+        }
+    }
+    cur = { width: cur.width, height: outH, data };
+  }
+  return cur;
+}
+
+// ---- preprocessing ----
+
+export interface PreprocessOptions {
+  size: number;
+  mean: number[];
+  std: number[];
+  /** 'shortest_edge_center_crop': CLIP's processor. 'squash': SigLIP's (aspect ratio not kept). */
+  mode: 'shortest_edge_center_crop' | 'squash';
+}
+
+/** Returns float32 CHW [3, size, size]: (pixel / 255 - mean[c]) / std[c]. */
+export function preprocessImage(rgb: RgbImage, opts: PreprocessOptions): Float32Array {
+  const { size, mean, std, mode } = opts;
+  if (!(Number.isInteger(size) && size > 0)) throw new Error(`image size must be a positive integer, got ${size}`);
+  if (mean.length !== 3 || std.length !== 3 || std.some((s) => s === 0))
+    throw new Error(`image_mean and image_std need 3 values each (std non-zero), got [${mean}] and [${std}]`);
+  if (rgb.data.length !== rgb.width * rgb.height * 3) throw new Error(`image data holds ${rgb.data.length} bytes, expected ${rgb.width}x${rgb.height}x3`);
+
+  let img: RgbImage;
+  let left = 0, top = 0;
+  if (mode === 'squash') {
+    // SiglipImageProcessor resizes straight to size x size with resample=BICUBIC (its default).
+    img = resizeRgb(rgb, size, size, 'bicubic');
+  } else {
+    // CLIPImageProcessor: shorter side -> size, longer side -> int(size * long / short) (truncated, as
+    // HF's get_resize_output_image_size does), bicubic; then crop the middle, offsets rounded down.
+    const { width: w, height: h } = rgb;
+    const [outW, outH] = w <= h ? [size, Math.floor((size * h) / w)] : [Math.floor((size * w) / h), size];
+    img = resizeRgb(rgb, outW, outH, 'bicubic');
+    left = Math.floor((outW - size) / 2);
+    top = Math.floor((outH - size) / 2);
+  }
+  const plane = size * size;
+  const out = new Float32Array(3 * plane);
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++) {
+      const o = ((top + y) * img.width + left + x) * 3;
+      for (let c = 0; c < 3; c++) out[c * plane + y * size + x] = (img.data[o + c]! / 255 - mean[c]!) / std[c]!;
+    }
+  return out;
+}

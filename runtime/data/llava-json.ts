@@ -1,0 +1,347 @@
+// The `llava_json` dataset reader: LLaVA-format records
+//   [{ "id": "...", "image": "x.jpg", "conversations": [{ "from": "human", "value": "<image>\n..." }, ...] }]
+// from a .json file (one array) or a .jsonl file (one record per line). Every problem is reported with
+// its catalogue code and the record's line:col in the file, so a user can jump straight to it. With
+// skip_bad_records a bad record is left out and listed in `skipped` (the caller warns with PIPE9008);
+// nothing is ever dropped silently.
+//
+// Images: reading checks that each image exists and starts like a PNG or JPEG (one 8-byte read per
+// record), which catches wrong paths and non-image files before training starts without decoding the
+// whole dataset (LLaVA's pretraining set has 558k images). A file with a valid header but a corrupt body
+// is caught when the batcher loads it (`loadRecordImage`), or up-front by `validateImages`, which
+// decodes every image and costs as much as one pass over the data.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { MessageDef } from '../../compiler/diagnostics/catalogue.js';
+import { M, PipeRuntimeError, runtimeError, type ErrorLocation } from '../errors.js';
+import { loadImageFile, sniffImageFile, type RgbImage } from './images.js';
+
+export interface LlavaTurn { role: 'system' | 'user' | 'assistant'; text: string }
+export interface LlavaRecord {
+  index: number; // 0-based position in the file, counting bad records too
+  id: string; // the record's "id", or its index when it has none
+  imagePath?: string; // resolved against `images`
+  turns: LlavaTurn[];
+  location?: ErrorLocation; // the record's start in the file, for errors reported later (PIPE9005, PIPE9007)
+}
+export interface SkippedRecord { index: number; code: string; message: string; location?: ErrorLocation }
+
+export interface LlavaJsonOptions {
+  file: string;
+  images: string;
+  marker: string;
+  requireImage: boolean;
+  skipBadRecords: boolean;
+  /** The name errors show for `file` (e.g. as written in the .pipe file); defaults to `file`. */
+  displayFile?: string;
+}
+
+// LLaVA's roles are human/gpt; some datasets use user/assistant, and the Japanese LLaVA datasets use
+// ユーザー / システム. アシスタント ("assistant") is accepted too and maps to assistant, so a dataset
+// written entirely with Japanese role names works; no other spelling is guessed at.
+const ROLES: Record<string, LlavaTurn['role']> = {
+  human: 'user', user: 'user', ユーザー: 'user',
+  gpt: 'assistant', assistant: 'assistant', アシスタント: 'assistant',
+  system: 'system', システム: 'system',
+};
+
+// ---- positions ----
+
+/** Maps a UTF-16 offset in `text` to 1-based line and column (columns count code points). */
+export function lineColAt(text: string, lineStarts: number[], offset: number): { line: number; col: number } {
+  let lo = 0, hi = lineStarts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (lineStarts[mid]! <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return { line: lo + 1, col: [...text.slice(lineStarts[lo]!, offset)].length + 1 };
+}
+
+/**
+ * lineColAt for many increasing offsets in one pass over the text. LLaVA's own JSON files are written on
+ * a single line, so counting each record's column from its line start would be quadratic.
+ */
+export function lineColsAt(text: string, offsets: number[]): { line: number; col: number }[] {
+  let pos = 0, line = 1, col = 1;
+  return offsets.map((offset) => {
+    if (offset < pos) ({ line, col } = lineColAt(text, lineStartsOf(text), (pos = offset)));
+    for (; pos < offset; pos++) {
+      const c = text.charCodeAt(pos);
+      if (c === 0x0a) (line++, (col = 1));
+      else if (c < 0xdc00 || c > 0xdfff) col++; // a low surrogate ends a code point already counted
+    }
+    return { line, col };
+  });
+}
+
+export function lineStartsOf(text: string): number[] {
+  const starts = [0];
+  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) starts.push(i + 1);
+  return starts;
+}
+
+/**
+ * A small JSON scanner: checks the syntax and returns the offset where each element of a top-level
+ * array starts (JSON.parse gives values, not positions). On a syntax error it returns the offset of the
+ * first bad character, for the messages where V8 gives no position ("Unexpected token 'x', ...").
+ */
+export function scanJson(text: string): { ok: true; elementStarts: number[] } | { ok: false; offset: number } {
+  let i = 0;
+  const starts: number[] = [];
+  const fail = (): never => {
+    throw new ScanError(i);
+  };
+  const ws = () => {
+    while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
+  };
+  const str = () => {
+    i++; // opening quote
+    for (;;) {
+      PLAIN.lastIndex = i; // skip ordinary characters in one go; the loop handles the rest
+      PLAIN.test(text);
+      i = PLAIN.lastIndex;
+      if (i >= text.length) fail();
+      const c = text.charCodeAt(i);
+      if (c === 0x22) return void i++;
+      if (c < 0x20) fail(); // raw control characters are not allowed in JSON strings
+      if (c === 0x5c) {
+        i++;
+        if (text[i] === 'u') {
+          for (let k = 1; k <= 4; k++) if (!/[0-9a-fA-F]/.test(text[i + k] ?? '')) (i += k), fail();
+          i += 5;
+        } else if (i < text.length && '"\\/bfnrt'.includes(text[i]!)) i++;
+        else fail();
+      } else i++;
+    }
+  };
+  const PLAIN = /[^"\\\x00-\x1f]*/y;
+  const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+  const value = (depth: number): void => {
+    ws();
+    const c = text[i];
+    if (c === '{' || c === '[') {
+      const close = c === '{' ? '}' : ']';
+      i++;
+      ws();
+      if (text[i] === close) return void i++;
+      for (;;) {
+        ws();
+        if (c === '{') {
+          if (text[i] !== '"') fail();
+          str();
+          ws();
+          if (text[i] !== ':') fail();
+          i++;
+          value(depth + 1);
+        } else {
+          ws();
+          if (depth === 0) starts.push(i);
+          value(depth + 1);
+        }
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === close) return void i++;
+        else fail();
+      }
+    }
+    if (c === '"') return str();
+    NUMBER.lastIndex = i;
+    if (NUMBER.test(text)) return void (i = NUMBER.lastIndex);
+    for (const lit of ['true', 'false', 'null']) if (text.startsWith(lit, i)) return void (i += lit.length);
+    fail();
+  };
+  try {
+    value(0);
+    ws();
+    if (i < text.length) fail();
+    return { ok: true, elementStarts: starts };
+  } catch (e) {
+    if (e instanceof ScanError) return { ok: false, offset: e.offset };
+    // Nesting too deep for the call stack (JSON.parse manages it): give up on positions, not on the file.
+    if (e instanceof RangeError) return { ok: false, offset: i };
+    throw e;
+  }
+}
+class ScanError {
+  constructor(readonly offset: number) {}
+}
+
+/** Node's JSON.parse message without its position suffix or the echo of the input. */
+function parseReason(err: unknown): { reason: string; offset?: number } {
+  const msg = String((err as Error)?.message ?? err);
+  const pos = /\bat position (\d+)/.exec(msg);
+  const reason = msg
+    .replace(/\s*in JSON at position \d+.*$/, '')
+    .replace(/, ".*" is not valid JSON$/s, '');
+  return { reason, offset: pos ? Number(pos[1]) : undefined };
+}
+
+// ---- reading ----
+
+export function readLlavaJson(opts: LlavaJsonOptions): { records: LlavaRecord[]; skipped: SkippedRecord[] } {
+  const shown = opts.displayFile ?? opts.file;
+  let text: string;
+  try {
+    if (!fs.statSync(opts.file).isFile()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    text = fs.readFileSync(opts.file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')
+      throw runtimeError(M.DataFileMissing, [shown], { file: shown }, code === 'EISDIR' ? 'it is a directory; `file:` must name a .json or .jsonl file' : `looked for ${path.resolve(opts.file)}`);
+    throw runtimeError(M.DataFileMissing, [shown], { file: shown }, `it cannot be read: ${(e as Error).message}`);
+  }
+  // A UTF-8 byte-order mark is not JSON whitespace; blank it rather than cut it so offsets stay put.
+  if (text.charCodeAt(0) === 0xfeff) text = ' ' + text.slice(1);
+
+  const records: LlavaRecord[] = [];
+  const skipped: SkippedRecord[] = [];
+  const take = (index: number, raw: unknown, location: ErrorLocation) => {
+    try {
+      records.push(checkRecord(index, raw, location, opts));
+    } catch (e) {
+      if (!(e instanceof PipeRuntimeError) || !opts.skipBadRecords) throw e;
+      skipped.push({ index, code: e.code, message: e.message, location });
+    }
+  };
+
+  const starts = lineStartsOf(text);
+  if (/\.(jsonl|ndjson)$/i.test(opts.file)) {
+    // JSON Lines: each non-blank line is a record; a line that does not parse is a bad record (the other
+    // lines are still usable), so skip_bad_records skips it too.
+    let index = 0;
+    for (let ln = 0; ln < starts.length; ln++) {
+      const line = text.slice(starts[ln], ln + 1 < starts.length ? starts[ln + 1]! - 1 : text.length).replace(/\r$/, '');
+      if (line.trim() === '') continue;
+      const first = line.search(/\S/);
+      const location = { file: shown, line: ln + 1, col: [...line.slice(0, first)].length + 1 };
+      let raw: unknown;
+      try {
+        raw = JSON.parse(line);
+      } catch (e) {
+        const { reason, offset } = parseReason(e);
+        const scanned = scanJson(line);
+        const at = offset ?? (scanned.ok ? first : scanned.offset);
+        const loc = { file: shown, line: ln + 1, col: [...line.slice(0, at)].length + 1 };
+        const err = runtimeError(M.DataBadJson, [shown, `record ${index} (line ${ln + 1}): ${reason}`], loc, 'each line of a .jsonl file must be one JSON record');
+        if (!opts.skipBadRecords) throw err;
+        skipped.push({ index: index++, code: err.code, message: err.message, location: loc });
+        continue;
+      }
+      take(index++, raw, location);
+    }
+    return { records, skipped };
+  }
+
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    // The whole file is unusable, so this is reported even with skip_bad_records.
+    const { reason, offset } = parseReason(e);
+    const scanned = scanJson(text);
+    const at = offset ?? (scanned.ok ? undefined : scanned.offset) ?? text.length;
+    throw runtimeError(M.DataBadJson, [shown, reason], { file: shown, ...lineColAt(text, starts, at) }, 'fix the JSON at this position');
+  }
+  if (!Array.isArray(data)) {
+    const found = data === null ? 'null' : typeof data === 'object' ? 'an object' : `a ${typeof data}`;
+    const firstAt = Math.max(0, text.search(/\S/));
+    throw runtimeError(M.DataBadJson, [shown, `the top level must be an array of records, found ${found}`], { file: shown, ...lineColAt(text, starts, firstAt) }, 'a LLaVA dataset is [ { "id", "image", "conversations": [...] }, ... ]; use .jsonl for one record per line');
+  }
+  // The scanner accepts exactly what JSON.parse accepts, so it finds one start per element; should it
+  // ever not, errors still name the file and record index, just without a line.
+  const scanned = scanJson(text);
+  const places = scanned.ok && scanned.elementStarts.length === data.length ? lineColsAt(text, scanned.elementStarts) : undefined;
+  data.forEach((raw, index) => take(index, raw, places ? { file: shown, ...places[index]! } : { file: shown }));
+  return { records, skipped };
+}
+
+/** A record error: the catalogue message with the record's id added after its index when it has one. */
+export function recordError<A extends unknown[]>(def: MessageDef<A>, args: A, id: string | undefined, location: ErrorLocation, hint: string): PipeRuntimeError {
+  const err = runtimeError(def, args, location, hint);
+  if (id !== undefined) err.message = err.message.replace(/^record (\d+):/, (_m, n: string) => `record ${n} (id ${JSON.stringify(id)}):`);
+  return err;
+}
+
+function checkRecord(index: number, raw: unknown, location: ErrorLocation, opts: LlavaJsonOptions): LlavaRecord {
+  const obj = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined;
+  const givenId = obj && (typeof obj.id === 'string' || typeof obj.id === 'number') ? String(obj.id) : undefined;
+  const bad = (why: string, hint = 'fix or remove the record, or set `skip_bad_records: true`') =>
+    recordError(M.DataBadRecord, [index, why], givenId, location, hint);
+
+  if (!obj) throw bad(`is ${Array.isArray(raw) ? 'an array' : raw === null ? 'null' : `a ${typeof raw}`}, not an object`);
+  const convs = obj.conversations;
+  if (!Array.isArray(convs)) throw bad(convs === undefined ? 'has no "conversations"' : '"conversations" is not an array');
+  if (convs.length === 0) throw bad('"conversations" is empty');
+  const turns: LlavaTurn[] = convs.map((t: unknown, k) => {
+    const turn = t !== null && typeof t === 'object' ? (t as Record<string, unknown>) : undefined;
+    if (!turn || typeof turn.from !== 'string' || typeof turn.value !== 'string')
+      throw bad(`turn ${k} is not {"from": string, "value": string}`);
+    const role = Object.hasOwn(ROLES, turn.from) ? ROLES[turn.from] : undefined;
+    if (!role) throw bad(`turn ${k} has unknown role ${JSON.stringify(turn.from)}`, `roles are ${Object.keys(ROLES).join(', ')}`);
+    return { role, text: turn.value };
+  });
+
+  let imagePath: string | undefined;
+  const image = obj.image;
+  if (image !== undefined && image !== null && image !== '') {
+    if (typeof image !== 'string') throw bad('"image" is not a string (one image per record)');
+    imagePath = path.resolve(opts.images, image);
+    let isFile = false;
+    try {
+      isFile = fs.statSync(imagePath).isFile();
+    } catch {
+      // missing: reported just below
+    }
+    if (!isFile) throw recordError(M.DataImageMissing, [index, image], givenId, location, `looked for ${imagePath} (\`images:\` is ${opts.images})`);
+    let kind: string | undefined;
+    try {
+      kind = sniffImageFile(imagePath);
+    } catch (e) {
+      throw recordError(M.DataImageCorrupt, [index, image, `cannot read it: ${(e as Error).message}`], givenId, location, 'replace the file, or set `skip_bad_records: true`');
+    }
+    if (!kind) throw recordError(M.DataImageCorrupt, [index, image, 'it is not a PNG or JPEG file'], givenId, location, 'replace the file, or set `skip_bad_records: true`');
+    const firstUser = turns.find((t) => t.role === 'user');
+    if (!firstUser || !firstUser.text.includes(opts.marker))
+      throw recordError(M.DataNoImageMarker, [index, opts.marker], givenId, location, `put ${JSON.stringify(opts.marker)} where the image goes in the first user turn, or set \`image_marker:\``);
+  } else {
+    // Without an image the marker has nothing to stand for, and require_image (the default) says every
+    // record must have one: LLaVA's pretraining and instruction sets are image-text pairs.
+    if (opts.requireImage) throw bad('has no "image"', 'give it an "image", or set `require_image: false` to allow text-only records');
+    if (turns.some((t) => t.text.includes(opts.marker))) throw bad(`has ${JSON.stringify(opts.marker)} in a turn but no "image"`);
+  }
+  return { index, id: givenId ?? String(index), ...(imagePath !== undefined ? { imagePath } : {}), turns, location };
+}
+
+/** Decodes a record's image; a failure is PIPE9005 at the record. For the batcher, which loads lazily. */
+export function loadRecordImage(record: LlavaRecord): RgbImage {
+  if (record.imagePath === undefined) throw new Error(`record ${record.index} has no image`);
+  try {
+    return loadImageFile(record.imagePath);
+  } catch (e) {
+    throw recordError(M.DataImageCorrupt, [record.index, record.imagePath, (e as Error).message], record.id === String(record.index) ? undefined : record.id, record.location ?? { file: record.imagePath }, 'replace the file, or set `skip_bad_records: true`');
+  }
+}
+
+/**
+ * Decodes every record's image now rather than during training, so a corrupt image stops the run (or is
+ * skipped) before the first step. Returns the records that decode and the ones that do not.
+ */
+export function validateImages(records: LlavaRecord[], skipBadRecords: boolean): { records: LlavaRecord[]; skipped: SkippedRecord[] } {
+  const good: LlavaRecord[] = [];
+  const skipped: SkippedRecord[] = [];
+  for (const r of records) {
+    if (r.imagePath === undefined) {
+      good.push(r);
+      continue;
+    }
+    try {
+      loadRecordImage(r);
+      good.push(r);
+    } catch (e) {
+      if (!(e instanceof PipeRuntimeError) || !skipBadRecords) throw e;
+      skipped.push({ index: r.index, code: e.code, message: e.message, location: r.location });
+    }
+  }
+  return { records: good, skipped };
+}

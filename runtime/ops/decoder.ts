@@ -1,0 +1,53 @@
+// The Llama-family decoder stack shared by `llama` (SwiGLU MLP) and `mixtral` (sparse MoE MLP):
+// pre-RMSNorm blocks, rotary positions, grouped-query causal attention over right-padded batches, a
+// final norm and the LM head (tied to the embedding when `tie_embeddings`). Names are transformers'.
+import * as tf from '@tensorflow/tfjs-core';
+import { linear } from '../backend/kernels.js';
+import { attention, causalBias, mergeHeads, repeatKv, rmsNorm, rope, splitHeads } from './nn.js';
+import { num, type OpContext } from './types.js';
+
+/** The block's feed-forward part: x [B, T, D] (already normed) -> [B, T, D]. */
+export type FeedForward = (ctx: OpContext, x: tf.Tensor, layer: number) => tf.Tensor;
+
+function selfAttention(ctx: OpContext, x: tf.Tensor, i: number, bias: tf.Tensor4D, start: number): tf.Tensor {
+  const a = ctx.attrs;
+  const heads = num(a, 'heads'), kvHeads = num(a, 'kv_heads', heads), theta = num(a, 'rope_theta', 10000);
+  const p = (n: string) => ctx.param(`model.layers.${i}.self_attn.${n}`);
+  const B = x.shape[0]!;
+  const q = rope(splitHeads(linear(x, p('q_proj.weight')), heads), theta, start); // [B*H, T, d]
+  let k = rope(splitHeads(linear(x, p('k_proj.weight')), kvHeads), theta, start); // [B*Hk, T, d]
+  let v = splitHeads(linear(x, p('v_proj.weight')), kvHeads); // [B*Hk, T, d]
+  if (ctx.cache) {
+    const c = ctx.cache.layers[i];
+    if (c) {
+      k = tf.concat([c.k, k], 1);
+      v = tf.concat([c.v, v], 1);
+      c.k.dispose(); // kept outside any tidy by the previous step; replaced by the longer ones
+      c.v.dispose();
+    }
+    ctx.cache.layers[i] = { k: tf.keep(k), v: tf.keep(v) }; // [B*Hk, start+T, d]
+  }
+  const rep = heads / kvHeads;
+  const out = attention(q, repeatKv(k, B, rep), repeatKv(v, B, rep), bias); // [B*H, T, d]
+  return linear(mergeHeads(out, B), p('o_proj.weight'));
+}
+
+/** x: [B, T, D] input embeddings -> logits [B, T, V]. */
+export function decoder(ctx: OpContext, x: tf.Tensor, ff: FeedForward): tf.Tensor {
+  const a = ctx.attrs;
+  const layers = num(a, 'layers'), eps = num(a, 'norm_eps', 1e-5);
+  const [B, T] = x.shape as [number, number];
+  const start = ctx.cache?.length ?? 0;
+  // With a cache the mask covers cached keys too; generation runs one unpadded sequence per row.
+  const mask = ctx.cache ? new Int32Array(B * (start + T)).fill(1) : ctx.batch.attentionMask;
+  const bias = causalBias(mask, B, T, start + T, start);
+  for (let i = 0; i < layers; i++) {
+    const p = (n: string) => ctx.param(`model.layers.${i}.${n}`);
+    x = tf.add(x, selfAttention(ctx, rmsNorm(x, p('input_layernorm.weight'), eps), i, bias, start));
+    x = tf.add(x, ff(ctx, rmsNorm(x, p('post_attention_layernorm.weight'), eps), i));
+  }
+  if (ctx.cache) ctx.cache.length = start + T;
+  x = rmsNorm(x, ctx.param('model.norm.weight'), eps);
+  const head = a['tie_embeddings'] === true ? ctx.param('model.embed_tokens.weight') : ctx.param('lm_head.weight');
+  return linear(x, head); // [B, T, V]
+}

@@ -1,0 +1,91 @@
+// Parameters by their Hugging Face names. The graph declares each component's tensors with loop
+// templates ("model.layers.{i}.mlp.up_proj.weight" repeat {i: 32}); this expands them, initialises them
+// deterministically, and keeps them as tf.Variables owned by their component.
+import * as tf from '@tensorflow/tfjs-core';
+import type { ComponentDef, TensorDef } from '../compiler/ir/graph.js';
+import { Rng } from './random.js';
+
+/** Expands `{i}`, `{k+2}`, `{e}` templates over the cartesian product of the repeat counts. */
+export function expandTensorNames(t: TensorDef): string[] {
+  const vars = Object.entries(t.repeat ?? {});
+  let names = [t.name];
+  for (const [v, count] of vars) {
+    const re = new RegExp(`\\{${v}\\s*([+-]\\s*\\d+)?\\}`, 'g');
+    const next: string[] = [];
+    for (const n of names) for (let i = 0; i < count; i++) next.push(n.replace(re, (_m, off?: string) => String(i + (off ? Number(off.replace(/\s/g, '')) : 0))));
+    names = next;
+  }
+  return names;
+}
+
+export interface ParamSpec {
+  name: string;
+  component: string;
+  shape: number[];
+}
+
+export function paramSpecs(components: readonly ComponentDef[]): ParamSpec[] {
+  const out: ParamSpec[] = [];
+  for (const c of components) for (const t of c.tensors) for (const name of expandTensorNames(t)) out.push({ name, component: c.name, shape: t.shape });
+  return out;
+}
+
+/** How a fresh tensor starts, following transformers' `_init_weights`: norms 1, biases 0, the rest N(0, 0.02). */
+export function initKind(name: string): 'ones' | 'zeros' | 'normal' {
+  if (/\.bias$|_bias$/.test(name)) return 'zeros';
+  if (/(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$/.test(name)) return 'ones';
+  return 'normal';
+}
+
+export function initialValue(spec: ParamSpec, seed: number, std = 0.02): Float32Array {
+  const n = spec.shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  const kind = initKind(spec.name);
+  if (kind === 'ones') data.fill(1);
+  else if (kind === 'normal') {
+    const rng = Rng.derive(seed, spec.name); // per-tensor stream: adding a tensor does not shift the others
+    for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
+  }
+  return data;
+}
+
+export class ParamStore {
+  readonly vars = new Map<string, tf.Variable>();
+  readonly specs = new Map<string, ParamSpec>();
+
+  constructor(specs: readonly ParamSpec[], seed: number) {
+    for (const s of specs) {
+      this.specs.set(s.name, s);
+      const init = tf.tensor(initialValue(s, seed), s.shape, 'float32');
+      this.vars.set(s.name, tf.variable(init, true, `p/${s.name}`));
+      init.dispose(); // the variable holds its own reference to the data
+    }
+  }
+
+  get(name: string): tf.Variable {
+    const v = this.vars.get(name);
+    if (!v) throw new Error(`no parameter "${name}"`);
+    return v;
+  }
+
+  has(name: string): boolean {
+    return this.vars.has(name);
+  }
+
+  ofComponent(component: string): string[] {
+    return [...this.specs.values()].filter((s) => s.component === component).map((s) => s.name);
+  }
+
+  /** Replaces values (shapes must match; callers check and report). */
+  assign(name: string, values: Float32Array): void {
+    const v = this.get(name);
+    const t = tf.tensor(values, v.shape, 'float32');
+    v.assign(t);
+    t.dispose();
+  }
+
+  dispose(): void {
+    for (const v of this.vars.values()) v.dispose();
+    this.vars.clear();
+  }
+}

@@ -1,0 +1,244 @@
+// `pipec run`: trains a compiled graph stage by stage into a run directory:
+//   RUN/graph.json          the resolved graph that was run
+//   RUN/tokenizer.json      the tokenizer (generated datasets write their word vocabulary)
+//   RUN/metrics.jsonl       one line per optimizer step;  RUN/loss.html  loss curves
+//   RUN/checkpoints/        see checkpoint.ts;  RUN/summary.json  the outcome, incl. evaluation
+// Determinism: initialisation and data order depend only on the stage seed, so `--resume` from a
+// checkpoint at step s replays exactly the batches an uninterrupted run would have seen after s.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import type { Graph, ModelDef, StagePlan } from '../../compiler/ir/graph.js';
+import { initBackend, type ActiveBackend, type BackendChoice } from '../backend/backends.js';
+import { collate, pixelTensor, type Sample } from '../data/batch.js';
+import { imageShapeOf, prepareDataset, syntheticTokenizer, type PreparedDataset } from '../data/datasets.js';
+import type { TextTokenizer } from '../data/vocab-tokenizer.js';
+import { M, runtimeError } from '../errors.js';
+import { ModelRunner } from '../model.js';
+import { ParamStore, paramSpecs } from '../params.js';
+import { Rng } from '../random.js';
+import { writeFileAtomic } from '../weights/atomic.js';
+import { checkpointName, latestCheckpoint, loadComponents, loadOptimizer, loadWeightsInto, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { evaluateShapes, type EvalResult } from './evaluate.js';
+import { appendMetrics, truncateMetrics, writeLossPage } from './metrics.js';
+import { clipByGlobalNorm, Optimizer } from './optimizer.js';
+import { Progress } from './progress.js';
+import { lrMultiplier } from './schedule.js';
+
+export interface RunOptions {
+  graph: Graph;
+  /** Directory that relative paths of the program (weights, data) are resolved against. */
+  baseDir: string;
+  runDir: string;
+  backend: BackendChoice;
+  resume?: boolean;
+  out?: Progress;
+  /** Stop (as if killed) after this many optimizer steps in total: for tests and benchmarks. */
+  stopAfterSteps?: number;
+  evaluate?: boolean;
+  hooks?: { beforePublish?: (checkpoint: string) => void };
+}
+
+export interface RunSummary {
+  backend: string;
+  stages: { name: string; steps: number; final_loss: number; seconds: number; tokens_per_s: number; skipped_records: number }[];
+  evaluation?: EvalResult[];
+  seconds: number;
+  stopped_early?: boolean;
+}
+
+export function graphHash(g: Graph): string {
+  const { source: _source, ...rest } = g;
+  return createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0, 16);
+}
+
+function stagesInOrder(g: Graph): StagePlan[] {
+  return g.stages; // the compiler emits them in declaration order, `after` targets first (checked)
+}
+
+/** Micro-batches of one epoch in a seeded order: the same on every run, backend and resume. */
+function epochOrder(n: number, seed: number, epoch: number): number[] {
+  return Rng.derive(seed, `epoch${epoch}`).shuffle(Array.from({ length: n }, (_, i) => i));
+}
+
+export function stageSteps(stage: StagePlan, trainCount: number): { microPerEpoch: number; steps: number } {
+  const microPerEpoch = Math.floor(trainCount / stage.batch);
+  const steps = stage.steps ?? Math.floor(((stage.epochs ?? 1) * microPerEpoch) / stage.accumulate);
+  return { microPerEpoch, steps };
+}
+
+/** The samples of micro-batch `k` (0-based over the whole stage). */
+function microBatch(samples: readonly Sample[], stage: StagePlan, microPerEpoch: number, k: number): Sample[] {
+  const epoch = Math.floor(k / microPerEpoch), within = k % microPerEpoch;
+  const order = epochOrder(samples.length, stage.seed, epoch);
+  return order.slice(within * stage.batch, (within + 1) * stage.batch).map((i) => samples[i]!);
+}
+
+export async function runProgram(o: RunOptions): Promise<RunSummary> {
+  const t0 = performance.now();
+  const out = o.out ?? new Progress(process.stderr);
+  const backend: ActiveBackend = await initBackend(o.backend);
+  out.line(backend.note);
+  const g = o.graph;
+  const hash = graphHash(g);
+  fs.mkdirSync(o.runDir, { recursive: true });
+
+  let resumeFrom: { dir: string; state: TrainerState } | null = null;
+  if (o.resume) {
+    const dir = latestCheckpoint(o.runDir);
+    if (!dir) throw runtimeError(M.NothingToResume, [o.runDir], { file: o.runDir });
+    const state = readTrainerState(dir);
+    if (state.graph_hash !== hash) throw runtimeError(M.ResumeMismatch, [`checkpoint graph ${state.graph_hash}, this program ${hash}`], { file: dir }, 'resume with the program that wrote the checkpoint, or use a new --out directory');
+    resumeFrom = { dir, state };
+    out.line(`resuming from ${path.relative(process.cwd(), dir) || dir} (stage ${state.stage}, step ${state.step}/${state.total_steps})`);
+    truncateMetrics(o.runDir, state.stage_index, state.step);
+  } else {
+    fs.rmSync(path.join(o.runDir, 'metrics.jsonl'), { force: true });
+  }
+  writeFileAtomic(path.join(o.runDir, 'graph.json'), JSON.stringify(g, null, 2) + '\n');
+
+  // One tokenizer for the run; generated datasets use a word vocabulary that must fit the LLM.
+  const firstModel = g.models[0]!;
+  const llm = firstModel.components.find((c) => c.role === 'llm');
+  const tokenizer: TextTokenizer & { toTokenizerJson?: () => unknown } = syntheticTokenizer(g, Number(llm?.attrs['vocab'] ?? 32000));
+  if (tokenizer.toTokenizerJson) writeFileAtomic(path.join(o.runDir, 'tokenizer.json'), JSON.stringify(tokenizer.toTokenizerJson()) + '\n');
+
+  const summary: RunSummary = { backend: backend.name, stages: [], seconds: 0 };
+  const stageCheckpoints: Record<string, string> = { ...(resumeFrom?.state.stage_checkpoints ?? {}) };
+  let params: ParamStore | null = null;
+  let paramsModel: string | null = null;
+  let totalSteps = 0;
+  let lastData: { model: ModelDef; data: PreparedDataset } | null = null;
+
+  const stages = stagesInOrder(g);
+  for (let si = 0; si < stages.length; si++) {
+    const stage = stages[si]!;
+    if (resumeFrom && si < resumeFrom.state.stage_index) continue; // finished before the interruption
+    const model = g.models.find((m) => m.name === stage.model)!;
+    const data = prepareDataset(stage.data, { graph: g, model, tokenizer, maxLength: stage.max_length });
+    lastData = { model, data };
+    const { microPerEpoch, steps } = stageSteps(stage, data.train.length);
+    if (steps < 1) throw runtimeError(M.DataBadRecord, [0, `dataset "${stage.data}" has ${data.train.length} training records, fewer than one batch of ${stage.batch}`], undefined, 'lower the batch size or add data');
+
+    let fresh = false;
+    // Parameters: fresh (seeded) or declared weights, then hand-off from earlier stages, then the checkpoint when resuming.
+    if (!params || paramsModel !== model.name) {
+      params?.dispose();
+      fresh = true;
+      params = new ParamStore(paramSpecs(model.components), stage.seed);
+      paramsModel = model.name;
+      for (const c of model.components) if (c.weights) loadWeightsInto(path.resolve(o.baseDir, c.weights), params.ofComponent(c.name), params, c.weights);
+    }
+    // Hand-off: after a resume, or into a different model, the previous stages' components come from
+    // their final checkpoints; within one process and model they are already in memory.
+    if (fresh && si > 0) {
+      for (const h of stage.handoff) if (stageCheckpoints[h.from]) loadComponents(path.join(o.runDir, 'checkpoints', stageCheckpoints[h.from]!), [h.component], params);
+    }
+    const resumingHere = resumeFrom && si === resumeFrom.state.stage_index ? resumeFrom : null;
+    if (resumingHere) loadComponents(resumingHere.dir, model.components.map((c) => c.name), params);
+    if (resumingHere?.state.final) continue; // the interruption came after this stage had finished
+
+    const trainable = new Map<string, tf.Variable>();
+    for (const c of stage.train) for (const n of params.ofComponent(c)) trainable.set(n, params.get(n));
+    const optimizer = new Optimizer(stage.optimizer.name, stage.optimizer.attrs, trainable);
+    let step = 0;
+    if (resumingHere) {
+      step = resumingHere.state.step;
+      if (resumingHere.state.optimizer) loadOptimizer(resumingHere.dir, optimizer, resumingHere.state.optimizer.step);
+    }
+    const runner = new ModelRunner(model, params);
+    const imageShape = imageShapeOf(model);
+    const padId = tokenizer.padId ?? 0;
+    const baseLr = Number(stage.optimizer.attrs['lr']);
+    out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${data.train.length} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
+    const stageT0 = performance.now();
+    let tokensSeen = 0, lastLoss = NaN;
+
+    const checkpoint = (final: boolean) => {
+      const name = checkpointName(si, stage.name, step);
+      if (final) stageCheckpoints[stage.name] = name;
+      const state: TrainerState = {
+        format: 'pipec.checkpoint', version: 1, graph_hash: hash, stage: stage.name, stage_index: si, step, total_steps: steps, final,
+        stage_checkpoints: { ...stageCheckpoints }, optimizer: { name: optimizer.name, step: optimizer.state.step }, time: new Date().toISOString(),
+      };
+      saveCheckpoint({ runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep, beforePublish: () => o.hooks?.beforePublish?.(name) });
+    };
+
+    while (step < steps) {
+      const stepT0 = performance.now();
+      let grads: Map<string, tf.Tensor> | null = null;
+      let lossSum = 0, lmSum = 0, auxSum = 0, tokens = 0;
+      for (let a = 0; a < stage.accumulate; a++) {
+        const batch = collate(microBatch(data.train, stage, microPerEpoch, step * stage.accumulate + a), padId, imageShape);
+        tokens += batch.info.attentionMask.reduce((x, y) => x + y, 0);
+        const parts = { lm: 0, aux: 0 };
+        const { value, grads: g1 } = tf.variableGrads(() => {
+          const r = runner.forward({ pixels: pixelTensor(batch), inputIds: batch.inputIds, labels: batch.labels, info: batch.info });
+          parts.lm = r.lmLoss ? r.lmLoss.dataSync()[0]! : 0;
+          parts.aux = r.auxLoss ? r.auxLoss.dataSync()[0]! : 0;
+          return r.loss!;
+        }, [...trainable.values()]);
+        lossSum += value.dataSync()[0]!;
+        lmSum += parts.lm;
+        auxSum += parts.aux;
+        value.dispose();
+        const byName = new Map<string, tf.Tensor>();
+        // A parameter the forward pass never reads (CLIP's post_layernorm when LLaVA selects an inner
+        // hidden state) gets no gradient: it is left untouched, not decayed.
+        for (const [n, v] of trainable) if (g1[v.name]) byName.set(n, g1[v.name]!);
+        if (!grads) grads = byName;
+        else for (const [n, gt] of byName) {
+          const sum = tf.add(grads.get(n)!, gt);
+          grads.get(n)!.dispose();
+          gt.dispose();
+          grads.set(n, sum);
+        }
+      }
+      const loss = lossSum / stage.accumulate;
+      if (!Number.isFinite(loss)) {
+        for (const t of grads!.values()) t.dispose();
+        throw runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
+      }
+      if (stage.accumulate > 1) for (const [n, gt] of grads!) (grads!.set(n, tf.div(gt, stage.accumulate)), gt.dispose());
+      const gradNorm = clipByGlobalNorm(grads!, stage.clip_grad);
+      const lr = baseLr * lrMultiplier(stage.schedule, step, steps);
+      optimizer.apply(grads!, lr);
+      for (const t of grads!.values()) t.dispose();
+      step++;
+      totalSteps++;
+      tokensSeen += tokens;
+      lastLoss = loss;
+      const elapsed = (performance.now() - stageT0) / 1000;
+      const stepSec = (performance.now() - stepT0) / 1000;
+      appendMetrics(o.runDir, {
+        stage: stage.name, stage_index: si, step, loss, lm_loss: lmSum / stage.accumulate, ...(auxSum ? { aux_loss: auxSum / stage.accumulate } : {}),
+        lr, grad_norm: gradNorm, tokens, tokens_per_s: tokens / stepSec, elapsed_s: elapsed,
+      });
+      out.step({ stage: stage.name, step, total: steps, loss, lr, tokensPerSec: tokensSeen / elapsed, etaSec: (elapsed / (step - (resumingHere?.state.step ?? 0))) * (steps - step) });
+      if (step < steps && stage.checkpoint.every > 0 && step % stage.checkpoint.every === 0) checkpoint(false);
+      if (o.stopAfterSteps !== undefined && totalSteps >= o.stopAfterSteps) {
+        optimizer.dispose();
+        summary.stopped_early = true;
+        summary.seconds = (performance.now() - t0) / 1000;
+        return summary;
+      }
+    }
+    checkpoint(true);
+    writeLossPage(o.runDir);
+    optimizer.dispose();
+    const seconds = (performance.now() - stageT0) / 1000;
+    summary.stages.push({ name: stage.name, steps, final_loss: lastLoss, seconds, tokens_per_s: tokensSeen / seconds, skipped_records: data.skipped });
+    out.line(`stage ${stage.name} done: ${steps} steps in ${seconds.toFixed(1)} s, final loss ${lastLoss.toFixed(4)}`);
+  }
+
+  if (o.evaluate !== false && lastData?.data.heldoutRecords && params) {
+    const runner = new ModelRunner(lastData.model, params);
+    summary.evaluation = evaluateShapes(runner, lastData.data, tokenizer, imageShapeOf(lastData.model), lastData.model.image_tokens ?? 0);
+    for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions: ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
+  }
+  summary.seconds = (performance.now() - t0) / 1000;
+  writeFileAtomic(path.join(o.runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  params?.dispose();
+  return summary;
+}

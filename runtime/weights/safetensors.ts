@@ -1,0 +1,97 @@
+// Reading tensor data from, and writing, safetensors files (https://huggingface.co/docs/safetensors):
+// an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, then the
+// raw little-endian data. Headers are validated by the compiler's reader (compiler/check/checkpoint-io);
+// this adds the data. F32, F16 and BF16 load as float32; we write F32.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { readCheckpointMeta, type TensorInfo } from '../../compiler/check/checkpoint-io.js';
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
+  if (e === 0) return s * Math.pow(2, -14) * (f / 1024);
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * Math.pow(2, e - 15) * (1 + f / 1024);
+}
+
+/** Decodes one tensor's bytes to float32. */
+export function decodeTensor(info: TensorInfo, bytes: Buffer): Float32Array {
+  const n = info.shape.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(n);
+  switch (info.dtype) {
+    case 'F32':
+      for (let i = 0; i < n; i++) out[i] = bytes.readFloatLE(i * 4);
+      return out;
+    case 'F16':
+      for (let i = 0; i < n; i++) out[i] = halfToFloat(bytes.readUInt16LE(i * 2));
+      return out;
+    case 'BF16': {
+      const u = new Uint32Array(1), f = new Float32Array(u.buffer);
+      for (let i = 0; i < n; i++) {
+        u[0] = bytes.readUInt16LE(i * 2) << 16;
+        out[i] = f[0]!;
+      }
+      return out;
+    }
+    case 'F64':
+      for (let i = 0; i < n; i++) out[i] = bytes.readDoubleLE(i * 8);
+      return out;
+    default:
+      throw new Error(`tensor "${info.name}" has dtype ${info.dtype}; only F32, F16, BF16 and F64 weights load`);
+  }
+}
+
+export interface LoadedTensor {
+  info: TensorInfo;
+  data: Float32Array;
+}
+
+/**
+ * Reads the named tensors of a Hugging Face weights folder (model.safetensors, or shards through
+ * model.safetensors.index.json). `names` absent = every tensor. Missing names are simply absent from the result.
+ */
+export function readWeights(dir: string, names?: Iterable<string>): Map<string, LoadedTensor> {
+  const meta = readCheckpointMeta(dir);
+  const wanted = names ? [...names] : [...meta.tensors.keys()];
+  const out = new Map<string, LoadedTensor>();
+  const fds = new Map<string, number>();
+  try {
+    for (const name of wanted) {
+      const info = meta.tensors.get(name);
+      if (!info?.byteRange) continue;
+      let fd = fds.get(info.file);
+      if (fd === undefined) fds.set(info.file, (fd = fs.openSync(path.join(dir, info.file), 'r')));
+      const [begin, end] = info.byteRange;
+      const buf = Buffer.alloc(end - begin);
+      fs.readSync(fd, buf, 0, end - begin, begin);
+      out.set(name, { info, data: decodeTensor(info, buf) });
+    }
+  } finally {
+    for (const fd of fds.values()) fs.closeSync(fd);
+  }
+  return out;
+}
+
+/** Serialises float32 tensors to safetensors bytes (sorted names, 8-byte aligned header as the reference writer). */
+export function encodeSafetensors(tensors: ReadonlyMap<string, { shape: number[]; data: Float32Array }>, metadata: Record<string, string> = {}): Buffer {
+  const names = [...tensors.keys()].sort();
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt', ...metadata } };
+  let offset = 0;
+  for (const name of names) {
+    const t = tensors.get(name)!;
+    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.length * 4] };
+    offset += t.data.length * 4;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const hb = Buffer.from(json, 'utf8');
+  const out = Buffer.alloc(8 + hb.length + offset);
+  out.writeBigUInt64LE(BigInt(hb.length), 0);
+  hb.copy(out, 8);
+  let p = 8 + hb.length;
+  for (const name of names) {
+    const d = tensors.get(name)!.data;
+    Buffer.from(d.buffer, d.byteOffset, d.byteLength).copy(out, p); // little-endian hosts (x86, arm)
+    p += d.byteLength;
+  }
+  return out;
+}

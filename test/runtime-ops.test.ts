@@ -1,0 +1,144 @@
+// Every op and component, on every backend available here: forward values on hand-computed cases and
+// gradients against finite differences. Tolerances are float32 ones, stated per check.
+import { strict as assert } from 'node:assert';
+import * as tf from '@tensorflow/tfjs-core';
+import { bmm, linear, matmul2d } from '../runtime/backend/kernels.js';
+import { causalLmLoss } from '../runtime/ops/loss.js';
+import { loadBalancingLoss, moeBlock, topKIndices, type RouterStats } from '../runtime/ops/mixtral.js';
+import { attention, causalBias, gelu, geluTanh, layerNorm, quickGelu, repeatKv, rmsNorm, rope, silu } from '../runtime/ops/nn.js';
+import { spliceIndices } from '../runtime/ops/splice.js';
+import type { OpContext } from '../runtime/ops/types.js';
+import { OPS } from '../runtime/ops/registry.js';
+import { checkGradients, close, randn, testBackends, useBackend } from './helpers/numeric.js';
+
+const backends = await testBackends();
+
+function ctxWith(params: Map<string, tf.Tensor>, attrs: OpContext['attrs'], mask?: Int32Array, B = 1, T = 1): OpContext {
+  return {
+    param: (n) => {
+      const p = params.get(n);
+      if (!p) throw new Error(`test has no param ${n}`);
+      return p;
+    },
+    hasParam: (n) => params.has(n),
+    attrs,
+    batch: { attentionMask: mask ?? new Int32Array(B * T).fill(1), batch: B, length: T, imageStart: new Array(B).fill(-1) },
+    auxLosses: [],
+  };
+}
+
+for (const backend of backends) {
+  describe(`runtime ops on ${backend}`, () => {
+    before(async () => useBackend(backend));
+
+    it('linear: y = x W^T + b, hand-computed, and its gradients', () => {
+      const y = linear(tf.tensor2d([[1, 2]]), tf.tensor2d([[1, 0], [0, 1], [1, 1]]), tf.tensor1d([0.5, 0, -1]));
+      close(y.dataSync(), [1.5, 2, 2], 1e-6);
+      const r = randn([3, 5], 9);
+      checkGradients((x, w, b) => tf.sum(tf.mul(linear(x!, w!, b), r)) as tf.Scalar, [randn([3, 4], 1), randn([5, 4], 2), randn([5], 3)]);
+    });
+
+    it('matmul2d and bmm agree with hand values in every transpose form', () => {
+      const a = tf.tensor2d([[1, 2], [3, 4]]), b = tf.tensor2d([[5, 6], [7, 8]]);
+      close(matmul2d(a, b).dataSync(), [19, 22, 43, 50], 1e-6);
+      close(matmul2d(a, b, true).dataSync(), [26, 30, 38, 44], 1e-6);
+      close(matmul2d(a, b, false, true).dataSync(), [17, 23, 39, 53], 1e-6);
+      const a3 = tf.stack([a, b]) as tf.Tensor3D, b3 = tf.stack([b, a]) as tf.Tensor3D;
+      close(bmm(a3, b3).dataSync(), [19, 22, 43, 50, 23, 34, 31, 46], 1e-6);
+      const r = randn([2, 3, 3], 4);
+      checkGradients((x, y) => tf.sum(tf.mul(bmm(x as tf.Tensor3D, y as tf.Tensor3D, false, true), r)) as tf.Scalar, [randn([2, 3, 4], 5), randn([2, 3, 4], 6)]);
+    });
+
+    it('layerNorm and rmsNorm: hand values and gradients', () => {
+      close(layerNorm(tf.tensor1d([1, 2, 3]), tf.ones([3]), tf.zeros([3]), 0).dataSync(), [-1.2247449, 0, 1.2247449], 1e-5);
+      close(rmsNorm(tf.tensor1d([3, 4]), tf.tensor1d([1, 2]), 0).dataSync(), [3 / Math.sqrt(12.5), (2 * 4) / Math.sqrt(12.5)], 1e-5);
+      const r = randn([2, 4], 7);
+      checkGradients((x, w, b) => tf.sum(tf.mul(layerNorm(x!, w!, b!, 1e-5), r)) as tf.Scalar, [randn([2, 4], 1), randn([4], 2), randn([4], 3)]);
+      checkGradients((x, w) => tf.sum(tf.mul(rmsNorm(x!, w!, 1e-5), r)) as tf.Scalar, [randn([2, 4], 4), randn([4], 5)]);
+    });
+
+    it('activations: gelu (erf), gelu tanh, quick_gelu, silu at hand-checked points, and gradients', () => {
+      const x = tf.tensor1d([-1, 0, 1, 2]);
+      close(gelu(x).dataSync(), [-0.1586553, 0, 0.8413447, 1.9544997], 1e-5);
+      close(geluTanh(x).dataSync(), [-0.158808, 0, 0.841192, 1.9545977], 1e-5);
+      close(quickGelu(x).dataSync(), [-1 / (1 + Math.exp(1.702)), 0, 1 / (1 + Math.exp(-1.702)), 2 / (1 + Math.exp(-3.404))], 1e-5);
+      close(silu(x).dataSync(), [-0.2689414, 0, 0.7310586, 1.7615942], 1e-5);
+      for (const f of [gelu, geluTanh, quickGelu, silu]) checkGradients((t) => tf.sum(tf.mul(f(t!), tf.tensor1d([1, -2, 3, 0.5]))) as tf.Scalar, [randn([4], 11)]);
+    });
+
+    it('rope rotates pairs (rotate_half layout) by position / theta^(2i/d)', () => {
+      // d = 4: pairs (0, 2) at frequency 1 and (1, 3) at 1/theta^(1/2); position 1 (start = 1), theta 100.
+      const out = rope(tf.tensor3d([[[1, 1, 0, 0]]]), 100, 1).dataSync();
+      close(out, [Math.cos(1), Math.cos(0.1), Math.sin(1), Math.sin(0.1)], 1e-5);
+      checkGradients((x) => tf.sum(tf.mul(rope(x as tf.Tensor3D, 10000), randn([2, 3, 4], 3))) as tf.Scalar, [randn([2, 3, 4], 2)]);
+    });
+
+    it('attention: hand-computed outputs with and without the causal mask, padding masked', () => {
+      const q = tf.tensor3d([[[1], [0]]]), k = tf.tensor3d([[[1], [0]]]), v = tf.tensor3d([[[1], [3]]]);
+      const e = Math.E;
+      close(attention(q, k, v).dataSync(), [(e + 3) / (e + 1), 2], 1e-5);
+      close(attention(q, k, v, causalBias([1, 1], 1, 2, 2)).dataSync(), [1, 2], 1e-5);
+      // the second key is padding: both queries see only the first
+      close(attention(q, k, v, causalBias([1, 0], 1, 2, 2)).dataSync(), [1, 1], 1e-5);
+      checkGradients((a, b, c) => tf.sum(tf.mul(attention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, causalBias([1, 1, 1], 1, 3, 3)), randn([2, 3, 2], 9))) as tf.Scalar,
+        [randn([2, 3, 2], 1), randn([2, 3, 2], 2), randn([2, 3, 2], 3)]);
+    });
+
+    it('repeatKv gives query head h the kv head floor(h / n), as transformers repeat_kv', () => {
+      const kv = tf.tensor3d([[[1]], [[2]]]); // B=1, Hk=2, T=1, d=1
+      close(repeatKv(kv, 1, 2).dataSync(), [1, 1, 2, 2], 0);
+    });
+
+    it('causal_lm_loss: hand-computed, ignoring -100 and shifting by one', () => {
+      // B=1, T=3, V=2. Position 0 predicts label[1] = 1 with logits (0, ln 3): p = 3/4. Label[2] is -100.
+      const logits = tf.tensor3d([[[0, Math.log(3)], [5, 5], [1, 2]]]);
+      close([causalLmLoss(logits, Int32Array.from([-100, 1, -100])).dataSync()[0]!], [-Math.log(0.75)], 1e-6);
+      close([causalLmLoss(logits, Int32Array.from([-100, 1, 0])).dataSync()[0]!], [(-Math.log(0.75) + Math.log(2)) / 2], 1e-6);
+      const labels = Int32Array.from([0, 2, 1, -100, 3, 1]);
+      checkGradients((l) => causalLmLoss(l!, labels), [randn([2, 3, 4], 5)]);
+    });
+
+    it('llava splice: image rows replace the image positions, the rest stay in place', () => {
+      // B=2, T=4, N=2: sample 0 has its image at 1..2, sample 1 is text only.
+      assert.deepEqual([...spliceIndices([1, -1], 2, 4, 2)], [0, 8, 9, 3, 4, 5, 6, 7]);
+      const embeds = tf.tensor3d([[[0], [1], [2], [3]], [[4], [5], [6], [7]]]);
+      const feats = tf.tensor3d([[[10], [11]], [[12], [13]]]);
+      const ctx = ctxWith(new Map(), { image_tokens: 2 }, undefined, 2, 4);
+      ctx.batch.imageStart = [1, -1];
+      close(OPS.get('llava_splice')!(ctx, [embeds, feats]).dataSync(), [0, 10, 11, 3, 4, 5, 6, 7], 0);
+      checkGradients((e, f) => tf.sum(tf.mul(OPS.get('llava_splice')!(ctx, [e!, f!]), randn([2, 4, 3], 1))) as tf.Scalar, [randn([2, 4, 3], 2), randn([2, 2, 3], 3)]);
+    });
+
+    it('MoE router: top-k, renormalised weights and the load-balancing loss by hand', () => {
+      assert.deepEqual([...topKIndices(Float32Array.from([0.7, 0.2, 0.1, 0.1, 0.6, 0.3]), 2, 3, 2)], [0, 1, 1, 2]);
+      const stats: RouterStats[] = [{ probs: tf.tensor2d([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]]), chosen: Float32Array.from([1, 1, 0, 0, 1, 1]), tokenMask: Float32Array.from([1, 1]) }];
+      // counts / N = [0.5, 1, 0.5]; mean probs = [0.4, 0.4, 0.2]; E * sum = 3 * 0.7
+      close([loadBalancingLoss(stats, 3).dataSync()[0]!], [2.1], 1e-5);
+      // a padding token does not count
+      const masked: RouterStats[] = [{ ...stats[0]!, tokenMask: Float32Array.from([1, 0]) }];
+      close([loadBalancingLoss(masked, 3).dataSync()[0]!], [3 * (1 * 0.7 + 1 * 0.2)], 1e-5);
+
+      // One block, D=2, 2 experts, top-1: the router sends token 0 to expert 0 and token 1 to expert 1;
+      // each expert's SwiGLU output (hand-computed below) comes back with weight 1.
+      const p = new Map<string, tf.Tensor>([
+        ['model.layers.0.block_sparse_moe.gate.weight', tf.tensor2d([[1, 0], [0, 1]])],
+        ['model.layers.0.block_sparse_moe.experts.0.w1.weight', tf.tensor2d([[1, 0]])],
+        ['model.layers.0.block_sparse_moe.experts.0.w3.weight', tf.tensor2d([[0, 1]])],
+        ['model.layers.0.block_sparse_moe.experts.0.w2.weight', tf.tensor2d([[1], [0]])],
+        ['model.layers.0.block_sparse_moe.experts.1.w1.weight', tf.tensor2d([[0, 1]])],
+        ['model.layers.0.block_sparse_moe.experts.1.w3.weight', tf.tensor2d([[1, 1]])],
+        ['model.layers.0.block_sparse_moe.experts.1.w2.weight', tf.tensor2d([[0], [2]])],
+      ]);
+      const ctx = ctxWith(p, { experts: 2, top_k: 1 }, Int32Array.from([1, 1]), 1, 2);
+      const st: RouterStats[] = [];
+      const y = moeBlock(ctx, tf.tensor3d([[[2, 1], [0.5, 3]]]), 0, st).dataSync();
+      const siluF = (v: number) => v / (1 + Math.exp(-v));
+      close(y, [siluF(2) * 1, 0, 0, 2 * siluF(3) * 3.5], 1e-5);
+      // top-2 of 2: weights are the softmax itself
+      const ctx2 = ctxWith(p, { experts: 2, top_k: 2 }, Int32Array.from([1]), 1, 1);
+      const x = [2, 1], sm0 = Math.exp(2) / (Math.exp(2) + Math.exp(1));
+      const y2 = moeBlock(ctx2, tf.tensor3d([[x]]), 0, []).dataSync();
+      close(y2, [sm0 * siluF(2) * 1, (1 - sm0) * 2 * siluF(1) * 3], 1e-5);
+    });
+  });
+}
