@@ -57,7 +57,7 @@ export class ParamStore {
     for (const s of specs) {
       this.specs.set(s.name, s);
       const init = tf.tensor(initialValue(s, seed), s.shape, 'float32');
-      this.vars.set(s.name, tf.variable(init, true, `p/${s.name}`));
+      this.vars.set(s.name, tf.variable(init, true)); // tfjs names must be unique per process; ours are keys here
       init.dispose(); // the variable holds its own reference to the data
     }
   }

@@ -89,6 +89,11 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
   verbose = !!values.verbose;
   const color = !values['no-color'] && values.format === 'text' && !!process.stdout.isTTY && !process.env.NO_COLOR;
   const base = { configFiles: values.config ?? [], sets: values.set ?? [] };
+  const BACKENDS = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
+  if (values.backend !== undefined && !BACKENDS.includes(values.backend)) {
+    io.err(`pipec: --backend must be one of ${BACKENDS.join(', ')}, got ${values.backend}\n`);
+    return 2;
+  }
   try {
     switch (command) {
       case 'check': {

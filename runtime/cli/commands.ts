@@ -39,6 +39,7 @@ export async function runCommand(graph: Graph, baseDir: string, o: { out?: strin
     graph, baseDir, runDir, backend: backendChoice(o.backend), resume: o.resume,
     out: new Progress(process.stderr.isTTY ? process.stderr : { write: (s: string) => io.err(s) }),
     stopAfterSteps: o.stopAfter,
+    hooks: faultInjection(),
   });
   io.out(`run directory: ${path.relative(process.cwd(), runDir) || '.'}${summary.stopped_early ? ' (stopped early by --stop-after)' : ''}\n`);
   return 0;
@@ -58,4 +59,15 @@ export async function generateCommand(runDir: string, o: { image?: string; promp
   });
   io.out(text + '\n');
   return 0;
+}
+
+/**
+ * PIPEC_FAULT_KILL_AT_CHECKPOINT=N: the Nth checkpoint save SIGKILLs this process after its files are
+ * written and before they are published -- the worst moment for a crash. Used by the tests.
+ */
+function faultInjection(): { beforePublish?: () => void } {
+  const n = Number(process.env.PIPEC_FAULT_KILL_AT_CHECKPOINT ?? 0);
+  if (!n) return {};
+  let saves = 0;
+  return { beforePublish: () => void (++saves === n && process.kill(process.pid, 'SIGKILL')) };
 }
