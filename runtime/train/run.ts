@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Graph, ModelDef, StagePlan } from '../../compiler/ir/graph.js';
 import { initBackend, type ActiveBackend, type BackendChoice } from '../backend/backends.js';
-import { collate, pixelTensor, type Sample } from '../data/batch.js';
+import { collate, type Sample } from '../data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer, type PreparedDataset } from '../data/datasets.js';
 import type { TextTokenizer } from '../data/vocab-tokenizer.js';
 import { M, runtimeError } from '../errors.js';
@@ -24,6 +24,7 @@ import { evaluateShapes, type EvalResult } from './evaluate.js';
 import { appendMetrics, truncateMetrics, writeLossPage } from './metrics.js';
 import { clipByGlobalNorm, Optimizer } from './optimizer.js';
 import { Progress } from './progress.js';
+import { accumulateGradients } from './step.js';
 import { lrMultiplier } from './schedule.js';
 
 export interface RunOptions {
@@ -167,44 +168,17 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
 
     while (step < steps) {
       const stepT0 = performance.now();
-      let grads: Map<string, tf.Tensor> | null = null;
-      let lossSum = 0, lmSum = 0, auxSum = 0, tokens = 0;
-      for (let a = 0; a < stage.accumulate; a++) {
-        const batch = collate(microBatch(data.train, stage, microPerEpoch, step * stage.accumulate + a), padId, imageShape);
-        tokens += batch.info.attentionMask.reduce((x, y) => x + y, 0);
-        const parts = { lm: 0, aux: 0 };
-        const { value, grads: g1 } = tf.variableGrads(() => {
-          const r = runner.forward({ pixels: pixelTensor(batch), inputIds: batch.inputIds, labels: batch.labels, info: batch.info });
-          parts.lm = r.lmLoss ? r.lmLoss.dataSync()[0]! : 0;
-          parts.aux = r.auxLoss ? r.auxLoss.dataSync()[0]! : 0;
-          return r.loss!;
-        }, [...trainable.values()]);
-        lossSum += value.dataSync()[0]!;
-        lmSum += parts.lm;
-        auxSum += parts.aux;
-        value.dispose();
-        const byName = new Map<string, tf.Tensor>();
-        // A parameter the forward pass never reads (CLIP's post_layernorm when LLaVA selects an inner
-        // hidden state) gets no gradient: it is left untouched, not decayed.
-        for (const [n, v] of trainable) if (g1[v.name]) byName.set(n, g1[v.name]!);
-        if (!grads) grads = byName;
-        else for (const [n, gt] of byName) {
-          const sum = tf.add(grads.get(n)!, gt);
-          grads.get(n)!.dispose();
-          gt.dispose();
-          grads.set(n, sum);
-        }
-      }
-      const loss = lossSum / stage.accumulate;
+      const micro = Array.from({ length: stage.accumulate }, (_, a) => collate(microBatch(data.train, stage, microPerEpoch, step * stage.accumulate + a), padId, imageShape));
+      const { grads, loss: lossSum, lmLoss: lmSum, auxLoss: auxSum, tokens } = accumulateGradients(runner, trainable, micro);
+      const loss = lossSum;
       if (!Number.isFinite(loss)) {
-        for (const t of grads!.values()) t.dispose();
+        for (const t of grads.values()) t.dispose();
         throw runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
       }
-      if (stage.accumulate > 1) for (const [n, gt] of grads!) (grads!.set(n, tf.div(gt, stage.accumulate)), gt.dispose());
-      const gradNorm = clipByGlobalNorm(grads!, stage.clip_grad);
+      const gradNorm = clipByGlobalNorm(grads, stage.clip_grad);
       const lr = baseLr * lrMultiplier(stage.schedule, step, steps);
-      optimizer.apply(grads!, lr);
-      for (const t of grads!.values()) t.dispose();
+      optimizer.apply(grads, lr);
+      for (const t of grads.values()) t.dispose();
       step++;
       totalSteps++;
       tokensSeen += tokens;
@@ -212,7 +186,7 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
       const elapsed = (performance.now() - stageT0) / 1000;
       const stepSec = (performance.now() - stepT0) / 1000;
       appendMetrics(o.runDir, {
-        stage: stage.name, stage_index: si, step, loss, lm_loss: lmSum / stage.accumulate, ...(auxSum ? { aux_loss: auxSum / stage.accumulate } : {}),
+        stage: stage.name, stage_index: si, step, loss, lm_loss: lmSum, ...(auxSum ? { aux_loss: auxSum } : {}),
         lr, grad_norm: gradNorm, tokens, tokens_per_s: tokens / stepSec, elapsed_s: elapsed,
       });
       out.step({ stage: stage.name, step, total: steps, loss, lr, tokensPerSec: tokensSeen / elapsed, etaSec: (elapsed / (step - (resumingHere?.state.step ?? 0))) * (steps - step) });

@@ -1,0 +1,60 @@
+// The README's main job, as a user runs it: `pipec run pipelines/quickstart.pipe` on the default
+// backend trains both stages, reports held-out colour accuracy >= 90%, and `pipec generate` then
+// answers the colour question about a newly drawn image, in English and Japanese. (Minutes, not seconds.)
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PNG } from 'pngjs';
+import { COLOURS, drawShape } from '../runtime/data/synthetic-shapes.js';
+import { Rng } from '../runtime/random.js';
+import { repo } from './paths.js';
+
+function pipec(args: string[]) {
+  return spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+}
+
+function writePng(file: string, rgb: Uint8Array, size: number): void {
+  const png = new PNG({ width: size, height: size });
+  for (let i = 0; i < size * size; i++) {
+    png.data[i * 4] = rgb[i * 3]!;
+    png.data[i * 4 + 1] = rgb[i * 3 + 1]!;
+    png.data[i * 4 + 2] = rgb[i * 3 + 2]!;
+    png.data[i * 4 + 3] = 255;
+  }
+  fs.writeFileSync(file, PNG.sync.write(png));
+}
+
+describe('quickstart (the README main job)', function () {
+  this.timeout(20 * 60_000);
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-quickstart-'));
+
+  it('trains both stages on the default backend and reaches >= 90% held-out colour accuracy', () => {
+    const r = pipec(['run', repo('pipelines/quickstart.pipe'), '--out', runDir]);
+    assert.equal(r.status, 0, r.stderr.slice(-2000));
+    assert.match(r.stderr, /backend \S+ chosen by auto/);
+    assert.match(r.stderr, /stage pretrain done/);
+    assert.match(r.stderr, /stage instruct done/);
+    const summary = JSON.parse(fs.readFileSync(path.join(runDir, 'summary.json'), 'utf8'));
+    const colour = summary.evaluation.find((e: { question: string }) => e.question === 'colour');
+    assert.ok(colour.accuracy >= 0.9, `colour accuracy ${colour.accuracy}`);
+    for (const f of ['metrics.jsonl', 'loss.html', 'graph.json', 'tokenizer.json']) assert.ok(fs.existsSync(path.join(runDir, f)), f);
+  });
+
+  it('pipec generate answers the colour question for new images', () => {
+    let right = 0;
+    const cases = [0, 1, 2, 3].map((k) => ({ colour: (k * 2 + 1) % COLOURS.length, shape: k % 4, seed: 777_000 + k }));
+    for (const c of cases) {
+      const file = path.join(runDir, `new-${c.seed}.png`);
+      writePng(file, drawShape(new Rng(c.seed), 32, c.colour, c.shape), 32);
+      const en = pipec(['generate', runDir, '--image', file, '--prompt', 'what colour is the shape ?']);
+      assert.equal(en.status, 0, en.stderr);
+      const ja = pipec(['generate', runDir, '--image', file, '--prompt', 'この図形は何色ですか？']);
+      assert.equal(ja.status, 0, ja.stderr);
+      if (en.stdout.trim() === COLOURS[c.colour]!.en) right++;
+      if (ja.stdout.trim() === COLOURS[c.colour]!.ja) right++;
+    }
+    assert.ok(right >= 7, `${right}/8 answers right`);
+  });
+});
