@@ -1,10 +1,15 @@
 // Datasets of a run, from the graph's dataset declarations: the samples each stage trains on, the
 // held-out part for evaluation, and the tokenizer they share.
+import * as path from 'node:path';
 import type { ComponentDef, Graph, ModelDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
 import type { Sample } from './batch.js';
 import { buildExample, PLAIN, type TemplateSpec, type Turn } from './examples.js';
+import { loadChatTemplate } from './chat-template.js';
+import { preprocessImage } from './images.js';
+import { loadRecordImage, readLlavaJson, type SkippedRecord, validateImages } from './llava-json.js';
 import { generateShapes, type ShapeRecord } from './synthetic-shapes.js';
+import { checkLength } from './too-long.js';
 import { type TextTokenizer, VocabTokenizer } from './vocab-tokenizer.js';
 
 /** The conversation format of generated question answering: a short v1-style chat without a system prompt. */
@@ -18,6 +23,8 @@ export interface PreparedDataset {
   /** Generated records behind the held-out samples (for evaluation), when the data is synthetic. */
   heldoutRecords?: ShapeRecord[];
   skipped: number;
+  /** The PIPE9008 warning text when records were skipped. */
+  skippedDetail?: string;
 }
 
 export function encoderOf(model: ModelDef): ComponentDef | undefined {
@@ -68,6 +75,8 @@ function allShapeWords(): string[] {
 
 export interface DatasetContext {
   graph: Graph;
+  /** Where relative paths of the program resolve (the .pipe file's folder). */
+  baseDir?: string;
   model: ModelDef;
   tokenizer: TextTokenizer;
   maxLength: number;
@@ -97,5 +106,53 @@ export function prepareDataset(name: string, ctx: DatasetContext): PreparedDatas
     const trainRecs = records.slice(0, records.length - nHeld), heldRecs = records.slice(records.length - nHeld);
     return { name, template, train: trainRecs.map(toSample), heldout: heldRecs.map(toSample), heldoutRecords: heldRecs, skipped: 0 };
   }
+  if (d.constructor === 'llava_json') return prepareLlava(name, d.attrs, ctx);
   throw runtimeError(M.UnknownOp, [`dataset ${d.constructor}`], undefined, 'this build reads synthetic_shapes and llava_json datasets');
+}
+
+/** The template a llava_json dataset names: a template declared in the program, or a Jinja chat template. */
+export function templateFor(graph: Graph, name: string, tokenizerFile: string | undefined): TemplateSpec {
+  const t = graph.templates.find((x) => x.name === name);
+  const f = (t?.fields ?? {}) as Record<string, unknown>;
+  if (typeof f['source'] === 'string') {
+    if (!tokenizerFile) throw runtimeError(M.ChatTemplateFailed, [`template \`${name}\` reads ${f['source']} beside the tokenizer, but the dataset names no tokenizer`]);
+    const j = loadChatTemplate(path.join(path.dirname(tokenizerFile), f['source']));
+    return { ...PLAIN, name, jinja: { ...j, file: path.join(path.dirname(tokenizerFile), f['source']) } };
+  }
+  if (!t) return name === 'chat' ? { name, system: '', user: 'USER: ', assistant: 'ASSISTANT: ', separator: ' ' } : PLAIN;
+  const str = (k: string, dflt = '') => (typeof f[k] === 'string' ? (f[k] as string) : dflt);
+  return { name, system: str('system'), user: str('user'), assistant: str('assistant'), separator: str('separator', ' '), stop: typeof f['stop'] === 'string' ? (f['stop'] as string) : undefined };
+}
+
+function prepareLlava(name: string, attrs: Record<string, unknown>, ctx: DatasetContext): PreparedDataset {
+  const base = ctx.baseDir ?? '.';
+  const display = String(attrs['file']);
+  const file = path.resolve(base, display);
+  const marker = String(attrs['image_marker'] ?? '<image>');
+  const skip = attrs['skip_bad_records'] === true;
+  const tokFile = attrs['tokenizer'] ? path.resolve(base, String(attrs['tokenizer'])) : undefined;
+  const template = templateFor(ctx.graph, String(attrs['template'] ?? 'plain'), tokFile);
+  const read = readLlavaJson({ file, images: path.resolve(base, String(attrs['images'] ?? '.')), marker, requireImage: attrs['require_image'] !== false, skipBadRecords: skip, displayFile: display });
+  const checked = validateImages(read.records, skip);
+  const skipped: SkippedRecord[] = [...read.skipped, ...checked.skipped];
+  const enc = encoderOf(ctx.model);
+  const imageTokens = ctx.model.image_tokens ?? 0;
+  const samples: Sample[] = [];
+  for (const r of checked.records) {
+    const ex = buildExample(r.turns, template, ctx.tokenizer, marker, r.imagePath && enc ? imageTokens : 0);
+    const tooLong = checkLength(r.index, ex.ids.length, ctx.maxLength, r.location ?? { file: display }, skip, r.id === String(r.index) ? undefined : r.id);
+    if (tooLong) {
+      skipped.push(tooLong);
+      continue;
+    }
+    let pixels: Float32Array | undefined;
+    if (r.imagePath && enc)
+      pixels = preprocessImage(loadRecordImage(r), {
+        size: Number(enc.attrs['image']), mean: enc.attrs['image_mean'] as number[], std: enc.attrs['image_std'] as number[],
+        mode: enc.op === 'siglip_vit' ? 'squash' : 'shortest_edge_center_crop',
+      });
+    samples.push({ ...ex, pixels, source: { dataset: name, index: r.index } });
+  }
+  const detail = skipped.slice(0, 3).map((x) => `${x.code} ${x.message}`).join('; ') + (skipped.length > 3 ? '; ...' : '');
+  return { name, template, train: samples, heldout: [], skipped: skipped.length, skippedDetail: skipped.length ? M.DataSkipped.format(skipped.length, display, detail) : undefined };
 }

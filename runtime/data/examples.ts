@@ -2,6 +2,8 @@
 // marked as trained (the assistant's replies) or not (system, user, role prefixes); the image marker in
 // the first user turn becomes `imageTokens` placeholder positions whose labels are -100, like every
 // untrained position. The result is what the LLaVA splice and the causal-LM loss expect.
+import { M, runtimeError } from '../errors.js';
+import { renderChatTemplate } from './chat-template.js';
 import type { TextTokenizer } from './vocab-tokenizer.js';
 
 export interface Turn {
@@ -12,6 +14,8 @@ export interface Turn {
 /** A template's fields as the graph carries them (stdlib/data.pipe: plain, chat, or a user's own). */
 export interface TemplateSpec {
   name: string;
+  /** A Jinja chat template (hf_chat_template: tokenizer_config.json's chat_template); the fields below are unused then. */
+  jinja?: { template: string; bosToken?: string; eosToken?: string; file?: string };
   system: string;
   user: string;
   assistant: string;
@@ -38,6 +42,7 @@ interface Segment {
 
 /** Lays turns out as segments. `plain` (LLaVA's pretraining format) keeps only the image and the reply. */
 export function layout(turns: readonly Turn[], t: TemplateSpec, marker: string, forGeneration = false): Segment[] {
+  if (t.jinja) return layoutJinja(turns, t.jinja, forGeneration);
   const segs: Segment[] = [];
   const system = turns.find((x) => x.role === 'system')?.text ?? t.system;
   if (t.name === 'plain') {
@@ -63,19 +68,44 @@ export function layout(turns: readonly Turn[], t: TemplateSpec, marker: string, 
 }
 
 /**
+ * A Jinja chat template renders whole conversations, so the trained spans are found by rendering
+ * growing prefixes: what message i adds is the difference between the renders of messages [0, i) and
+ * [0, i]; an assistant message's part after the generation prompt is trained. The template's own
+ * bos_token text stands for BOS (no second one is added).
+ */
+function layoutJinja(turns: readonly Turn[], j: NonNullable<TemplateSpec['jinja']>, forGeneration: boolean): Segment[] {
+  const msgs = turns.map((x) => ({ role: x.role, content: x.text }));
+  const render = (n: number, gen: boolean) => renderChatTemplate(j.template, msgs.slice(0, n), { bosToken: j.bosToken, eosToken: j.eosToken, addGenerationPrompt: gen }, j.file);
+  const segs: Segment[] = [{ text: '\u0000nobos', train: false }];
+  let prev = '';
+  const take = (next: string, train: boolean) => {
+    if (!next.startsWith(prev)) throw runtimeError(M.ChatTemplateFailed, ['its output for a longer conversation does not extend the output for a shorter one, so replies cannot be located'], j.file ? { file: j.file } : undefined);
+    segs.push({ text: next.slice(prev.length), train });
+    prev = next;
+  };
+  msgs.forEach((m, i) => {
+    if (m.role === 'assistant') take(render(i, true), false);
+    take(render(i + 1, false), m.role === 'assistant');
+  });
+  if (forGeneration) take(render(msgs.length, true), false);
+  return segs;
+}
+
+/**
  * Tokenises segments into ids and labels. The first occurrence of `marker` becomes `imageTokens`
  * positions (id = the tokenizer's marker token, or pad); later occurrences are plain text.
  */
 export function tokenize(segs: readonly Segment[], tok: TextTokenizer, marker: string, imageTokens: number, stop?: string): Example {
   const ids: number[] = [], labels: number[] = [];
   let imageStart = -1;
-  if (tok.bosId !== undefined) (ids.push(tok.bosId), labels.push(IGNORE));
+  if (tok.bosId !== undefined && segs[0]?.text !== '\u0000nobos') (ids.push(tok.bosId), labels.push(IGNORE));
   const imageId = tok.tokenToId(marker) ?? tok.padId ?? 0;
   const push = (text: string, train: boolean) => {
     if (!text) return;
     for (const id of tok.encode(text)) (ids.push(id), labels.push(train ? id : IGNORE));
   };
   for (const s of segs) {
+    if (s.text === '\u0000nobos') continue;
     if (s.text === '\u0000stop') {
       const stopIds = stop ? tok.encode(stop) : tok.eosId !== undefined ? [tok.eosId] : [];
       for (const id of stopIds) (ids.push(id), labels.push(id));

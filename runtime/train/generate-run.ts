@@ -4,9 +4,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { type BackendChoice, initBackend } from '../backend/backends.js';
-import { encoderOf, imageShapeOf, SHAPES_CHAT } from '../data/datasets.js';
+import { encoderOf, imageShapeOf, SHAPES_CHAT, templateFor } from '../data/datasets.js';
 import { buildPrompt, PLAIN, type TemplateSpec } from '../data/examples.js';
 import { loadImageFile, preprocessImage } from '../data/images.js';
+import { loadTokenizer } from '../data/tokenizer.js';
 import { vocabTokenizerFromJson, type TextTokenizer } from '../data/vocab-tokenizer.js';
 import { M, runtimeError } from '../errors.js';
 import { generate } from '../generate.js';
@@ -28,9 +29,7 @@ export interface GenerateRunOptions {
 export function readRunTokenizer(runDir: string): TextTokenizer {
   const file = path.join(runDir, 'tokenizer.json');
   if (!fs.existsSync(file)) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no tokenizer.json'], { file: runDir });
-  const tok = vocabTokenizerFromJson(JSON.parse(fs.readFileSync(file, 'utf8')));
-  if (!tok) throw runtimeError(M.TokenizerUnreadable, [file, 'not a tokenizer this run wrote'], { file });
-  return tok;
+  return vocabTokenizerFromJson(JSON.parse(fs.readFileSync(file, 'utf8'))) ?? loadTokenizer(file);
 }
 
 /** The template the run's last stage trained with. */
@@ -38,8 +37,7 @@ export function runTemplate(graph: Graph): TemplateSpec {
   const last = graph.stages[graph.stages.length - 1]!;
   const d = graph.datasets.find((x) => x.name === last.data);
   if (d?.constructor === 'synthetic_shapes') return d.attrs['task'] === 'caption' ? PLAIN : SHAPES_CHAT;
-  const t = graph.templates.find((x) => x.name === d?.attrs['template']);
-  if (t) return { name: t.name, system: String(t.fields['system'] ?? ''), user: String(t.fields['user'] ?? ''), assistant: String(t.fields['assistant'] ?? ''), separator: String(t.fields['separator'] ?? ' '), stop: t.fields['stop'] as string | undefined };
+  if (d?.constructor === 'llava_json') return templateFor(graph, String(d.attrs['template'] ?? 'plain'), undefined);
   return SHAPES_CHAT;
 }
 

@@ -13,6 +13,7 @@ import type { Graph, ModelDef, StagePlan } from '../../compiler/ir/graph.js';
 import { initBackend, type ActiveBackend, type BackendChoice } from '../backend/backends.js';
 import { collate, type Sample } from '../data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer, type PreparedDataset } from '../data/datasets.js';
+import { loadTokenizer } from '../data/tokenizer.js';
 import type { TextTokenizer } from '../data/vocab-tokenizer.js';
 import { M, runtimeError } from '../errors.js';
 import { ModelRunner } from '../model.js';
@@ -102,8 +103,19 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
   // One tokenizer for the run; generated datasets use a word vocabulary that must fit the LLM.
   const firstModel = g.models[0]!;
   const llm = firstModel.components.find((c) => c.role === 'llm');
-  const tokenizer: TextTokenizer & { toTokenizerJson?: () => unknown } = syntheticTokenizer(g, Number(llm?.attrs['vocab'] ?? 32000));
-  if (tokenizer.toTokenizerJson) writeFileAtomic(path.join(o.runDir, 'tokenizer.json'), JSON.stringify(tokenizer.toTokenizerJson()) + '\n');
+  // A dataset that names a tokenizer.json decides the run's tokenizer (copied into the run directory);
+  // otherwise generated datasets bring a word vocabulary that must fit the LLM.
+  const named = g.datasets.map((d) => d.attrs['tokenizer']).find((t): t is string => typeof t === 'string' && t !== '');
+  let tokenizer: TextTokenizer;
+  if (named) {
+    const file = path.resolve(o.baseDir, named);
+    tokenizer = loadTokenizer(file);
+    fs.copyFileSync(file, path.join(o.runDir, 'tokenizer.json'));
+  } else {
+    const vocab = syntheticTokenizer(g, Number(llm?.attrs['vocab'] ?? 32000));
+    writeFileAtomic(path.join(o.runDir, 'tokenizer.json'), JSON.stringify(vocab.toTokenizerJson()) + '\n');
+    tokenizer = vocab;
+  }
 
   const summary: RunSummary = { backend: backend.name, stages: [], seconds: 0 };
   const stageCheckpoints: Record<string, string> = { ...(resumeFrom?.state.stage_checkpoints ?? {}) };
@@ -117,7 +129,8 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
     const stage = stages[si]!;
     if (resumeFrom && si < resumeFrom.state.stage_index) continue; // finished before the interruption
     const model = g.models.find((m) => m.name === stage.model)!;
-    const data = prepareDataset(stage.data, { graph: g, model, tokenizer, maxLength: stage.max_length });
+    const data = prepareDataset(stage.data, { graph: g, baseDir: o.baseDir, model, tokenizer, maxLength: stage.max_length });
+    if (data.skippedDetail) out.line(`warning PIPE9008: ${data.skippedDetail}`);
     lastData = { model, data };
     const { microPerEpoch, steps } = stageSteps(stage, data.train.length);
     if (steps < 1) throw runtimeError(M.DataBadRecord, [0, `dataset "${stage.data}" has ${data.train.length} training records, fewer than one batch of ${stage.batch}`], undefined, 'lower the batch size or add data');
