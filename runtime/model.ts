@@ -30,10 +30,16 @@ export class ModelRunner {
   constructor(
     readonly def: ModelDef,
     readonly params: ParamStore,
+    /** Custom components' implementations by component name (runtime/custom.ts). */
+    private readonly custom: ReadonlyMap<string, OpImpl> = new Map(),
     private readonly ops: ReadonlyMap<string, OpImpl> = OPS,
   ) {
     this.components = new Map(def.components.map((c) => [c.name, c]));
-    for (const n of def.nodes) if (n.op !== 'causal_lm_loss' && !ops.has(n.op)) throw runtimeError(M.UnknownOp, [n.op], undefined, `node "${n.id}"`);
+    for (const n of def.nodes) if (n.op !== 'causal_lm_loss' && !this.impl(n.op, n.component)) throw runtimeError(M.UnknownOp, [n.op], undefined, `node "${n.id}"`);
+  }
+
+  private impl(op: string, component?: string): OpImpl | undefined {
+    return op === 'custom' ? this.custom.get(component ?? '') : this.ops.get(op);
   }
 
   get imageTokens(): number {
@@ -76,7 +82,7 @@ export class ModelRunner {
         cache,
       };
       if (node.op === 'llava_splice') ctx.attrs = node.attrs;
-      values.set(node.id, this.ops.get(node.op)!(ctx, ins as tf.Tensor[]));
+      values.set(node.id, this.impl(node.op, node.component)!(ctx, ins as tf.Tensor[]));
     }
     const logits = values.get(this.def.outputs.logits);
     if (!logits) throw new Error('the model produced no logits');

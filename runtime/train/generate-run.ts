@@ -9,6 +9,7 @@ import { buildPrompt, PLAIN, type TemplateSpec } from '../data/examples.js';
 import { loadImageFile, preprocessImage } from '../data/images.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import { vocabTokenizerFromJson, type TextTokenizer } from '../data/vocab-tokenizer.js';
+import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { generate } from '../generate.js';
 import { ModelRunner } from '../model.js';
@@ -70,7 +71,8 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
   }
   const text = pixels && !o.prompt.includes('<image>') ? `<image>\n${o.prompt}` : o.prompt;
   const prompt = buildPrompt([{ role: 'user', text }], runTemplate(graph), tok, '<image>', pixels ? (model.image_tokens ?? 0) : 0);
-  const [ids] = generate(new ModelRunner(model, params), [{ ids: prompt.ids, imageStart: prompt.imageStart, pixels }], {
+  const custom = await loadCustomOps(model, path.dirname(path.resolve(graph.source)));
+  const [ids] = generate(new ModelRunner(model, params, custom), [{ ids: prompt.ids, imageStart: prompt.imageStart, pixels }], {
     maxNewTokens: o.maxNewTokens, eosId: tok.eosId, temperature: o.temperature, topP: o.topP, seed: o.seed, imageShape: imageShapeOf(model),
   });
   params.dispose();

@@ -15,6 +15,7 @@ import { collate, type Sample } from '../data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer, type PreparedDataset } from '../data/datasets.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import type { TextTokenizer } from '../data/vocab-tokenizer.js';
+import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { ModelRunner } from '../model.js';
 import { ParamStore, paramSpecs } from '../params.js';
@@ -161,7 +162,7 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
       step = resumingHere.state.step;
       if (resumingHere.state.optimizer) loadOptimizer(resumingHere.dir, optimizer, resumingHere.state.optimizer.step);
     }
-    const runner = new ModelRunner(model, params);
+    const runner = new ModelRunner(model, params, await loadCustomOps(model, o.baseDir));
     const imageShape = imageShapeOf(model);
     const padId = tokenizer.padId ?? 0;
     const baseLr = Number(stage.optimizer.attrs['lr']);
@@ -220,7 +221,7 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
   }
 
   if (o.evaluate !== false && lastData?.data.heldoutRecords && params) {
-    const runner = new ModelRunner(lastData.model, params);
+    const runner = new ModelRunner(lastData.model, params, await loadCustomOps(lastData.model, o.baseDir));
     summary.evaluation = evaluateShapes(runner, lastData.data, tokenizer, imageShapeOf(lastData.model), lastData.model.image_tokens ?? 0);
     for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions: ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
   }
