@@ -77,6 +77,13 @@ describe('runtime: training stages', function () {
     init.dispose();
   });
 
+  it('keeps the newest `keep` periodic checkpoints plus each stage\'s final one', () => {
+    const names = fs.readdirSync(path.join(runDir, 'checkpoints')).filter((n) => !n.endsWith('.json')).sort();
+    // every 4 steps, keep 2: align's 4..20 are pruned to 20 (then finetune's 4 counts too); finals stay
+    assert.deepEqual(names, ['00-align-step000020', '00-align-step000024', '01-finetune-step000004', '01-finetune-step000008']);
+    assert.equal(path.basename(latestCheckpoint(runDir)!), '01-finetune-step000008');
+  });
+
   it('frozen components get no optimizer state', () => {
     const align = path.join(runDir, 'checkpoints', checkpointName(0, 'align', 24));
     const names = [...readSafetensorsHeader(path.join(align, 'optimizer.safetensors')).tensors.keys()];

@@ -41,7 +41,8 @@ export async function runCommand(graph: Graph, baseDir: string, o: { out?: strin
     stopAfterSteps: o.stopAfter,
     hooks: faultInjection(),
   });
-  io.out(`run directory: ${path.relative(process.cwd(), runDir) || '.'}${summary.stopped_early ? ' (stopped early by --stop-after)' : ''}\n`);
+  const shown = path.relative(process.cwd(), runDir);
+  io.out(`run directory: ${shown.startsWith('..') ? runDir : shown || '.'}${summary.stopped_early ? ' (stopped early by --stop-after)' : ''}\n`);
   return 0;
 }
 
