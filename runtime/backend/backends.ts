@@ -56,6 +56,7 @@ async function probe(name: ConcreteBackend): Promise<BackendProbe> {
     case 'tensorflow': {
       if (!resolvable('@tensorflow/tfjs-node')) return { name, available: false, detail: '@tensorflow/tfjs-node is not installed; `npm run setup:tensorflow` builds it offline from a tensorflow-cpu wheel' };
       try {
+        process.env.TF_CPP_MIN_LOG_LEVEL ??= '2'; // libtensorflow's start-up chatter is not our log
         await import('@tensorflow/tfjs-node' as string);
         return { name, available: true, detail: 'libtensorflow (CPU), multi-threaded' };
       } catch (e) {
