@@ -176,7 +176,9 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           report(r, io, color);
           graph = r.graph;
         }
-        return await rt.runCommand(graph, path.dirname(path.resolve(file)), {
+        // Paths in a program (data, weights) are relative to its .pipe file; a graph names that file.
+        const baseDir = file.endsWith('.json') && fs.existsSync(graph.source) ? path.dirname(path.resolve(graph.source)) : path.dirname(path.resolve(file));
+        return await rt.runCommand(graph, baseDir, {
           out: values.out, backend: values.backend, resume: values.resume, stopAfter: intOption(values['stop-after'], '--stop-after'),
         }, io);
       }
