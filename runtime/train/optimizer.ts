@@ -23,8 +23,9 @@ export class Optimizer {
     private readonly vars: ReadonlyMap<string, tf.Variable>,
   ) {
     if (name !== 'adamw' && name !== 'sgd') throw new Error(`unknown optimizer "${name}"`);
-    for (const [n, v] of vars)
-      this.state.slots.set(n, { m: tf.variable(tf.zerosLike(v), false), v: name === 'adamw' ? tf.variable(tf.zerosLike(v), false) : undefined });
+    // tidy: the zeros the variables are made from are released (the variables keep their own reference)
+    const zeros = (v: tf.Variable) => tf.tidy(() => tf.variable(tf.zerosLike(v), false));
+    for (const [n, v] of vars) this.state.slots.set(n, { m: zeros(v), v: name === 'adamw' ? zeros(v) : undefined });
   }
 
   private num(key: string, fallback: number): number {

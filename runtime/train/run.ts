@@ -207,6 +207,7 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
       if (step < steps && stage.checkpoint.every > 0 && step % stage.checkpoint.every === 0) checkpoint(false);
       if (o.stopAfterSteps !== undefined && totalSteps >= o.stopAfterSteps) {
         optimizer.dispose();
+        params.dispose();
         summary.stopped_early = true;
         summary.seconds = (performance.now() - t0) / 1000;
         return summary;
