@@ -101,7 +101,6 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
   }
   writeFileAtomic(path.join(o.runDir, 'graph.json'), JSON.stringify(g, null, 2) + '\n');
 
-  // One tokenizer for the run; generated datasets use a word vocabulary that must fit the LLM.
   const firstModel = g.models[0]!;
   const llm = firstModel.components.find((c) => c.role === 'llm');
   // A dataset that names a tokenizer.json decides the run's tokenizer (copied into the run directory);
@@ -183,8 +182,7 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
     while (step < steps) {
       const stepT0 = performance.now();
       const micro = Array.from({ length: stage.accumulate }, (_, a) => collate(microBatch(data.train, stage, microPerEpoch, step * stage.accumulate + a), padId, imageShape));
-      const { grads, loss: lossSum, lmLoss: lmSum, auxLoss: auxSum, tokens } = accumulateGradients(runner, trainable, micro);
-      const loss = lossSum;
+      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro);
       if (!Number.isFinite(loss)) {
         for (const t of grads.values()) t.dispose();
         throw runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
@@ -200,7 +198,7 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
       const elapsed = (performance.now() - stageT0) / 1000;
       const stepSec = (performance.now() - stepT0) / 1000;
       appendMetrics(o.runDir, {
-        stage: stage.name, stage_index: si, step, loss, lm_loss: lmSum, ...(auxSum ? { aux_loss: auxSum } : {}),
+        stage: stage.name, stage_index: si, step, loss, lm_loss: lmLoss, ...(auxLoss ? { aux_loss: auxLoss } : {}),
         lr, grad_norm: gradNorm, tokens, tokens_per_s: tokens / stepSec, elapsed_s: elapsed,
       });
       out.step({ stage: stage.name, step, total: steps, loss, lr, tokensPerSec: tokensSeen / elapsed, etaSec: (elapsed / (step - (resumingHere?.state.step ?? 0))) * (steps - step) });
