@@ -1,6 +1,7 @@
 // npm run bench:runtime -- training-step time (forward, backward, AdamW) for the quickstart model and a
-// 7.3M-parameter reference transformer, on every backend that loads here, plus stock tfjs wasm (our
-// matmul routing off) in the same run; medians, and the ratio to stock wasm.
+// 7.3M-parameter reference transformer, on every backend that loads here (webgpu with its adapter named
+// beside each figure), plus stock tfjs wasm (our matmul routing off) in the same run; medians, and the
+// ratio to stock wasm.
 //   node dist/bench/runtime.bench.js [--steps N] [--with-cpu]
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelDef } from '../compiler/ir/graph.js';
@@ -51,7 +52,7 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-function measure(w: Workload): { ms: number; tokensPerSec: number } {
+async function measure(w: Workload): Promise<{ ms: number; tokensPerSec: number }> {
   const params = new ParamStore(paramSpecs(w.model.components), 0);
   const trainable = new Map([...params.vars]);
   const opt = new Optimizer('adamw', { lr: 1e-4, weight_decay: 0.01 }, trainable);
@@ -66,6 +67,7 @@ function measure(w: Workload): { ms: number; tokensPerSec: number } {
     for (const g of grads.values()) g.dispose();
     tf.tidy(() => [...params.vars.values()][0]!.dataSync()); // wait for the update
     if (i >= 2) times.push(performance.now() - t0); // two warm-up steps
+    await new Promise<void>((r) => setImmediate(r)); // finalisers run (webgpu's bind groups), as in training
   }
   opt.dispose();
   params.dispose();
@@ -73,9 +75,9 @@ function measure(w: Workload): { ms: number; tokensPerSec: number } {
   return { ms, tokensPerSec: tokens / (ms / 1000) };
 }
 
-const avail = (await probeBackends()).filter((p) => p.available && p.name !== 'tensorflow-gpu' && (WITH_CPU || p.name !== 'cpu')).map((p) => p.name);
-const runs: { label: string; backend: ConcreteBackend; routing: boolean }[] = [{ label: 'wasm (stock tfjs)', backend: 'wasm', routing: false }];
-for (const b of avail) runs.push({ label: b === 'wasm' ? 'wasm (pipec routing)' : b, backend: b, routing: true });
+const probes = (await probeBackends()).filter((p) => p.available && p.name !== 'tensorflow-gpu' && (WITH_CPU || p.name !== 'cpu'));
+const runs: { label: string; backend: ConcreteBackend; routing: boolean; on?: string }[] = [{ label: 'wasm (stock tfjs)', backend: 'wasm', routing: false }];
+for (const p of probes) runs.push({ label: p.name === 'wasm' ? 'wasm (pipec routing)' : p.name, backend: p.name, routing: true, ...(p.name === 'webgpu' ? { on: p.detail } : {}) });
 
 console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up), forward + backward + AdamW; ${new Date().toISOString()}`);
 if (!WITH_CPU) console.log('(cpu backend skipped: pure JavaScript, far slower; --with-cpu to include)');
@@ -86,9 +88,9 @@ for (const w of workloads()) {
   for (const r of runs) {
     await initBackend(r.backend);
     setMatmulRouting(r.routing);
-    const m = measure(w);
+    const m = await measure(w);
     if (!stock) stock = m.tokensPerSec;
-    console.log(`  ${r.label.padEnd(22)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${(m.tokensPerSec / stock).toFixed(2)}x`);
+    console.log(`  ${r.label.padEnd(22)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${(m.tokensPerSec / stock).toFixed(2)}x${r.on ? `   on ${r.on}` : ''}`);
   }
   setMatmulRouting(true);
 }

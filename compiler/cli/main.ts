@@ -25,13 +25,18 @@ usage:
   pipec run FILE|GRAPH.json       train, stage by stage, into a run directory (--out, default runs/NAME)
   pipec generate RUN --prompt P   generate from a finished run (--image x.png)
   pipec backends                  which TensorFlow.js backends load here, and which auto picks
+  pipec export FILE --target torch -o DIR   a PyTorch program (model.py, train.py, launch/) from the graph
+                                  (--custom-as-base: custom components as their base op)
+  pipec prepare FILE [--stage S] -o DIR     a stage's micro-batches as shards for it (--init: fresh weights,
+                                  --world-size N: for N torchrun processes)
 
 options:
   --format text|json              diagnostics as text (default) or JSON with ranges
   --config RUN.yaml               override stage fields and paths (schema/run-config.schema.json)
   --set stage.NAME.FIELD=VALUE    one override, e.g. --set stage.align.optimizer.lr=2e-4
   --no-color                      plain text
-  --backend auto|tensorflow-gpu|tensorflow|wasm|cpu   (run, generate; default auto)
+  --backend auto|tensorflow-gpu|webgpu|tensorflow|wasm|cpu   (run, generate; default auto;
+                                  webgpu on a software adapter only when named)
   --resume                        run: continue from the run directory's latest checkpoint
   --max-tokens N, --temperature T, --top-p P, --seed S   generate: sampling (default greedy)
   -v, --verbose                   also print notes (severity info)
@@ -70,6 +75,11 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         temperature: { type: 'string' },
         'top-p': { type: 'string' },
         seed: { type: 'string' },
+        target: { type: 'string' },
+        stage: { type: 'string' },
+        init: { type: 'boolean', default: false },
+        'custom-as-base': { type: 'boolean', default: false },
+        'world-size': { type: 'string' },
       },
     });
   } catch (e) {
@@ -89,7 +99,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
   verbose = !!values.verbose;
   const color = !values['no-color'] && values.format === 'text' && !!process.stdout.isTTY && !process.env.NO_COLOR;
   const base = { configFiles: values.config ?? [], sets: values.set ?? [] };
-  const BACKENDS = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
+  const BACKENDS = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
   if (values.backend !== undefined && !BACKENDS.includes(values.backend)) {
     io.err(`pipec: --backend must be one of ${BACKENDS.join(', ')}, got ${values.backend}\n`);
     return 2;
@@ -191,6 +201,18 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           image: values.image, prompt: values.prompt, backend: values.backend, maxTokens: intOption(values['max-tokens'], '--max-tokens'),
           temperature: numOption(values.temperature, '--temperature'), topP: numOption(values['top-p'], '--top-p'), seed: intOption(values.seed, '--seed'),
         }, io);
+      }
+      case 'export':
+      case 'prepare': {
+        const file = single(files, command);
+        if (!values.output) throw new UsageError(`${command} needs -o DIR`);
+        if (command === 'export' && !values.target) throw new UsageError('export needs --target torch');
+        const r = compileOrThrow(file, base, true);
+        if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
+        report(r, io, color);
+        const ex = await import('../../runtime/export/commands.js');
+        if (command === 'export') return ex.exportCommand(r.graph, values.output, values.target!, io, { customAsBase: values['custom-as-base'] });
+        return ex.prepareCommand(r.graph, path.dirname(path.resolve(file)), { out: values.output, stage: values.stage, init: values.init, worldSize: intOption(values['world-size'], '--world-size') }, io);
       }
       case 'backends': {
         const rt = await import('../../runtime/cli/commands.js');

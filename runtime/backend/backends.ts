@@ -1,16 +1,18 @@
 // Backend selection. TensorFlow.js backends are plugins that register themselves with tfjs-core when
 // their package is imported; the native ones (@tensorflow/tfjs-node, -node-gpu) are optional packages
 // whose install may have failed, so each is probed by importing it and reporting why it did not load.
-// `auto` prefers, in order: tensorflow-gpu (a GPU is visible), tensorflow, wasm. The pure-JS `cpu`
-// backend is ~100x slower than wasm for training and is only used when asked for by name.
+// `auto` prefers, in order: tensorflow-gpu (a GPU is visible), webgpu on a hardware adapter, tensorflow,
+// wasm. A software WebGPU adapter (lavapipe, llvmpipe, SwiftShader) is slower than wasm and is used only
+// when `webgpu` is named, as is the pure-JS `cpu` backend (~100x slower than wasm for training).
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { M, runtimeError } from '../errors.js';
 import { registerWasmExtras } from './wasm-extras.js';
+import { activateWebgpu, probeWebgpu } from './webgpu.js';
 
-export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_NAMES)[number];
 export type ConcreteBackend = Exclude<BackendChoice, 'auto'>;
 
@@ -19,6 +21,8 @@ export interface BackendProbe {
   available: boolean;
   /** Why it is not available, or what it runs on. */
   detail: string;
+  /** webgpu only: the adapter is a software one (never chosen by `auto`). */
+  software?: boolean;
 }
 
 const require = createRequire(import.meta.url);
@@ -53,6 +57,10 @@ async function probe(name: ConcreteBackend): Promise<BackendProbe> {
         return { name, available: false, detail: `@tensorflow/tfjs-node-gpu failed to load: ${firstLine(e)}` };
       }
     }
+    case 'webgpu': {
+      const p = await probeWebgpu();
+      return { name, available: p.available, detail: p.detail, ...(p.adapter ? { software: p.adapter.software } : {}) };
+    }
     case 'tensorflow': {
       if (!resolvable('@tensorflow/tfjs-node')) return { name, available: false, detail: '@tensorflow/tfjs-node is not installed; `npm run setup:tensorflow` builds it offline from a tensorflow-cpu wheel' };
       try {
@@ -84,6 +92,8 @@ async function activate(name: ConcreteBackend): Promise<boolean> {
     registerWasmExtras();
   } else if (name === 'cpu') {
     await import('@tensorflow/tfjs-backend-cpu');
+  } else if (name === 'webgpu') {
+    return activateWebgpu();
   }
   const tfName = name === 'wasm' ? 'wasm' : name === 'cpu' ? 'cpu' : 'tensorflow';
   return tf.setBackend(tfName);
@@ -99,16 +109,19 @@ export interface ActiveBackend {
 export async function initBackend(choice: BackendChoice): Promise<ActiveBackend> {
   if (choice !== 'auto') {
     const p = await probe(choice);
-    if (!p.available || !(await activate(choice))) throw runtimeError(M.BackendUnavailable, [choice, p.detail], undefined, 'run `pipec backends` to see what loads here');
+    if (!p.available || !(await activate(choice))) {
+      const hint = choice === 'webgpu' ? 'run `pipec backends`; `--backend auto` falls back to tensorflow or wasm' : 'run `pipec backends` to see what loads here';
+      throw runtimeError(M.BackendUnavailable, [choice, p.available ? `${p.detail}, but it failed to start` : p.detail], undefined, hint);
+    }
     return { name: choice, note: `backend ${choice} (${p.detail})` };
   }
   const skipped: string[] = [];
-  for (const name of ['tensorflow-gpu', 'tensorflow', 'wasm'] as const) {
+  for (const name of ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm'] as const) {
     const p = await probe(name);
-    if (p.available && (await activate(name))) {
+    if (p.available && !p.software && (await activate(name))) {
       return { name, note: `backend ${name} chosen by auto (${p.detail})${skipped.length ? `; skipped ${skipped.join(', ')}` : ''}` };
     }
-    skipped.push(name);
+    skipped.push(p.software ? `${name} (software adapter; --backend webgpu uses it)` : name);
   }
   throw runtimeError(M.BackendUnavailable, ['auto', 'no backend loaded'], undefined, 'run `pipec backends`');
 }

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { validateGraph } from '../../compiler/ir/validate.js';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { BACKEND_NAMES, type BackendChoice, initBackend, probeBackends } from '../backend/backends.js';
+import { releaseWebgpu } from '../backend/webgpu.js';
 import { M, runtimeError } from '../errors.js';
 import { runProgram } from '../train/run.js';
 import { Progress } from '../train/progress.js';
@@ -40,24 +41,28 @@ export async function runCommand(graph: Graph, baseDir: string, o: { out?: strin
     out: new Progress(process.stderr.isTTY ? process.stderr : { write: (s: string) => io.err(s) }),
     stopAfterSteps: o.stopAfter,
     hooks: faultInjection(),
-  });
+  }).finally(releaseWebgpu); // Dawn's instance and device would keep the process up
   const shown = path.relative(process.cwd(), runDir);
   io.out(`run directory: ${shown.startsWith('..') ? runDir : shown || '.'}${summary.stopped_early ? ' (stopped early by --stop-after)' : ''}\n`);
   return 0;
 }
 
 export async function backendsCommand(io: Io): Promise<number> {
-  for (const p of await probeBackends()) io.out(`${p.available ? 'yes' : 'no '}  ${p.name.padEnd(15)} ${p.detail}\n`);
-  const { note } = await initBackend('auto');
-  io.out(`auto: ${note.replace(/^backend /, '')}\n`);
-  return 0;
+  try {
+    for (const p of await probeBackends()) io.out(`${p.available ? 'yes' : 'no '}  ${p.name.padEnd(15)} ${p.detail}\n`);
+    const { note } = await initBackend('auto');
+    io.out(`auto: ${note.replace(/^backend /, '')}\n`);
+    return 0;
+  } finally {
+    releaseWebgpu();
+  }
 }
 
 export async function generateCommand(runDir: string, o: { image?: string; prompt?: string; backend?: string; maxTokens?: number; temperature?: number; topP?: number; seed?: number }, io: Io): Promise<number> {
   const text = await generateFromRun(runDir, {
     backend: backendChoice(o.backend), image: o.image, prompt: o.prompt ?? '', maxNewTokens: o.maxTokens ?? 32,
     temperature: o.temperature ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0, log: (s) => io.err(s + '\n'),
-  });
+  }).finally(releaseWebgpu);
   io.out(text + '\n');
   return 0;
 }

@@ -61,7 +61,7 @@ function stagesInOrder(g: Graph): StagePlan[] {
 }
 
 /** Micro-batches of one epoch in a seeded order: the same on every run, backend and resume. */
-function epochOrder(n: number, seed: number, epoch: number): number[] {
+export function epochOrder(n: number, seed: number, epoch: number): number[] {
   return Rng.derive(seed, `epoch${epoch}`).shuffle(Array.from({ length: n }, (_, i) => i));
 }
 
@@ -72,7 +72,7 @@ export function stageSteps(stage: StagePlan, trainCount: number): { microPerEpoc
 }
 
 /** The samples of micro-batch `k` (0-based over the whole stage). */
-function microBatch(samples: readonly Sample[], stage: StagePlan, microPerEpoch: number, k: number): Sample[] {
+export function microBatch(samples: readonly Sample[], stage: StagePlan, microPerEpoch: number, k: number): Sample[] {
   const epoch = Math.floor(k / microPerEpoch), within = k % microPerEpoch;
   const order = epochOrder(samples.length, stage.seed, epoch);
   return order.slice(within * stage.batch, (within + 1) * stage.batch).map((i) => samples[i]!);
@@ -191,6 +191,9 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
       const lr = baseLr * lrMultiplier(stage.schedule, step, steps);
       optimizer.apply(grads, lr);
       for (const t of grads.values()) t.dispose();
+      // One event-loop turn per step (~0.1 ms): Node runs N-API finalisers only there, and the webgpu
+      // backend's per-dispatch bind groups are freed by them (lavapipe crashes at 65530 otherwise).
+      await new Promise<void>((r) => setImmediate(r));
       step++;
       totalSteps++;
       tokensSeen += tokens;

@@ -4,7 +4,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, probeBackends, type ConcreteBackend } from '../../runtime/backend/backends.js';
 import { Rng } from '../../runtime/random.js';
 
-/** Backends every numerical test runs on: wasm and cpu always, tensorflow when its native addon loads. */
+/**
+ * Backends every numerical test runs on: wasm and cpu always, tensorflow when its native addon loads,
+ * webgpu when Dawn finds an adapter (a software one too: lavapipe / llvmpipe in CI).
+ */
 export async function testBackends(): Promise<ConcreteBackend[]> {
   const avail = (await probeBackends()).filter((p) => p.available).map((p) => p.name);
   const only = process.env.PIPEC_TEST_BACKENDS?.split(',') as ConcreteBackend[] | undefined;
@@ -13,6 +16,9 @@ export async function testBackends(): Promise<ConcreteBackend[]> {
 
 export async function useBackend(b: ConcreteBackend): Promise<void> {
   await initBackend(b);
+  // tfjs-backend-webgpu runs an op on its CPU kernels when every input is a small CPU-resident tensor
+  // (WEBGPU_CPU_FORWARD), which is every input of these tests: off, so the GPU kernels are what is tested.
+  if (b === 'webgpu') tf.env().set('WEBGPU_CPU_FORWARD', false);
 }
 
 export function randn(shape: number[], seed: number, scale = 1): tf.Tensor {

@@ -1,0 +1,1030 @@
+// The static parts of the exported PyTorch program (`pipec export --target torch`): the component
+// implementations, the safetensors reader/writer and the trainer's machinery. They mirror
+// runtime/ops/*.ts, runtime/train/*.ts line for line; torch-export.ts adds what the graph decides
+// (the model classes, the parameter lists, the stages). Kept as raw strings so the generated files
+// are plain, readable Python that needs only torch (and uses the `safetensors` package when present).
+
+export const MODEL_LIB = String.raw`import json
+import math
+import os
+import re
+import struct
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# --------------------------------------------------------------------------------------------------
+# safetensors: the package when it is importable, else this minimal reader/writer (F32 written;
+# F32, F16, BF16 and F64 read, as pipec's runtime/weights/safetensors.ts).
+# --------------------------------------------------------------------------------------------------
+try:
+    from safetensors.torch import load_file as _st_load, save_file as _st_save
+except ImportError:  # torch alone is enough
+    _st_load = None
+    _st_save = None
+
+_DTYPES = {"F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2), "F64": (torch.float64, 8)}
+
+
+def read_safetensors(path):
+    """name -> float32 tensor (CPU)."""
+    if _st_load is not None:
+        return {k: v.float() for k, v in _st_load(path).items()}
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _DTYPES:
+            raise ValueError("tensor %s has dtype %s; only F32, F16, BF16 and F64 load" % (name, info["dtype"]))
+        dtype, _ = _DTYPES[info["dtype"]]
+        begin, end = info["data_offsets"]
+        raw = bytearray(data[begin:end])
+        t = torch.frombuffer(raw, dtype=dtype) if end > begin else torch.zeros(0, dtype=dtype)
+        out[name] = t.reshape(info["shape"]).float()
+    return out
+
+
+def tensor_bytes(t):
+    """float32 little-endian bytes of a CPU tensor (numpy when present, else the array module)."""
+    t = t.detach().float().contiguous().cpu().reshape(-1)
+    try:
+        import numpy  # noqa: F401
+        return t.numpy().astype("<f4").tobytes()
+    except ImportError:
+        import array
+        a = array.array("f", t.tolist())
+        if sys.byteorder != "little":
+            a.byteswap()
+        return a.tobytes()
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Writes float32 tensors with sorted names and an 8-byte aligned header (as pipec writes them)."""
+    meta = {"format": "pt"}
+    meta.update(metadata or {})
+    names = sorted(tensors)
+    if _st_save is not None:
+        _st_save({k: tensors[k].detach().float().contiguous().cpu() for k in names}, path, metadata=meta)
+        return
+    header = {"__metadata__": meta}
+    blobs = []
+    offset = 0
+    for name in names:
+        t = tensors[name].detach().float().contiguous().cpu()
+        b = tensor_bytes(t)
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    text = json.dumps(header, separators=(",", ":"))
+    text += " " * ((8 - len(text.encode("utf-8")) % 8) % 8)
+    hb = text.encode("utf-8")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for b in blobs:
+            f.write(b)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_weights_dir(folder):
+    """Every tensor of a Hugging Face weights folder (model.safetensors or its shards)."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            out.update(read_safetensors(os.path.join(folder, name)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# pipec's initialisation (runtime/params.ts, runtime/random.ts): mulberry32 streams derived per tensor
+# name from the stage seed, N(0, 0.02) by Box-Muller, norms 1, biases 0. Bit-compatible with pipec, but
+# a Python loop per element: use init="torch" (torch.normal, same distribution) for large models.
+# --------------------------------------------------------------------------------------------------
+_M32 = 0xFFFFFFFF
+
+
+def _imul(a, b):
+    return (a * b) & _M32
+
+
+class PipecRng:
+    def __init__(self, s):
+        self.s = s & _M32
+
+    def next(self):
+        self.s = (self.s + 0x6D2B79F5) & _M32
+        t = self.s
+        t = _imul(t ^ (t >> 15), t | 1)
+        t ^= (t + _imul(t ^ (t >> 7), t | 61)) & _M32
+        return ((t ^ (t >> 14)) & _M32) / 4294967296.0
+
+    def normal(self):
+        u = max(self.next(), 1e-12)
+        v = self.next()
+        return math.sqrt(-2.0 * math.log(u)) * math.cos(2.0 * math.pi * v)
+
+    def int(self, n):
+        return int(math.floor(self.next() * n))
+
+    def shuffle(self, xs):
+        for i in range(len(xs) - 1, 0, -1):
+            j = self.int(i + 1)
+            xs[i], xs[j] = xs[j], xs[i]
+        return xs
+
+    @staticmethod
+    def derive(seed, label):
+        h = (seed ^ 0x9E3779B9) & _M32
+        for ch in label:
+            h = _imul(h ^ ord(ch), 0x01000193)
+        return PipecRng(h)
+
+
+def init_kind(name):
+    if name.endswith(".bias") or name.endswith("_bias"):
+        return "zeros"
+    if _NORM_WEIGHT.search(name):
+        return "ones"
+    return "normal"
+
+
+_NORM_WEIGHT = re.compile(r"(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$")
+
+
+def initial_value(name, shape, seed, mode="pipec", std=0.02):
+    kind = init_kind(name)
+    if kind == "ones":
+        return torch.ones(shape)
+    if kind == "zeros":
+        return torch.zeros(shape)
+    n = 1
+    for s in shape:
+        n *= s
+    if mode == "torch":
+        g = torch.Generator().manual_seed((seed * 1000003 + sum(map(ord, name))) & 0x7FFFFFFF)
+        return torch.normal(0.0, std, tuple(shape), generator=g)
+    rng = PipecRng.derive(seed, name)
+    return torch.tensor([rng.normal() * std for _ in range(n)], dtype=torch.float64).float().reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks (runtime/ops/nn.ts). Shapes: B batch, T sequence, D hidden, H heads, d head size.
+# --------------------------------------------------------------------------------------------------
+NEG_INF = -1e9
+
+
+def layer_norm(x, w, b, eps):
+    mean = x.mean(-1, keepdim=True)
+    xc = x - mean
+    var = xc.pow(2).mean(-1, keepdim=True)
+    return xc * torch.rsqrt(var + eps) * w + b
+
+
+def rms_norm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def gelu(x):  # exact (erf): LLaVA's projector
+    return F.gelu(x)
+
+
+def gelu_tanh(x):  # SigLIP's gelu_pytorch_tanh
+    return F.gelu(x, approximate="tanh")
+
+
+def quick_gelu(x):  # CLIP
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu, "silu": F.silu}
+
+
+def attention(q, k, v, bias=None):
+    """q, k, v: [B, H, T, d]; bias [B, 1, Tq, Tk] (0 visible, -1e9 hidden) -> [B, H, Tq, d]."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if bias is not None:
+        scores = scores + bias
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def causal_bias(mask):
+    """Right-padded causal attention: key j visible to query i when j <= i and j is not padding. mask [B, T]."""
+    T = mask.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()
+    allowed = causal[None, None, :, :] & (mask[:, None, None, :] != 0)
+    zero = torch.zeros((), device=mask.device)
+    return torch.where(allowed, zero, torch.full((), NEG_INF, device=mask.device))
+
+
+def rope_tables(T, d, theta, device):
+    """cos, sin [T, d] in the rotate_half layout, computed in float64 like pipec, then float32."""
+    half = d // 2
+    t = torch.arange(T, dtype=torch.float64)[:, None]
+    inv = torch.tensor([theta ** ((2 * i) / d) for i in range(half)], dtype=torch.float64)[None, :]
+    angle = t / inv
+    cos = torch.cat([angle.cos(), angle.cos()], dim=1).float().to(device)
+    sin = torch.cat([angle.sin(), angle.sin()], dim=1).float().to(device)
+    return cos, sin
+
+
+def apply_rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def split_heads(x, heads):
+    B, T, HD = x.shape
+    return x.view(B, T, heads, HD // heads).transpose(1, 2)  # [B, H, T, d]
+
+
+def merge_heads(x):
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Components. Each owns its parameters under their Hugging Face names (named_parameters() yields
+# exactly the names pipec's checkpoints use) and reads them with self.p(name), as pipec's ops do.
+# --------------------------------------------------------------------------------------------------
+class Component(nn.Module):
+    def __init__(self, name, op, attrs, tensors):
+        super().__init__()
+        self.component = name
+        self.op = op
+        self.attrs = attrs
+        self.param_names = []
+        for pname, shape in tensors:
+            self._register(pname, nn.Parameter(torch.zeros(shape)))
+            self.param_names.append(pname)
+
+    def _register(self, name, param):
+        parts = name.split(".")
+        mod = self
+        for part in parts[:-1]:
+            if part not in mod._modules:
+                mod.add_module(part, nn.Module())
+            mod = mod._modules[part]
+        mod.register_parameter(parts[-1], param)
+
+    def p(self, name):
+        return self.get_parameter(name)
+
+    def has(self, name):
+        return name in self.param_names
+
+    def a(self, key, default=None):
+        v = self.attrs.get(key, default)
+        if v is None:
+            raise KeyError("attribute %r is missing" % key)
+        return v
+
+
+class VisionEncoder(Component):
+    """vit / clip_vit (class token, pre-LayerNorm, quick_gelu) and siglip_vit (no class token, gelu tanh).
+    Returns hidden_states[select_layer] (0 = embeddings), before post_layernorm; drops the class token
+    unless select == "cls_patch" (runtime/ops/vit.ts)."""
+
+    def forward(self, pixels):
+        siglip = self.op == "siglip_vit"
+        act = ACTIVATIONS["gelu_tanh" if siglip else "quick_gelu"]
+        patch, hidden, layers, heads = self.a("patch"), self.a("hidden"), self.a("layers"), self.a("heads")
+        eps = self.a("norm_eps", 1e-5)
+        cls = self.attrs["cls"] if isinstance(self.attrs.get("cls"), bool) else not siglip
+        B = pixels.shape[0]
+        bias_name = "vision_model.embeddings.patch_embedding.bias"
+        x = F.conv2d(pixels, self.p("vision_model.embeddings.patch_embedding.weight"), self.p(bias_name) if self.has(bias_name) else None, stride=patch)
+        x = x.flatten(2).transpose(1, 2)  # [B, N, D], row-major over the patch grid
+        if cls:
+            c = self.p("vision_model.embeddings.class_embedding").reshape(1, 1, hidden).expand(B, 1, hidden)
+            x = torch.cat([c, x], dim=1)
+        x = x + self.p("vision_model.embeddings.position_embedding.weight")[None]
+        if self.has("vision_model.pre_layrnorm.weight"):
+            x = layer_norm(x, self.p("vision_model.pre_layrnorm.weight"), self.p("vision_model.pre_layrnorm.bias"), eps)
+        sel = self.a("select_layer", -1)
+        up_to = layers + 1 + sel if sel < 0 else sel
+        for i in range(up_to):
+            p = lambda n, i=i: self.p("vision_model.encoder.layers.%d.%s" % (i, n))  # noqa: E731
+            h = layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"), eps)
+            q = split_heads(F.linear(h, p("self_attn.q_proj.weight"), p("self_attn.q_proj.bias")), heads)
+            k = split_heads(F.linear(h, p("self_attn.k_proj.weight"), p("self_attn.k_proj.bias")), heads)
+            v = split_heads(F.linear(h, p("self_attn.v_proj.weight"), p("self_attn.v_proj.bias")), heads)
+            x = x + F.linear(merge_heads(attention(q, k, v)), p("self_attn.out_proj.weight"), p("self_attn.out_proj.bias"))
+            h2 = layer_norm(x, p("layer_norm2.weight"), p("layer_norm2.bias"), eps)
+            x = x + F.linear(act(F.linear(h2, p("mlp.fc1.weight"), p("mlp.fc1.bias"))), p("mlp.fc2.weight"), p("mlp.fc2.bias"))
+        if cls and self.attrs.get("select") != "cls_patch":
+            x = x[:, 1:]
+        return x
+
+
+class Projector(Component):
+    """LLaVA's multi_modal_projector: linear, mlp_gelu of depth N (mlp2x_gelu for 2), identity."""
+
+    def forward(self, x):
+        P = "multi_modal_projector"
+        if self.op == "identity":
+            return x
+        if self.op == "linear":
+            b = "%s.linear_1.bias" % P
+            return F.linear(x, self.p("%s.linear_1.weight" % P), self.p(b) if self.has(b) else None)
+        h = F.linear(x, self.p("%s.linear_1.weight" % P), self.p("%s.linear_1.bias" % P))
+        for k in range(2, self.a("depth", 2) + 1):
+            h = F.linear(gelu(h), self.p("%s.linear_%d.weight" % (P, k)), self.p("%s.linear_%d.bias" % (P, k)))
+        return h
+
+
+class Decoder(Component):
+    """llama / mistral (SwiGLU MLP) and mixtral (sparse MoE MLP): pre-RMSNorm blocks, RoPE (rotate_half),
+    grouped-query causal attention over right-padded batches, final norm, tied or untied head
+    (runtime/ops/decoder.ts, llama.ts, mixtral.ts)."""
+
+    def embed(self, input_ids):
+        return F.embedding(input_ids.long(), self.p("model.embed_tokens.weight"))
+
+    def forward(self, x, attention_mask, aux_losses):
+        layers, heads = self.a("layers"), self.a("heads")
+        kv_heads, theta, eps = self.a("kv_heads", heads), self.a("rope_theta", 10000), self.a("norm_eps", 1e-5)
+        B, T, D = x.shape
+        d = D // heads
+        bias = causal_bias(attention_mask)
+        cos, sin = rope_tables(T, d, theta, x.device)
+        stats = []
+        for i in range(layers):
+            p = lambda n, i=i: self.p("model.layers.%d.%s" % (i, n))  # noqa: E731
+            h = rms_norm(x, p("input_layernorm.weight"), eps)
+            q = apply_rope(split_heads(F.linear(h, p("self_attn.q_proj.weight")), heads), cos, sin)
+            k = apply_rope(split_heads(F.linear(h, p("self_attn.k_proj.weight")), kv_heads), cos, sin)
+            v = split_heads(F.linear(h, p("self_attn.v_proj.weight")), kv_heads)
+            rep = heads // kv_heads
+            if rep > 1:  # head h reads key/value head h // rep, as transformers' repeat_kv
+                k = k.repeat_interleave(rep, dim=1)
+                v = v.repeat_interleave(rep, dim=1)
+            x = x + F.linear(merge_heads(attention(q, k, v, bias)), p("self_attn.o_proj.weight"))
+            h = rms_norm(x, p("post_attention_layernorm.weight"), eps)
+            x = x + (self.moe(h, i, attention_mask, stats) if self.op == "mixtral" else self.swiglu(h, i))
+        if self.op == "mixtral":
+            coef = self.a("aux_loss_coef", 0.02)
+            if coef > 0:
+                aux_losses.append(load_balancing_loss(stats, self.a("experts")) * coef)
+        x = rms_norm(x, self.p("model.norm.weight"), eps)
+        head = self.p("model.embed_tokens.weight") if self.attrs.get("tie_embeddings") is True else self.p("lm_head.weight")
+        return F.linear(x, head)  # [B, T, V]
+
+    def swiglu(self, h, i):
+        p = lambda n: self.p("model.layers.%d.mlp.%s" % (i, n))  # noqa: E731
+        return F.linear(F.silu(F.linear(h, p("gate_proj.weight"))) * F.linear(h, p("up_proj.weight")), p("down_proj.weight"))
+
+    def moe(self, h, i, attention_mask, stats):
+        """transformers' MixtralSparseMoeBlock: softmax router, top-k (ties to the lower index), the k
+        weights renormalised to 1, each expert (SwiGLU: w1 gate, w3 up, w2 down) on its tokens only."""
+        experts, k = self.a("experts"), self.a("top_k")
+        p = lambda n: self.p("model.layers.%d.block_sparse_moe.%s" % (i, n))  # noqa: E731
+        D = h.shape[-1]
+        x2 = h.reshape(-1, D)
+        N = x2.shape[0]
+        probs = torch.softmax(F.linear(x2, p("gate.weight")), dim=-1)  # [N, E]
+        top = torch.sort(probs.detach(), dim=-1, descending=True, stable=True).indices[:, :k]
+        chosen = torch.zeros(N, experts, device=h.device).scatter_(1, top, 1.0)
+        picked = probs * chosen
+        weights = picked / picked.sum(-1, keepdim=True)  # zero off the top-k
+        out = torch.zeros_like(x2)
+        for e in range(experts):
+            rows = chosen[:, e].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue  # an expert without tokens is not run (and gets no gradient)
+            xe = x2[rows]
+            q = lambda n: p("experts.%d.%s.weight" % (e, n))  # noqa: E731
+            ye = F.linear(F.silu(F.linear(xe, q("w1"))) * F.linear(xe, q("w3")), q("w2"))
+            out = out.index_add(0, rows, ye * weights[rows, e:e + 1])
+        stats.append((probs, chosen, attention_mask.reshape(-1).float()))
+        return out.reshape(h.shape)
+
+
+def load_balancing_loss(stats, experts):
+    """transformers' load_balancing_loss_func with an attention mask, over all layers' real tokens:
+    E * sum_e (share of top-k choices that went to e) * (mean router probability of e)."""
+    total = sum(float(m.sum()) for _, _, m in stats)
+    if total == 0:
+        return torch.zeros(())
+    counts = sum((c * m[:, None]).sum(0) for _, c, m in stats) / total
+    mean_probs = sum((p * m[:, None]).sum(0) for p, _, m in stats) / total
+    return (counts * mean_probs).sum() * experts
+
+
+def llava_splice(embeds, features, image_start, image_tokens):
+    """The image_tokens positions from image_start[b] (-1: text only) take the projected features."""
+    if features is None:
+        return embeds
+    B, T, D = embeds.shape
+    N = image_tokens
+    if features.shape[1] != N or features.shape[2] != D:
+        raise ValueError("llava_splice: image features are %s, expected [%d, %d, %d]" % (list(features.shape), B, N, D))
+    idx = torch.arange(B * T, device=embeds.device).reshape(B, T)
+    for b in range(B):
+        s = int(image_start[b])
+        if s >= 0:
+            idx[b, s:s + N] = B * T + b * N + torch.arange(N, device=embeds.device)
+    rows = torch.cat([embeds.reshape(B * T, D), features.reshape(B * N, D)], dim=0)
+    return rows[idx.reshape(-1)].reshape(B, T, D)
+
+
+def causal_lm_loss(logits, labels, ignore_index=-100):
+    """Next-token cross-entropy, mean over labelled positions: logits[:, :-1] predict labels[:, 1:]."""
+    V = logits.shape[-1]
+    shifted = logits[:, :-1].reshape(-1, V)
+    target = labels[:, 1:].reshape(-1).long()
+    keep = target != ignore_index
+    count = int(keep.sum())
+    if count == 0:
+        return logits.new_zeros(())
+    t = target[keep]
+    if int(t.min()) < 0 or int(t.max()) >= V:
+        raise ValueError("a label is outside the vocabulary [0, %d)" % V)
+    return F.cross_entropy(shifted[keep], t, reduction="sum") / count
+
+
+COMPONENT_CLASSES = {
+    "vit": VisionEncoder, "clip_vit": VisionEncoder, "siglip_vit": VisionEncoder,
+    "linear": Projector, "mlp_gelu": Projector, "identity": Projector,
+    "llama": Decoder, "mistral": Decoder, "mixtral": Decoder,
+}
+
+
+def expand_tensor_names(name, repeat):
+    """'model.layers.{i}.x' with repeat {i: 2} -> layers 0 and 1; '{k+2}' offsets (runtime/params.ts)."""
+    names = [name]
+    for var, count in repeat:
+        pat = re.compile(r"\{" + var + r"\s*([+-]\s*\d+)?\}")
+        nxt = []
+        for n in names:
+            for i in range(count):
+                nxt.append(pat.sub(lambda m, i=i: str(i + (int(m.group(1).replace(" ", "")) if m.group(1) else 0)), n))
+        names = nxt
+    return names
+
+
+def build_component(spec):
+    tensors = []
+    for t in spec["tensors"]:
+        for n in expand_tensor_names(t["name"], t["repeat"]):
+            tensors.append((n, t["shape"]))
+    return COMPONENT_CLASSES[spec["op"]](spec["name"], spec["op"], spec["attrs"], tensors)
+
+
+class PipeModel(nn.Module):
+    """A model of the graph: its components (by name) and, in the subclass, the graph's nodes in order."""
+
+    spec = None  # set by each generated subclass
+
+    def __init__(self):
+        super().__init__()
+        self.components = nn.ModuleDict({c["name"]: build_component(c) for c in self.spec["components"]})
+
+    def hf_config(self, name):
+        """The component's config.json (runtime/weights/hf-config.ts)."""
+        return next(c["hf_config"] for c in self.spec["components"] if c["name"] == name)
+
+    def init_fresh(self, seed, mode="pipec"):
+        with torch.no_grad():
+            for comp in self.components.values():
+                for n, prm in comp.named_parameters():
+                    prm.copy_(initial_value(n, list(prm.shape), seed, mode))
+
+    def load_component(self, name, folder):
+        """Loads one component from a Hugging Face weights folder; every tensor must be there with its shape."""
+        got = read_weights_dir(folder)
+        with torch.no_grad():
+            for n, prm in self.components[name].named_parameters():
+                if n not in got:
+                    raise KeyError("tensor %s is missing from %s" % (n, folder))
+                if list(got[n].shape) != list(prm.shape):
+                    raise ValueError("tensor %s in %s is %s, expected %s" % (n, folder, list(got[n].shape), list(prm.shape)))
+                prm.copy_(got[n].to(prm.device))
+`;
+
+export const TRAIN_LIB = String.raw`import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import GRAPH_HASH, MODELS, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
+
+# --------------------------------------------------------------------------------------------------
+# Learning-rate schedules (runtime/train/schedule.ts, transformers' get_*_schedule_with_warmup):
+# step s (0-based) of a warmup trains at s / warmup, so step 0 trains at lr 0.
+# --------------------------------------------------------------------------------------------------
+def warmup_steps(schedule, total):
+    steps = float(schedule["attrs"].get("warmup_steps", 0) or 0)
+    if steps > 0:
+        return steps
+    return math.ceil(float(schedule["attrs"].get("warmup_ratio", 0) or 0) * total)
+
+
+def lr_multiplier(schedule, step, total):
+    warm = warmup_steps(schedule, total)
+    if step < warm:
+        return step / max(1, warm)
+    min_ratio = float(schedule["attrs"].get("min_lr_ratio", 0) or 0)
+    progress = (step - warm) / max(1, total - warm)
+    name = schedule["name"]
+    if name == "cosine":
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if name == "linear":
+        return max(min_ratio, 1 - progress * (1 - min_ratio))
+    if name == "constant":
+        return 1.0
+    raise ValueError("unknown schedule %r" % name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimizers (runtime/train/optimizer.ts): PyTorch's AdamW (decoupled decay) and SGD with momentum,
+# over the trainable parameters only; biases and normalisation weights are not decayed (transformers'
+# Trainer). One global step counter, as pipec: a parameter without a gradient in a step (an expert no
+# token was routed to) is left untouched, moments included.
+# --------------------------------------------------------------------------------------------------
+_NO_DECAY_BIAS = re.compile(r"\.bias$|_bias$")
+_NO_DECAY_NORM = re.compile(r"(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$")
+
+
+def decays(name):
+    return not (_NO_DECAY_BIAS.search(name) or _NO_DECAY_NORM.search(name))
+
+
+class Optimizer:
+    def __init__(self, name, attrs, params):
+        if name not in ("adamw", "sgd"):
+            raise ValueError("unknown optimizer %r" % name)
+        self.name, self.attrs, self.params = name, attrs, params  # params: HF name -> Parameter
+        self.step_count = 0
+        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.v = {n: torch.zeros_like(p) for n, p in params.items()} if name == "adamw" else {}
+
+    def num(self, key, default):
+        v = self.attrs.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+    @torch.no_grad()
+    def apply(self, lr):
+        """One update with learning rate lr; the gradients are already averaged and clipped."""
+        self.step_count += 1
+        t = self.step_count
+        wd = self.num("weight_decay", 0.0)
+        for name, p in self.params.items():
+            g = p.grad
+            if g is None:
+                continue
+            decay = wd if decays(name) else 0.0
+            if self.name == "adamw":
+                b1, b2, eps = self.num("beta1", 0.9), self.num("beta2", 0.999), self.num("eps", 1e-8)
+                m = self.m[name].mul_(b1).add_(g, alpha=1 - b1)
+                v = self.v[name].mul_(b2).addcmul_(g, g, value=1 - b2)
+                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+                denom = v.sqrt() / math.sqrt(bc2) + eps
+                if decay:
+                    p.mul_(1 - lr * decay)
+                p.sub_(m / denom * (lr / bc1))
+            else:
+                mom = self.num("momentum", 0.9)
+                gd = g + p * decay if decay else g
+                buf = gd.clone() if t == 1 else self.m[name].mul(mom).add(gd)
+                self.m[name].copy_(buf)
+                p.sub_(buf * lr)
+
+    def state_tensors(self):
+        out = {}
+        for n in self.params:
+            out["exp_avg." + n] = self.m[n]
+            if self.name == "adamw":
+                out["exp_avg_sq." + n] = self.v[n]
+        return out
+
+    def load_state(self, tensors, step):
+        with torch.no_grad():
+            for n in self.params:
+                if "exp_avg." + n in tensors:
+                    self.m[n].copy_(tensors["exp_avg." + n])
+                if self.name == "adamw" and "exp_avg_sq." + n in tensors:
+                    self.v[n].copy_(tensors["exp_avg_sq." + n])
+        self.step_count = step
+
+
+@torch.no_grad()
+def all_reduce_grads(params, world):
+    """Data parallelism: sums every gradient over the processes (one flat buffer). A parameter no process
+    produced a gradient for (an expert no token reached) keeps none, as in a single process."""
+    import torch.distributed as dist
+    has = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=params[0].device)
+    dist.all_reduce(has)
+    live = [p for p, h in zip(params, has.tolist()) if h > 0]
+    for p in live:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if live:
+        flat = torch.cat([p.grad.reshape(-1) for p in live])
+        dist.all_reduce(flat)
+        off = 0
+        for p in live:
+            n = p.numel()
+            p.grad.copy_(flat[off:off + n].view_as(p.grad))
+            off += n
+
+
+@torch.no_grad()
+def clip_by_global_norm(params, max_norm):
+    """torch.nn.utils.clip_grad_norm_ as pipec applies it: scale by max_norm / (norm + 1e-6) when norm > max_norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = math.sqrt(float(sum(float(g.double().pow(2).sum()) for g in grads)))
+    if max_norm > 0 and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads:
+            g.mul_(scale)
+    return norm
+
+
+# --------------------------------------------------------------------------------------------------
+# Prepared data (docs/export.md): pipec prepare writes each stage's micro-batches, in pipec's order, as
+# binary shards with an index. This reads micro-batch k.
+# --------------------------------------------------------------------------------------------------
+class Shards:
+    def __init__(self, folder, stage, verify=True, world=1):
+        self.folder = folder
+        index_file = os.path.join(folder, "index.json")
+        if not os.path.exists(index_file):
+            raise SystemExit("no prepared data for stage %s at %s: run  pipec prepare PROGRAM.pipe --stage %s -o %s" % (stage, folder, stage, folder))
+        with open(index_file) as f:
+            self.index = json.load(f)
+        if self.index.get("format") != "pipec.shards":
+            raise SystemExit("%s is not a pipec shard index" % index_file)
+        if self.index["graph_hash"] != GRAPH_HASH:
+            raise SystemExit("%s was prepared from graph %s, this program is graph %s" % (folder, self.index["graph_hash"], GRAPH_HASH))
+        if self.index["stage"] != stage:
+            raise SystemExit("%s holds stage %s, not %s" % (folder, self.index["stage"], stage))
+        if self.index.get("world_size", 1) != world:
+            raise SystemExit("%s was prepared for %d process(es), this run has %d: pipec prepare ... --world-size %d" % (folder, self.index.get("world_size", 1), world, world))
+        self.blobs = {}
+        for s in self.index["shards"]:
+            with open(os.path.join(folder, s["file"]), "rb") as f:
+                data = f.read()
+            if verify and hashlib.sha256(data).hexdigest() != s["sha256"]:
+                raise SystemExit("%s: sha256 mismatch (the shard is corrupt or was changed)" % s["file"])
+            self.blobs[s["file"]] = data
+
+    def __len__(self):
+        return len(self.index["batches"])
+
+    def micro(self, k, device):
+        b = self.index["batches"][k]
+        data = self.blobs[b["shard"]]
+        B, T = b["batch"], b["length"]
+        off = b["offset"]
+
+        def take(dtype, count, shape):
+            nonlocal off
+            size = 4 * count
+            t = torch.frombuffer(bytearray(data[off:off + size]), dtype=dtype).reshape(shape) if count else torch.zeros(shape, dtype=dtype)
+            off += size
+            return t.to(device)
+
+        out = {
+            "input_ids": take(torch.int32, B * T, (B, T)),
+            "labels": take(torch.int32, B * T, (B, T)),
+            "attention_mask": take(torch.int32, B * T, (B, T)),
+            "image_start": [int(x) for x in take(torch.int32, B, (B,)).tolist()],
+            "pixel_values": None,
+        }
+        if b["pixels"]:
+            C, H, W = self.index["image_shape"]
+            out["pixel_values"] = take(torch.float32, B * C * H * W, (B, C, H, W))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints in pipec's layout (runtime/train/checkpoint.ts): checkpoints/NN-stage-stepNNNNNN/ with
+# one folder per component (model.safetensors + config.json), optimizer.safetensors and
+# trainer_state.json, built in a hidden temporary folder, published by one rename, then latest.json
+# replaced atomically. The newest keep are kept, plus each stage's final one.
+# --------------------------------------------------------------------------------------------------
+def fsync_dir(d):
+    try:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def write_synced(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(path, text):
+    tmp = os.path.join(os.path.dirname(path), ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
+    write_synced(tmp, text)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def checkpoint_name(stage_index, stage, step):
+    return "%02d-%s-step%06d" % (stage_index, stage, step)
+
+
+def save_checkpoint(run_dir, name, model, optimizer, state, keep):
+    root = os.path.join(run_dir, "checkpoints")
+    os.makedirs(root, exist_ok=True)
+    tmp = os.path.join(root, ".tmp-%s-%d" % (name, os.getpid()))
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for cname, comp in model.components.items():
+        d = os.path.join(tmp, cname)
+        os.makedirs(d)
+        tensors = dict(comp.named_parameters())
+        if tensors:
+            write_safetensors(os.path.join(d, "model.safetensors"), tensors, {"pipec_component": cname})
+        write_synced(os.path.join(d, "config.json"), json.dumps(model.hf_config(cname), indent=2) + "\n")
+    if optimizer is not None:
+        write_safetensors(os.path.join(tmp, "optimizer.safetensors"), optimizer.state_tensors())
+    write_synced(os.path.join(tmp, "trainer_state.json"), json.dumps(state, indent=2) + "\n")
+    fsync_dir(tmp)
+    final = os.path.join(root, name)
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    fsync_dir(root)
+    write_atomic(os.path.join(root, "latest.json"), json.dumps({"checkpoint": name}) + "\n")
+    protected = set(state["stage_checkpoints"].values())
+    names = sorted(n for n in os.listdir(root) if re.match(r"^\d{2}-.+-step\d{6}$", n))
+    periodic = [n for n in names if n not in protected]
+    for n in periodic[: max(0, len(periodic) - max(1, keep))]:
+        shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+    for n in os.listdir(root):
+        if n.startswith(".tmp-") and not n.endswith("-%d" % os.getpid()):
+            shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir):
+    f = os.path.join(run_dir, "checkpoints", "latest.json")
+    if not os.path.exists(f):
+        return None
+    with open(f) as fh:
+        name = json.load(fh)["checkpoint"]
+    d = os.path.join(run_dir, "checkpoints", name)
+    return d if os.path.exists(os.path.join(d, "trainer_state.json")) else None
+
+
+def append_metrics(run_dir, row):
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(run_dir, stage_index, step):
+    """Drops metric lines after the checkpoint a resume starts from."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [json.loads(x) for x in f if x.strip()]
+    kept = [r for r in rows if (r["stage_index"], r["step"]) <= (stage_index, step)]
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+@STAGES@
+# --------------------------------------------------------------------------------------------------
+# The stage loop (runtime/train/run.ts).
+# --------------------------------------------------------------------------------------------------
+def forward(model, batch, autocast_dtype):
+    if autocast_dtype is None:
+        return model(**batch)
+    with torch.autocast(device_type="cuda", dtype=autocast_dtype):
+        return model(**batch)
+
+
+def train(args):
+    # Data parallelism under torchrun: every process holds the whole model, reads its own micro-batches of
+    # each step and the gradients are summed over processes (process 0 writes metrics and checkpoints).
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = torch.device(args.device)
+    if world > 1:
+        import torch.distributed as dist
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    main_process = rank == 0
+    try:
+        train_stages(args, device, world, rank, main_process)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def train_stages(args, device, world, rank, main_process):
+    run_dir = args.out
+    os.makedirs(run_dir, exist_ok=True)
+    resume = None
+    if args.resume:
+        d = latest_checkpoint(run_dir)
+        if d is None:
+            raise SystemExit("nothing to resume in %s" % run_dir)
+        with open(os.path.join(d, "trainer_state.json")) as f:
+            st = json.load(f)
+        if st["graph_hash"] != GRAPH_HASH:
+            raise SystemExit("checkpoint graph %s, this program %s: resume with the program that wrote it" % (st["graph_hash"], GRAPH_HASH))
+        resume = (d, st)
+        print("resuming from %s (stage %s, step %d/%d)" % (d, st["stage"], st["step"], st["total_steps"]), flush=True)
+        if main_process:
+            truncate_metrics(run_dir, st["stage_index"], st["step"])
+    elif main_process and os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+        os.remove(os.path.join(run_dir, "metrics.jsonl"))
+    stage_ckpts = dict(resume[1]["stage_checkpoints"]) if resume else {}
+    model, model_name, total_steps = None, None, 0
+    for si, stage in enumerate(STAGES):
+        if resume and si < resume[1]["stage_index"]:
+            continue
+        fresh = False
+        if model is None or model_name != stage["model"]:
+            model = MODELS[stage["model"]]().to(device)
+            model_name = stage["model"]
+            fresh = True
+            model.init_fresh(stage["seed"], args.init_mode)
+            for cname, comp in model.components.items():
+                if args.init and os.path.isdir(os.path.join(args.init, cname)):
+                    model.load_component(cname, os.path.join(args.init, cname))
+                declared = model.spec["weights"].get(cname)
+                if declared:
+                    model.load_component(cname, os.path.join(args.base_dir, declared))
+        if fresh and si > 0:
+            for h in stage["handoff"]:
+                if h["from"] in stage_ckpts:
+                    model.load_component(h["component"], os.path.join(run_dir, "checkpoints", stage_ckpts[h["from"]], h["component"]))
+        here = resume if resume and si == resume[1]["stage_index"] else None
+        if here:
+            for cname in model.components:
+                model.load_component(cname, os.path.join(here[0], cname))
+            if here[1]["final"]:
+                continue
+        # Freezing: only the stage's train components get gradients and optimizer state.
+        trainable = {}
+        for cname, comp in model.components.items():
+            on = cname in stage["train"]
+            for n, prm in comp.named_parameters():
+                prm.requires_grad_(on)
+                if on:
+                    trainable[n] = prm
+        optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable)
+        step = 0
+        if here:
+            step = here[1]["step"]
+            if here[1].get("optimizer"):
+                optimizer.load_state(read_safetensors(os.path.join(here[0], "optimizer.safetensors")), here[1]["optimizer"]["step"])
+        data = Shards(os.path.join(args.data, stage["name"]), stage["name"], verify=not args.no_verify, world=world)
+        steps = data.index["steps"]
+        acc = stage["accumulate"]
+        if len(data) < steps * acc * world:
+            raise SystemExit("stage %s: %d prepared micro-batches, %d needed" % (stage["name"], len(data), steps * acc * world))
+        base_lr = float(stage["optimizer"]["attrs"]["lr"])
+        autocast_dtype = torch.bfloat16 if stage["precision"] == "bf16" and device.type == "cuda" else None
+        if stage["precision"] != "fp32" and autocast_dtype is None and main_process:
+            print("note: stage %s declares %s; this run computes in fp32" % (stage["name"], stage["precision"]), flush=True)
+        if main_process:
+            print("stage %s: train [%s], frozen [%s]; %d steps of %d samples (batch %d x accumulate %d x %d process(es))%s" % (
+                stage["name"], ", ".join(stage["train"]), ", ".join(stage["freeze"]), steps, stage["batch"] * acc * world, stage["batch"], acc, world,
+                (", from step %d" % step) if step else ""), flush=True)
+        def checkpoint(final):
+            name = checkpoint_name(si, stage["name"], step)
+            if final:
+                stage_ckpts[stage["name"]] = name
+            state = {
+                "format": "pipec.checkpoint", "version": 1, "graph_hash": GRAPH_HASH, "stage": stage["name"], "stage_index": si,
+                "step": step, "total_steps": steps, "final": final, "stage_checkpoints": dict(stage_ckpts),
+                "optimizer": {"name": optimizer.name, "step": optimizer.step_count},
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            if main_process:
+                save_checkpoint(run_dir, name, model, optimizer, state, stage["checkpoint"]["keep"])
+            if world > 1:
+                torch.distributed.barrier()
+
+        t0 = time.time()
+        last = float("nan")
+        while step < steps:
+            loss_sum = lm_sum = aux_sum = 0.0
+            tokens = 0
+            for a in range(acc):
+                # micro-batches [step * acc * world, (step + 1) * acc * world) make up the step, in pipec's order
+                batch = data.micro((step * world + rank) * acc + a, device)
+                tokens += int(batch["attention_mask"].sum())
+                out = forward(model, batch, autocast_dtype)
+                loss = out["loss"]
+                if loss is None:
+                    continue
+                if loss.requires_grad:
+                    loss.backward()  # gradients add up over the micro-batches
+                loss_sum += float(loss)
+                lm_sum += float(out["lm_loss"]) if out["lm_loss"] is not None else 0.0
+                aux_sum += float(out["aux_loss"]) if out["aux_loss"] is not None else 0.0
+            if world > 1:
+                sums = torch.tensor([loss_sum, lm_sum, aux_sum, float(tokens)], dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(sums)
+                loss_sum, lm_sum, aux_sum, tokens = sums[0].item(), sums[1].item(), sums[2].item(), int(sums[3].item())
+                all_reduce_grads(list(trainable.values()), world)
+            n_micro = acc * world
+            loss_v, lm_v, aux_v = loss_sum / n_micro, lm_sum / n_micro, aux_sum / n_micro
+            if not math.isfinite(loss_v):
+                raise SystemExit("the loss is %s in stage %s at step %d; the last good checkpoint is kept" % (loss_v, stage["name"], step + 1))
+            if n_micro > 1:
+                with torch.no_grad():
+                    for prm in trainable.values():
+                        if prm.grad is not None:
+                            prm.grad.div_(n_micro)
+            grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"])
+            lr = base_lr * lr_multiplier(stage["schedule"], step, steps)
+            optimizer.apply(lr)
+            for prm in trainable.values():
+                prm.grad = None
+            step += 1
+            total_steps += 1
+            last = loss_v
+            row = {"stage": stage["name"], "stage_index": si, "step": step, "loss": loss_v, "lm_loss": lm_v}
+            if aux_v:
+                row["aux_loss"] = aux_v
+            row.update({"lr": lr, "grad_norm": grad_norm, "tokens": tokens, "elapsed_s": time.time() - t0})
+            if main_process:
+                append_metrics(run_dir, row)
+            if main_process and (step % args.log_every == 0 or step == steps):
+                print("%s step %d/%d loss %.4f lr %.3g" % (stage["name"], step, steps, loss_v, lr), flush=True)
+            if step < steps and stage["checkpoint"]["every"] > 0 and step % stage["checkpoint"]["every"] == 0:
+                checkpoint(False)
+            if args.stop_after is not None and total_steps >= args.stop_after:
+                if main_process:
+                    print("stopped after %d steps (--stop-after)" % total_steps, flush=True)
+                return
+        checkpoint(True)
+        if main_process:
+            print("stage %s done: %d steps in %.1f s, final loss %.4f" % (stage["name"], steps, time.time() - t0, last), flush=True)
+        if args.until == stage["name"]:
+            return
+
+
+@torch.no_grad()
+def eval_logits(args):
+    """Writes the logits of one prepared micro-batch under a checkpoint as raw float32 (for comparisons)."""
+    stage = next(s for s in STAGES if s["name"] == args.stage)
+    model = MODELS[stage["model"]]()
+    for cname in model.components:
+        model.load_component(cname, os.path.join(args.checkpoint, cname))
+    data = Shards(os.path.join(args.data, stage["name"]), stage["name"], verify=not args.no_verify)
+    out = model(**data.micro(args.micro, torch.device("cpu")))
+    with open(args.eval_logits, "wb") as f:
+        f.write(tensor_bytes(out["logits"]))
+    print("logits %s -> %s" % (list(out["logits"].shape), args.eval_logits))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data", help="prepared data root: DATA/<stage>/index.json (pipec prepare)")
+    ap.add_argument("--out", default="run", help="run directory (metrics.jsonl, checkpoints/)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.json")
+    ap.add_argument("--init", help="initial weights: a folder with one sub-folder per component (e.g. a pipec checkpoint)")
+    ap.add_argument("--init-mode", choices=["pipec", "torch"], default="pipec", help="fresh weights: pipec's seeded streams (bit-compatible, slow for big models) or torch.normal")
+    ap.add_argument("--base-dir", default=".", help="where the program's relative weight paths resolve (the .pipe file's folder)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--stop-after", type=int, help="stop (as if killed) after this many optimizer steps in total")
+    ap.add_argument("--until", help="stop after this stage's final checkpoint (continue later with --resume)")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--no-verify", action="store_true", help="skip the shards' sha256 check")
+    ap.add_argument("--eval-logits", help="write the logits of one micro-batch (with --checkpoint, --stage, --micro) and exit")
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--stage")
+    ap.add_argument("--micro", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.eval_logits:
+        eval_logits(args)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
+`;
