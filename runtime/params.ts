@@ -31,9 +31,12 @@ export function paramSpecs(components: readonly ComponentDef[]): ParamSpec[] {
 }
 
 /** How a fresh tensor starts, following transformers' `_init_weights`: norms 1, biases 0, the rest N(0, 0.02). */
+export const isBias = (name: string): boolean => /\.bias$|_bias$/.test(name);
+export const isNormWeight = (name: string): boolean => /(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$/.test(name);
+
 export function initKind(name: string): 'ones' | 'zeros' | 'normal' {
-  if (/\.bias$|_bias$/.test(name)) return 'zeros';
-  if (/(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$/.test(name)) return 'ones';
+  if (isBias(name)) return 'zeros';
+  if (isNormWeight(name)) return 'ones';
   return 'normal';
 }
 

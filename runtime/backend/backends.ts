@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { M, runtimeError } from '../errors.js';
+import { firstLine, resolvable } from './packages.js';
 import { registerWasmExtras } from './wasm-extras.js';
 import { activateWebgpu, probeWebgpu } from './webgpu.js';
 
@@ -27,18 +28,6 @@ export interface BackendProbe {
 
 const require = createRequire(import.meta.url);
 
-function resolvable(pkg: string): boolean {
-  try {
-    require.resolve(pkg);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function firstLine(e: unknown): string {
-  return String(e instanceof Error ? e.message : e).split('\n')[0]!.slice(0, 200);
-}
 
 /** A visible NVIDIA GPU: the driver's proc file, which exists only where the kernel module is loaded. */
 function gpuVisible(): boolean {

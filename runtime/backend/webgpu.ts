@@ -25,14 +25,12 @@
 // picks Dawn's backend (vulkan, opengles, ...) instead of trying Vulkan then OpenGL ES.
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
+import { firstLine, resolvable } from './packages.js';
 import { registerWebgpuExtras } from './webgpu-extras.js';
-
-const require = createRequire(import.meta.url);
 
 /** What the Debian packages are, for messages: a GPU's own driver, or one of two software adapters. */
 export const WEBGPU_INSTALL_HINT =
@@ -103,18 +101,6 @@ type WebgpuBackendClass = { prototype: WebgpuBackendLike } & (new (device: GpuDe
 
 const SOFTWARE = /llvmpipe|lavapipe|swiftshader|softpipe|software|basic render/i;
 
-function firstLine(e: unknown): string {
-  return String(e instanceof Error ? e.message : e).split('\n')[0]!.slice(0, 200);
-}
-
-function resolvable(pkg: string): boolean {
-  try {
-    require.resolve(pkg);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // ---- Dawn's event pump (see 3. above) ---------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import { M, runtimeError } from '../errors.js';
 import type { Sample } from './batch.js';
 import { buildExample, PLAIN, type TemplateSpec, type Turn } from './examples.js';
 import { loadChatTemplate } from './chat-template.js';
-import { preprocessImage } from './images.js';
+import { preprocessImage, type PreprocessOptions } from './images.js';
 import { loadRecordImage, readLlavaJson, type SkippedRecord, validateImages } from './llava-json.js';
 import { generateShapes, type ShapeRecord } from './synthetic-shapes.js';
 import { checkLength } from './too-long.js';
@@ -29,6 +29,14 @@ export interface PreparedDataset {
 
 export function encoderOf(model: ModelDef): ComponentDef | undefined {
   return model.components.find((c) => c.role === 'encoder');
+}
+
+/** How the encoder takes images: its size, mean and std; SigLIP resizes to a square, CLIP crops. */
+export function preprocessFor(enc: ComponentDef): PreprocessOptions {
+  return {
+    size: Number(enc.attrs['image']), mean: enc.attrs['image_mean'] as number[], std: enc.attrs['image_std'] as number[],
+    mode: enc.op === 'siglip_vit' ? 'squash' : 'shortest_edge_center_crop',
+  };
 }
 
 export function imageShapeOf(model: ModelDef): [number, number, number] {
@@ -147,10 +155,7 @@ function prepareLlava(name: string, attrs: Record<string, unknown>, ctx: Dataset
     }
     let pixels: Float32Array | undefined;
     if (r.imagePath && enc)
-      pixels = preprocessImage(loadRecordImage(r), {
-        size: Number(enc.attrs['image']), mean: enc.attrs['image_mean'] as number[], std: enc.attrs['image_std'] as number[],
-        mode: enc.op === 'siglip_vit' ? 'squash' : 'shortest_edge_center_crop',
-      });
+      pixels = preprocessImage(loadRecordImage(r), preprocessFor(enc));
     samples.push({ ...ex, pixels, source: { dataset: name, index: r.index } });
   }
   const detail = skipped.slice(0, 3).map((x) => `${x.code} ${x.message}`).join('; ') + (skipped.length > 3 ? '; ...' : '');

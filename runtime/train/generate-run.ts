@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { type BackendChoice, initBackend } from '../backend/backends.js';
-import { encoderOf, imageShapeOf, SHAPES_CHAT, templateFor } from '../data/datasets.js';
+import { encoderOf, imageShapeOf, preprocessFor, SHAPES_CHAT, templateFor } from '../data/datasets.js';
 import { buildPrompt, PLAIN, type TemplateSpec } from '../data/examples.js';
 import { loadImageFile, preprocessImage } from '../data/images.js';
 import { loadTokenizer } from '../data/tokenizer.js';
@@ -64,10 +64,7 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
     } catch (e) {
       throw runtimeError(M.DataImageCorrupt, [0, o.image, (e as Error).message], { file: o.image });
     }
-    pixels = preprocessImage(rgb, {
-      size: Number(enc.attrs['image']), mean: enc.attrs['image_mean'] as number[], std: enc.attrs['image_std'] as number[],
-      mode: enc.op === 'siglip_vit' ? 'squash' : 'shortest_edge_center_crop',
-    });
+    pixels = preprocessImage(rgb, preprocessFor(enc));
   }
   const text = pixels && !o.prompt.includes('<image>') ? `<image>\n${o.prompt}` : o.prompt;
   const prompt = buildPrompt([{ role: 'user', text }], runTemplate(graph), tok, '<image>', pixels ? (model.image_tokens ?? 0) : 0);

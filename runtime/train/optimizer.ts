@@ -3,9 +3,10 @@
 // transformers' Trainer, biases and normalisation weights are not decayed.
 import * as tf from '@tensorflow/tfjs-core';
 import type { AttrValue } from '../../compiler/ir/graph.js';
+import { isBias, isNormWeight } from '../params.js';
 
 export function decays(name: string): boolean {
-  return !(/\.bias$|_bias$/.test(name) || /(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$/.test(name));
+  return !(isBias(name) || isNormWeight(name));
 }
 
 export interface OptimizerState {

@@ -6,13 +6,7 @@ import * as path from 'node:path';
 
 export function writeFileAtomic(file: string, data: string | Buffer): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeFileSynced(tmp, data);
   fs.renameSync(tmp, file);
   fsyncDir(path.dirname(file));
 }
