@@ -1,13 +1,17 @@
 // npm run bench:runtime -- training-step time (forward, backward, AdamW) for the quickstart model and a
 // 7.3M-parameter reference transformer, on every backend that loads here (webgpu with its adapter named
-// beside each figure), plus stock tfjs wasm (our matmul routing off) in the same run; medians, and the
-// ratio to stock wasm.
+// beside each figure), plus stock tfjs wasm (one thread, our matmul routing off) in the same run; medians,
+// and the ratio to stock wasm.
 //   node dist/bench/runtime.bench.js [--steps N] [--with-cpu]
+import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelDef } from '../compiler/ir/graph.js';
 import { compile } from '../compiler/service/service.js';
 import { initBackend, probeBackends, type ConcreteBackend } from '../runtime/backend/backends.js';
 import { setMatmulRouting } from '../runtime/backend/kernels.js';
+import { wasmThreadsWanted } from '../runtime/backend/wasm-threads.js';
 import { collate, type Batch } from '../runtime/data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../runtime/data/datasets.js';
 import { ModelRunner } from '../runtime/model.js';
@@ -75,22 +79,62 @@ async function measure(w: Workload): Promise<{ ms: number; tokensPerSec: number 
   return { ms, tokensPerSec: tokens / (ms / 1000) };
 }
 
-const probes = (await probeBackends()).filter((p) => p.available && p.name !== 'tensorflow-gpu' && (WITH_CPU || p.name !== 'cpu'));
-const runs: { label: string; backend: ConcreteBackend; routing: boolean; on?: string }[] = [{ label: 'wasm (stock tfjs)', backend: 'wasm', routing: false }];
-for (const p of probes) runs.push({ label: p.name === 'wasm' ? 'wasm (pipec routing)' : p.name, backend: p.name, routing: true, ...(p.name === 'webgpu' ? { on: p.detail } : {}) });
+interface Run {
+  label: string;
+  backend: ConcreteBackend;
+  routing: boolean;
+  /** PIPEC_WASM_THREADS for the child (wasm only). */
+  threads?: number;
+  on?: string;
+}
 
-console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up), forward + backward + AdamW; ${new Date().toISOString()}`);
-if (!WITH_CPU) console.log('(cpu backend skipped: pure JavaScript, far slower; --with-cpu to include)');
-for (const w of workloads()) {
-  console.log(`\n${w.name}`);
-  console.log('  backend                  step ms   tokens/s   vs stock wasm');
-  let stock = 0;
-  for (const r of runs) {
-    await initBackend(r.backend);
-    setMatmulRouting(r.routing);
-    const m = await measure(w);
-    if (!stock) stock = m.tokensPerSec;
-    console.log(`  ${r.label.padEnd(22)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${(m.tokensPerSec / stock).toFixed(2)}x${r.on ? `   on ${r.on}` : ''}`);
+/** One measurement in a child process: each backend starts once per process (wasm's thread count too). */
+function measureInChild(workload: number, r: Run): { ms: number; tokensPerSec: number } | string {
+  const env = { ...process.env, ...(r.threads ? { PIPEC_WASM_THREADS: String(r.threads) } : {}) };
+  const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', JSON.stringify({ workload, backend: r.backend, routing: r.routing }), '--steps', String(STEPS)], { env, encoding: 'utf8' });
+  const line = child.stdout.split('\n').reverse().find((l) => l.startsWith('{'));
+  if (child.status !== 0 || !line) return `failed (exit ${child.status}): ${child.stderr.trim().split('\n').pop() ?? ''}`;
+  return JSON.parse(line) as { ms: number; tokensPerSec: number };
+}
+
+const childArg = args.indexOf('--child');
+if (childArg >= 0) {
+  const c = JSON.parse(args[childArg + 1]!) as { workload: number; backend: ConcreteBackend; routing: boolean };
+  await initBackend(c.backend);
+  setMatmulRouting(c.routing);
+  console.log(JSON.stringify(await measure(workloads()[c.workload]!)));
+} else {
+  const probes = (await probeBackends()).filter((p) => p.available && p.name !== 'tensorflow-gpu' && (WITH_CPU || p.name !== 'cpu'));
+  const threads = Math.min(os.availableParallelism(), 8);
+  const runs: Run[] = [{ label: 'wasm (stock tfjs)', backend: 'wasm', routing: false, threads: 1 }];
+  for (const p of probes) {
+    if (p.name !== 'wasm') runs.push({ label: p.name, backend: p.name, routing: true, ...(p.name === 'webgpu' ? { on: p.detail } : {}) });
+    else {
+      // The routing alone (one thread, as stock), then the default: routing and one thread per core.
+      runs.push({ label: 'wasm routed, 1 thread', backend: 'wasm', routing: true, threads: 1 });
+      if (threads > 1) runs.push({ label: `wasm routed, ${threads} threads`, backend: 'wasm', routing: true, threads });
+    }
   }
-  setMatmulRouting(true);
+  console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up), forward + backward + AdamW; ${new Date().toISOString()}`);
+  console.log(`each figure from its own process; ${os.availableParallelism()} cores here`);
+  if (!WITH_CPU) console.log('(cpu backend skipped: pure JavaScript, far slower; --with-cpu to include)');
+  for (const [i, w] of workloads().entries()) {
+    // Multiply-adds per micro-batch as `pipec run` estimates them, which sets wasm's default thread count
+    const b = w.batch();
+    const work = paramSpecs(w.model.components).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0) * b.info.batch * b.info.length;
+    const defaultThreads = wasmThreadsWanted(work);
+    console.log(`\n${w.name}; pipec's default on wasm: ${defaultThreads} thread${defaultThreads === 1 ? '' : 's'} (${(work / 1e9).toFixed(1)} G multiply-adds per micro-batch)`);
+    console.log('  backend                     step ms   tokens/s   vs stock wasm');
+    let stock = 0;
+    for (const r of runs) {
+      const m = measureInChild(i, r);
+      if (typeof m === 'string') {
+        console.log(`  ${r.label.padEnd(25)} ${m}`);
+        continue;
+      }
+      if (!stock) stock = m.tokensPerSec;
+      const mark = r.routing && r.threads === defaultThreads ? '   <- pipec default' : '';
+      console.log(`  ${r.label.padEnd(25)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${(m.tokensPerSec / stock).toFixed(2)}x${r.on ? `   on ${r.on}` : ''}${mark}`);
+    }
+  }
 }

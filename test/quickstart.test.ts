@@ -2,18 +2,15 @@
 // backend trains both stages, reports held-out colour accuracy >= 90%, and `pipec generate` then
 // answers the colour question about a newly drawn image, in English and Japanese. (Minutes, not seconds.)
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PNG } from 'pngjs';
 import { COLOURS, drawShape } from '../runtime/data/synthetic-shapes.js';
 import { Rng } from '../runtime/random.js';
+import { pipec } from './helpers/cli.js';
 import { repo } from './paths.js';
 
-function pipec(args: string[]) {
-  return spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
-}
 
 function writePng(file: string, rgb: Uint8Array, size: number): void {
   const png = new PNG({ width: size, height: size });

@@ -2,7 +2,6 @@
 // and trains when trusted; without `trust: true` the run stops before any of its code runs, with a
 // located error.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,13 +15,11 @@ import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../runtime/dat
 import { ModelRunner } from '../runtime/model.js';
 import { ParamStore, paramSpecs } from '../runtime/params.js';
 import { readMetrics } from '../runtime/train/metrics.js';
+import { pipec } from './helpers/cli.js';
 import { repo } from './paths.js';
 
 const PIPE = repo('test/runtime/custom.pipe');
 
-function pipec(args: string[]) {
-  return spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
-}
 
 describe('runtime: custom components', function () {
   this.timeout(120_000);

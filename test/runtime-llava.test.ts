@@ -3,17 +3,13 @@
 // bad-record catalogue: each bad record stops the run with its file, line and record, or, with
 // skip_bad_records, is skipped and counted (PIPE9008 and the run summary). Nothing is dropped silently.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PNG } from 'pngjs';
 import { VocabTokenizer } from '../runtime/data/vocab-tokenizer.js';
-import { repo } from './paths.js';
+import { pipec } from './helpers/cli.js';
 
-function pipec(args: string[]) {
-  return spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
-}
 
 function png(file: string, rgb: [number, number, number]): void {
   const p = new PNG({ width: 20, height: 24 });

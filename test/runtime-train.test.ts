@@ -1,7 +1,7 @@
 // Training behaviour end to end on the tiny program (test/runtime/tiny.pipe): freezing, hand-off,
 // checkpoints (HF names, round trip, atomic publish), kill -9 and --resume, NaN stops, generation.
 import { strict as assert } from 'node:assert';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,6 +18,7 @@ import { checkpointName, latestCheckpoint, loadComponents, readTrainerState, sav
 import { readMetrics } from '../runtime/train/metrics.js';
 import { Progress } from '../runtime/train/progress.js';
 import { runProgram } from '../runtime/train/run.js';
+import { pipec } from './helpers/cli.js';
 import { repo } from './paths.js';
 
 const TINY = repo('test/runtime/tiny.pipe');
@@ -33,9 +34,6 @@ function tmpDir(name: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `pipec-${name}-`));
 }
 
-function pipec(args: string[], env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env } });
-}
 
 function tensorsOf(dir: string, component: string): Map<string, Float32Array> {
   const store = new ParamStore(paramSpecs(tinyGraph().models[0]!.components), 0);
@@ -172,7 +170,7 @@ describe('runtime: interruption and resume (child processes)', function () {
   it('a kill -9 while a checkpoint is being written leaves the previous one published and loadable', () => {
     const dir = tmpDir('torn');
     // fault injection: the 3rd checkpoint save dies (SIGKILL) after writing its files, before the rename
-    const r = pipec(['run', TINY, '--out', dir, '--backend', 'wasm'], { PIPEC_FAULT_KILL_AT_CHECKPOINT: '3' });
+    const r = pipec(['run', TINY, '--out', dir, '--backend', 'wasm'], { env: { PIPEC_FAULT_KILL_AT_CHECKPOINT: '3' } });
     assert.equal(r.signal, 'SIGKILL');
     const latest = latestCheckpoint(dir)!;
     assert.equal(path.basename(latest), checkpointName(0, 'align', 8));

@@ -4,7 +4,6 @@
 // Runs on whatever adapter Dawn finds, a software one included (lavapipe or llvmpipe in CI); the
 // suites that need one are skipped, with the probe's reason in their title, only when there is none.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,14 +17,12 @@ import { readMetrics } from '../runtime/train/metrics.js';
 import { Progress } from '../runtime/train/progress.js';
 import { runProgram } from '../runtime/train/run.js';
 import { close, randn } from './helpers/numeric.js';
+import { pipec } from './helpers/cli.js';
 import { repo } from './paths.js';
 
 const quiet = new Progress({ write: () => true });
 const probe: WebgpuProbe = await probeWebgpu();
 
-function pipec(args: string[], env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, NO_COLOR: '1', ...env } });
-}
 
 /** Runs `f` with PIPEC_WEBGPU_ADAPTER=none (the probe then finds no adapter), restoring the variable. */
 async function withoutAdapter<T>(f: () => Promise<T>): Promise<T> {
@@ -76,10 +73,10 @@ describe('webgpu: no adapter', function () {
   });
 
   it('the CLI prints PIPE9020 and exits 1 for `run --backend webgpu`, and `backends` says why', () => {
-    const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--backend', 'webgpu', '--out', path.join(os.tmpdir(), 'pipec-webgpu-none')], { PIPEC_WEBGPU_ADAPTER: 'none' });
+    const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--backend', 'webgpu', '--out', path.join(os.tmpdir(), 'pipec-webgpu-none')], { env: { PIPEC_WEBGPU_ADAPTER: 'none' }, timeout: 300_000 });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /error PIPE9020: backend `webgpu` is not available here: no WebGPU adapter/);
-    const b = pipec(['backends'], { PIPEC_WEBGPU_ADAPTER: 'none' });
+    const b = pipec(['backends'], { env: { PIPEC_WEBGPU_ADAPTER: 'none' }, timeout: 300_000 });
     assert.equal(b.status, 0, b.stderr);
     assert.match(b.stdout, /^no +webgpu +no WebGPU adapter/m);
     assert.match(b.stdout, /^auto: (tensorflow-gpu|tensorflow|wasm) chosen by auto/m);
@@ -176,11 +173,11 @@ describe(probe.available ? `webgpu: on the adapter Dawn finds (${probe.detail})`
 
   it('pipec run --backend webgpu trains and exits (Dawn released), and `backends` lists the adapter', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-webgpu-cli-'));
-    const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--backend', 'webgpu', '--out', out, '--stop-after', '3']);
+    const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--backend', 'webgpu', '--out', out, '--stop-after', '3'], { timeout: 300_000 });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /backend webgpu \(Dawn \w+: /);
     assert.equal(readMetrics(out).length, 3);
-    const b = pipec(['backends']);
+    const b = pipec(['backends'], { timeout: 300_000 });
     assert.equal(b.status, 0, b.stderr);
     assert.match(b.stdout, new RegExp(`^yes +webgpu +Dawn ${probe.adapter!.route}: `, 'm'));
     if (probe.adapter!.software) assert.match(b.stdout, /software adapter/);

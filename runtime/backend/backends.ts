@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { M, runtimeError } from '../errors.js';
 import { firstLine, resolvable } from './packages.js';
 import { registerWasmExtras } from './wasm-extras.js';
+import { startThreadedWasm, wasmThreadsWanted } from './wasm-threads.js';
 import { activateWebgpu, probeWebgpu } from './webgpu.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -34,7 +35,13 @@ function gpuVisible(): boolean {
   return fs.existsSync('/proc/driver/nvidia/version');
 }
 
-async function probe(name: ConcreteBackend): Promise<BackendProbe> {
+/** What the caller knows of the workload, for choices a backend makes once per process. */
+export interface WorkloadHint {
+  /** Multiply-adds per micro-batch, roughly: parameters x batch x sequence length. */
+  work?: number;
+}
+
+async function probe(name: ConcreteBackend, hint: WorkloadHint = {}): Promise<BackendProbe> {
   switch (name) {
     case 'tensorflow-gpu': {
       if (!resolvable('@tensorflow/tfjs-node-gpu')) return { name, available: false, detail: '@tensorflow/tfjs-node-gpu is not installed (its install downloads libtensorflow with CUDA, which fails offline)' };
@@ -60,8 +67,12 @@ async function probe(name: ConcreteBackend): Promise<BackendProbe> {
         return { name, available: false, detail: `@tensorflow/tfjs-node failed to load: ${firstLine(e)}; rerun \`npm run setup:tensorflow\`` };
       }
     }
-    case 'wasm':
-      return { name, available: true, detail: 'WebAssembly with SIMD (XNNPACK), one thread; 2-D matmuls routed to its fast path' };
+    case 'wasm': {
+      const n = wasmThreads ?? wasmThreadsWanted(hint.work);
+      const many = wasmThreadsWanted();
+      const threads = wasmThreads === undefined && hint.work === undefined && many > 1 ? `${many} threads (1 for small models)` : `${n} thread${n === 1 ? '' : 's'}`;
+      return { name, available: true, detail: `WebAssembly with SIMD (XNNPACK), ${threads}; 2-D matmuls routed to its fast path` };
+    }
     case 'cpu':
       return { name, available: true, detail: 'pure JavaScript; correct but slow, a last resort' };
   }
@@ -73,18 +84,30 @@ export async function probeBackends(): Promise<BackendProbe[]> {
   return out;
 }
 
-async function activate(name: ConcreteBackend): Promise<boolean> {
+/** Threads the wasm backend started with (it starts once per process); undefined before. */
+let wasmThreads: number | undefined;
+
+async function activateWasm(hint: WorkloadHint): Promise<boolean> {
+  if (wasmThreads !== undefined) return tf.setBackend('wasm');
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  // The .wasm binaries ship inside the npm package; point the loader at them (no CDN).
+  wasm.setWasmPaths(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep);
+  registerWasmExtras();
+  const wanted = wasmThreadsWanted(hint.work);
+  const ok = wanted > 1 ? await startThreadedWasm(wanted, wasm.setThreadsCount, () => tf.setBackend('wasm')) : await tf.setBackend('wasm');
+  if (ok) wasmThreads = wasm.getThreadsCount();
+  return ok;
+}
+
+async function activate(name: ConcreteBackend, hint: WorkloadHint): Promise<boolean> {
   if (name === 'wasm') {
-    const wasm = await import('@tensorflow/tfjs-backend-wasm');
-    // The .wasm binaries ship inside the npm package; point the loader at them (no CDN).
-    wasm.setWasmPaths(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep);
-    registerWasmExtras();
+    return activateWasm(hint);
   } else if (name === 'cpu') {
     await import('@tensorflow/tfjs-backend-cpu');
   } else if (name === 'webgpu') {
     return activateWebgpu();
   }
-  const tfName = name === 'wasm' ? 'wasm' : name === 'cpu' ? 'cpu' : 'tensorflow';
+  const tfName = name === 'cpu' ? 'cpu' : 'tensorflow';
   return tf.setBackend(tfName);
 }
 
@@ -95,20 +118,21 @@ export interface ActiveBackend {
 }
 
 /** Activates a backend; `auto` takes the first available in order of speed. Throws PIPE9020. */
-export async function initBackend(choice: BackendChoice): Promise<ActiveBackend> {
+export async function initBackend(choice: BackendChoice, hint: WorkloadHint = {}): Promise<ActiveBackend> {
   if (choice !== 'auto') {
-    const p = await probe(choice);
-    if (!p.available || !(await activate(choice))) {
+    const p = await probe(choice, hint);
+    if (!p.available || !(await activate(choice, hint))) {
       const hint = choice === 'webgpu' ? 'run `pipec backends`; `--backend auto` falls back to tensorflow or wasm' : 'run `pipec backends` to see what loads here';
       throw runtimeError(M.BackendUnavailable, [choice, p.available ? `${p.detail}, but it failed to start` : p.detail], undefined, hint);
     }
-    return { name: choice, note: `backend ${choice} (${p.detail})` };
+    // wasm's detail names the threads it actually started with
+    return { name: choice, note: `backend ${choice} (${choice === 'wasm' ? (await probe('wasm', hint)).detail : p.detail})` };
   }
   const skipped: string[] = [];
   for (const name of ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm'] as const) {
-    const p = await probe(name);
-    if (p.available && !p.software && (await activate(name))) {
-      return { name, note: `backend ${name} chosen by auto (${p.detail})${skipped.length ? `; skipped ${skipped.join(', ')}` : ''}` };
+    const p = await probe(name, hint);
+    if (p.available && !p.software && (await activate(name, hint))) {
+      return { name, note: `backend ${name} chosen by auto (${name === 'wasm' ? (await probe('wasm', hint)).detail : p.detail})${skipped.length ? `; skipped ${skipped.join(', ')}` : ''}` };
     }
     skipped.push(p.software ? `${name} (software adapter; --backend webgpu uses it)` : name);
   }

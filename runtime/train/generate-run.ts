@@ -48,7 +48,9 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
   const graph = JSON.parse(fs.readFileSync(graphFile, 'utf8')) as Graph;
   const ckpt = latestCheckpoint(runDir);
   if (!ckpt || !readTrainerState(ckpt).final) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no final checkpoint; finish the run first (`pipec run --resume`)'], { file: runDir });
-  const backend = await initBackend(o.backend);
+  // One sequence, one token a step once the prompt is in: the wasm backend's thread count follows that size
+  const last = graph.stages[graph.stages.length - 1]!;
+  const backend = await initBackend(o.backend, { work: last.memory.total_params * last.max_length });
   o.log(backend.note);
   const model = graph.models.find((m) => m.name === graph.stages[graph.stages.length - 1]!.model)!;
   const params = new ParamStore(paramSpecs(model.components), 0);

@@ -81,7 +81,9 @@ export function microBatch(samples: readonly Sample[], stage: StagePlan, microPe
 export async function runProgram(o: RunOptions): Promise<RunSummary> {
   const t0 = performance.now();
   const out = o.out ?? new Progress(process.stderr);
-  const backend: ActiveBackend = await initBackend(o.backend);
+  // The size of the largest stage's micro-batch, for the wasm backend's thread count (wasm-threads.ts)
+  const work = Math.max(0, ...o.graph.stages.map((s) => s.memory.total_params * s.batch * s.max_length));
+  const backend: ActiveBackend = await initBackend(o.backend, { work });
   out.line(backend.note);
   const g = o.graph;
   const hash = graphHash(g);
