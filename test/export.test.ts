@@ -1,12 +1,14 @@
 // `pipec export --target torch` and `pipec prepare` (docs/export.md): the generated program is
 // deterministic (golden files), every shipped pipeline exports, the shards hold pipec's own
 // micro-batches in pipec's order, and, where /usr/bin/python3 has torch, the exported trainer
-// reproduces pipec's per-step losses (wasm, fp32) and its checkpoints load back into pipec with the same
-// logits. Refresh the golden files with UPDATE_GOLDEN=1.
+// reproduces pipec's per-step losses (wasm, fp32), also data-parallel under the real torchrun (2 gloo
+// processes; the generated launch.sh trains the quickstart's two stages), and its checkpoints load back into
+// pipec with the same logits. Refresh the golden files with UPDATE_GOLDEN=1.
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -15,6 +17,7 @@ import { compile } from '../compiler/service/service.js';
 import { initBackend } from '../runtime/backend/backends.js';
 import { collate } from '../runtime/data/batch.js';
 import { imageShapeOf, prepareDataset } from '../runtime/data/datasets.js';
+import { deepspeedConfig } from '../runtime/export/launch.js';
 import { prepareStages, runTokenizer } from '../runtime/export/prepare.js';
 import { exportTorch } from '../runtime/export/torch.js';
 import { ModelRunner } from '../runtime/model.js';
@@ -58,6 +61,34 @@ function python(args: string[], cwd?: string): string {
   assert.equal(r.status, 0, `python3 ${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
 }
+
+/** A TCP port nobody listens on now (for torchrun's rendezvous). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Debian's torch 1.13 torchrun under Python 3.11 crashes in to_map without these (docs/export.md). */
+const TORCHRUN_FIX = ['--redirects', '1', '--tee', '1'];
+
+/** Runs `torchrun --nproc_per_node N` (PY -m torch.distributed.run, gloo on CPU) in `cwd`, its logs under cwd/torchrun-logs; returns its output. */
+async function torchrun(nproc: number, script: string, args: string[], cwd: string): Promise<string> {
+  const port = await freePort();
+  const r = spawnSync(PY, ['-m', 'torch.distributed.run', '--nproc_per_node', String(nproc), ...TORCHRUN_FIX, '--log_dir', path.join(cwd, 'torchrun-logs'), '--master_addr', '127.0.0.1', '--master_port', String(port), script, ...args],
+    { encoding: 'utf8', cwd, maxBuffer: 64 * 1024 * 1024 });
+  const output = `${r.stdout}\n${r.stderr}`;
+  assert.equal(r.status, 0, `torchrun --nproc_per_node ${nproc} ${script} ${args.join(' ')} failed:\n${output.slice(-4000)}`);
+  return output;
+}
+
+/** Mean of the losses of `rows`. */
+const meanLoss = (rows: { loss: number }[]) => rows.reduce((a, m) => a + m.loss, 0) / rows.length;
 
 /** Relative difference of two losses. */
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), 1e-12);
@@ -158,25 +189,41 @@ describe('export: CLI', function () {
 });
 
 describe('export: launch configurations', function () {
-  it('tanuki-8x8b-vision: DeepSpeed JSON per stage (ZeRO-3, bf16, batch sizes, no optimizer/scheduler), accelerate and torchrun', () => {
+  it('tanuki-8x8b-vision: 2 nodes x 8 GPUs, each stage\'s DeepSpeed JSON field by field (ZeRO-3, bf16, batch sizes, MoE leaf modules, no optimizer/scheduler), accelerate and torchrun', () => {
     const g = graphOf('pipelines/tanuki-8x8b-vision.pipe');
     const files = exportTorch(g, { customAsBase: true });
+    const model = g.models[0]!;
+    const lm = model.components.find((c) => c.name === 'lm')!;
+    assert.equal(lm.custom?.base, 'mixtral', 'the custom LM is a Mixtral underneath');
+    // what the program declares (pipelines/tanuki-8x8b-vision.pipe): batch / accumulate per stage, 2 x 8 GPUs, zero3, bf16
+    const declared: Record<string, { batch: number; accumulate: number; global: number }> = { align: { batch: 16, accumulate: 1, global: 256 }, finetune: { batch: 2, accumulate: 4, global: 128 } };
+    assert.deepEqual(g.stages.map((s) => s.name), Object.keys(declared));
     for (const s of g.stages) {
-      const ds = JSON.parse(files.get(`launch/${s.name}.deepspeed.json`)!);
+      assert.deepEqual([s.devices.nodes, s.devices.per_node, s.devices.kind, s.sharding, s.precision, s.clip_grad], [2, 8, 'gpu', 'zero3', 'bf16', 1], `stage ${s.name}'s plan (clipping: the default, 1)`);
+      assert.deepEqual([s.batch, s.accumulate, s.global_batch], [declared[s.name]!.batch, declared[s.name]!.accumulate, declared[s.name]!.global], `stage ${s.name}'s batch, accumulate and global batch`);
       const world = s.devices.nodes * s.devices.per_node;
-      assert.equal(world, 16);
+      const ds = JSON.parse(files.get(`launch/${s.name}.deepspeed.json`)!);
+      // every field, so that an added, dropped or changed one fails
+      assert.deepEqual(Object.keys(ds).sort(), ['bf16', 'fp16', 'gradient_accumulation_steps', 'gradient_clipping', 'steps_per_print', 'train_batch_size', 'train_micro_batch_size_per_gpu', 'wall_clock_breakdown', 'zero_optimization']);
+      assert.ok(!('optimizer' in ds) && !('scheduler' in ds), 'the trainer brings its own optimizer and schedule');
       assert.equal(ds.train_batch_size, s.global_batch);
       assert.equal(ds.train_micro_batch_size_per_gpu, s.batch);
       assert.equal(ds.gradient_accumulation_steps, s.accumulate);
-      assert.equal(ds.train_micro_batch_size_per_gpu * ds.gradient_accumulation_steps * world, ds.train_batch_size);
+      assert.equal(ds.train_micro_batch_size_per_gpu * ds.gradient_accumulation_steps * world, ds.train_batch_size, 'per-device batch x accumulation x 16 devices = global batch');
       assert.equal(ds.gradient_clipping, s.clip_grad);
       assert.deepEqual(ds.bf16, { enabled: true });
       assert.deepEqual(ds.fp16, { enabled: false });
-      assert.equal(ds.zero_optimization.stage, 3);
-      assert.equal(ds.zero_optimization.stage3_gather_16bit_weights_on_model_save, true);
-      assert.ok(!('optimizer' in ds) && !('scheduler' in ds), 'the trainer brings its own optimizer and schedule');
+      assert.equal(ds.steps_per_print, 10);
+      assert.equal(ds.wall_clock_breakdown, false);
+      assert.deepEqual(ds.zero_optimization, {
+        stage: 3, overlap_comm: true, contiguous_gradients: true, reduce_bucket_size: 5e8,
+        stage3_prefetch_bucket_size: 5e8, stage3_param_persistence_threshold: 1e6, stage3_gather_16bit_weights_on_model_save: true,
+        // DeepSpeed's DeepSpeedZeroLeafModuleConfig: every layer's MoE block is gathered whole
+        leaf_module: { classes: ['MixtralSparseMoeBlock'], name_suffixes: ['block_sparse_moe'] },
+      });
       const manifest = JSON.parse(files.get(`launch/${s.name}.launch.json`)!);
-      assert.deepEqual(manifest.zero3_leaf_modules, [{ component: 'lm', modules: 'model.layers.{i}.block_sparse_moe', repeat: { i: Number(g.models[0]!.components.find((c) => c.name === 'lm')!.attrs['layers']) } }]);
+      assert.deepEqual(manifest.zero3_leaf_modules, [{ component: 'lm', modules: 'model.layers.{i}.block_sparse_moe', repeat: { i: Number(lm.attrs['layers']) } }]);
+      assert.deepEqual([manifest.world_size, manifest.batch_per_device, manifest.accumulate, manifest.global_batch, manifest.zero_stage], [16, s.batch, s.accumulate, s.global_batch, 3]);
       const acc = files.get(`launch/${s.name}.accelerate.yaml`)!;
       assert.match(acc, /distributed_type: DEEPSPEED/);
       assert.match(acc, new RegExp(`deepspeed_config_file: launch/${s.name}\\.deepspeed\\.json`));
@@ -184,8 +231,32 @@ describe('export: launch configurations', function () {
       assert.match(acc, /mixed_precision: bf16/);
     }
     const sh = files.get('launch/launch.sh')!;
-    assert.match(sh, /torchrun --nnodes 2 --nproc_per_node 8 .*\n  train\.py --data data --out run --until align\n/);
+    assert.match(sh, /torchrun \$\{TORCHRUN_ARGS:-\} --nnodes 2 --nproc_per_node 8 .*\n  train\.py --data data --out run --until align\n/);
     assert.match(sh, /train\.py --data data --out run --resume --until finetune\n/);
+    assert.match(sh, /TORCHRUN_ARGS="--redirects 1 --tee 1"/, 'launch.sh says what Debian\'s torch 1.13 needs');
+  });
+
+  it('adds MoE leaf modules only at ZeRO-3 and only for a model with a Mixtral component', () => {
+    const tanuki = graphOf('pipelines/tanuki-8x8b-vision.pipe');
+    const align = tanuki.stages[0]!;
+    for (const sharding of ['none', 'ddp', 'zero1', 'zero2'] as const) {
+      const zero = deepspeedConfig({ ...align, sharding }, tanuki.models[0]!)['zero_optimization'] as Record<string, unknown>;
+      assert.ok(!('leaf_module' in zero), `${sharding}: no leaf_module`);
+    }
+    assert.ok('leaf_module' in (deepspeedConfig(align, tanuki.models[0]!)['zero_optimization'] as object));
+    // llava-1.5-7b: a llama LM; its finetune stage is ZeRO-3, its pretrain ZeRO-2
+    const llava = graphOf('pipelines/llava-1.5-7b.pipe');
+    const files = exportTorch(llava);
+    assert.deepEqual(llava.stages.map((s) => s.sharding), ['zero2', 'zero3']);
+    for (const s of llava.stages) {
+      const ds = JSON.parse(files.get(`launch/${s.name}.deepspeed.json`)!);
+      assert.equal(ds.zero_optimization.stage, s.sharding === 'zero3' ? 3 : 2);
+      assert.ok(!('leaf_module' in ds.zero_optimization), `llava ${s.name}: no MoE, no leaf_module`);
+      assert.deepEqual(JSON.parse(files.get(`launch/${s.name}.launch.json`)!).zero3_leaf_modules, []);
+    }
+    // tiny-moe: Mixtral on one CPU, no sharding
+    const moe = exportTorch(graphOf('test/export/tiny-moe.pipe'));
+    assert.ok(!('leaf_module' in JSON.parse(moe.get('launch/joint.deepspeed.json')!).zero_optimization));
   });
 
   it('refuses a stage whose batch x accumulate x world size is not its global batch', () => {
@@ -336,26 +407,75 @@ describe('export: the exported trainer reproduces pipec (python3 + torch)', func
     for (let i = 0; i < 32; i++) assert.ok(rel(a[i]!.loss, b[i]!.loss) < 1e-6, `step ${i + 1}: ${a[i]!.loss} vs ${b[i]!.loss}`);
   });
 
-  it('data parallel: 2 processes (gloo) x accumulate 1 give the losses of pipec with accumulate 2', async () => {
+  it('data parallel under torchrun: 2 processes (gloo) x accumulate 1 give the losses of pipec with accumulate 2', async () => {
     const g = graphOf('test/runtime/tiny.pipe');
     const work = tmpDir('ddp');
     await runProgram({ graph: graphOf('test/runtime/tiny.pipe', ['stage.align.accumulate=2', 'stage.finetune.accumulate=2']), baseDir: repo('test/runtime'), runDir: path.join(work, 'pipec'), backend: 'wasm', out: quiet, evaluate: false });
     const data = path.join(work, 'data');
     prepareStages({ graph: g, baseDir: repo('test/runtime'), outDir: data, worldSize: 2 });
     writeExport(g, path.join(work, 'torch'));
-    // what torchrun sets for each process (torch 1.13's torchrun under Python 3.11 needs --redirects 1, see docs/export.md)
-    const port = String(29500 + (process.pid % 1000));
-    const procs = [0, 1].map((rank) => new Promise<number>((resolve) => {
-      const p = spawn(PY, [path.join(work, 'torch', 'train.py'), '--data', data, '--out', path.join(work, 'ddp')], {
-        env: { ...process.env, WORLD_SIZE: '2', RANK: String(rank), LOCAL_RANK: String(rank), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port },
-        stdio: ['ignore', 'ignore', 'inherit'],
-      });
-      p.on('exit', (code) => resolve(code ?? -1));
-    }));
-    assert.deepEqual(await Promise.all(procs), [0, 0]);
+    const log = await torchrun(2, path.join(work, 'torch', 'train.py'), ['--data', data, '--out', path.join(work, 'ddp')], work);
+    assert.match(log, /stage align: .*16 samples \(batch 8 x accumulate 1 x 2 process\(es\)\)/, 'train.py saw WORLD_SIZE 2 from torchrun');
     const a = readMetrics(path.join(work, 'pipec')), b = readMetrics(path.join(work, 'ddp'));
-    compareLosses('data parallel (2 processes)', a, b, 32);
+    compareLosses('data parallel (torchrun, 2 processes)', a, b, 32);
     assert.deepEqual(b.map((m) => m.tokens), a.map((m) => m.tokens));
+  });
+
+  it('quickstart under torchrun --nproc_per_node 2 via the generated launch.sh: both stages train, the loss falls, the DDP checkpoint loads into pipec', async () => {
+    // Two processes per stage (devices: 2 x cpu, so global batch = 16 per process x 2), half an epoch each to keep it short.
+    const sets = ['stage.pretrain.devices.count=2', 'stage.instruct.devices.count=2', 'stage.pretrain.epochs=0.5', 'stage.instruct.epochs=0.5'];
+    const g = graphOf('pipelines/quickstart.pipe', sets);
+    for (const s of g.stages) assert.deepEqual([s.devices.nodes * s.devices.per_node, s.global_batch], [2, s.batch * s.accumulate * 2], `stage ${s.name}: 2 processes, global batch = batch x accumulate x 2`);
+    const work = tmpDir('quickstart-ddp');
+    const out = writeExport(g, path.join(work, 'export'));
+    const prepared = prepareStages({ graph: g, baseDir: repo('pipelines'), outDir: path.join(out, 'data'), worldSize: 2 });
+    // launch.sh calls `torchrun`: make it this interpreter's (PIPEC_TEST_PYTHON), with the flags Debian's 1.13 needs
+    const bin = path.join(work, 'bin');
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, 'torchrun'), `#!/bin/sh\nexec '${PY}' -m torch.distributed.run "$@"\n`, { mode: 0o755 });
+    const r = spawnSync('bash', [path.join(out, 'launch', 'launch.sh')], {
+      encoding: 'utf8', maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, PATH: `${bin}${path.delimiter}${process.env.PATH ?? ''}`, TORCHRUN_ARGS: [...TORCHRUN_FIX, '--log_dir', path.join(work, 'torchrun-logs')].join(' '), MASTER_PORT: String(await freePort()) },
+    });
+    const log = `${r.stdout}\n${r.stderr}`;
+    assert.equal(r.status, 0, `launch.sh failed:\n${log.slice(-4000)}`);
+    // both ranks ran (torchrun --tee prefixes each process's lines), and each stage ran with 2 processes
+    assert.match(log, /\[default0\]:resuming from/);
+    assert.match(log, /\[default1\]:resuming from/);
+    for (const s of g.stages) assert.match(log, new RegExp(`stage ${s.name}: .* of ${s.batch * 2} samples \\(batch ${s.batch} x accumulate 1 x 2 process\\(es\\)\\)`));
+    const metrics = readMetrics(path.join(out, 'run'));
+    for (const p of prepared) {
+      const rows = metrics.filter((m) => m.stage === p.stage);
+      assert.deepEqual(rows.map((m) => m.step), Array.from({ length: p.steps }, (_, i) => i + 1), `stage ${p.stage}: every step once`);
+      assert.ok(p.steps >= 20, `stage ${p.stage}: ${p.steps} steps`);
+      const first = meanLoss(rows.slice(0, 5)), last = meanLoss(rows.slice(-5));
+      console.log(`      quickstart ${p.stage} under torchrun (2 processes, ${p.steps} steps): mean loss of the first 5 steps ${first.toFixed(3)}, of the last 5 ${last.toFixed(3)}`);
+      assert.ok(last < 0.8 * first, `stage ${p.stage}: the loss did not fall (first 5 steps ${first}, last 5 ${last})`);
+    }
+    // the final checkpoint, written by process 0 under DDP, is pipec's layout and loads into pipec with the exported program's logits
+    const [pre, ins] = prepared.map((p, i) => `${String(i).padStart(2, '0')}-${p.stage}-step${String(p.steps).padStart(6, '0')}`);
+    const ckpt = path.join(out, 'run', 'checkpoints', ins!);
+    const st = JSON.parse(fs.readFileSync(path.join(ckpt, 'trainer_state.json'), 'utf8'));
+    assert.deepEqual([st.graph_hash, st.stage, st.step, st.final, st.stage_checkpoints], [graphHash(g), 'instruct', prepared[1]!.steps, true, { pretrain: pre, instruct: ins }]);
+    const logits = path.join(work, 'logits.bin');
+    python([path.join(out, 'train.py'), '--data', path.join(out, 'data'), '--eval-logits', logits, '--checkpoint', ckpt, '--stage', 'instruct', '--micro', '5']);
+    const mine = pipecLogits(g, 'instruct', ckpt, 5);
+    const d = maxRelDiff(mine.data, readF32(logits));
+    console.log(`      logits of the DDP-trained checkpoint, pipec vs torch: max difference ${d.toExponential(2)} of the largest logit`);
+    assert.ok(d < 1e-4, `logits differ by ${d}`);
+  });
+
+  it('the DeepSpeed leaf_module suffix names every MoE block of an exported model, and nothing else', () => {
+    const tanuki = exportTorch(graphOf('pipelines/tanuki-8x8b-vision.pipe'), { customAsBase: true });
+    const leaf = JSON.parse(tanuki.get('launch/align.deepspeed.json')!).zero_optimization.leaf_module as { name_suffixes: string[] };
+    const g = graphOf('test/export/tiny-moe.pipe');
+    const dir = writeExport(g, tmpDir('leaf'));
+    const names = JSON.parse(python(['-c', 'import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom model import MODELS\nprint(json.dumps([n for n, _ in list(MODELS.values())[0]().named_modules()]))', dir])) as string[];
+    // DeepSpeed's set_z3_leaf_modules_by_suffix: every named_modules() name that ends with a suffix
+    const matched = names.filter((n) => leaf.name_suffixes.some((x) => n.endsWith(x)));
+    const layers = Number(g.models[0]!.components.find((c) => c.name === 'lm')!.attrs['layers']);
+    assert.deepEqual(matched, Array.from({ length: layers }, (_, i) => `components.lm.model.layers.${i}.block_sparse_moe`));
+    assert.ok(names.includes('components.lm.model.layers.0.block_sparse_moe.experts.0.w1'), 'the experts are inside the leaf');
   });
 
   it('pipelines/quickstart.pipe: the first 20 steps match pipec to 1e-4', async () => {

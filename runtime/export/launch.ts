@@ -1,12 +1,14 @@
 // Launch configurations for the exported PyTorch program, one set per stage (docs/export.md):
 //   launch/<stage>.deepspeed.json    DeepSpeed config: ZeRO stage from the stage's `sharding`, batch sizes,
-//                                    clipping, precision; no optimizer or scheduler block (the trainer's own)
+//                                    clipping, precision, and at ZeRO-3 the MoE blocks as leaf modules
+//                                    (zero_optimization.leaf_module); no optimizer or scheduler block (the trainer's own)
 //   launch/<stage>.accelerate.yaml   an accelerate config (DEEPSPEED, FSDP, MULTI_GPU or NO)
-//   launch/launch.sh                 the torchrun commands, stage by stage (--until / --resume)
+//   launch/launch.sh                 the torchrun commands, stage by stage (--until / --resume); extra torchrun
+//                                    flags from $TORCHRUN_ARGS
 //   launch/<stage>.launch.json       what the files above were derived from, incl. MoE blocks that a
 //                                    ZeRO-3 trainer should register as leaf modules
 // Every stage must satisfy batch (per device) x accumulate x world size = global batch.
-import type { Graph, StagePlan } from '../../compiler/ir/graph.js';
+import type { Graph, ModelDef, StagePlan } from '../../compiler/ir/graph.js';
 import { ExportError } from './export-error.js';
 
 const ZERO_STAGE: Record<StagePlan['sharding'], number> = { none: 0, ddp: 0, zero1: 1, zero2: 2, zero3: 3, fsdp: 3 };
@@ -21,12 +23,28 @@ export function checkGlobalBatch(s: StagePlan): void {
     throw new ExportError(`stage ${s.name}: batch ${s.batch} x accumulate ${s.accumulate} x world size ${w} = ${s.batch * s.accumulate * w}, but the stage's global batch is ${s.global_batch}`);
 }
 
-export function deepspeedConfig(s: StagePlan): Record<string, unknown> {
+/** The model's Mixtral components (a custom component counts by its base). */
+function moeComponents(model: ModelDef | undefined): ModelDef['components'] {
+  return (model?.components ?? []).filter((c) => (c.custom?.base ?? c.op) === 'mixtral');
+}
+
+/** The module name of every layer's MoE block, in Hugging Face's Mixtral and in the exported model.py (whose
+ *  named_modules() are `components.<component>.model.layers.<i>.block_sparse_moe`). */
+export const MOE_BLOCK_SUFFIX = 'block_sparse_moe';
+/** transformers' class of that block (DeepSpeed matches a class by its __name__ or its qualified name). */
+export const MOE_BLOCK_CLASS = 'MixtralSparseMoeBlock';
+
+/** DeepSpeed's config for a stage. `model` (the stage's model) adds, at ZeRO-3, its MoE blocks as leaf modules. */
+export function deepspeedConfig(s: StagePlan, model?: ModelDef): Record<string, unknown> {
   checkGlobalBatch(s);
   const stage = ZERO_STAGE[s.sharding];
   const zero: Record<string, unknown> = { stage };
   if (stage >= 1) Object.assign(zero, { overlap_comm: true, contiguous_gradients: true, reduce_bucket_size: 5e8 });
   if (stage === 3) Object.assign(zero, { stage3_prefetch_bucket_size: 5e8, stage3_param_persistence_threshold: 1e6, stage3_gather_16bit_weights_on_model_save: true });
+  // ZeRO-3 hooks every sub-module to gather its parameters in the order modules ran before; an MoE block runs
+  // a different subset of experts each step, so it is gathered whole as a leaf (DeepSpeedZeroLeafModuleConfig,
+  // applied by deepspeed.initialize; needs a DeepSpeed with zero_optimization.leaf_module, see docs/export.md).
+  if (stage === 3 && moeComponents(model).length) zero['leaf_module'] = { classes: [MOE_BLOCK_CLASS], name_suffixes: [MOE_BLOCK_SUFFIX] };
   return {
     train_batch_size: s.global_batch,
     train_micro_batch_size_per_gpu: s.batch,
@@ -82,7 +100,10 @@ export function launchFiles(g: Graph): Map<string, string> {
     '# train.py runs data-parallel: each process holds the whole model and gradients are all-reduced (DDP',
     '# semantics). The DeepSpeed / accelerate files beside this describe the declared ZeRO / FSDP sharding for',
     '# launchers that apply it; train.py itself does not shard parameters or optimizer state.',
-    '# Multi-node: set NODE_RANK and MASTER_ADDR on every node. Prepare each stage\'s data for its world size first:',
+    '# Multi-node: set NODE_RANK and MASTER_ADDR on every node. TORCHRUN_ARGS (split on spaces) adds flags to every',
+    '# torchrun command. Debian\'s torch 1.13 under Python 3.11 needs TORCHRUN_ARGS="--redirects 1 --tee 1" (without',
+    '# them its torchrun fails in to_map: AttributeError: \'NoneType\' object has no attribute \'get\').',
+    '# Prepare each stage\'s data for its world size first:',
     ...g.stages.map((s) => `#   pipec prepare ${g.source} --stage ${s.name} --world-size ${worldSize(s)} -o data/${s.name}`),
     'set -euo pipefail',
     'cd "$(dirname "$0")/.."',
@@ -91,10 +112,10 @@ export function launchFiles(g: Graph): Map<string, string> {
   g.stages.forEach((s, i) => {
     checkGlobalBatch(s);
     const w = worldSize(s);
-    files.set(`launch/${s.name}.deepspeed.json`, JSON.stringify(deepspeedConfig(s), null, 2) + '\n');
-    files.set(`launch/${s.name}.accelerate.yaml`, accelerateConfig(s));
     const model = g.models.find((m) => m.name === s.model)!;
-    const moe = model.components.filter((c) => (c.custom?.base ?? c.op) === 'mixtral').map((c) => ({ component: c.name, modules: 'model.layers.{i}.block_sparse_moe', repeat: { i: Number(c.attrs['layers']) } }));
+    files.set(`launch/${s.name}.deepspeed.json`, JSON.stringify(deepspeedConfig(s, model), null, 2) + '\n');
+    files.set(`launch/${s.name}.accelerate.yaml`, accelerateConfig(s));
+    const moe = moeComponents(model).map((c) => ({ component: c.name, modules: `model.layers.{i}.${MOE_BLOCK_SUFFIX}`, repeat: { i: Number(c.attrs['layers']) } }));
     files.set(`launch/${s.name}.launch.json`, JSON.stringify({
       stage: s.name, world_size: w, nodes: s.devices.nodes, per_node: s.devices.per_node, device: s.devices.kind,
       batch_per_device: s.batch, accumulate: s.accumulate, global_batch: s.global_batch, sharding: s.sharding, zero_stage: ZERO_STAGE[s.sharding],
@@ -103,7 +124,7 @@ export function launchFiles(g: Graph): Map<string, string> {
     sh.push(
       '',
       `# stage ${s.name}: ${s.devices.nodes} x ${s.devices.per_node} ${s.devices.kind}, sharding ${s.sharding}; global batch ${s.global_batch} = ${s.batch} per device x accumulate ${s.accumulate} x ${w} processes`,
-      `torchrun --nnodes ${s.devices.nodes} --nproc_per_node ${s.devices.per_node} --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \\`,
+      `torchrun \${TORCHRUN_ARGS:-} --nnodes ${s.devices.nodes} --nproc_per_node ${s.devices.per_node} --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \\`,
       `  train.py --data data --out run${i > 0 ? ' --resume' : ''} --until ${s.name}`,
     );
   });

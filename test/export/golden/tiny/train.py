@@ -175,7 +175,7 @@ class Shards:
             raise SystemExit("%s was prepared from graph %s, this program is graph %s" % (folder, self.index["graph_hash"], GRAPH_HASH))
         if self.index["stage"] != stage:
             raise SystemExit("%s holds stage %s, not %s" % (folder, self.index["stage"], stage))
-        if self.index.get("world_size", 1) != world:
+        if world is not None and self.index.get("world_size", 1) != world:
             raise SystemExit("%s was prepared for %d process(es), this run has %d: pipec prepare ... --world-size %d" % (folder, self.index.get("world_size", 1), world, world))
         self.blobs = {}
         for s in self.index["shards"]:
@@ -552,7 +552,7 @@ def eval_logits(args):
     model = MODELS[stage["model"]]()
     for cname in model.components:
         model.load_component(cname, os.path.join(args.checkpoint, cname))
-    data = Shards(os.path.join(args.data, stage["name"]), stage["name"], verify=not args.no_verify)
+    data = Shards(os.path.join(args.data, stage["name"]), stage["name"], verify=not args.no_verify, world=None)  # any world size: micro-batch k is pipec's k
     out = model(**data.micro(args.micro, torch.device("cpu")))
     with open(args.eval_logits, "wb") as f:
         f.write(tensor_bytes(out["logits"]))

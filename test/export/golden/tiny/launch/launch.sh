@@ -3,7 +3,10 @@
 # train.py runs data-parallel: each process holds the whole model and gradients are all-reduced (DDP
 # semantics). The DeepSpeed / accelerate files beside this describe the declared ZeRO / FSDP sharding for
 # launchers that apply it; train.py itself does not shard parameters or optimizer state.
-# Multi-node: set NODE_RANK and MASTER_ADDR on every node. Prepare each stage's data for its world size first:
+# Multi-node: set NODE_RANK and MASTER_ADDR on every node. TORCHRUN_ARGS (split on spaces) adds flags to every
+# torchrun command. Debian's torch 1.13 under Python 3.11 needs TORCHRUN_ARGS="--redirects 1 --tee 1" (without
+# them its torchrun fails in to_map: AttributeError: 'NoneType' object has no attribute 'get').
+# Prepare each stage's data for its world size first:
 #   pipec prepare test/runtime/tiny.pipe --stage align --world-size 1 -o data/align
 #   pipec prepare test/runtime/tiny.pipe --stage finetune --world-size 1 -o data/finetune
 set -euo pipefail
@@ -11,9 +14,9 @@ cd "$(dirname "$0")/.."
 : "${NODE_RANK:=0}" "${MASTER_ADDR:=127.0.0.1}" "${MASTER_PORT:=29500}"
 
 # stage align: 1 x 1 cpu, sharding none; global batch 8 = 8 per device x accumulate 1 x 1 processes
-torchrun --nnodes 1 --nproc_per_node 1 --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+torchrun ${TORCHRUN_ARGS:-} --nnodes 1 --nproc_per_node 1 --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
   train.py --data data --out run --until align
 
 # stage finetune: 1 x 1 cpu, sharding none; global batch 8 = 8 per device x accumulate 1 x 1 processes
-torchrun --nnodes 1 --nproc_per_node 1 --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+torchrun ${TORCHRUN_ARGS:-} --nnodes 1 --nproc_per_node 1 --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
   train.py --data data --out run --resume --until finetune

@@ -1,0 +1,169 @@
+// npm run bench:export -- the same training steps in pipec's runtime and in the exported PyTorch program, in
+// one run: pipelines/quickstart.pipe is exported (`pipec export --target torch`), its first stage prepared
+// (`pipec prepare --stage pretrain --init`: pipec's micro-batches and pipec's initial weights), then the first
+// N steps run with `pipec run --stop-after N` on each backend (wasm, and tensorflow when it loads here) and with
+// the exported train.py (one process, fp32, CPU, `--init` from the prepared weights). Each side's per-step time
+// comes from its own metrics.jsonl (differences of consecutive `elapsed_s`; median after 2 warm-up steps) and
+// its tokens from the `tokens` field; the largest relative loss difference over the common steps is the
+// sanity check that both computed the same thing. Each side runs in its own process, one after another.
+//   node dist/bench/export.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BACKEND_NAMES, probeBackends, type BackendProbe, type ConcreteBackend } from '../runtime/backend/backends.js';
+import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
+import { repo } from '../test/paths.js';
+
+const PROGRAM = 'pipelines/quickstart.pipe';
+const STAGE = 'pretrain';
+const WARMUP = 2;
+
+const args = process.argv.slice(2);
+if (args[0] === '--probe-backends') {
+  // In a child, so that libtensorflow (and its start-up log) is not loaded into the benchmark's own process
+  console.log(JSON.stringify(await probeBackends()));
+  process.exit(0);
+}
+function option(name: string): string[] {
+  const out: string[] = [];
+  args.forEach((a, i) => {
+    if (a === name && i + 1 < args.length) out.push(args[i + 1]!);
+    else if (a.startsWith(`${name}=`)) out.push(a.slice(name.length + 1));
+  });
+  return out;
+}
+class BenchError extends Error {}
+function fail(msg: string): never {
+  throw new BenchError(msg);
+}
+
+function usage(msg: string): never {
+  console.error(`bench:export: ${msg}\nusage: node dist/bench/export.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]`);
+  process.exit(2);
+}
+
+const STEPS = Number(option('--steps').pop() ?? 30);
+if (!Number.isInteger(STEPS) || STEPS < WARMUP + 3) usage(`--steps must be an integer of at least ${WARMUP + 3} (2 warm-up steps, then the timed ones), got ${option('--steps').pop()}`);
+const PY = option('--python').pop() ?? process.env.PIPEC_PYTHON ?? '/usr/bin/python3'; // Debian's python3-torch lives here
+const KEEP = args.includes('--keep');
+const asked = option('--backend').flatMap((b) => b.split(',')).filter(Boolean);
+for (const b of asked) if (!(BACKEND_NAMES as readonly string[]).includes(b) || b === 'auto') usage(`--backend must name one of ${BACKEND_NAMES.filter((n) => n !== 'auto').join(', ')}, got ${b}`);
+
+interface Side {
+  label: string;
+  runDir: string;
+  /** Wall time of the whole process, start-up included. */
+  wallS: number;
+  note: string;
+  rows: StepMetrics[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** Runs a command to completion; exits the benchmark with its output when it fails. */
+function run(cmd: string, argv: string[], cwd: string, what: string): { out: string; seconds: number } {
+  const t0 = performance.now();
+  const r = spawnSync(cmd, argv, { cwd, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1' } });
+  const seconds = (performance.now() - t0) / 1000;
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  if (r.status !== 0) fail(`${what} failed (exit ${r.status ?? r.signal}):\n${out.trim().split('\n').slice(-20).join('\n')}`);
+  return { out, seconds };
+}
+
+/**
+ * Per-step time and throughput of one side: the median difference of consecutive `elapsed_s` over the steps
+ * after the warm-up, and the mean `tokens` of those steps over it. Without per-step timing: the wall time of
+ * the whole process (start-up included), which the output says.
+ */
+function throughput(s: Side): { ms: number; tokensPerSec: number; how: string } {
+  const timed = s.rows.slice(WARMUP);
+  const tokens = timed.reduce((a, m) => a + m.tokens, 0) / timed.length;
+  if (s.rows.every((m) => typeof m.elapsed_s === 'number')) {
+    const dt = timed.map((m, i) => m.elapsed_s - s.rows[WARMUP + i - 1]!.elapsed_s);
+    const ms = median(dt) * 1000;
+    return { ms, tokensPerSec: tokens / (ms / 1000), how: 'median step' };
+  }
+  const ms = (s.wallS / s.rows.length) * 1000;
+  return { ms, tokensPerSec: tokens / (ms / 1000), how: 'wall time incl. start-up (no per-step timing)' };
+}
+
+const torchProbe = fs.existsSync(PY) ? spawnSync(PY, ['-c', 'import torch; print(torch.__version__, torch.get_num_threads())'], { encoding: 'utf8' }) : undefined;
+if (!torchProbe || torchProbe.status !== 0) {
+  const why = torchProbe ? torchProbe.stderr.trim().split('\n').pop() : `${PY} does not exist`;
+  console.log(`export benchmark skipped: ${PY} cannot import torch (${why}).`);
+  console.log('Install PyTorch for it (Debian: apt-get install -y python3-torch) or name another interpreter with --python PATH.');
+  process.exit(0);
+}
+const [torchVersion, torchThreads] = torchProbe.stdout.trim().split(/\s+/);
+
+// Backends: the ones asked for, else wasm (the fresh-clone default) and tensorflow when it loads here.
+const probeRun = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--probe-backends'], { encoding: 'utf8' });
+const probeLine = probeRun.stdout.split('\n').reverse().find((l) => l.startsWith('['));
+if (probeRun.status !== 0 || !probeLine) {
+  console.error(`bench:export: probing the backends failed (exit ${probeRun.status}):\n${probeRun.stderr.trim().split('\n').slice(-10).join('\n')}`);
+  process.exit(1);
+}
+const probes = JSON.parse(probeLine) as BackendProbe[];
+const wanted: ConcreteBackend[] = asked.length ? (asked as ConcreteBackend[]) : ['wasm', ...(probes.some((p) => p.name === 'tensorflow' && p.available) ? (['tensorflow'] as const) : [])];
+const unavailable = wanted.map((b) => probes.find((p) => p.name === b)!).filter((p) => !p.available);
+const backends = wanted.filter((b) => !unavailable.some((p) => p.name === b));
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-bench-export-'));
+const pipec = repo('bin/pipec.js');
+try {
+  console.log(`export benchmark: ${PROGRAM}, stage ${STAGE}, the first ${STEPS} training steps in pipec and in the exported PyTorch program; ${new Date().toISOString()}`);
+  console.log(`${os.availableParallelism()} cores here (${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}); torch ${torchVersion} from ${PY} (${torchThreads} thread${torchThreads === '1' ? '' : 's'} by its default here, one process, fp32, CPU); Node ${process.version}`);
+  for (const p of unavailable) console.log(`(backend ${p.name} not measured: ${p.detail})`);
+  if (!asked.length && !backends.includes('tensorflow')) console.log(`(backend tensorflow not measured: ${probes.find((p) => p.name === 'tensorflow')?.detail ?? 'unknown'})`);
+
+  const exportDir = path.join(work, 'torch'), data = path.join(work, 'data');
+  run(process.execPath, [pipec, 'export', PROGRAM, '--target', 'torch', '-o', exportDir], repo(), 'pipec export');
+  run(process.execPath, [pipec, 'prepare', PROGRAM, '--stage', STAGE, '-o', path.join(data, STAGE), '--init'], repo(), 'pipec prepare');
+
+  const sides: Side[] = [];
+  for (const b of backends) {
+    const runDir = path.join(work, `pipec-${b}`);
+    const r = run(process.execPath, [pipec, 'run', PROGRAM, '--out', runDir, '--backend', b, '--stop-after', String(STEPS)], repo(), `pipec run --backend ${b}`);
+    const note = r.out.split('\n').find((l) => l.startsWith('backend ')) ?? `backend ${b}`;
+    sides.push({ label: `pipec ${b}`, runDir, wallS: r.seconds, note, rows: readMetrics(runDir) });
+  }
+  const torchDir = path.join(work, 'torch-run');
+  const t = run(PY, [path.join(exportDir, 'train.py'), '--data', data, '--out', torchDir, '--init', path.join(data, STAGE, 'init'), '--stop-after', String(STEPS), '--device', 'cpu'], exportDir, 'the exported train.py');
+  const torch: Side = { label: 'torch (exported train.py)', runDir: torchDir, wallS: t.seconds, note: `torch ${torchVersion}, ${torchThreads} thread${torchThreads === '1' ? '' : 's'} (torch.get_num_threads())`, rows: readMetrics(torchDir) };
+  sides.push(torch);
+  for (const s of sides) if (s.rows.length !== STEPS || s.rows.some((m) => m.stage !== STAGE)) fail(`${s.label} wrote ${s.rows.length} metric rows (stages ${[...new Set(s.rows.map((m) => m.stage))].join(', ')}) in ${s.runDir}, expected ${STEPS} of stage ${STAGE}`);
+
+  const stats = sides.map((s) => ({ s, ...throughput(s) }));
+  const ref = stats[stats.length - 1]!;
+  const hows = [...new Set(stats.map((x) => x.how))];
+  console.log(`\nper-step time: ${hows.includes('median step') ? `median over steps ${WARMUP + 1}..${STEPS} (${WARMUP} warm-up steps dropped) of the difference of consecutive elapsed_s in each side's metrics.jsonl` : ''}${hows.filter((h) => h !== 'median step').map((h) => `; ${h}`).join('')}`);
+  console.log(`tokens/s: mean \`tokens\` per step over those steps / median step time (${Math.round(ref.s.rows.slice(WARMUP).reduce((a, m) => a + m.tokens, 0) / (STEPS - WARMUP))} tokens a step, batch 16)`);
+  console.log('  side                         step ms   tokens/s   vs torch   process s (incl. start-up)');
+  for (const x of stats) {
+    console.log(`  ${x.s.label.padEnd(26)} ${x.ms.toFixed(1).padStart(9)} ${x.tokensPerSec.toFixed(0).padStart(10)} ${`${(x.tokensPerSec / ref.tokensPerSec).toFixed(2)}x`.padStart(10)}   ${x.s.wallS.toFixed(1).padStart(8)}${x.how === 'median step' ? '' : `  (${x.how})`}`);
+  }
+  for (const x of stats) console.log(`  ${x.s.label}: ${x.s.note}`);
+  for (const x of stats.slice(0, -1)) {
+    const n = Math.min(x.s.rows.length, torch.rows.length);
+    let worst = 0, at = 0;
+    for (let i = 0; i < n; i++) {
+      const a = x.s.rows[i]!.loss, b = torch.rows[i]!.loss;
+      const r = Math.abs(a - b) / Math.max(Math.abs(a), 1e-12);
+      if (r > worst) (worst = r), (at = i + 1);
+    }
+    const sameTokens = x.s.rows.every((m, i) => m.tokens === torch.rows[i]!.tokens);
+    console.log(`loss check, ${x.s.label} vs torch: max relative loss difference ${worst.toExponential(2)} over ${n} common steps (at step ${at}); tokens per step ${sameTokens ? 'identical' : 'DIFFER'}`);
+  }
+  if (KEEP) console.log(`\nkept ${work}`);
+} catch (e) {
+  if (!(e instanceof BenchError)) throw e;
+  console.error(`bench:export: ${e.message}${KEEP ? `\n(kept ${work})` : ''}`);
+  process.exitCode = 1;
+} finally {
+  if (!KEEP) fs.rmSync(work, { recursive: true, force: true });
+}
