@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import { loadRunConfig, mergeRunConfigs, parseRunConfig, parseSetOptions, type Override, type RunConfig } from '../compiler/config/run-config.js';
 import type { Range } from '../compiler/diagnostics/source.js';
+import { compile } from '../compiler/service/service.js';
 import { repo } from './paths.js';
 
 const at = (r: Range) => `${r.start.line}:${r.start.column}-${r.end.line}:${r.end.column}`;
@@ -346,5 +347,33 @@ describe('run config: merging', () => {
     const merged = mergeRunConfigs(parseSetOptions(['foo']), parseRunConfig('x.yaml', 'stages: { a: { batch: x } }\n'), { overrides: [], diagnostics: [] });
     assert.deepEqual(codes(merged), ['PIPE8003', 'PIPE8002']);
     assert.deepEqual(mergeRunConfigs(), { overrides: [], diagnostics: [] });
+  });
+});
+
+describe('run config: applied to a program', () => {
+  const stageOf = (file: string, sets: string[], stage: string) => {
+    const r = compile({ file: repo(file), configFiles: [], sets, lower: true });
+    assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error').map((d) => d.code), []);
+    return r.graph!.stages.find((s) => s.name === stage)!;
+  };
+
+  it('`steps` replaces a stage\'s own `epochs`, and `epochs` its own `steps` (no PIPE5006)', () => {
+    assert.equal(stageOf('pipelines/quickstart.pipe', [], 'pretrain').epochs, 2);
+    const bySteps = stageOf('pipelines/quickstart.pipe', ['stage.pretrain.steps=7'], 'pretrain');
+    assert.equal(bySteps.steps, 7);
+    assert.equal(bySteps.epochs, undefined);
+    const byEpochs = stageOf('test/runtime/tiny.pipe', ['stage.align.epochs=3'], 'align');
+    assert.equal(byEpochs.epochs, 3);
+    assert.equal(byEpochs.steps, undefined);
+  });
+
+  it('a program that gives both is still PIPE5006, with or without a config', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-length-'));
+    const src = fs.readFileSync(repo('test/runtime/tiny.pipe'), 'utf8').replace('  steps: 24', '  steps: 24\n  epochs: 1');
+    fs.writeFileSync(path.join(dir, 'both.pipe'), src);
+    for (const sets of [[], ['stage.align.steps=3'], ['stage.align.epochs=3']]) {
+      const r = compile({ file: path.join(dir, 'both.pipe'), configFiles: [], sets, lower: false });
+      assert.ok(r.diagnostics.some((d) => d.code === 'PIPE5006'), JSON.stringify(sets));
+    }
   });
 });

@@ -353,6 +353,9 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   need('batch');
   info.batch = intField('batch', 1) ?? 1;
   info.accumulate = intField('accumulate', 1) ?? 1;
+  // A config's `epochs` or `steps` replaces the program's length of either kind (docs/language.md, section 11)
+  const lengthOverride = ov.filter((o) => o.path.length === 1 && (o.path[0] === 'epochs' || o.path[0] === 'steps')).pop();
+  if (lengthOverride && !(fields.has('epochs') && fields.has('steps'))) fields.delete(lengthOverride.path[0] === 'epochs' ? 'steps' : 'epochs');
   const hasEpochs = fields.has('epochs') || !!scalarOverride('epochs');
   const hasSteps = fields.has('steps') || !!scalarOverride('steps');
   if (hasEpochs && hasSteps) {
