@@ -77,10 +77,10 @@ function freePort(): Promise<number> {
 /** Debian's torch 1.13 torchrun under Python 3.11 crashes in to_map without these (docs/export.md). */
 const TORCHRUN_FIX = ['--redirects', '1', '--tee', '1'];
 
-/** Runs `torchrun --nproc_per_node N` (PY -m torch.distributed.run, gloo on CPU) in `cwd`, its logs under cwd/torchrun-logs; returns its output. */
-async function torchrun(nproc: number, script: string, args: string[], cwd: string): Promise<string> {
+/** Runs `torchrun --nproc_per_node N` (py -m torch.distributed.run, gloo on CPU) in `cwd`, its logs under cwd/torchrun-logs; returns its output. */
+async function torchrun(nproc: number, script: string, args: string[], cwd: string, py = PY): Promise<string> {
   const port = await freePort();
-  const r = spawnSync(PY, ['-m', 'torch.distributed.run', '--nproc_per_node', String(nproc), ...TORCHRUN_FIX, '--log_dir', path.join(cwd, 'torchrun-logs'), '--master_addr', '127.0.0.1', '--master_port', String(port), script, ...args],
+  const r = spawnSync(py, ['-m', 'torch.distributed.run', '--nproc_per_node', String(nproc), ...TORCHRUN_FIX, '--log_dir', path.join(cwd, 'torchrun-logs'), '--master_addr', '127.0.0.1', '--master_port', String(port), script, ...args],
     { encoding: 'utf8', cwd, maxBuffer: 64 * 1024 * 1024 });
   const output = `${r.stdout}\n${r.stderr}`;
   assert.equal(r.status, 0, `torchrun --nproc_per_node ${nproc} ${script} ${args.join(' ')} failed:\n${output.slice(-4000)}`);
@@ -231,8 +231,9 @@ describe('export: launch configurations', function () {
       assert.match(acc, /mixed_precision: bf16/);
     }
     const sh = files.get('launch/launch.sh')!;
-    assert.match(sh, /torchrun \$\{TORCHRUN_ARGS:-\} --nnodes 2 --nproc_per_node 8 .*\n  train\.py --data data --out run --until align\n/);
-    assert.match(sh, /train\.py --data data --out run --resume --until finetune\n/);
+    // sharding zero3: FSDP FULL_SHARD in the exported trainer
+    assert.match(sh, /torchrun \$\{TORCHRUN_ARGS:-\} --nnodes 2 --nproc_per_node 8 .*\n  train\.py --data data --out run --until align --fsdp full\n/);
+    assert.match(sh, /train\.py --data data --out run --resume --until finetune --fsdp full\n/);
     assert.match(sh, /TORCHRUN_ARGS="--redirects 1 --tee 1"/, 'launch.sh says what Debian\'s torch 1.13 needs');
   });
 
@@ -482,5 +483,113 @@ describe('export: the exported trainer reproduces pipec (python3 + torch)', func
     const r = await both('pipelines/quickstart.pipe', { stopAfter: 20, stage: 'pretrain', init: true });
     console.log(`      times (20 steps): pipec run ${r.tPipec.toFixed(1)} s, exported trainer ${r.tTorch.toFixed(1)} s (incl. python start)`);
     compareLosses('quickstart', r.pipec, r.torch, 20);
+  });
+});
+
+/** A Python with PyTorch >= 2 (FSDP with use_orig_params): PIPEC_TORCH2_PYTHON, or the venv `npm run setup:torch` makes. */
+function torch2Python(): string | undefined {
+  for (const py of [process.env.PIPEC_TORCH2_PYTHON, repo('.venv-torch/bin/python')]) {
+    if (py && fs.existsSync(py) && spawnSync(py, ['-c', 'import sys, torch; sys.exit(0 if int(torch.__version__.split(".")[0]) >= 2 else 1)']).status === 0) return py;
+  }
+  return undefined;
+}
+
+/** The float32 tensors of a safetensors file. */
+function readF32Tensors(file: string): Map<string, Float32Array> {
+  const b = fs.readFileSync(file);
+  const n = Number(b.readBigUInt64LE(0));
+  const header = JSON.parse(b.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
+  const out = new Map<string, Float32Array>();
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    assert.equal(t.dtype, 'F32', name);
+    const at = 8 + n + t.data_offsets[0];
+    out.set(name, new Float32Array(b.buffer.slice(b.byteOffset + at, b.byteOffset + 8 + n + t.data_offsets[1])));
+  }
+  return out;
+}
+
+describe('export: sharded training with FSDP (torch >= 2)', function () {
+  this.timeout(600_000);
+  const py = torch2Python();
+  const work = tmpDir('fsdp');
+  const g = graphOf('test/runtime/tiny.pipe');
+  const data = path.join(work, 'data');
+  const train = path.join(work, 'torch', 'train.py');
+
+  before(async function () {
+    if (!py) {
+      console.log('      skipped: no Python with torch >= 2 (npm run setup:torch makes .venv-torch, or set PIPEC_TORCH2_PYTHON)');
+      this.skip();
+    }
+    await initBackend('wasm');
+    // pipec with accumulate 2 is the reference for 2 processes x accumulate 1 (as for DDP)
+    await runProgram({ graph: graphOf('test/runtime/tiny.pipe', ['stage.align.accumulate=2', 'stage.finetune.accumulate=2']), baseDir: repo('test/runtime'), runDir: path.join(work, 'pipec'), backend: 'wasm', out: quiet, evaluate: false });
+    prepareStages({ graph: g, baseDir: repo('test/runtime'), outDir: data, worldSize: 2 });
+    writeExport(g, path.join(work, 'torch'));
+  });
+
+  function compare(name: string, a: { loss: number; step: number; stage: string }[], b: { loss: number; step: number; stage: string }[], tol: number): void {
+    assert.equal(b.length, a.length, `${name}: ${b.length} steps, pipec ${a.length}`);
+    let worst = 0;
+    a.forEach((m, i) => {
+      assert.deepEqual([b[i]!.stage, b[i]!.step], [m.stage, m.step]);
+      worst = Math.max(worst, rel(m.loss, b[i]!.loss));
+    });
+    console.log(`      ${name}: ${a.length} steps, worst relative loss difference ${worst.toExponential(2)}`);
+    assert.ok(worst < tol, `${name}: worst relative loss difference ${worst}`);
+  }
+
+  /** Largest |a - b| over every tensor of two checkpoint files, relative to the largest |a| of its tensor. */
+  function tensorsAgree(name: string, fa: string, fb: string, tol: number): void {
+    const a = readF32Tensors(fa), b = readF32Tensors(fb);
+    assert.deepEqual([...b.keys()].sort(), [...a.keys()].sort(), `${name}: the same tensors`);
+    let worst = 0;
+    for (const [k, x] of a) worst = Math.max(worst, maxRelDiff(x, b.get(k)!));
+    console.log(`      ${name}: ${a.size} tensors, worst difference ${worst.toExponential(2)} of the tensor's largest value`);
+    assert.ok(worst < tol, `${name}: ${worst}`);
+  }
+
+  it('--fsdp full under torchrun (2 processes): both stages\' losses, and the final weights and AdamW moments, equal pipec\'s with accumulate 2', async () => {
+    const log = await torchrun(2, train, ['--data', data, '--out', path.join(work, 'full'), '--fsdp', 'full'], work, py);
+    assert.match(log, /stage align: .*16 samples \(batch 8 x accumulate 1 x 2 process\(es\)\), sharded by FSDP \(FULL_SHARD\)/);
+    compare('FSDP full_shard', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'full')), 1e-4);
+    // the checkpoint written from the shards is whole, in pipec's layout, and matches pipec's own
+    const ck = (run: string) => path.join(work, run, 'checkpoints', '01-finetune-step000008');
+    for (const c of g.models[0]!.components.map((x) => x.name)) tensorsAgree(`weights of ${c}`, path.join(ck('pipec'), c, 'model.safetensors'), path.join(ck('full'), c, 'model.safetensors'), 1e-4);
+    tensorsAgree('optimizer moments', path.join(ck('pipec'), 'optimizer.safetensors'), path.join(ck('full'), 'optimizer.safetensors'), 1e-3);
+    const params = new ParamStore(paramSpecs(g.models[0]!.components), 0);
+    loadComponents(ck('full'), g.models[0]!.components.map((c) => c.name), params); // pipec loads it as its own
+    params.dispose();
+  });
+
+  it('--fsdp full: --stop-after then --resume (the moments gathered into the checkpoint, then split again) continues as if never stopped', async () => {
+    const out = path.join(work, 'cut');
+    await torchrun(2, train, ['--data', data, '--out', out, '--fsdp', 'full', '--stop-after', '22'], work, py); // last periodic checkpoint: align step 20
+    await torchrun(2, train, ['--data', data, '--out', out, '--fsdp', 'full', '--resume'], work, py);
+    compare('FSDP resumed vs uninterrupted', readMetrics(path.join(work, 'full')), readMetrics(out), 1e-5);
+  });
+
+  it('--fsdp grad_op (SHARD_GRAD_OP, for zero1/zero2 stages) gives pipec\'s losses too', async () => {
+    await torchrun(2, train, ['--data', data, '--out', path.join(work, 'grad-op'), '--fsdp', 'grad_op'], work, py);
+    compare('FSDP shard_grad_op', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'grad-op')), 1e-4);
+  });
+
+  it('--fsdp full with a Mixtral MoE (tiny-moe: top-2 routing, aux loss, AdamW then SGD) gives pipec\'s losses', async () => {
+    // pipec as declared (accumulate 2, one process) against 2 FSDP processes x accumulate 1, in both stages
+    const moe = path.join(work, 'moe');
+    await runProgram({ graph: graphOf('test/export/tiny-moe.pipe'), baseDir: repo('test/export'), runDir: path.join(moe, 'pipec'), backend: 'wasm', out: quiet, evaluate: false });
+    const g1 = graphOf('test/export/tiny-moe.pipe', ['stage.joint.accumulate=1', 'stage.tune.accumulate=1']); // tune inherits joint's 2
+    prepareStages({ graph: g1, baseDir: repo('test/export'), outDir: path.join(moe, 'data'), worldSize: 2 });
+    writeExport(g1, path.join(moe, 'torch'));
+    await torchrun(2, path.join(moe, 'torch', 'train.py'), ['--data', path.join(moe, 'data'), '--out', path.join(moe, 'fsdp'), '--fsdp', 'full'], moe, py);
+    compare('FSDP tiny-moe', readMetrics(path.join(moe, 'pipec')), readMetrics(path.join(moe, 'fsdp')), 1e-4);
+  });
+
+  it('on torch 1.13 (Debian), --fsdp stops with what it needs', function () {
+    if (!hasTorch() || spawnSync(PY, ['-c', 'import sys, torch; sys.exit(0 if torch.__version__.startswith("1.") else 1)']).status !== 0) this.skip();
+    const r = spawnSync(PY, [train, '--data', data, '--out', path.join(work, 'old'), '--fsdp', 'full'], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /--fsdp needs PyTorch 2\.0 or newer .*this is torch 1\./);
   });
 });

@@ -51,8 +51,9 @@ def read_safetensors(path):
 
 
 def tensor_bytes(t):
-    """float32 little-endian bytes of a CPU tensor (numpy when present, else the array module)."""
-    t = t.detach().float().contiguous().cpu().reshape(-1)
+    """float32 little-endian bytes of a CPU tensor (numpy when present, else the array module). A copy goes
+    to numpy: numpy shares its storage and pins its size, and FSDP frees gathered storage by resizing it."""
+    t = t.detach().float().cpu().reshape(-1).clone()
     try:
         import numpy  # noqa: F401
         return t.numpy().astype("<f4").tobytes()
@@ -253,8 +254,41 @@ def merge_heads(x):
 # --------------------------------------------------------------------------------------------------
 # Components. Each owns its parameters under their Hugging Face names (named_parameters() yields
 # exactly the names pipec's checkpoints use) and reads them with self.p(name), as pipec's ops do.
+# Each layer (vision_model.encoder.layers.i, model.layers.i) is a module of its own whose forward runs
+# it, so that FSDP can shard a layer and gather it while it runs (train.py --fsdp).
 # --------------------------------------------------------------------------------------------------
-class Component(nn.Module):
+class Named(nn.Module):
+    """Parameters registered under dotted names, read back with p(name). p() walks attributes rather than
+    calling get_parameter: under FSDP a parameter is a plain tensor view while its unit runs."""
+
+    def p(self, name):
+        mod = self
+        parts = name.split(".")
+        for part in parts[:-1]:
+            mod = getattr(mod, part)
+        return getattr(mod, parts[-1])
+
+    def has(self, name):
+        return name in self.param_names
+
+    def a(self, key, default=None):
+        v = self.attrs.get(key, default)
+        if v is None:
+            raise KeyError("attribute %r is missing" % key)
+        return v
+
+
+class Layer(Named):
+    """One layer of a component; param_names are relative to it."""
+
+    def __init__(self, op, attrs):
+        super().__init__()
+        self.op, self.attrs, self.param_names = op, attrs, set()
+
+
+class Component(Named):
+    LAYERS = None  # (pattern of a layer's module path, its class), in the subclasses that have layers
+
     def __init__(self, name, op, attrs, tensors):
         super().__init__()
         self.component = name
@@ -268,29 +302,37 @@ class Component(nn.Module):
     def _register(self, name, param):
         parts = name.split(".")
         mod = self
-        for part in parts[:-1]:
+        for k, part in enumerate(parts[:-1]):
             if part not in mod._modules:
-                mod.add_module(part, nn.Module())
+                path = ".".join(parts[: k + 1])
+                layer = self.LAYERS is not None and re.fullmatch(self.LAYERS[0], path)
+                mod.add_module(part, self.LAYERS[1](self.op, self.attrs) if layer else nn.Module())
             mod = mod._modules[part]
+            if isinstance(mod, Layer):
+                mod.param_names.add(".".join(parts[k + 1:]))
         mod.register_parameter(parts[-1], param)
 
-    def p(self, name):
-        return self.get_parameter(name)
 
-    def has(self, name):
-        return name in self.param_names
+class VisionLayer(Layer):
+    """A pre-LayerNorm ViT block (CLIP / SigLIP): attention then MLP, each with a residual."""
 
-    def a(self, key, default=None):
-        v = self.attrs.get(key, default)
-        if v is None:
-            raise KeyError("attribute %r is missing" % key)
-        return v
+    def forward(self, x, act, heads, eps):
+        p = self.p
+        h = layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"), eps)
+        q = split_heads(F.linear(h, p("self_attn.q_proj.weight"), p("self_attn.q_proj.bias")), heads)
+        k = split_heads(F.linear(h, p("self_attn.k_proj.weight"), p("self_attn.k_proj.bias")), heads)
+        v = split_heads(F.linear(h, p("self_attn.v_proj.weight"), p("self_attn.v_proj.bias")), heads)
+        x = x + F.linear(merge_heads(attention(q, k, v)), p("self_attn.out_proj.weight"), p("self_attn.out_proj.bias"))
+        h2 = layer_norm(x, p("layer_norm2.weight"), p("layer_norm2.bias"), eps)
+        return x + F.linear(act(F.linear(h2, p("mlp.fc1.weight"), p("mlp.fc1.bias"))), p("mlp.fc2.weight"), p("mlp.fc2.bias"))
 
 
 class VisionEncoder(Component):
     """vit / clip_vit (class token, pre-LayerNorm, quick_gelu) and siglip_vit (no class token, gelu tanh).
     Returns hidden_states[select_layer] (0 = embeddings), before post_layernorm; drops the class token
     unless select == "cls_patch" (runtime/ops/vit.ts)."""
+
+    LAYERS = (r"vision_model\.encoder\.layers\.\d+", VisionLayer)
 
     def forward(self, pixels):
         siglip = self.op == "siglip_vit"
@@ -311,14 +353,7 @@ class VisionEncoder(Component):
         sel = self.a("select_layer", -1)
         up_to = layers + 1 + sel if sel < 0 else sel
         for i in range(up_to):
-            p = lambda n, i=i: self.p("vision_model.encoder.layers.%d.%s" % (i, n))  # noqa: E731
-            h = layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"), eps)
-            q = split_heads(F.linear(h, p("self_attn.q_proj.weight"), p("self_attn.q_proj.bias")), heads)
-            k = split_heads(F.linear(h, p("self_attn.k_proj.weight"), p("self_attn.k_proj.bias")), heads)
-            v = split_heads(F.linear(h, p("self_attn.v_proj.weight"), p("self_attn.v_proj.bias")), heads)
-            x = x + F.linear(merge_heads(attention(q, k, v)), p("self_attn.out_proj.weight"), p("self_attn.out_proj.bias"))
-            h2 = layer_norm(x, p("layer_norm2.weight"), p("layer_norm2.bias"), eps)
-            x = x + F.linear(act(F.linear(h2, p("mlp.fc1.weight"), p("mlp.fc1.bias"))), p("mlp.fc2.weight"), p("mlp.fc2.bias"))
+            x = self.p("vision_model.encoder.layers.%d" % i)(x, act, heads, eps)  # the layer module
         if cls and self.attrs.get("select") != "cls_patch":
             x = x[:, 1:]
         return x
@@ -340,52 +375,35 @@ class Projector(Component):
         return h
 
 
-class Decoder(Component):
-    """llama / mistral (SwiGLU MLP) and mixtral (sparse MoE MLP): pre-RMSNorm blocks, RoPE (rotate_half),
-    grouped-query causal attention over right-padded batches, final norm, tied or untied head
-    (runtime/ops/decoder.ts, llama.ts, mixtral.ts)."""
+class DecoderLayer(Layer):
+    """A pre-RMSNorm decoder block: grouped-query causal attention with RoPE, then SwiGLU (llama, mistral)
+    or the sparse MoE block (mixtral), each with a residual."""
 
-    def embed(self, input_ids):
-        return F.embedding(input_ids.long(), self.p("model.embed_tokens.weight"))
+    def forward(self, x, bias, cos, sin, attention_mask, stats):
+        p = self.p
+        heads, eps = self.a("heads"), self.a("norm_eps", 1e-5)
+        kv_heads = self.a("kv_heads", heads)
+        h = rms_norm(x, p("input_layernorm.weight"), eps)
+        q = apply_rope(split_heads(F.linear(h, p("self_attn.q_proj.weight")), heads), cos, sin)
+        k = apply_rope(split_heads(F.linear(h, p("self_attn.k_proj.weight")), kv_heads), cos, sin)
+        v = split_heads(F.linear(h, p("self_attn.v_proj.weight")), kv_heads)
+        rep = heads // kv_heads
+        if rep > 1:  # head h reads key/value head h // rep, as transformers' repeat_kv
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        x = x + F.linear(merge_heads(attention(q, k, v, bias)), p("self_attn.o_proj.weight"))
+        h = rms_norm(x, p("post_attention_layernorm.weight"), eps)
+        return x + (self.moe(h, attention_mask, stats) if self.op == "mixtral" else self.swiglu(h))
 
-    def forward(self, x, attention_mask, aux_losses):
-        layers, heads = self.a("layers"), self.a("heads")
-        kv_heads, theta, eps = self.a("kv_heads", heads), self.a("rope_theta", 10000), self.a("norm_eps", 1e-5)
-        B, T, D = x.shape
-        d = D // heads
-        bias = causal_bias(attention_mask)
-        cos, sin = rope_tables(T, d, theta, x.device)
-        stats = []
-        for i in range(layers):
-            p = lambda n, i=i: self.p("model.layers.%d.%s" % (i, n))  # noqa: E731
-            h = rms_norm(x, p("input_layernorm.weight"), eps)
-            q = apply_rope(split_heads(F.linear(h, p("self_attn.q_proj.weight")), heads), cos, sin)
-            k = apply_rope(split_heads(F.linear(h, p("self_attn.k_proj.weight")), kv_heads), cos, sin)
-            v = split_heads(F.linear(h, p("self_attn.v_proj.weight")), kv_heads)
-            rep = heads // kv_heads
-            if rep > 1:  # head h reads key/value head h // rep, as transformers' repeat_kv
-                k = k.repeat_interleave(rep, dim=1)
-                v = v.repeat_interleave(rep, dim=1)
-            x = x + F.linear(merge_heads(attention(q, k, v, bias)), p("self_attn.o_proj.weight"))
-            h = rms_norm(x, p("post_attention_layernorm.weight"), eps)
-            x = x + (self.moe(h, i, attention_mask, stats) if self.op == "mixtral" else self.swiglu(h, i))
-        if self.op == "mixtral":
-            coef = self.a("aux_loss_coef", 0.02)
-            if coef > 0:
-                aux_losses.append(load_balancing_loss(stats, self.a("experts")) * coef)
-        x = rms_norm(x, self.p("model.norm.weight"), eps)
-        head = self.p("model.embed_tokens.weight") if self.attrs.get("tie_embeddings") is True else self.p("lm_head.weight")
-        return F.linear(x, head)  # [B, T, V]
-
-    def swiglu(self, h, i):
-        p = lambda n: self.p("model.layers.%d.mlp.%s" % (i, n))  # noqa: E731
+    def swiglu(self, h):
+        p = lambda n: self.p("mlp.%s" % n)  # noqa: E731
         return F.linear(F.silu(F.linear(h, p("gate_proj.weight"))) * F.linear(h, p("up_proj.weight")), p("down_proj.weight"))
 
-    def moe(self, h, i, attention_mask, stats):
+    def moe(self, h, attention_mask, stats):
         """transformers' MixtralSparseMoeBlock: softmax router, top-k (ties to the lower index), the k
         weights renormalised to 1, each expert (SwiGLU: w1 gate, w3 up, w2 down) on its tokens only."""
         experts, k = self.a("experts"), self.a("top_k")
-        p = lambda n: self.p("model.layers.%d.block_sparse_moe.%s" % (i, n))  # noqa: E731
+        p = lambda n: self.p("block_sparse_moe.%s" % n)  # noqa: E731
         D = h.shape[-1]
         x2 = h.reshape(-1, D)
         N = x2.shape[0]
@@ -405,6 +423,34 @@ class Decoder(Component):
             out = out.index_add(0, rows, ye * weights[rows, e:e + 1])
         stats.append((probs, chosen, attention_mask.reshape(-1).float()))
         return out.reshape(h.shape)
+
+
+class Decoder(Component):
+    """llama / mistral (SwiGLU MLP) and mixtral (sparse MoE MLP): pre-RMSNorm blocks, RoPE (rotate_half),
+    grouped-query causal attention over right-padded batches, final norm, tied or untied head
+    (runtime/ops/decoder.ts, llama.ts, mixtral.ts)."""
+
+    LAYERS = (r"model\.layers\.\d+", DecoderLayer)
+
+    def embed(self, input_ids):
+        return F.embedding(input_ids.long(), self.p("model.embed_tokens.weight"))
+
+    def forward(self, x, attention_mask, aux_losses):
+        layers, heads = self.a("layers"), self.a("heads")
+        theta, eps = self.a("rope_theta", 10000), self.a("norm_eps", 1e-5)
+        B, T, D = x.shape
+        bias = causal_bias(attention_mask)
+        cos, sin = rope_tables(T, D // heads, theta, x.device)
+        stats = []
+        for i in range(layers):
+            x = self.p("model.layers.%d" % i)(x, bias, cos, sin, attention_mask, stats)  # the layer module
+        if self.op == "mixtral":
+            coef = self.a("aux_loss_coef", 0.02)
+            if coef > 0:
+                aux_losses.append(load_balancing_loss(stats, self.a("experts")) * coef)
+        x = rms_norm(x, self.p("model.norm.weight"), eps)
+        head = self.p("model.embed_tokens.weight") if self.attrs.get("tie_embeddings") is True else self.p("lm_head.weight")
+        return F.linear(x, head)  # [B, T, V]
 
 
 def load_balancing_loss(stats, experts):
@@ -522,7 +568,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import GRAPH_HASH, MODELS, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
+from model import GRAPH_HASH, MODELS, DecoderLayer, VisionLayer, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------
 # Learning-rate schedules (runtime/train/schedule.ts, transformers' get_*_schedule_with_warmup):
@@ -645,17 +691,118 @@ def all_reduce_grads(params, world):
 
 
 @torch.no_grad()
-def clip_by_global_norm(params, max_norm):
-    """torch.nn.utils.clip_grad_norm_ as pipec applies it: scale by max_norm / (norm + 1e-6) when norm > max_norm."""
+def clip_by_global_norm(params, max_norm, sharded_on=None):
+    """torch.nn.utils.clip_grad_norm_ as pipec applies it: scale by max_norm / (norm + 1e-6) when norm > max_norm.
+    sharded_on: the device of a sharded run (FSDP), where each process holds a slice of every gradient and
+    the squares are summed over the processes."""
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    if sharded_on is not None:
+        sq = torch.tensor([sum(float(g.double().pow(2).sum()) for g in grads)], dtype=torch.float64, device=sharded_on)
+        torch.distributed.all_reduce(sq)
+        norm = math.sqrt(float(sq[0]))
+    elif not grads:
         return 0.0
-    norm = math.sqrt(float(sum(float(g.double().pow(2).sum()) for g in grads)))
+    else:
+        norm = math.sqrt(float(sum(float(g.double().pow(2).sum()) for g in grads)))
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads:
             g.mul_(scale)
     return norm
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharded training (--fsdp, PyTorch >= 2.0): FSDP shards each layer (a VisionLayer or DecoderLayer
+# module) and the rest of the model as one more unit; parameters, gradients and optimizer state are
+# split over the processes and a unit is gathered only while it runs. use_orig_params keeps every
+# parameter object under its own name (as a slice of its unit's flat shard), so the optimizer above,
+# which updates element by element, runs unchanged on the slices.
+# --------------------------------------------------------------------------------------------------
+FSDP_STRATEGIES = {"full": "FULL_SHARD", "grad_op": "SHARD_GRAD_OP"}
+
+
+def fsdp_available():
+    """None when this torch can run --fsdp, else why not."""
+    major = int(torch.__version__.split(".")[0])
+    if major < 2:
+        return "--fsdp needs PyTorch 2.0 or newer (FSDP with use_orig_params); this is torch %s" % torch.__version__
+    return None
+
+
+def fsdp_wrap(model, strategy, device):
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, ShardingStrategy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({VisionLayer, DecoderLayer}), sharding_strategy=getattr(ShardingStrategy, FSDP_STRATEGIES[strategy]),
+                use_orig_params=True, device_id=device, sync_module_states=False)
+
+
+def unwrapped_name(name):
+    """A parameter's name without the FSDP wrappers' segments: its Hugging Face name."""
+    return name.replace("_fsdp_wrapped_module.", "")
+
+
+@torch.no_grad()
+def fsdp_gather(wrapped, params, local, rank0_only=True):
+    """The whole tensors of per-parameter state held as slices shaped like the local shards (an optimizer's
+    moments): each slice is put in its parameter's place, the units are gathered, and the parameters put
+    back. Returns {name: whole tensor} (on process 0 only when rank0_only)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    kept = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.copy_(local[n])
+    out = {}
+    with FSDP.summon_full_params(wrapped, writeback=False, rank0_only=rank0_only):
+        if not rank0_only or torch.distributed.get_rank() == 0:
+            out = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.copy_(kept[n])
+    return out
+
+
+@torch.no_grad()
+def fsdp_scatter(wrapped, params, whole):
+    """The reverse of fsdp_gather: this process's slices of whole per-parameter tensors."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    kept = {n: p.detach().clone() for n, p in params.items()}
+    with FSDP.summon_full_params(wrapped, writeback=True):
+        for n, p in params.items():
+            p.copy_(whole[n])
+    out = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.copy_(kept[n])
+    return out
+
+
+def fsdp_optimizer_tensors(wrapped, optimizer):
+    """The optimizer's state tensors (Optimizer.state_tensors) whole, on process 0."""
+    out = {}
+    for prefix, part in (("exp_avg.", optimizer.m), ("exp_avg_sq.", optimizer.v)):
+        if part:
+            out.update({prefix + n: t for n, t in fsdp_gather(wrapped, optimizer.params, part).items()})
+    return out
+
+
+def fsdp_load_optimizer(wrapped, optimizer, whole, step):
+    """Optimizer.load_state from whole tensors (a checkpoint), keeping this process's slices."""
+    local = {}
+    for prefix, part in (("exp_avg.", optimizer.m), ("exp_avg_sq.", optimizer.v)):
+        if part:
+            have = {n: p for n, p in optimizer.params.items() if prefix + n in whole}
+            local.update({prefix + n: t for n, t in fsdp_scatter(wrapped, have, {n: whole[prefix + n] for n in have}).items()})
+    optimizer.load_state(local, step)
+
+
+@torch.no_grad()
+def fsdp_unwrap(wrapped, model_name, device):
+    """A plain (unsharded) model with the sharded one's weights, on every process: the next stage wraps
+    anew, with its own trainable set."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    plain = MODELS[model_name]().to(device)
+    with FSDP.summon_full_params(wrapped, writeback=False):
+        whole = {unwrapped_name(n): p for n, p in wrapped.module.named_parameters()}
+        for n, p in plain.named_parameters():
+            p.copy_(whole[n])
+    return plain
 
 
 # --------------------------------------------------------------------------------------------------
@@ -750,7 +897,7 @@ def checkpoint_name(stage_index, stage, step):
     return "%02d-%s-step%06d" % (stage_index, stage, step)
 
 
-def save_checkpoint(run_dir, name, model, optimizer, state, keep):
+def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep):
     root = os.path.join(run_dir, "checkpoints")
     os.makedirs(root, exist_ok=True)
     tmp = os.path.join(root, ".tmp-%s-%d" % (name, os.getpid()))
@@ -759,12 +906,12 @@ def save_checkpoint(run_dir, name, model, optimizer, state, keep):
     for cname, comp in model.components.items():
         d = os.path.join(tmp, cname)
         os.makedirs(d)
-        tensors = dict(comp.named_parameters())
+        tensors = {unwrapped_name(n): p for n, p in comp.named_parameters()}
         if tensors:
             write_safetensors(os.path.join(d, "model.safetensors"), tensors, {"pipec_component": cname})
         write_synced(os.path.join(d, "config.json"), json.dumps(model.hf_config(cname), indent=2) + "\n")
-    if optimizer is not None:
-        write_safetensors(os.path.join(tmp, "optimizer.safetensors"), optimizer.state_tensors())
+    if optimizer_tensors is not None:
+        write_safetensors(os.path.join(tmp, "optimizer.safetensors"), optimizer_tensors)
     write_synced(os.path.join(tmp, "trainer_state.json"), json.dumps(state, indent=2) + "\n")
     fsync_dir(tmp)
     final = os.path.join(root, name)
@@ -825,7 +972,13 @@ def train(args):
     # each step and the gradients are summed over processes (process 0 writes metrics and checkpoints).
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     device = torch.device(args.device)
-    if world > 1:
+    if args.fsdp:
+        why = fsdp_available()
+        if why:
+            raise SystemExit(why)
+        if "WORLD_SIZE" not in os.environ:
+            raise SystemExit("--fsdp runs under torchrun: torchrun --nproc_per_node N train.py --fsdp %s ..." % args.fsdp)
+    if world > 1 or args.fsdp:
         import torch.distributed as dist
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -835,7 +988,7 @@ def train(args):
     try:
         train_stages(args, device, world, rank, main_process)
     finally:
-        if world > 1:
+        if world > 1 or args.fsdp:
             torch.distributed.destroy_process_group()
 
 
@@ -892,12 +1045,19 @@ def train_stages(args, device, world, rank, main_process):
                 prm.requires_grad_(on)
                 if on:
                     trainable[n] = prm
+        # Sharded (--fsdp): wrapped after the weights are in and the freezing is set; the optimizer's state is
+        # then made for (and kept as) this process's slices.
+        run_model = fsdp_wrap(model, args.fsdp, device) if args.fsdp else model
         optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable)
         step = 0
         if here:
             step = here[1]["step"]
             if here[1].get("optimizer"):
-                optimizer.load_state(read_safetensors(os.path.join(here[0], "optimizer.safetensors")), here[1]["optimizer"]["step"])
+                whole = read_safetensors(os.path.join(here[0], "optimizer.safetensors"))
+                if args.fsdp:
+                    fsdp_load_optimizer(run_model, optimizer, whole, here[1]["optimizer"]["step"])
+                else:
+                    optimizer.load_state(whole, here[1]["optimizer"]["step"])
         data = Shards(os.path.join(args.data, stage["name"]), stage["name"], verify=not args.no_verify, world=world)
         steps = data.index["steps"]
         acc = stage["accumulate"]
@@ -908,9 +1068,9 @@ def train_stages(args, device, world, rank, main_process):
         if stage["precision"] != "fp32" and autocast_dtype is None and main_process:
             print("note: stage %s declares %s; this run computes in fp32" % (stage["name"], stage["precision"]), flush=True)
         if main_process:
-            print("stage %s: train [%s], frozen [%s]; %d steps of %d samples (batch %d x accumulate %d x %d process(es))%s" % (
+            print("stage %s: train [%s], frozen [%s]; %d steps of %d samples (batch %d x accumulate %d x %d process(es))%s%s" % (
                 stage["name"], ", ".join(stage["train"]), ", ".join(stage["freeze"]), steps, stage["batch"] * acc * world, stage["batch"], acc, world,
-                (", from step %d" % step) if step else ""), flush=True)
+                (", sharded by FSDP (%s)" % FSDP_STRATEGIES[args.fsdp]) if args.fsdp else "", (", from step %d" % step) if step else ""), flush=True)
         def checkpoint(final):
             name = checkpoint_name(si, stage["name"], step)
             if final:
@@ -921,8 +1081,14 @@ def train_stages(args, device, world, rank, main_process):
                 "optimizer": {"name": optimizer.name, "step": optimizer.step_count},
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            if main_process:
-                save_checkpoint(run_dir, name, model, optimizer, state, stage["checkpoint"]["keep"])
+            if args.fsdp:  # every process takes part in gathering; process 0 writes
+                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+                opt_tensors = fsdp_optimizer_tensors(run_model, optimizer)
+                with FSDP.summon_full_params(run_model, writeback=False, rank0_only=True):
+                    if main_process:
+                        save_checkpoint(run_dir, name, model, opt_tensors, state, stage["checkpoint"]["keep"])
+            elif main_process:
+                save_checkpoint(run_dir, name, model, optimizer.state_tensors(), state, stage["checkpoint"]["keep"])
             if world > 1:
                 torch.distributed.barrier()
 
@@ -935,9 +1101,11 @@ def train_stages(args, device, world, rank, main_process):
                 # micro-batches [step * acc * world, (step + 1) * acc * world) make up the step, in pipec's order
                 batch = data.micro((step * world + rank) * acc + a, device)
                 tokens += int(batch["attention_mask"].sum())
-                out = forward(model, batch, autocast_dtype)
+                out = forward(run_model, batch, autocast_dtype)
                 loss = out["loss"]
                 if loss is None:
+                    if args.fsdp:  # no labelled token here, but the other processes' backward passes wait on this one's
+                        (out["logits"].sum() * 0).backward()
                     continue
                 if loss.requires_grad:
                     loss.backward()  # gradients add up over the micro-batches
@@ -948,17 +1116,19 @@ def train_stages(args, device, world, rank, main_process):
                 sums = torch.tensor([loss_sum, lm_sum, aux_sum, float(tokens)], dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(sums)
                 loss_sum, lm_sum, aux_sum, tokens = sums[0].item(), sums[1].item(), sums[2].item(), int(sums[3].item())
-                all_reduce_grads(list(trainable.values()), world)
+                if not args.fsdp:  # FSDP has already reduced (and averaged) them over the processes
+                    all_reduce_grads(list(trainable.values()), world)
             n_micro = acc * world
             loss_v, lm_v, aux_v = loss_sum / n_micro, lm_sum / n_micro, aux_sum / n_micro
             if not math.isfinite(loss_v):
                 raise SystemExit("the loss is %s in stage %s at step %d; the last good checkpoint is kept" % (loss_v, stage["name"], step + 1))
-            if n_micro > 1:
+            divide = acc if args.fsdp else n_micro
+            if divide > 1:
                 with torch.no_grad():
                     for prm in trainable.values():
                         if prm.grad is not None:
-                            prm.grad.div_(n_micro)
-            grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"])
+                            prm.grad.div_(divide)
+            grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"], sharded_on=device if args.fsdp else None)
             lr = base_lr * lr_multiplier(stage["schedule"], step, steps)
             optimizer.apply(lr)
             for prm in trainable.values():
@@ -983,6 +1153,8 @@ def train_stages(args, device, world, rank, main_process):
         checkpoint(True)
         if main_process:
             print("stage %s done: %d steps in %.1f s, final loss %.4f" % (stage["name"], steps, time.time() - t0, last), flush=True)
+        if args.fsdp and args.until != stage["name"] and si + 1 < len(STAGES):
+            model = fsdp_unwrap(run_model, model_name, device)
         if args.until == stage["name"]:
             return
 
@@ -1010,6 +1182,7 @@ def main(argv=None):
     ap.add_argument("--init-mode", choices=["pipec", "torch"], default="pipec", help="fresh weights: pipec's seeded streams (bit-compatible, slow for big models) or torch.normal")
     ap.add_argument("--base-dir", default=".", help="where the program's relative weight paths resolve (the .pipe file's folder)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--fsdp", choices=sorted(FSDP_STRATEGIES), help="shard with FSDP under torchrun (PyTorch >= 2.0): full = FULL_SHARD (ZeRO-3), grad_op = SHARD_GRAD_OP (ZeRO-2)")
     ap.add_argument("--stop-after", type=int, help="stop (as if killed) after this many optimizer steps in total")
     ap.add_argument("--until", help="stop after this stage's final checkpoint (continue later with --resume)")
     ap.add_argument("--log-every", type=int, default=10)

@@ -49,8 +49,9 @@ def read_safetensors(path):
 
 
 def tensor_bytes(t):
-    """float32 little-endian bytes of a CPU tensor (numpy when present, else the array module)."""
-    t = t.detach().float().contiguous().cpu().reshape(-1)
+    """float32 little-endian bytes of a CPU tensor (numpy when present, else the array module). A copy goes
+    to numpy: numpy shares its storage and pins its size, and FSDP frees gathered storage by resizing it."""
+    t = t.detach().float().cpu().reshape(-1).clone()
     try:
         import numpy  # noqa: F401
         return t.numpy().astype("<f4").tobytes()
@@ -251,8 +252,41 @@ def merge_heads(x):
 # --------------------------------------------------------------------------------------------------
 # Components. Each owns its parameters under their Hugging Face names (named_parameters() yields
 # exactly the names pipec's checkpoints use) and reads them with self.p(name), as pipec's ops do.
+# Each layer (vision_model.encoder.layers.i, model.layers.i) is a module of its own whose forward runs
+# it, so that FSDP can shard a layer and gather it while it runs (train.py --fsdp).
 # --------------------------------------------------------------------------------------------------
-class Component(nn.Module):
+class Named(nn.Module):
+    """Parameters registered under dotted names, read back with p(name). p() walks attributes rather than
+    calling get_parameter: under FSDP a parameter is a plain tensor view while its unit runs."""
+
+    def p(self, name):
+        mod = self
+        parts = name.split(".")
+        for part in parts[:-1]:
+            mod = getattr(mod, part)
+        return getattr(mod, parts[-1])
+
+    def has(self, name):
+        return name in self.param_names
+
+    def a(self, key, default=None):
+        v = self.attrs.get(key, default)
+        if v is None:
+            raise KeyError("attribute %r is missing" % key)
+        return v
+
+
+class Layer(Named):
+    """One layer of a component; param_names are relative to it."""
+
+    def __init__(self, op, attrs):
+        super().__init__()
+        self.op, self.attrs, self.param_names = op, attrs, set()
+
+
+class Component(Named):
+    LAYERS = None  # (pattern of a layer's module path, its class), in the subclasses that have layers
+
     def __init__(self, name, op, attrs, tensors):
         super().__init__()
         self.component = name
@@ -266,29 +300,37 @@ class Component(nn.Module):
     def _register(self, name, param):
         parts = name.split(".")
         mod = self
-        for part in parts[:-1]:
+        for k, part in enumerate(parts[:-1]):
             if part not in mod._modules:
-                mod.add_module(part, nn.Module())
+                path = ".".join(parts[: k + 1])
+                layer = self.LAYERS is not None and re.fullmatch(self.LAYERS[0], path)
+                mod.add_module(part, self.LAYERS[1](self.op, self.attrs) if layer else nn.Module())
             mod = mod._modules[part]
+            if isinstance(mod, Layer):
+                mod.param_names.add(".".join(parts[k + 1:]))
         mod.register_parameter(parts[-1], param)
 
-    def p(self, name):
-        return self.get_parameter(name)
 
-    def has(self, name):
-        return name in self.param_names
+class VisionLayer(Layer):
+    """A pre-LayerNorm ViT block (CLIP / SigLIP): attention then MLP, each with a residual."""
 
-    def a(self, key, default=None):
-        v = self.attrs.get(key, default)
-        if v is None:
-            raise KeyError("attribute %r is missing" % key)
-        return v
+    def forward(self, x, act, heads, eps):
+        p = self.p
+        h = layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"), eps)
+        q = split_heads(F.linear(h, p("self_attn.q_proj.weight"), p("self_attn.q_proj.bias")), heads)
+        k = split_heads(F.linear(h, p("self_attn.k_proj.weight"), p("self_attn.k_proj.bias")), heads)
+        v = split_heads(F.linear(h, p("self_attn.v_proj.weight"), p("self_attn.v_proj.bias")), heads)
+        x = x + F.linear(merge_heads(attention(q, k, v)), p("self_attn.out_proj.weight"), p("self_attn.out_proj.bias"))
+        h2 = layer_norm(x, p("layer_norm2.weight"), p("layer_norm2.bias"), eps)
+        return x + F.linear(act(F.linear(h2, p("mlp.fc1.weight"), p("mlp.fc1.bias"))), p("mlp.fc2.weight"), p("mlp.fc2.bias"))
 
 
 class VisionEncoder(Component):
     """vit / clip_vit (class token, pre-LayerNorm, quick_gelu) and siglip_vit (no class token, gelu tanh).
     Returns hidden_states[select_layer] (0 = embeddings), before post_layernorm; drops the class token
     unless select == "cls_patch" (runtime/ops/vit.ts)."""
+
+    LAYERS = (r"vision_model\.encoder\.layers\.\d+", VisionLayer)
 
     def forward(self, pixels):
         siglip = self.op == "siglip_vit"
@@ -309,14 +351,7 @@ class VisionEncoder(Component):
         sel = self.a("select_layer", -1)
         up_to = layers + 1 + sel if sel < 0 else sel
         for i in range(up_to):
-            p = lambda n, i=i: self.p("vision_model.encoder.layers.%d.%s" % (i, n))  # noqa: E731
-            h = layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"), eps)
-            q = split_heads(F.linear(h, p("self_attn.q_proj.weight"), p("self_attn.q_proj.bias")), heads)
-            k = split_heads(F.linear(h, p("self_attn.k_proj.weight"), p("self_attn.k_proj.bias")), heads)
-            v = split_heads(F.linear(h, p("self_attn.v_proj.weight"), p("self_attn.v_proj.bias")), heads)
-            x = x + F.linear(merge_heads(attention(q, k, v)), p("self_attn.out_proj.weight"), p("self_attn.out_proj.bias"))
-            h2 = layer_norm(x, p("layer_norm2.weight"), p("layer_norm2.bias"), eps)
-            x = x + F.linear(act(F.linear(h2, p("mlp.fc1.weight"), p("mlp.fc1.bias"))), p("mlp.fc2.weight"), p("mlp.fc2.bias"))
+            x = self.p("vision_model.encoder.layers.%d" % i)(x, act, heads, eps)  # the layer module
         if cls and self.attrs.get("select") != "cls_patch":
             x = x[:, 1:]
         return x
@@ -338,52 +373,35 @@ class Projector(Component):
         return h
 
 
-class Decoder(Component):
-    """llama / mistral (SwiGLU MLP) and mixtral (sparse MoE MLP): pre-RMSNorm blocks, RoPE (rotate_half),
-    grouped-query causal attention over right-padded batches, final norm, tied or untied head
-    (runtime/ops/decoder.ts, llama.ts, mixtral.ts)."""
+class DecoderLayer(Layer):
+    """A pre-RMSNorm decoder block: grouped-query causal attention with RoPE, then SwiGLU (llama, mistral)
+    or the sparse MoE block (mixtral), each with a residual."""
 
-    def embed(self, input_ids):
-        return F.embedding(input_ids.long(), self.p("model.embed_tokens.weight"))
+    def forward(self, x, bias, cos, sin, attention_mask, stats):
+        p = self.p
+        heads, eps = self.a("heads"), self.a("norm_eps", 1e-5)
+        kv_heads = self.a("kv_heads", heads)
+        h = rms_norm(x, p("input_layernorm.weight"), eps)
+        q = apply_rope(split_heads(F.linear(h, p("self_attn.q_proj.weight")), heads), cos, sin)
+        k = apply_rope(split_heads(F.linear(h, p("self_attn.k_proj.weight")), kv_heads), cos, sin)
+        v = split_heads(F.linear(h, p("self_attn.v_proj.weight")), kv_heads)
+        rep = heads // kv_heads
+        if rep > 1:  # head h reads key/value head h // rep, as transformers' repeat_kv
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        x = x + F.linear(merge_heads(attention(q, k, v, bias)), p("self_attn.o_proj.weight"))
+        h = rms_norm(x, p("post_attention_layernorm.weight"), eps)
+        return x + (self.moe(h, attention_mask, stats) if self.op == "mixtral" else self.swiglu(h))
 
-    def forward(self, x, attention_mask, aux_losses):
-        layers, heads = self.a("layers"), self.a("heads")
-        kv_heads, theta, eps = self.a("kv_heads", heads), self.a("rope_theta", 10000), self.a("norm_eps", 1e-5)
-        B, T, D = x.shape
-        d = D // heads
-        bias = causal_bias(attention_mask)
-        cos, sin = rope_tables(T, d, theta, x.device)
-        stats = []
-        for i in range(layers):
-            p = lambda n, i=i: self.p("model.layers.%d.%s" % (i, n))  # noqa: E731
-            h = rms_norm(x, p("input_layernorm.weight"), eps)
-            q = apply_rope(split_heads(F.linear(h, p("self_attn.q_proj.weight")), heads), cos, sin)
-            k = apply_rope(split_heads(F.linear(h, p("self_attn.k_proj.weight")), kv_heads), cos, sin)
-            v = split_heads(F.linear(h, p("self_attn.v_proj.weight")), kv_heads)
-            rep = heads // kv_heads
-            if rep > 1:  # head h reads key/value head h // rep, as transformers' repeat_kv
-                k = k.repeat_interleave(rep, dim=1)
-                v = v.repeat_interleave(rep, dim=1)
-            x = x + F.linear(merge_heads(attention(q, k, v, bias)), p("self_attn.o_proj.weight"))
-            h = rms_norm(x, p("post_attention_layernorm.weight"), eps)
-            x = x + (self.moe(h, i, attention_mask, stats) if self.op == "mixtral" else self.swiglu(h, i))
-        if self.op == "mixtral":
-            coef = self.a("aux_loss_coef", 0.02)
-            if coef > 0:
-                aux_losses.append(load_balancing_loss(stats, self.a("experts")) * coef)
-        x = rms_norm(x, self.p("model.norm.weight"), eps)
-        head = self.p("model.embed_tokens.weight") if self.attrs.get("tie_embeddings") is True else self.p("lm_head.weight")
-        return F.linear(x, head)  # [B, T, V]
-
-    def swiglu(self, h, i):
-        p = lambda n: self.p("model.layers.%d.mlp.%s" % (i, n))  # noqa: E731
+    def swiglu(self, h):
+        p = lambda n: self.p("mlp.%s" % n)  # noqa: E731
         return F.linear(F.silu(F.linear(h, p("gate_proj.weight"))) * F.linear(h, p("up_proj.weight")), p("down_proj.weight"))
 
-    def moe(self, h, i, attention_mask, stats):
+    def moe(self, h, attention_mask, stats):
         """transformers' MixtralSparseMoeBlock: softmax router, top-k (ties to the lower index), the k
         weights renormalised to 1, each expert (SwiGLU: w1 gate, w3 up, w2 down) on its tokens only."""
         experts, k = self.a("experts"), self.a("top_k")
-        p = lambda n: self.p("model.layers.%d.block_sparse_moe.%s" % (i, n))  # noqa: E731
+        p = lambda n: self.p("block_sparse_moe.%s" % n)  # noqa: E731
         D = h.shape[-1]
         x2 = h.reshape(-1, D)
         N = x2.shape[0]
@@ -403,6 +421,34 @@ class Decoder(Component):
             out = out.index_add(0, rows, ye * weights[rows, e:e + 1])
         stats.append((probs, chosen, attention_mask.reshape(-1).float()))
         return out.reshape(h.shape)
+
+
+class Decoder(Component):
+    """llama / mistral (SwiGLU MLP) and mixtral (sparse MoE MLP): pre-RMSNorm blocks, RoPE (rotate_half),
+    grouped-query causal attention over right-padded batches, final norm, tied or untied head
+    (runtime/ops/decoder.ts, llama.ts, mixtral.ts)."""
+
+    LAYERS = (r"model\.layers\.\d+", DecoderLayer)
+
+    def embed(self, input_ids):
+        return F.embedding(input_ids.long(), self.p("model.embed_tokens.weight"))
+
+    def forward(self, x, attention_mask, aux_losses):
+        layers, heads = self.a("layers"), self.a("heads")
+        theta, eps = self.a("rope_theta", 10000), self.a("norm_eps", 1e-5)
+        B, T, D = x.shape
+        bias = causal_bias(attention_mask)
+        cos, sin = rope_tables(T, D // heads, theta, x.device)
+        stats = []
+        for i in range(layers):
+            x = self.p("model.layers.%d" % i)(x, bias, cos, sin, attention_mask, stats)  # the layer module
+        if self.op == "mixtral":
+            coef = self.a("aux_loss_coef", 0.02)
+            if coef > 0:
+                aux_losses.append(load_balancing_loss(stats, self.a("experts")) * coef)
+        x = rms_norm(x, self.p("model.norm.weight"), eps)
+        head = self.p("model.embed_tokens.weight") if self.attrs.get("tie_embeddings") is True else self.p("lm_head.weight")
+        return F.linear(x, head)  # [B, T, V]
 
 
 def load_balancing_loss(stats, experts):

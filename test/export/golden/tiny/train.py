@@ -21,7 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import GRAPH_HASH, MODELS, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
+from model import GRAPH_HASH, MODELS, DecoderLayer, VisionLayer, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------
 # Learning-rate schedules (runtime/train/schedule.ts, transformers' get_*_schedule_with_warmup):
@@ -144,17 +144,118 @@ def all_reduce_grads(params, world):
 
 
 @torch.no_grad()
-def clip_by_global_norm(params, max_norm):
-    """torch.nn.utils.clip_grad_norm_ as pipec applies it: scale by max_norm / (norm + 1e-6) when norm > max_norm."""
+def clip_by_global_norm(params, max_norm, sharded_on=None):
+    """torch.nn.utils.clip_grad_norm_ as pipec applies it: scale by max_norm / (norm + 1e-6) when norm > max_norm.
+    sharded_on: the device of a sharded run (FSDP), where each process holds a slice of every gradient and
+    the squares are summed over the processes."""
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    if sharded_on is not None:
+        sq = torch.tensor([sum(float(g.double().pow(2).sum()) for g in grads)], dtype=torch.float64, device=sharded_on)
+        torch.distributed.all_reduce(sq)
+        norm = math.sqrt(float(sq[0]))
+    elif not grads:
         return 0.0
-    norm = math.sqrt(float(sum(float(g.double().pow(2).sum()) for g in grads)))
+    else:
+        norm = math.sqrt(float(sum(float(g.double().pow(2).sum()) for g in grads)))
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads:
             g.mul_(scale)
     return norm
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharded training (--fsdp, PyTorch >= 2.0): FSDP shards each layer (a VisionLayer or DecoderLayer
+# module) and the rest of the model as one more unit; parameters, gradients and optimizer state are
+# split over the processes and a unit is gathered only while it runs. use_orig_params keeps every
+# parameter object under its own name (as a slice of its unit's flat shard), so the optimizer above,
+# which updates element by element, runs unchanged on the slices.
+# --------------------------------------------------------------------------------------------------
+FSDP_STRATEGIES = {"full": "FULL_SHARD", "grad_op": "SHARD_GRAD_OP"}
+
+
+def fsdp_available():
+    """None when this torch can run --fsdp, else why not."""
+    major = int(torch.__version__.split(".")[0])
+    if major < 2:
+        return "--fsdp needs PyTorch 2.0 or newer (FSDP with use_orig_params); this is torch %s" % torch.__version__
+    return None
+
+
+def fsdp_wrap(model, strategy, device):
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, ShardingStrategy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({VisionLayer, DecoderLayer}), sharding_strategy=getattr(ShardingStrategy, FSDP_STRATEGIES[strategy]),
+                use_orig_params=True, device_id=device, sync_module_states=False)
+
+
+def unwrapped_name(name):
+    """A parameter's name without the FSDP wrappers' segments: its Hugging Face name."""
+    return name.replace("_fsdp_wrapped_module.", "")
+
+
+@torch.no_grad()
+def fsdp_gather(wrapped, params, local, rank0_only=True):
+    """The whole tensors of per-parameter state held as slices shaped like the local shards (an optimizer's
+    moments): each slice is put in its parameter's place, the units are gathered, and the parameters put
+    back. Returns {name: whole tensor} (on process 0 only when rank0_only)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    kept = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.copy_(local[n])
+    out = {}
+    with FSDP.summon_full_params(wrapped, writeback=False, rank0_only=rank0_only):
+        if not rank0_only or torch.distributed.get_rank() == 0:
+            out = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.copy_(kept[n])
+    return out
+
+
+@torch.no_grad()
+def fsdp_scatter(wrapped, params, whole):
+    """The reverse of fsdp_gather: this process's slices of whole per-parameter tensors."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    kept = {n: p.detach().clone() for n, p in params.items()}
+    with FSDP.summon_full_params(wrapped, writeback=True):
+        for n, p in params.items():
+            p.copy_(whole[n])
+    out = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.copy_(kept[n])
+    return out
+
+
+def fsdp_optimizer_tensors(wrapped, optimizer):
+    """The optimizer's state tensors (Optimizer.state_tensors) whole, on process 0."""
+    out = {}
+    for prefix, part in (("exp_avg.", optimizer.m), ("exp_avg_sq.", optimizer.v)):
+        if part:
+            out.update({prefix + n: t for n, t in fsdp_gather(wrapped, optimizer.params, part).items()})
+    return out
+
+
+def fsdp_load_optimizer(wrapped, optimizer, whole, step):
+    """Optimizer.load_state from whole tensors (a checkpoint), keeping this process's slices."""
+    local = {}
+    for prefix, part in (("exp_avg.", optimizer.m), ("exp_avg_sq.", optimizer.v)):
+        if part:
+            have = {n: p for n, p in optimizer.params.items() if prefix + n in whole}
+            local.update({prefix + n: t for n, t in fsdp_scatter(wrapped, have, {n: whole[prefix + n] for n in have}).items()})
+    optimizer.load_state(local, step)
+
+
+@torch.no_grad()
+def fsdp_unwrap(wrapped, model_name, device):
+    """A plain (unsharded) model with the sharded one's weights, on every process: the next stage wraps
+    anew, with its own trainable set."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    plain = MODELS[model_name]().to(device)
+    with FSDP.summon_full_params(wrapped, writeback=False):
+        whole = {unwrapped_name(n): p for n, p in wrapped.module.named_parameters()}
+        for n, p in plain.named_parameters():
+            p.copy_(whole[n])
+    return plain
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +350,7 @@ def checkpoint_name(stage_index, stage, step):
     return "%02d-%s-step%06d" % (stage_index, stage, step)
 
 
-def save_checkpoint(run_dir, name, model, optimizer, state, keep):
+def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep):
     root = os.path.join(run_dir, "checkpoints")
     os.makedirs(root, exist_ok=True)
     tmp = os.path.join(root, ".tmp-%s-%d" % (name, os.getpid()))
@@ -258,12 +359,12 @@ def save_checkpoint(run_dir, name, model, optimizer, state, keep):
     for cname, comp in model.components.items():
         d = os.path.join(tmp, cname)
         os.makedirs(d)
-        tensors = dict(comp.named_parameters())
+        tensors = {unwrapped_name(n): p for n, p in comp.named_parameters()}
         if tensors:
             write_safetensors(os.path.join(d, "model.safetensors"), tensors, {"pipec_component": cname})
         write_synced(os.path.join(d, "config.json"), json.dumps(model.hf_config(cname), indent=2) + "\n")
-    if optimizer is not None:
-        write_safetensors(os.path.join(tmp, "optimizer.safetensors"), optimizer.state_tensors())
+    if optimizer_tensors is not None:
+        write_safetensors(os.path.join(tmp, "optimizer.safetensors"), optimizer_tensors)
     write_synced(os.path.join(tmp, "trainer_state.json"), json.dumps(state, indent=2) + "\n")
     fsync_dir(tmp)
     final = os.path.join(root, name)
@@ -383,7 +484,13 @@ def train(args):
     # each step and the gradients are summed over processes (process 0 writes metrics and checkpoints).
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     device = torch.device(args.device)
-    if world > 1:
+    if args.fsdp:
+        why = fsdp_available()
+        if why:
+            raise SystemExit(why)
+        if "WORLD_SIZE" not in os.environ:
+            raise SystemExit("--fsdp runs under torchrun: torchrun --nproc_per_node N train.py --fsdp %s ..." % args.fsdp)
+    if world > 1 or args.fsdp:
         import torch.distributed as dist
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -393,7 +500,7 @@ def train(args):
     try:
         train_stages(args, device, world, rank, main_process)
     finally:
-        if world > 1:
+        if world > 1 or args.fsdp:
             torch.distributed.destroy_process_group()
 
 
@@ -450,12 +557,19 @@ def train_stages(args, device, world, rank, main_process):
                 prm.requires_grad_(on)
                 if on:
                     trainable[n] = prm
+        # Sharded (--fsdp): wrapped after the weights are in and the freezing is set; the optimizer's state is
+        # then made for (and kept as) this process's slices.
+        run_model = fsdp_wrap(model, args.fsdp, device) if args.fsdp else model
         optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable)
         step = 0
         if here:
             step = here[1]["step"]
             if here[1].get("optimizer"):
-                optimizer.load_state(read_safetensors(os.path.join(here[0], "optimizer.safetensors")), here[1]["optimizer"]["step"])
+                whole = read_safetensors(os.path.join(here[0], "optimizer.safetensors"))
+                if args.fsdp:
+                    fsdp_load_optimizer(run_model, optimizer, whole, here[1]["optimizer"]["step"])
+                else:
+                    optimizer.load_state(whole, here[1]["optimizer"]["step"])
         data = Shards(os.path.join(args.data, stage["name"]), stage["name"], verify=not args.no_verify, world=world)
         steps = data.index["steps"]
         acc = stage["accumulate"]
@@ -466,9 +580,9 @@ def train_stages(args, device, world, rank, main_process):
         if stage["precision"] != "fp32" and autocast_dtype is None and main_process:
             print("note: stage %s declares %s; this run computes in fp32" % (stage["name"], stage["precision"]), flush=True)
         if main_process:
-            print("stage %s: train [%s], frozen [%s]; %d steps of %d samples (batch %d x accumulate %d x %d process(es))%s" % (
+            print("stage %s: train [%s], frozen [%s]; %d steps of %d samples (batch %d x accumulate %d x %d process(es))%s%s" % (
                 stage["name"], ", ".join(stage["train"]), ", ".join(stage["freeze"]), steps, stage["batch"] * acc * world, stage["batch"], acc, world,
-                (", from step %d" % step) if step else ""), flush=True)
+                (", sharded by FSDP (%s)" % FSDP_STRATEGIES[args.fsdp]) if args.fsdp else "", (", from step %d" % step) if step else ""), flush=True)
         def checkpoint(final):
             name = checkpoint_name(si, stage["name"], step)
             if final:
@@ -479,8 +593,14 @@ def train_stages(args, device, world, rank, main_process):
                 "optimizer": {"name": optimizer.name, "step": optimizer.step_count},
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            if main_process:
-                save_checkpoint(run_dir, name, model, optimizer, state, stage["checkpoint"]["keep"])
+            if args.fsdp:  # every process takes part in gathering; process 0 writes
+                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+                opt_tensors = fsdp_optimizer_tensors(run_model, optimizer)
+                with FSDP.summon_full_params(run_model, writeback=False, rank0_only=True):
+                    if main_process:
+                        save_checkpoint(run_dir, name, model, opt_tensors, state, stage["checkpoint"]["keep"])
+            elif main_process:
+                save_checkpoint(run_dir, name, model, optimizer.state_tensors(), state, stage["checkpoint"]["keep"])
             if world > 1:
                 torch.distributed.barrier()
 
@@ -493,9 +613,11 @@ def train_stages(args, device, world, rank, main_process):
                 # micro-batches [step * acc * world, (step + 1) * acc * world) make up the step, in pipec's order
                 batch = data.micro((step * world + rank) * acc + a, device)
                 tokens += int(batch["attention_mask"].sum())
-                out = forward(model, batch, autocast_dtype)
+                out = forward(run_model, batch, autocast_dtype)
                 loss = out["loss"]
                 if loss is None:
+                    if args.fsdp:  # no labelled token here, but the other processes' backward passes wait on this one's
+                        (out["logits"].sum() * 0).backward()
                     continue
                 if loss.requires_grad:
                     loss.backward()  # gradients add up over the micro-batches
@@ -506,17 +628,19 @@ def train_stages(args, device, world, rank, main_process):
                 sums = torch.tensor([loss_sum, lm_sum, aux_sum, float(tokens)], dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(sums)
                 loss_sum, lm_sum, aux_sum, tokens = sums[0].item(), sums[1].item(), sums[2].item(), int(sums[3].item())
-                all_reduce_grads(list(trainable.values()), world)
+                if not args.fsdp:  # FSDP has already reduced (and averaged) them over the processes
+                    all_reduce_grads(list(trainable.values()), world)
             n_micro = acc * world
             loss_v, lm_v, aux_v = loss_sum / n_micro, lm_sum / n_micro, aux_sum / n_micro
             if not math.isfinite(loss_v):
                 raise SystemExit("the loss is %s in stage %s at step %d; the last good checkpoint is kept" % (loss_v, stage["name"], step + 1))
-            if n_micro > 1:
+            divide = acc if args.fsdp else n_micro
+            if divide > 1:
                 with torch.no_grad():
                     for prm in trainable.values():
                         if prm.grad is not None:
-                            prm.grad.div_(n_micro)
-            grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"])
+                            prm.grad.div_(divide)
+            grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"], sharded_on=device if args.fsdp else None)
             lr = base_lr * lr_multiplier(stage["schedule"], step, steps)
             optimizer.apply(lr)
             for prm in trainable.values():
@@ -541,6 +665,8 @@ def train_stages(args, device, world, rank, main_process):
         checkpoint(True)
         if main_process:
             print("stage %s done: %d steps in %.1f s, final loss %.4f" % (stage["name"], steps, time.time() - t0, last), flush=True)
+        if args.fsdp and args.until != stage["name"] and si + 1 < len(STAGES):
+            model = fsdp_unwrap(run_model, model_name, device)
         if args.until == stage["name"]:
             return
 
@@ -568,6 +694,7 @@ def main(argv=None):
     ap.add_argument("--init-mode", choices=["pipec", "torch"], default="pipec", help="fresh weights: pipec's seeded streams (bit-compatible, slow for big models) or torch.normal")
     ap.add_argument("--base-dir", default=".", help="where the program's relative weight paths resolve (the .pipe file's folder)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--fsdp", choices=sorted(FSDP_STRATEGIES), help="shard with FSDP under torchrun (PyTorch >= 2.0): full = FULL_SHARD (ZeRO-3), grad_op = SHARD_GRAD_OP (ZeRO-2)")
     ap.add_argument("--stop-after", type=int, help="stop (as if killed) after this many optimizer steps in total")
     ap.add_argument("--until", help="stop after this stage's final checkpoint (continue later with --resume)")
     ap.add_argument("--log-every", type=int, default=10)
