@@ -985,10 +985,13 @@ def train(args):
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     main_process = rank == 0
+    distributed = world > 1 or bool(args.fsdp)
     try:
         train_stages(args, device, world, rank, main_process)
+        if distributed:  # every process done (e.g. --stop-after) before any takes the process group down
+            torch.distributed.barrier()
     finally:
-        if world > 1 or args.fsdp:
+        if distributed:
             torch.distributed.destroy_process_group()
 
 
@@ -1109,9 +1112,9 @@ def train_stages(args, device, world, rank, main_process):
                     continue
                 if loss.requires_grad:
                     loss.backward()  # gradients add up over the micro-batches
-                loss_sum += float(loss)
-                lm_sum += float(out["lm_loss"]) if out["lm_loss"] is not None else 0.0
-                aux_sum += float(out["aux_loss"]) if out["aux_loss"] is not None else 0.0
+                loss_sum += float(loss.detach())
+                lm_sum += float(out["lm_loss"].detach()) if out["lm_loss"] is not None else 0.0
+                aux_sum += float(out["aux_loss"].detach()) if out["aux_loss"] is not None else 0.0
             if world > 1:
                 sums = torch.tensor([loss_sum, lm_sum, aux_sum, float(tokens)], dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(sums)
