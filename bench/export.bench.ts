@@ -46,7 +46,8 @@ function usage(msg: string): never {
 
 const STEPS = Number(option('--steps').pop() ?? 30);
 if (!Number.isInteger(STEPS) || STEPS < WARMUP + 3) usage(`--steps must be an integer of at least ${WARMUP + 3} (2 warm-up steps, then the timed ones), got ${option('--steps').pop()}`);
-const PY = option('--python').pop() ?? process.env.PIPEC_PYTHON ?? '/usr/bin/python3'; // Debian's python3-torch lives here
+const PY_ARG = option('--python').pop() ?? process.env.PIPEC_PYTHON ?? '/usr/bin/python3'; // Debian's python3-torch lives here
+const PY = PY_ARG.includes('/') ? path.resolve(PY_ARG) : PY_ARG; // the trainer runs in another folder
 const KEEP = args.includes('--keep');
 const asked = option('--backend').flatMap((b) => b.split(',')).filter(Boolean);
 for (const b of asked) if (!(BACKEND_NAMES as readonly string[]).includes(b) || b === 'auto') usage(`--backend must name one of ${BACKEND_NAMES.filter((n) => n !== 'auto').join(', ')}, got ${b}`);
