@@ -94,7 +94,12 @@ async function activateWasm(hint: WorkloadHint): Promise<boolean> {
   wasm.setWasmPaths(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep);
   registerWasmExtras();
   const wanted = wasmThreadsWanted(hint.work);
-  const ok = wanted > 1 ? await startThreadedWasm(wanted, wasm.setThreadsCount, () => tf.setBackend('wasm')) : await tf.setBackend('wasm');
+  let ok: boolean;
+  try {
+    ok = wanted > 1 ? await startThreadedWasm(wanted, wasm.setThreadsCount, () => tf.setBackend('wasm')) : await tf.setBackend('wasm');
+  } catch (e) {
+    throw runtimeError(M.BackendUnavailable, ['wasm', `its ${wanted}-thread build failed to start: ${firstLine(e)}`], undefined, 'PIPEC_WASM_THREADS=1 selects the single-threaded build');
+  }
   if (ok) wasmThreads = wasm.getThreadsCount();
   return ok;
 }

@@ -89,8 +89,8 @@ interface ThreadedModule {
 }
 
 /**
- * Runs `start` (which creates the wasm backend) with the threaded build selected. Returns the number of
- * threads XNNPACK got. Throws what `start` throws.
+ * Runs `start` (which creates the wasm backend) with the threaded build selected, for `threads` threads,
+ * and returns what it returns. Throws what `start` throws, or why the worker scripts could not be written.
  */
 export async function startThreadedWasm(
   threads: number,
