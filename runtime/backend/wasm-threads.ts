@@ -22,7 +22,7 @@ const MAX_THREADS = 8;
  * Below this many multiply-adds per micro-batch (parameters x batch x sequence length) a thread pool
  * loses: every op wakes the pool's workers (Atomics.wait/notify between Node workers), and a small model
  * runs thousands of small ops per step. Measured here on 2 cores (npm run bench:runtime): the
- * quickstart (0.5 G) ran ~20% slower with 2 threads, the 7.25M reference LM (7.4 G) ~13% faster.
+ * quickstart (0.5 G) ran ~20% slower with 2 threads, the 7.25M reference LM (7.4 G) 7-13% faster (two runs).
  */
 export const THREADS_MIN_WORK = 2e9;
 
