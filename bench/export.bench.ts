@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { BACKEND_NAMES, probeBackends, type BackendProbe, type ConcreteBackend } from '../runtime/backend/backends.js';
 import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
 import { repo } from '../test/paths.js';
+import { median } from './stats.js';
 
 const PROGRAM = 'pipelines/quickstart.pipe';
 const STAGE = 'pretrain';
@@ -59,11 +60,6 @@ interface Side {
   wallS: number;
   note: string;
   rows: StepMetrics[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 /** Runs a command to completion; exits the benchmark with its output when it fails. */

@@ -11,7 +11,7 @@ import type { ModelDef } from '../compiler/ir/graph.js';
 import { compile } from '../compiler/service/service.js';
 import { initBackend, probeBackends, type ConcreteBackend } from '../runtime/backend/backends.js';
 import { setMatmulRouting } from '../runtime/backend/kernels.js';
-import { wasmThreadsWanted } from '../runtime/backend/wasm-threads.js';
+import { microBatchWork, wasmThreadsWanted } from '../runtime/backend/wasm-threads.js';
 import { collate, type Batch } from '../runtime/data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../runtime/data/datasets.js';
 import { ModelRunner } from '../runtime/model.js';
@@ -20,6 +20,7 @@ import { Rng } from '../runtime/random.js';
 import { Optimizer } from '../runtime/train/optimizer.js';
 import { accumulateGradients } from '../runtime/train/step.js';
 import { repo } from '../test/paths.js';
+import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const STEPS = Number(args[args.indexOf('--steps') + 1] || 0) || 7;
@@ -49,11 +50,6 @@ function workloads(): Workload[] {
       batch: () => ({ inputIds: ids, labels: ids, info: { attentionMask: new Int32Array(8 * 128).fill(1), batch: 8, length: 128, imageStart: new Array(8).fill(-1) }, pixels: null, labelledTokens: 8 * 127 }),
     },
   ];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 async function measure(w: Workload): Promise<{ ms: number; tokensPerSec: number }> {
@@ -121,7 +117,7 @@ if (childArg >= 0) {
   for (const [i, w] of workloads().entries()) {
     // Multiply-adds per micro-batch as `pipec run` estimates them, which sets wasm's default thread count
     const b = w.batch();
-    const work = paramSpecs(w.model.components).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0) * b.info.batch * b.info.length;
+    const work = microBatchWork(paramSpecs(w.model.components).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0), b.info.batch, b.info.length);
     const defaultThreads = wasmThreadsWanted(work);
     console.log(`\n${w.name}; pipec's default on wasm: ${defaultThreads} thread${defaultThreads === 1 ? '' : 's'} (${(work / 1e9).toFixed(1)} G multiply-adds per micro-batch)`);
     console.log('  backend                     step ms   tokens/s   vs stock wasm');

@@ -308,6 +308,20 @@ describe('export: pipec prepare', function () {
   });
 });
 
+/** The first `steps` losses of two runs agree step by step to `tol` (relative); returns the worst difference. */
+function compareLosses(name: string, a: { loss: number; stage: string; step: number }[], b: { loss: number; stage: string; step: number }[], steps: number, tol = 1e-4): number {
+  assert.ok(a.length >= steps && b.length >= steps, `${name}: ${a.length} pipec steps, ${b.length} torch steps`);
+  let worst = 0;
+  for (let i = 0; i < steps; i++) {
+    assert.deepEqual([b[i]!.stage, b[i]!.step], [a[i]!.stage, a[i]!.step]);
+    const r = rel(a[i]!.loss, b[i]!.loss);
+    worst = Math.max(worst, r);
+    assert.ok(r < tol, `${name} ${a[i]!.stage} step ${a[i]!.step}: pipec ${a[i]!.loss}, torch ${b[i]!.loss} (relative ${r.toExponential(2)})`);
+  }
+  console.log(`      ${name}: ${steps} steps, worst relative loss difference ${worst.toExponential(2)}`);
+  return worst;
+}
+
 describe('export: the exported trainer reproduces pipec (python3 + torch)', function () {
   this.timeout(600_000);
 
@@ -338,18 +352,7 @@ describe('export: the exported trainer reproduces pipec (python3 + torch)', func
     return { g, work, data, pipec: readMetrics(path.join(work, 'pipec')), torch: readMetrics(path.join(work, 'torch-run')), tPipec, tTorch };
   }
 
-  function compareLosses(name: string, a: { loss: number; stage: string; step: number }[], b: { loss: number; stage: string; step: number }[], steps: number): number {
-    assert.ok(a.length >= steps && b.length >= steps, `${name}: ${a.length} pipec steps, ${b.length} torch steps`);
-    let worst = 0;
-    for (let i = 0; i < steps; i++) {
-      assert.deepEqual([b[i]!.stage, b[i]!.step], [a[i]!.stage, a[i]!.step]);
-      const r = rel(a[i]!.loss, b[i]!.loss);
-      worst = Math.max(worst, r);
-      assert.ok(r < 1e-4, `${name} ${a[i]!.stage} step ${a[i]!.step}: pipec ${a[i]!.loss}, torch ${b[i]!.loss} (relative ${r.toExponential(2)})`);
-    }
-    console.log(`      ${name}: ${steps} steps, worst relative loss difference ${worst.toExponential(2)}`);
-    return worst;
-  }
+
 
   it('tiny.pipe (vit, mlp_gelu, llama; two stages with hand-off): every step\'s loss to 1e-4, the checkpoint loads into pipec with the same logits', async () => {
     const r = await both('test/runtime/tiny.pipe', { init: true });
@@ -529,15 +532,10 @@ describe('export: sharded training with FSDP (torch >= 2)', function () {
     writeExport(g, path.join(work, 'torch'));
   });
 
-  function compare(name: string, a: { loss: number; step: number; stage: string }[], b: { loss: number; step: number; stage: string }[], tol: number): void {
+  /** Two whole runs: the same steps, and every loss to `tol`. */
+  function sameLosses(name: string, a: { loss: number; step: number; stage: string }[], b: { loss: number; step: number; stage: string }[], tol: number): void {
     assert.equal(b.length, a.length, `${name}: ${b.length} steps, pipec ${a.length}`);
-    let worst = 0;
-    a.forEach((m, i) => {
-      assert.deepEqual([b[i]!.stage, b[i]!.step], [m.stage, m.step]);
-      worst = Math.max(worst, rel(m.loss, b[i]!.loss));
-    });
-    console.log(`      ${name}: ${a.length} steps, worst relative loss difference ${worst.toExponential(2)}`);
-    assert.ok(worst < tol, `${name}: worst relative loss difference ${worst}`);
+    compareLosses(name, a, b, a.length, tol);
   }
 
   /** Largest |a - b| over every tensor of two checkpoint files, relative to the largest |a| of its tensor. */
@@ -553,7 +551,7 @@ describe('export: sharded training with FSDP (torch >= 2)', function () {
   it('--fsdp full under torchrun (2 processes): both stages\' losses, and the final weights and AdamW moments, equal pipec\'s with accumulate 2', async () => {
     const log = await torchrun(2, train, ['--data', data, '--out', path.join(work, 'full'), '--fsdp', 'full'], work, py);
     assert.match(log, /stage align: .*16 samples \(batch 8 x accumulate 1 x 2 process\(es\)\), sharded by FSDP \(FULL_SHARD\)/);
-    compare('FSDP full_shard', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'full')), 1e-4);
+    sameLosses('FSDP full_shard', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'full')), 1e-4);
     // the checkpoint written from the shards is whole, in pipec's layout, and matches pipec's own
     const ck = (run: string) => path.join(work, run, 'checkpoints', '01-finetune-step000008');
     for (const c of g.models[0]!.components.map((x) => x.name)) tensorsAgree(`weights of ${c}`, path.join(ck('pipec'), c, 'model.safetensors'), path.join(ck('full'), c, 'model.safetensors'), 1e-4);
@@ -567,12 +565,12 @@ describe('export: sharded training with FSDP (torch >= 2)', function () {
     const out = path.join(work, 'cut');
     await torchrun(2, train, ['--data', data, '--out', out, '--fsdp', 'full', '--stop-after', '22'], work, py); // last periodic checkpoint: align step 20
     await torchrun(2, train, ['--data', data, '--out', out, '--fsdp', 'full', '--resume'], work, py);
-    compare('FSDP resumed vs uninterrupted', readMetrics(path.join(work, 'full')), readMetrics(out), 1e-5);
+    sameLosses('FSDP resumed vs uninterrupted', readMetrics(path.join(work, 'full')), readMetrics(out), 1e-5);
   });
 
   it('--fsdp grad_op (SHARD_GRAD_OP, for zero1/zero2 stages) gives pipec\'s losses too', async () => {
     await torchrun(2, train, ['--data', data, '--out', path.join(work, 'grad-op'), '--fsdp', 'grad_op'], work, py);
-    compare('FSDP shard_grad_op', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'grad-op')), 1e-4);
+    sameLosses('FSDP shard_grad_op', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'grad-op')), 1e-4);
   });
 
   it('--fsdp full with a Mixtral MoE (tiny-moe: top-2 routing, aux loss, AdamW then SGD) gives pipec\'s losses', async () => {
@@ -583,7 +581,7 @@ describe('export: sharded training with FSDP (torch >= 2)', function () {
     prepareStages({ graph: g1, baseDir: repo('test/export'), outDir: path.join(moe, 'data'), worldSize: 2 });
     writeExport(g1, path.join(moe, 'torch'));
     await torchrun(2, path.join(moe, 'torch', 'train.py'), ['--data', path.join(moe, 'data'), '--out', path.join(moe, 'fsdp'), '--fsdp', 'full'], moe, py);
-    compare('FSDP tiny-moe', readMetrics(path.join(moe, 'pipec')), readMetrics(path.join(moe, 'fsdp')), 1e-4);
+    sameLosses('FSDP tiny-moe', readMetrics(path.join(moe, 'pipec')), readMetrics(path.join(moe, 'fsdp')), 1e-4);
   });
 
   it('on torch 1.13 (Debian), --fsdp stops with what it needs', function () {

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { THREADS_MIN_WORK, wasmThreadsWanted } from '../runtime/backend/wasm-threads.js';
+import { readMetrics } from '../runtime/train/metrics.js';
 import { pipec } from './helpers/cli.js';
 import { repo } from './paths.js';
 
@@ -21,9 +22,6 @@ function withEnv<T>(value: string | undefined, f: () => T): T {
   }
 }
 
-function losses(runDir: string): number[] {
-  return fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
-}
 
 describe('wasm backend threads', function () {
   this.timeout(300_000);
@@ -49,7 +47,7 @@ describe('wasm backend threads', function () {
       assert.equal(r.error, undefined, `the ${threads}-thread run did not exit by itself: ${String(r.error)}`);
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stderr, new RegExp(`backend wasm \\(WebAssembly with SIMD \\(XNNPACK\\), ${threads} threads?;`));
-      return losses(out);
+      return readMetrics(out).map((m) => m.loss);
     });
     assert.equal(runs[0]!.length, 32);
     assert.deepEqual(runs[1], runs[0]);

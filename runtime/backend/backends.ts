@@ -122,6 +122,11 @@ export interface ActiveBackend {
   note: string;
 }
 
+/** What a started backend runs on; wasm's detail, probed again, names the threads it started with. */
+async function startedDetail(p: BackendProbe, hint: WorkloadHint): Promise<string> {
+  return p.name === 'wasm' ? (await probe('wasm', hint)).detail : p.detail;
+}
+
 /** Activates a backend; `auto` takes the first available in order of speed. Throws PIPE9020. */
 export async function initBackend(choice: BackendChoice, hint: WorkloadHint = {}): Promise<ActiveBackend> {
   if (choice !== 'auto') {
@@ -130,14 +135,13 @@ export async function initBackend(choice: BackendChoice, hint: WorkloadHint = {}
       const hint = choice === 'webgpu' ? 'run `pipec backends`; `--backend auto` falls back to tensorflow or wasm' : 'run `pipec backends` to see what loads here';
       throw runtimeError(M.BackendUnavailable, [choice, p.available ? `${p.detail}, but it failed to start` : p.detail], undefined, hint);
     }
-    // wasm's detail names the threads it actually started with
-    return { name: choice, note: `backend ${choice} (${choice === 'wasm' ? (await probe('wasm', hint)).detail : p.detail})` };
+    return { name: choice, note: `backend ${choice} (${await startedDetail(p, hint)})` };
   }
   const skipped: string[] = [];
   for (const name of ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm'] as const) {
     const p = await probe(name, hint);
     if (p.available && !p.software && (await activate(name, hint))) {
-      return { name, note: `backend ${name} chosen by auto (${name === 'wasm' ? (await probe('wasm', hint)).detail : p.detail})${skipped.length ? `; skipped ${skipped.join(', ')}` : ''}` };
+      return { name, note: `backend ${name} chosen by auto (${await startedDetail(p, hint)})${skipped.length ? `; skipped ${skipped.join(', ')}` : ''}` };
     }
     skipped.push(p.software ? `${name} (software adapter; --backend webgpu uses it)` : name);
   }

@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { writeFileAtomic } from '../weights/atomic.js';
 
 const require = createRequire(import.meta.url);
 /** Emscripten pre-creates this many workers (tfjs's cc/BUILD); XNNPACK's pool cannot be larger. */
@@ -26,6 +27,11 @@ const MAX_THREADS = 8;
  */
 export const THREADS_MIN_WORK = 2e9;
 
+/** The size a micro-batch is judged by: multiply-adds, roughly parameters x batch x sequence length. */
+export function microBatchWork(params: number, batch: number, length: number): number {
+  return params * batch * length;
+}
+
 /**
  * Threads for the wasm backend: PIPEC_WASM_THREADS when set; else one for a small workload (`work`,
  * multiply-adds per micro-batch, when the caller knows it) and one per core the process may use otherwise.
@@ -37,8 +43,7 @@ export function wasmThreadsWanted(work?: number): number {
   return Number.isFinite(n) && n >= 1 ? Math.min(n, MAX_THREADS) : 1;
 }
 
-function cacheDir(): string {
-  const pkgDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
+function cacheDir(pkgDir: string): string {
   // node_modules/.cache beside the package, as other tools do; the temp folder where that is read-only
   for (const base of [path.join(pkgDir, '..', '..', '.cache'), os.tmpdir()]) {
     try {
@@ -55,30 +60,26 @@ function cacheDir(): string {
 /** Writes `text` under a name derived from its hash, so versions never clash and a torn write never loads. */
 function writeOnce(dir: string, stem: string, text: string): string {
   const file = path.join(dir, `${stem}-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.cjs`);
-  if (!fs.existsSync(file)) {
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  }
+  if (!fs.existsSync(file)) writeFileAtomic(file, text);
   return file;
 }
 
-/** The worker and main scripts as files; the worker resolves its Blob URL to the main script's path. */
-function workerFiles(): { worker: string } {
-  const out = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'wasm-out');
+/** The worker and main scripts as files; returns the worker's, which resolves its Blob URL to the main script's path. */
+function workerScript(): string {
+  const pkgDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
+  const out = path.join(pkgDir, 'wasm-out');
   const factory = require(path.join(out, 'tfjs-backend-wasm-threaded-simd.js')) as { toString(): string };
   const { wasmWorkerContents } = require(path.join(out, 'tfjs-backend-wasm-threaded-simd.worker.js')) as { wasmWorkerContents: string };
-  const dir = cacheDir();
+  const dir = cacheDir(pkgDir);
   // What tfjs puts in its Blob: the factory bound to the name the worker calls.
   const main = writeOnce(dir, 'main', `var WasmBackendModuleThreadedSimd = ${factory.toString()};\n`);
   // The worker's source is a template-literal string whose "\n" escapes became newlines; tfjs re-escapes
   // them the same way before making its Blob.
-  const worker = writeOnce(
+  return writeOnce(
     dir,
     'worker',
     `URL.createObjectURL = () => ${JSON.stringify(main)}; URL.revokeObjectURL = () => {};\n` + wasmWorkerContents.replace(/\n/g, '\\n'),
   );
-  return { worker };
 }
 
 interface EmscriptenWorker {
@@ -97,7 +98,7 @@ export async function startThreadedWasm(
   setThreadsCount: (n: number) => void,
   start: () => Promise<boolean>,
 ): Promise<boolean> {
-  const { worker } = workerFiles();
+  const worker = workerScript();
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
   setThreadsCount(threads);
   // Two things the glue reads only while the module starts: the worker's URL (a Blob URL in tfjs, a file

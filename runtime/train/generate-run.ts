@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { type BackendChoice, initBackend } from '../backend/backends.js';
+import { microBatchWork } from '../backend/wasm-threads.js';
 import { encoderOf, imageShapeOf, preprocessFor, SHAPES_CHAT, templateFor } from '../data/datasets.js';
 import { buildPrompt, PLAIN, type TemplateSpec } from '../data/examples.js';
 import { loadImageFile, preprocessImage } from '../data/images.js';
@@ -50,7 +51,7 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
   if (!ckpt || !readTrainerState(ckpt).final) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no final checkpoint; finish the run first (`pipec run --resume`)'], { file: runDir });
   // One sequence, one token a step once the prompt is in: the wasm backend's thread count follows that size
   const last = graph.stages[graph.stages.length - 1]!;
-  const backend = await initBackend(o.backend, { work: last.memory.total_params * last.max_length });
+  const backend = await initBackend(o.backend, { work: microBatchWork(last.memory.total_params, 1, last.max_length) });
   o.log(backend.note);
   const model = graph.models.find((m) => m.name === graph.stages[graph.stages.length - 1]!.model)!;
   const params = new ParamStore(paramSpecs(model.components), 0);

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Graph, ModelDef, StagePlan } from '../../compiler/ir/graph.js';
 import { initBackend, type ActiveBackend, type BackendChoice } from '../backend/backends.js';
+import { microBatchWork } from '../backend/wasm-threads.js';
 import { collate, type Sample } from '../data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer, type PreparedDataset } from '../data/datasets.js';
 import { loadTokenizer } from '../data/tokenizer.js';
@@ -82,7 +83,7 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
   const t0 = performance.now();
   const out = o.out ?? new Progress(process.stderr);
   // The size of the largest stage's micro-batch, for the wasm backend's thread count (wasm-threads.ts)
-  const work = Math.max(0, ...o.graph.stages.map((s) => s.memory.total_params * s.batch * s.max_length));
+  const work = Math.max(0, ...o.graph.stages.map((s) => microBatchWork(s.memory.total_params, s.batch, s.max_length)));
   const backend: ActiveBackend = await initBackend(o.backend, { work });
   out.line(backend.note);
   const g = o.graph;

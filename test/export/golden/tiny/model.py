@@ -266,9 +266,6 @@ class Named(nn.Module):
             mod = getattr(mod, part)
         return getattr(mod, parts[-1])
 
-    def has(self, name):
-        return name in self.param_names
-
     def a(self, key, default=None):
         v = self.attrs.get(key, default)
         if v is None:
@@ -277,11 +274,11 @@ class Named(nn.Module):
 
 
 class Layer(Named):
-    """One layer of a component; param_names are relative to it."""
+    """One layer of a component, reading its parameters by their names relative to it."""
 
     def __init__(self, op, attrs):
         super().__init__()
-        self.op, self.attrs, self.param_names = op, attrs, set()
+        self.op, self.attrs = op, attrs
 
 
 class Component(Named):
@@ -306,9 +303,10 @@ class Component(Named):
                 layer = self.LAYERS is not None and re.fullmatch(self.LAYERS[0], path)
                 mod.add_module(part, self.LAYERS[1](self.op, self.attrs) if layer else nn.Module())
             mod = mod._modules[part]
-            if isinstance(mod, Layer):
-                mod.param_names.add(".".join(parts[k + 1:]))
         mod.register_parameter(parts[-1], param)
+
+    def has(self, name):
+        return name in self.param_names
 
 
 class VisionLayer(Layer):

@@ -9,6 +9,7 @@
     python3 train.py --data data --out run [--resume] [--init DIR]
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -104,21 +105,19 @@ class Optimizer:
                 self.m[name].copy_(buf)
                 p.sub_(buf * lr)
 
+    def parts(self):
+        """The per-parameter state, each part with the prefix of its tensor names in optimizer.safetensors."""
+        return [("exp_avg.", self.m)] + ([("exp_avg_sq.", self.v)] if self.name == "adamw" else [])
+
     def state_tensors(self):
-        out = {}
-        for n in self.params:
-            out["exp_avg." + n] = self.m[n]
-            if self.name == "adamw":
-                out["exp_avg_sq." + n] = self.v[n]
-        return out
+        return {prefix + n: part[n] for prefix, part in self.parts() for n in self.params}
 
     def load_state(self, tensors, step):
         with torch.no_grad():
-            for n in self.params:
-                if "exp_avg." + n in tensors:
-                    self.m[n].copy_(tensors["exp_avg." + n])
-                if self.name == "adamw" and "exp_avg_sq." + n in tensors:
-                    self.v[n].copy_(tensors["exp_avg_sq." + n])
+            for prefix, part in self.parts():
+                for n in self.params:
+                    if prefix + n in tensors:
+                        part[n].copy_(tensors[prefix + n])
         self.step_count = step
 
 
@@ -149,14 +148,14 @@ def clip_by_global_norm(params, max_norm, sharded_on=None):
     sharded_on: the device of a sharded run (FSDP), where each process holds a slice of every gradient and
     the squares are summed over the processes."""
     grads = [p.grad for p in params if p.grad is not None]
-    if sharded_on is not None:
-        sq = torch.tensor([sum(float(g.double().pow(2).sum()) for g in grads)], dtype=torch.float64, device=sharded_on)
-        torch.distributed.all_reduce(sq)
-        norm = math.sqrt(float(sq[0]))
-    elif not grads:
+    if not grads and sharded_on is None:
         return 0.0
-    else:
-        norm = math.sqrt(float(sum(float(g.double().pow(2).sum()) for g in grads)))
+    sq = sum(float(g.double().pow(2).sum()) for g in grads)
+    if sharded_on is not None:  # every process takes part, with or without a slice of its own
+        total = torch.tensor([sq], dtype=torch.float64, device=sharded_on)
+        torch.distributed.all_reduce(total)
+        sq = float(total[0])
+    norm = math.sqrt(sq)
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads:
@@ -194,21 +193,32 @@ def unwrapped_name(name):
     return name.replace("_fsdp_wrapped_module.", "")
 
 
+@contextlib.contextmanager
+def params_lent(params):
+    """Lends the parameters (this process's slices) as buffers for the with-block: FSDP gathers and splits
+    whatever they hold. Their values are put back at the end."""
+    with torch.no_grad():
+        kept = {n: p.detach().clone() for n, p in params.items()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(kept[n])
+
+
 @torch.no_grad()
-def fsdp_gather(wrapped, params, local, rank0_only=True):
-    """The whole tensors of per-parameter state held as slices shaped like the local shards (an optimizer's
-    moments): each slice is put in its parameter's place, the units are gathered, and the parameters put
-    back. Returns {name: whole tensor} (on process 0 only when rank0_only)."""
+def fsdp_gather(wrapped, params, local):
+    """Whole tensors, on process 0, of per-parameter state held as slices shaped like the local shards (an
+    optimizer's moments): each slice goes in its parameter's place and the units are gathered."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    kept = {n: p.detach().clone() for n, p in params.items()}
-    for n, p in params.items():
-        p.copy_(local[n])
     out = {}
-    with FSDP.summon_full_params(wrapped, writeback=False, rank0_only=rank0_only):
-        if not rank0_only or torch.distributed.get_rank() == 0:
-            out = {n: p.detach().clone() for n, p in params.items()}
-    for n, p in params.items():
-        p.copy_(kept[n])
+    with params_lent(params):
+        for n, p in params.items():
+            p.copy_(local[n])
+        with FSDP.summon_full_params(wrapped, writeback=False, rank0_only=True):
+            if torch.distributed.get_rank() == 0:
+                out = {n: p.detach().clone() for n, p in params.items()}
     return out
 
 
@@ -216,32 +226,27 @@ def fsdp_gather(wrapped, params, local, rank0_only=True):
 def fsdp_scatter(wrapped, params, whole):
     """The reverse of fsdp_gather: this process's slices of whole per-parameter tensors."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    kept = {n: p.detach().clone() for n, p in params.items()}
-    with FSDP.summon_full_params(wrapped, writeback=True):
-        for n, p in params.items():
-            p.copy_(whole[n])
-    out = {n: p.detach().clone() for n, p in params.items()}
-    for n, p in params.items():
-        p.copy_(kept[n])
-    return out
+    with params_lent(params):
+        with FSDP.summon_full_params(wrapped, writeback=True):
+            for n, p in params.items():
+                p.copy_(whole[n])
+        return {n: p.detach().clone() for n, p in params.items()}
 
 
 def fsdp_optimizer_tensors(wrapped, optimizer):
-    """The optimizer's state tensors (Optimizer.state_tensors) whole, on process 0."""
+    """Optimizer.state_tensors, whole, on process 0."""
     out = {}
-    for prefix, part in (("exp_avg.", optimizer.m), ("exp_avg_sq.", optimizer.v)):
-        if part:
-            out.update({prefix + n: t for n, t in fsdp_gather(wrapped, optimizer.params, part).items()})
+    for prefix, part in optimizer.parts():
+        out.update({prefix + n: t for n, t in fsdp_gather(wrapped, optimizer.params, part).items()})
     return out
 
 
 def fsdp_load_optimizer(wrapped, optimizer, whole, step):
     """Optimizer.load_state from whole tensors (a checkpoint), keeping this process's slices."""
     local = {}
-    for prefix, part in (("exp_avg.", optimizer.m), ("exp_avg_sq.", optimizer.v)):
-        if part:
-            have = {n: p for n, p in optimizer.params.items() if prefix + n in whole}
-            local.update({prefix + n: t for n, t in fsdp_scatter(wrapped, have, {n: whole[prefix + n] for n in have}).items()})
+    for prefix, part in optimizer.parts():
+        have = {n: p for n, p in optimizer.params.items() if prefix + n in whole}
+        local.update({prefix + n: t for n, t in fsdp_scatter(wrapped, have, {n: whole[prefix + n] for n in have}).items()})
     optimizer.load_state(local, step)
 
 
