@@ -75,6 +75,7 @@ export const M = {
   MarkerOutsideVocab: def(4013, 'error', (marker: string, id: number, file: string, llm: string, vocab: number) => `the image marker "${marker}" is token id ${id} of "${file}", outside \`${llm}.vocab\` of ${vocab}`),
   TokenizerUnreadableAtCheck: def(4014, 'error', (file: string, why: string) => `cannot read tokenizer "${file}" to check its size: ${why}`),
   RoleGivenTwice: def(4015, 'error', (spelling: string, first: string, second: string) => `roles: "${spelling}" is given for both \`${first}\` and \`${second}\``),
+  TwoTokenizers: def(4016, 'error', (dataset: string, file: string, first: string, firstFile: string) => `dataset \`${dataset}\` names tokenizer "${file}" but \`${first}\` names "${firstFile}"; a run uses one tokenizer`),
 
   // ---- 5xxx stages ----
   TrainedAndFrozen: def(5001, 'error', (name: string, stage: string) => `component \`${name}\` is both trained and frozen in stage \`${stage}\``),
