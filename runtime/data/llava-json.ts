@@ -330,7 +330,8 @@ function imageError(e: unknown, index: number, name: string, id: string | undefi
   if (e instanceof ConfinementError) {
     if (e.verdict.kind === 'refused')
       return recordError(M.DataPathOutside, [index, name, e.verdict.why], id, location, `a data file may only name files inside its images folder "${root.shown}" (\`images:\`); move the file there, or point \`images:\` at the folder that holds it`);
-    return recordError(M.DataImageMissing, [index, name], id, location, `it ${e.verdict.why} (looked in ${root.dir}, the dataset's \`images:\`)`);
+    const looked = `looked for ${path.resolve(root.dir, name)} (\`images:\` is "${root.shown}")`;
+    return recordError(M.DataImageMissing, [index, name], id, location, e.verdict.why === 'does not exist' ? looked : `it ${e.verdict.why}; ${looked}`);
   }
   return recordError(M.DataImageCorrupt, [index, name, `cannot read it: ${(e as Error).message}`], id, location, 'replace the file, or set `skip_bad_records: true`');
 }
