@@ -64,7 +64,7 @@ export function histogram(counts: readonly [number, number][], maxLength: number
   const out: string[] = [];
   for (let b = first; b <= last; b++) {
     const k = per.get(b) ?? 0;
-    out.push(`${label(b).padStart(labelWidth)} | ${'#'.repeat(k ? Math.max(1, Math.round((k / most) * 40)) : 0)}${k ? ` ${k}` : ''}`);
+    out.push(`${label(b).padStart(labelWidth)} |${k ? ` ${'#'.repeat(Math.max(1, Math.round((k / most) * 40)))} ${k}` : ''}`);
   }
   return out;
 }

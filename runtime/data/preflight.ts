@@ -130,7 +130,8 @@ export function renderFailure(f: Failure): string {
 /** One line per stage: records, token range, and whether it passes. */
 export function stageLine(c: StageCheck): string {
   const passed = c.lengthCounts.reduce((n, [, k]) => n + k, 0);
-  const range = c.lengthCounts.length ? `${c.lengthCounts[0]![0]}-${c.lengthCounts[c.lengthCounts.length - 1]![0]} tokens` : 'no usable record';
+  const [lo, hi] = [c.lengthCounts[0]?.[0], c.lengthCounts[c.lengthCounts.length - 1]?.[0]];
+  const range = lo === undefined ? 'no usable record' : lo === hi ? `${lo} tokens` : `${lo}-${hi} tokens`;
   const bad = c.failures.length ? (c.skipBadRecords ? `, ${c.failures.length} to skip (skip_bad_records)` : `, ${c.failures.length} would fail`) : '';
   const verdict = stageFails(c) ? 'FAILS' : 'ok';
   return `data pre-flight: stage ${c.stage}: ${passed} of ${c.records} records of "${c.file}" pass${bad}; ${range} (max_length ${c.maxLength}): ${verdict}${c.cached ? ' (cached)' : ''}`;
