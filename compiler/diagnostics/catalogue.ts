@@ -139,7 +139,7 @@ export const M = {
   DataNoLabels: def(9051, 'error', (index: number, why: string) => `record ${index}: no token is trained: ${why}`),
   BatchNoLabels: def(9052, 'error', (dataset: string, records: string) => `a batch of dataset "${dataset}" (records ${records}) has no trained token`),
   TokenOutOfVocab: def(9053, 'error', (what: string, id: number, vocab: number) => `${what}: token id ${id} is outside the llm's vocab of ${vocab}`),
-  PreflightFailed: def(9054, 'error', (count: number, where: string) => `data pre-flight: ${count} record${count === 1 ? '' : 's'} would fail (${where}); no stage was started`),
+  PreflightFailed: def(9054, 'error', (detail: string) => `data pre-flight failed (${detail}); no stage was started`),
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
 } as const;
