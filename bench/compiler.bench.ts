@@ -90,8 +90,8 @@ function block(i: number): string[] {
     ``,
     `dataset captions_${i} = synthetic_shapes(count: ${1000 + i}, task: "caption", seed: ${seed(1)})`,
     `dataset questions_${i} = synthetic_shapes(count: ${2000 + i}, image: 64, task: "qa", languages: "en+ja", seed: ${seed(2)}, holdout: 0.05)`,
-    `dataset pretrain_${i} = llava_json("data/pretrain_${i}.json", images: "data/images", template: "plain")`,
-    `dataset instruct_${i} = llava_json("data/instruct_${i}.json", images: "data/images", template: chat_${i}, require_image: false)`,
+    `dataset pretrain_${i} = llava_json("data/llava_pretrain_ja.json", images: "data/images", template: "plain")`,
+    `dataset instruct_${i} = llava_json("data/llava_instruct_ja.json", images: "data/images", template: chat_${i}, require_image: false)`,
     ``,
     // Two-stage training per model, as LLaVA: align the projector, then finetune with the llm.
     `stage align_vit_${i} {`,

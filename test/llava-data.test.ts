@@ -253,7 +253,8 @@ const BAD: Record<string, { rec: Rec; code: string; says: RegExp }> = {
 const JAPANESE: Rec = {
   id: 'ja',
   image: 'photo.jpg',
-  conversations: [{ from: 'システム', value: 'あなたは役に立つアシスタントです。' }, { from: 'ユーザー', value: '<image>\nこれは何色？' }, { from: 'アシスタント', value: '赤です。' }, { from: 'gpt', value: '以上です。' }],
+  // LLaVA-JP's roles: ユーザー asks, システム answers (its template's roles=("ユーザー", "システム")).
+  conversations: [{ from: 'system', value: 'あなたは役に立つアシスタントです。' }, { from: 'ユーザー', value: '<image>\nこれは何色？' }, { from: 'システム', value: '赤です。' }, { from: 'アシスタント', value: '以上です。' }],
 };
 
 /** Writes records as pretty JSON (each element's `{` on its own line, at column 3). */
@@ -288,7 +289,7 @@ describe('readLlavaJson', () => {
     assert.equal(records[0]!.imagePath, path.join(imagesDir, 'good.png'));
     assert.equal(records[0]!.id, 'ok-0');
     assert.deepEqual(records[0]!.location, { file: 'data/train.json', line: 2, col: 3 });
-    // ユーザー -> user, システム -> system, アシスタント -> assistant.
+    // system -> system, ユーザー -> user, システム -> assistant (LLaVA-JP's answering role), アシスタント -> assistant.
     assert.deepEqual(records[1]!.turns.map((t) => t.role), ['system', 'user', 'assistant', 'assistant']);
     assert.deepEqual(loadRecordImage(records[0]!).data.subarray(0, 3), Uint8Array.from([255, 0, 0]));
   });

@@ -62,6 +62,7 @@ describe('language server', function () {
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-lsp-'));
     fs.writeFileSync(path.join(dir, 'main.pipe'), PROGRAM);
+    fs.writeFileSync(path.join(dir, 'x.json'), '[]'); // the dataset's file: a missing one is PIPE2013
     uri = pathToFileURL(path.join(dir, 'main.pipe')).href;
     client = new LspClient();
     const init = await client.initialize(pathToFileURL(dir).href);

@@ -7,6 +7,7 @@ import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
 import type { Range } from '../diagnostics/source.js';
 import type { LoadedFile, ParamType, Reporter, SigInfo } from './program.js';
+import { coerceRoles } from './roles.js';
 import { closest, didYouMean } from './suggest.js';
 import { evaluate, show, typeName, type Scope, type Value } from './values.js';
 
@@ -189,7 +190,7 @@ export function bindCall(sig: SigInfo, call: A.CallExpr, ctx: CallContext, label
 }
 
 export function typeWord(t: ParamType): string {
-  return t.k === 'enum' ? t.values.map((v) => JSON.stringify(v)).join(' | ') : t.k === 'Template' ? 'a template name' : t.k;
+  return t.k === 'enum' ? t.values.map((v) => JSON.stringify(v)).join(' | ') : t.k === 'Template' ? 'a template name' : t.k === 'Roles' ? 'roles such as { user: "ユーザー", assistant: "システム" }' : t.k;
 }
 
 /** Check a value against a parameter type, converting words and strings where the type says so. */
@@ -227,6 +228,8 @@ export function coerce(v: Value, type: ParamType, what: string, range: Range, ct
       }
       return { t: 'str', v: name };
     }
+    case 'Roles':
+      return coerceRoles(v, what, range, ctx.reporter);
     case 'enum': {
       const name = v.t === 'str' ? v.v : v.t === 'word' ? v.name : undefined;
       if (name === undefined) return mismatch();

@@ -9,12 +9,14 @@
 //   5. custom    custom modules exist, export the class, are trusted                 custom.ts
 //   6. weights   config.json and safetensors headers against the declarations         checkpoint.ts
 //   7. stages    datasets, stage fields, train/freeze, after, lengths                 stages.ts
-//   8. memory    per-device memory per stage; fit against the declared devices        memory.ts
+//   8. data      the files datasets name; the tokenizer's ids against the llm's vocab data-files.ts
+//   9. memory    per-device memory per stage; fit against the declared devices        memory.ts
 // Lowering (lower/) runs only on a program with no errors.
 import type * as A from '../ast/nodes.js';
 import { checkCheckpoints } from './checkpoint.js';
 import { checkModels } from './components.js';
 import { checkCustomComponents } from './custom.js';
+import { checkDataFiles } from './data-files.js';
 import { checkFlows } from './flows.js';
 import { checkMemory, type StageEstimate } from './memory.js';
 import { Reporter, type Host, type Program, type SigInfo } from './program.js';
@@ -23,14 +25,14 @@ import { checkDatasets, checkStages, type StageOverride } from './stages.js';
 import type { Range } from '../diagnostics/source.js';
 import type { Value } from './values.js';
 
-export const PASSES = ['load', 'scope', 'models', 'flows', 'custom', 'weights', 'stages', 'memory'] as const;
+export const PASSES = ['load', 'scope', 'models', 'flows', 'custom', 'weights', 'stages', 'data', 'memory'] as const;
 
 export interface CheckOptions {
   stageOverrides?: StageOverride[];
   /** paths.weights.COMPONENT -> dir; paths.data.DATASET.PARAM -> value */
   weightOverrides?: Map<string, { dir: string; range: Range }>;
   dataOverrides?: Map<string, Map<string, { value: Value; range: Range }>>;
-  /** Skip reading checkpoints from disk (the language server may turn this off while typing). */
+  /** Skip reading checkpoints and data files from disk (the language server may turn this off while typing). */
   skipWeights?: boolean;
 }
 
@@ -71,6 +73,7 @@ export function checkProgram(entryPath: string, entryText: string, host: Host, o
   if (!options.skipWeights) checkCheckpoints(program, host, reporter);
   checkDatasets(program, reporter, sigOf, options.dataOverrides ?? new Map());
   checkStages(program, reporter, sigOf, options.stageOverrides ?? []);
+  if (!options.skipWeights) checkDataFiles(program, host, reporter);
   const estimates = checkMemory(program, reporter);
   return { program, reporter, estimates };
 }

@@ -26,7 +26,7 @@ export interface LoadedFile {
 }
 
 export type ParamType =
-  | { k: 'int' | 'float' | 'string' | 'bool' | 'path' | 'size' | 'Template' }
+  | { k: 'int' | 'float' | 'string' | 'bool' | 'path' | 'size' | 'Template' | 'Roles' }
   | { k: 'enum'; values: string[] };
 
 export interface ParamInfo {
@@ -110,6 +110,8 @@ export interface DatasetInfo {
   name: string;
   ctor: string;
   params: Map<string, Value>;
+  /** Where each bound argument came from (the call, a run config, or a default in the stdlib). */
+  paramRanges?: Map<string, Range>;
   ok: boolean;
 }
 

@@ -76,6 +76,7 @@ export function checkDatasets(program: Program, reporter: Reporter, sigOf: (d: A
       }
       info.ok = inst.finish();
       info.params = inst.values;
+      info.paramRanges = inst.ranges;
     }
   }
 }

@@ -17,6 +17,8 @@ const USAGE = `pipec - compile and run .pipe programs for multimodal models
 
 usage:
   pipec check FILE...             report every problem (exit 0 clean, 1 errors, 2 usage)
+  pipec check --data FILE...      also read every record of every stage's data as training will (the
+                                  data pre-flight): tokens-per-record histograms, failing records located
   pipec compile FILE -o OUT.json  lower to the execution-graph IR (schema/graph.schema.json)
   pipec graph FILE [--dot]        print the graph with the shape at every edge (Graphviz with --dot)
   pipec estimate FILE             parameters and memory per device for every stage
@@ -65,6 +67,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         help: { type: 'boolean', short: 'h', default: false },
         stdio: { type: 'boolean', default: false },
         check: { type: 'boolean', default: false },
+        data: { type: 'boolean', default: false },
         backend: { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean', default: false },
@@ -111,10 +114,18 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         let failed = false;
         const json: unknown[] = [];
         for (const file of files) {
-          const r = compileOrThrow(file, base, false);
+          const r = compileOrThrow(file, base, values.data);
           failed ||= hasErrors(r.diagnostics);
-          if (values.format === 'json') json.push({ file, diagnostics: r.diagnostics });
-          else report(r, io, color);
+          const entry: { file: string; diagnostics: Diagnostic[]; data?: unknown } = { file, diagnostics: r.diagnostics };
+          if (values.format !== 'json') report(r, io, color);
+          // --data: the data pre-flight, once the program itself is sound (runtime/data/preflight-report.ts)
+          if (values.data && r.graph && !hasErrors(r.diagnostics)) {
+            const pf = await import('../../runtime/data/preflight-report.js');
+            const d = pf.preflightCommand(r.graph, path.dirname(path.resolve(file)), { format: values.format as 'text' | 'json' }, io);
+            failed ||= d.failed;
+            entry.data = d.json;
+          }
+          if (values.format === 'json') json.push(entry);
         }
         if (values.format === 'json') io.out(`${JSON.stringify(files.length === 1 ? json[0] : json, null, 2)}\n`);
         return failed ? 1 : 0;

@@ -40,6 +40,9 @@ export const M = {
   DuplicateField: def(2010, 'error', (field: string) => `field \`${field}\` is given twice`),
   WrongDeclKind: def(2011, 'error', (name: string, actual: string, expected: string) => `\`${name}\` is ${actual}, but ${expected} is expected here`),
   ImportCycle: def(2012, 'warning', (path: string) => `import of "${path}" forms a cycle; it is imported once`),
+  DataFileNotFound: def(2013, 'error', (dataset: string, file: string, why: string) => `data file "${file}" of dataset \`${dataset}\` ${why}`),
+  ImagesFolderNotFound: def(2014, 'error', (dataset: string, dir: string, why: string) => `images folder "${dir}" of dataset \`${dataset}\` ${why}`),
+  TokenizerNotFound: def(2015, 'error', (dataset: string, file: string, why: string) => `tokenizer file "${file}" of dataset \`${dataset}\` ${why}`),
 
   // ---- 3xxx types and parameters ----
   UnknownParameter: def(3001, 'error', (param: string, ctor: string) => `\`${ctor}\` has no parameter \`${param}\``),
@@ -68,6 +71,11 @@ export const M = {
   RankMismatch: def(4009, 'error', (from: string, rank: number, to: string, expected: number) => `\`${from}\` produces a rank-${rank} tensor but \`${to}\` expects rank ${expected}`),
   NoLlm: def(4010, 'error', (model: string) => `model \`${model}\` has no llm component`),
   ImageTokensMismatch: def(4011, 'error', (declared: number, actual: number) => `the dataset declares ${declared} image tokens but the encoder produces ${actual}`),
+  TokenizerExceedsVocab: def(4012, 'error', (file: string, size: number, detail: string, llm: string, vocab: number) => `tokenizer "${file}" has ${size} token ids (${detail}) but \`${llm}.vocab\` is ${vocab}`),
+  MarkerOutsideVocab: def(4013, 'error', (marker: string, id: number, file: string, llm: string, vocab: number) => `the image marker "${marker}" is token id ${id} of "${file}", outside \`${llm}.vocab\` of ${vocab}`),
+  TokenizerUnreadableAtCheck: def(4014, 'error', (file: string, why: string) => `cannot read tokenizer "${file}" to check its size: ${why}`),
+  RoleGivenTwice: def(4015, 'error', (spelling: string, first: string, second: string) => `roles: "${spelling}" is given for both \`${first}\` and \`${second}\``),
+  TwoTokenizers: def(4016, 'error', (dataset: string, file: string, first: string, firstFile: string) => `dataset \`${dataset}\` names tokenizer "${file}" but \`${first}\` names "${firstFile}"; a run uses one tokenizer`),
 
   // ---- 5xxx stages ----
   TrainedAndFrozen: def(5001, 'error', (name: string, stage: string) => `component \`${name}\` is both trained and frozen in stage \`${stage}\``),
@@ -127,6 +135,13 @@ export const M = {
   CustomNotTrustedAtRun: def(9027, 'error', (module: string) => `custom module "${module}" is not trusted; the runtime will not execute it`),
   RunDirInvalid: def(9028, 'error', (dir: string, why: string) => `"${dir}" is not a usable run directory: ${why}`),
   GraphInvalid: def(9029, 'error', (file: string, why: string) => `"${file}" is not a valid pipec graph: ${why}`),
+  DataPathOutside: def(9050, 'error', (index: number, image: string, why: string) => `record ${index}: image "${image}" ${why}; it was not opened`),
+  DataNoLabels: def(9051, 'error', (index: number, why: string) => `record ${index}: no token is trained: ${why}`),
+  BatchNoLabels: def(9052, 'error', (dataset: string, records: string) => `a batch of dataset "${dataset}" (records ${records}) has no trained token`),
+  TokenOutOfVocab: def(9053, 'error', (what: string, id: number, vocab: number) => `${what}: token id ${id} is outside the llm's vocab of ${vocab}`),
+  PreflightFailed: def(9054, 'error', (detail: string) => `data pre-flight failed (${detail}); no stage was started`),
+  TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
+  BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;

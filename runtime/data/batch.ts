@@ -1,6 +1,7 @@
 // Collation: examples of different lengths become one right-padded batch (pad id, label -100, mask 0),
-// with the images stacked as [B, C, H, W].
+// with the images stacked as [B, C, H, W]. A batch must have at least one trained token.
 import * as tf from '@tensorflow/tfjs-core';
+import { M, runtimeError } from '../errors.js';
 import type { BatchInfo } from '../ops/types.js';
 import { IGNORE, type Example } from './examples.js';
 
@@ -34,6 +35,14 @@ export function collate(samples: readonly Sample[], padId: number, imageShape: [
     mask.fill(1, b * T, b * T + s.ids.length);
     labelled += s.labels.filter((l) => l !== IGNORE).length;
   });
+  // The data pipeline admits no record without a trained token (example-checks.ts), so this cannot
+  // happen through it; a batch built another way is refused here rather than handed to the loss, whose
+  // gradient would be TensorFlow.js's unlocated "Cannot find a connection between any variable and the
+  // result of the loss function".
+  if (labelled === 0) {
+    const first = samples[0]?.source;
+    throw runtimeError(M.BatchNoLabels, [first?.dataset ?? '?', samples.map((s) => s.source.index).join(', ')], undefined, 'every record needs an assistant reply to train on; `pipec check --data` lists the records that have none');
+  }
   const anyImage = samples.some((s) => s.pixels);
   let pixels: Batch['pixels'] = null;
   if (anyImage) {

@@ -4,12 +4,12 @@ import * as path from 'node:path';
 import type { ComponentDef, Graph, ModelDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
 import type { Sample } from './batch.js';
-import { buildExample, PLAIN, type TemplateSpec, type Turn } from './examples.js';
+import { PLAIN, type TemplateSpec } from './examples.js';
 import { loadChatTemplate } from './chat-template.js';
-import { preprocessImage, type PreprocessOptions } from './images.js';
-import { loadRecordImage, readLlavaJson, type SkippedRecord, validateImages } from './llava-json.js';
+import type { PreprocessOptions } from './images.js';
+import { runDataPass, skippedDetail, type DatasetSpec } from './pipeline.js';
+import { roleTable } from './roles.js';
 import { generateShapes, type ShapeRecord } from './synthetic-shapes.js';
-import { checkLength } from './too-long.js';
 import { type TextTokenizer, VocabTokenizer } from './vocab-tokenizer.js';
 
 /** The conversation format of generated question answering: a short v1-style chat without a system prompt. */
@@ -90,32 +90,60 @@ export interface DatasetContext {
   maxLength: number;
 }
 
-export function prepareDataset(name: string, ctx: DatasetContext): PreparedDataset {
+/** The llm's vocab: the size of its embedding table, so every token id must be below it. */
+export function vocabOf(model: ModelDef): number {
+  return Number(model.components.find((c) => c.role === 'llm')?.attrs['vocab'] ?? Infinity);
+}
+
+/** Interprets a dataset's arguments for the data pipeline (pipeline.ts), in the one place that reads them. */
+export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
   const d = ctx.graph.datasets.find((x) => x.name === name);
   if (!d) throw new Error(`the graph has no dataset "${name}"`);
   const enc = encoderOf(ctx.model);
-  const imageTokens = ctx.model.image_tokens ?? 0;
-  const marker = '<image>';
+  const common = {
+    name, tokenizer: ctx.tokenizer, vocab: vocabOf(ctx.model), maxLength: ctx.maxLength,
+    imageTokens: enc ? (ctx.model.image_tokens ?? 0) : 0, preprocess: enc ? preprocessFor(enc) : undefined,
+  };
   if (d.constructor === 'synthetic_shapes') {
     const o = synthOptions(d.attrs);
-    const records = generateShapes(o);
-    const template = o.task === 'caption' ? PLAIN : SHAPES_CHAT;
     const size = Number(enc?.attrs['image'] ?? o.image);
     if (enc && size !== o.image)
       throw runtimeError(M.DataBadRecord, [0, `synthetic_shapes draws ${o.image}x${o.image} images but the encoder takes ${size}x${size}`], undefined, `set image: ${size} on the dataset`);
     const mean = (enc?.attrs['image_mean'] as number[] | undefined) ?? [0.5, 0.5, 0.5];
     const std = (enc?.attrs['image_std'] as number[] | undefined) ?? [0.5, 0.5, 0.5];
-    const toSample = (r: ShapeRecord): Sample => {
-      const ex = buildExample(r.turns as Turn[], template, ctx.tokenizer, marker, enc ? imageTokens : 0);
-      if (ex.ids.length > ctx.maxLength) throw runtimeError(M.DataTooLong, [r.index, ex.ids.length, ctx.maxLength], { file: `<synthetic_shapes ${name}>` });
-      return { ...ex, pixels: enc ? normalisePixels(r.rgb, r.size, mean, std) : undefined, source: { dataset: name, index: r.index } };
+    return {
+      ...common, template: o.task === 'caption' ? PLAIN : SHAPES_CHAT, skipBadRecords: false, marker: '<image>',
+      source: { kind: 'synthetic', options: o, holdout: Number(d.attrs['holdout'] ?? 0.1), display: `<synthetic_shapes ${name}>`, normalise: enc ? (r) => normalisePixels(r.rgb, r.size, mean, std) : undefined },
     };
-    const nHeld = Math.floor(records.length * Number(d.attrs['holdout'] ?? 0.1));
-    const trainRecs = records.slice(0, records.length - nHeld), heldRecs = records.slice(records.length - nHeld);
-    return { name, template, train: trainRecs.map(toSample), heldout: heldRecs.map(toSample), heldoutRecords: heldRecs, skipped: 0 };
   }
-  if (d.constructor === 'llava_json') return prepareLlava(name, d.attrs, ctx);
+  if (d.constructor === 'llava_json') {
+    const attrs = d.attrs;
+    const base = ctx.baseDir ?? '.';
+    const display = String(attrs['file']);
+    const marker = String(attrs['image_marker'] ?? '<image>');
+    const skip = attrs['skip_bad_records'] === true;
+    const tokFile = attrs['tokenizer'] ? path.resolve(base, String(attrs['tokenizer'])) : undefined;
+    const imagesShown = String(attrs['images'] ?? '.');
+    return {
+      ...common, template: templateFor(ctx.graph, String(attrs['template'] ?? 'plain'), tokFile), skipBadRecords: skip, marker,
+      source: {
+        kind: 'llava',
+        read: {
+          file: path.resolve(base, display), images: path.resolve(base, imagesShown), imagesShown, marker, requireImage: attrs['require_image'] !== false,
+          skipBadRecords: skip, displayFile: display, roles: roleTable(attrs['roles'], name),
+        },
+      },
+    };
+  }
   throw runtimeError(M.UnknownOp, [`dataset ${d.constructor}`], undefined, 'this build reads synthetic_shapes and llava_json datasets');
+}
+
+/** A dataset ready to train on: the data pipeline in training mode (pipeline.ts). */
+export function prepareDataset(name: string, ctx: DatasetContext): PreparedDataset {
+  const spec = datasetSpec(name, ctx);
+  const pass = runDataPass(spec, 'train');
+  const file = spec.source.kind === 'llava' ? (spec.source.read.displayFile ?? spec.source.read.file) : spec.source.display;
+  return { name, template: spec.template, train: pass.train, heldout: pass.heldout, heldoutRecords: pass.heldoutRecords, skipped: pass.failures.length, skippedDetail: skippedDetail(pass.failures, file) };
 }
 
 /** The template a llava_json dataset names: a template declared in the program, or a Jinja chat template. */
@@ -130,34 +158,4 @@ export function templateFor(graph: Graph, name: string, tokenizerFile: string | 
   if (!t) return name === 'chat' ? { name, system: '', user: 'USER: ', assistant: 'ASSISTANT: ', separator: ' ' } : PLAIN;
   const str = (k: string, dflt = '') => (typeof f[k] === 'string' ? (f[k] as string) : dflt);
   return { name, system: str('system'), user: str('user'), assistant: str('assistant'), separator: str('separator', ' '), stop: typeof f['stop'] === 'string' ? (f['stop'] as string) : undefined };
-}
-
-function prepareLlava(name: string, attrs: Record<string, unknown>, ctx: DatasetContext): PreparedDataset {
-  const base = ctx.baseDir ?? '.';
-  const display = String(attrs['file']);
-  const file = path.resolve(base, display);
-  const marker = String(attrs['image_marker'] ?? '<image>');
-  const skip = attrs['skip_bad_records'] === true;
-  const tokFile = attrs['tokenizer'] ? path.resolve(base, String(attrs['tokenizer'])) : undefined;
-  const template = templateFor(ctx.graph, String(attrs['template'] ?? 'plain'), tokFile);
-  const read = readLlavaJson({ file, images: path.resolve(base, String(attrs['images'] ?? '.')), marker, requireImage: attrs['require_image'] !== false, skipBadRecords: skip, displayFile: display });
-  const checked = validateImages(read.records, skip);
-  const skipped: SkippedRecord[] = [...read.skipped, ...checked.skipped];
-  const enc = encoderOf(ctx.model);
-  const imageTokens = ctx.model.image_tokens ?? 0;
-  const samples: Sample[] = [];
-  for (const r of checked.records) {
-    const ex = buildExample(r.turns, template, ctx.tokenizer, marker, r.imagePath && enc ? imageTokens : 0);
-    const tooLong = checkLength(r.index, ex.ids.length, ctx.maxLength, r.location ?? { file: display }, skip, r.id === String(r.index) ? undefined : r.id);
-    if (tooLong) {
-      skipped.push(tooLong);
-      continue;
-    }
-    let pixels: Float32Array | undefined;
-    if (r.imagePath && enc)
-      pixels = preprocessImage(loadRecordImage(r), preprocessFor(enc));
-    samples.push({ ...ex, pixels, source: { dataset: name, index: r.index } });
-  }
-  const detail = skipped.slice(0, 3).map((x) => `${x.code} ${x.message}`).join('; ') + (skipped.length > 3 ? '; ...' : '');
-  return { name, template, train: samples, heldout: [], skipped: skipped.length, skippedDetail: skipped.length ? M.DataSkipped.format(skipped.length, display, detail) : undefined };
 }

@@ -25,18 +25,6 @@ export function sniffImage(bytes: Uint8Array): ImageKind | undefined {
   return undefined;
 }
 
-/** Reads only the first 8 bytes: the cheap up-front check the dataset reader does for every record. */
-export function sniffImageFile(path: string): ImageKind | undefined {
-  const fd = fs.openSync(path, 'r');
-  try {
-    const head = new Uint8Array(8);
-    const n = fs.readSync(fd, head, 0, 8, 0);
-    return sniffImage(head.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /** Decodes PNG or JPEG bytes to RGB. Throws a plain Error saying why (callers wrap it as PIPE9005). */
 export function decodeImage(bytes: Uint8Array): RgbImage {
   const kind = sniffImage(bytes);
@@ -79,7 +67,10 @@ export function decodeImage(bytes: Uint8Array): RgbImage {
   return { width, height, data };
 }
 
-/** Reads and decodes an image file; throws a plain Error with the reason when it can't. */
+/**
+ * Reads and decodes an image file the user named (`pipec generate --image`); throws a plain Error with
+ * the reason when it can't. Images a data file names are read through confine.ts instead.
+ */
 export function loadImageFile(path: string): RgbImage {
   let bytes: Uint8Array;
   try {

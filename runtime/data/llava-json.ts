@@ -5,45 +5,54 @@
 // skip_bad_records a bad record is left out and listed in `skipped` (the caller warns with PIPE9008);
 // nothing is ever dropped silently.
 //
-// Images: reading checks that each image exists and starts like a PNG or JPEG (one 8-byte read per
-// record), which catches wrong paths and non-image files before training starts without decoding the
-// whole dataset (LLaVA's pretraining set has 558k images). A file with a valid header but a corrupt body
-// is caught when the batcher loads it (`loadRecordImage`), or up-front by `validateImages`, which
-// decodes every image and costs as much as one pass over the data.
+// Images: a record's "image" is opened only through the dataset's DataRoot (confine.ts), so a name that
+// leads outside the images folder (absolute, "..", a link out) is PIPE9050 and is never opened. Reading
+// checks that each image exists and starts like a PNG or JPEG (one 8-byte read per record), which
+// catches wrong paths and non-image files without decoding the whole dataset (LLaVA's pretraining set
+// has 558k images). A file with a valid header but a corrupt body is caught when the data pass decodes
+// it (`loadRecordImage`; the pre-flight does so for every record before the first step).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { MessageDef } from '../../compiler/diagnostics/catalogue.js';
 import { M, PipeRuntimeError, runtimeError, type ErrorLocation } from '../errors.js';
-import { loadImageFile, sniffImageFile, type RgbImage } from './images.js';
+import { ConfinementError, DataRoot } from './confine.js';
+import { decodeImage, sniffImage, type RgbImage } from './images.js';
+import { DEFAULT_ROLES, type Role } from './roles.js';
 
-export interface LlavaTurn { role: 'system' | 'user' | 'assistant'; text: string }
+export interface LlavaTurn { role: Role; text: string }
 export interface LlavaRecord {
   index: number; // 0-based position in the file, counting bad records too
   id: string; // the record's "id", or its index when it has none
-  imagePath?: string; // resolved against `images`
+  imagePath?: string; // resolved against `images`, for messages; the file is read through `image`
+  /** The record's image as the data file names it, and the folder it must stay inside. */
+  image?: { root: DataRoot; name: string };
   turns: LlavaTurn[];
+  /** The record's `from` spellings, for messages about roles. */
+  spellings?: string[];
   location?: ErrorLocation; // the record's start in the file, for errors reported later (PIPE9005, PIPE9007)
 }
-export interface SkippedRecord { index: number; code: string; message: string; location?: ErrorLocation }
+export interface SkippedRecord {
+  index: number;
+  code: string;
+  message: string;
+  location?: ErrorLocation;
+  /** The error itself (with its hint), when the record is reported rather than skipped. */
+  error?: PipeRuntimeError;
+}
 
 export interface LlavaJsonOptions {
   file: string;
   images: string;
+  /** How the program wrote `images`, for messages; defaults to `images`. */
+  imagesShown?: string;
   marker: string;
   requireImage: boolean;
   skipBadRecords: boolean;
   /** The name errors show for `file` (e.g. as written in the .pipe file); defaults to `file`. */
   displayFile?: string;
+  /** `from` spelling -> role (roles.ts: roleTable); defaults to DEFAULT_ROLES. */
+  roles?: ReadonlyMap<string, Role>;
 }
-
-// LLaVA's roles are human/gpt; some datasets use user/assistant, and the Japanese LLaVA datasets use
-// ユーザー / システム. アシスタント ("assistant") is accepted too and maps to assistant, so a dataset
-// written entirely with Japanese role names works; no other spelling is guessed at.
-const ROLES: Record<string, LlavaTurn['role']> = {
-  human: 'user', user: 'user', ユーザー: 'user',
-  gpt: 'assistant', assistant: 'assistant', アシスタント: 'assistant',
-  system: 'system', システム: 'system',
-};
 
 // ---- positions ----
 
@@ -196,12 +205,13 @@ export function readLlavaJson(opts: LlavaJsonOptions): { records: LlavaRecord[];
 
   const records: LlavaRecord[] = [];
   const skipped: SkippedRecord[] = [];
+  const ctx: RecordContext = { opts, root: new DataRoot(opts.images, opts.imagesShown ?? opts.images), roles: opts.roles ?? new Map(Object.entries(DEFAULT_ROLES)) };
   const take = (index: number, raw: unknown, location: ErrorLocation) => {
     try {
-      records.push(checkRecord(index, raw, location, opts));
+      records.push(checkRecord(index, raw, location, ctx));
     } catch (e) {
       if (!(e instanceof PipeRuntimeError) || !opts.skipBadRecords) throw e;
-      skipped.push({ index, code: e.code, message: e.message, location });
+      skipped.push({ index, code: e.code, message: e.message, location, error: e });
     }
   };
 
@@ -225,7 +235,7 @@ export function readLlavaJson(opts: LlavaJsonOptions): { records: LlavaRecord[];
         const loc = { file: shown, line: ln + 1, col: [...line.slice(0, at)].length + 1 };
         const err = runtimeError(M.DataBadJson, [shown, `record ${index} (line ${ln + 1}): ${reason}`], loc, 'each line of a .jsonl file must be one JSON record');
         if (!opts.skipBadRecords) throw err;
-        skipped.push({ index: index++, code: err.code, message: err.message, location: loc });
+        skipped.push({ index: index++, code: err.code, message: err.message, location: loc, error: err });
         continue;
       }
       take(index++, raw, location);
@@ -263,7 +273,14 @@ export function recordError<A extends unknown[]>(def: MessageDef<A>, args: A, id
   return err;
 }
 
-function checkRecord(index: number, raw: unknown, location: ErrorLocation, opts: LlavaJsonOptions): LlavaRecord {
+interface RecordContext {
+  opts: LlavaJsonOptions;
+  root: DataRoot;
+  roles: ReadonlyMap<string, Role>;
+}
+
+function checkRecord(index: number, raw: unknown, location: ErrorLocation, ctx: RecordContext): LlavaRecord {
+  const { opts, root } = ctx;
   const obj = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined;
   const givenId = obj && (typeof obj.id === 'string' || typeof obj.id === 'number') ? String(obj.id) : undefined;
   const bad = (why: string, hint = 'fix or remove the record, or set `skip_bad_records: true`') =>
@@ -273,34 +290,29 @@ function checkRecord(index: number, raw: unknown, location: ErrorLocation, opts:
   const convs = obj.conversations;
   if (!Array.isArray(convs)) throw bad(convs === undefined ? 'has no "conversations"' : '"conversations" is not an array');
   if (convs.length === 0) throw bad('"conversations" is empty');
+  const spellings: string[] = [];
   const turns: LlavaTurn[] = convs.map((t: unknown, k) => {
     const turn = t !== null && typeof t === 'object' ? (t as Record<string, unknown>) : undefined;
     if (!turn || typeof turn.from !== 'string' || typeof turn.value !== 'string')
       throw bad(`turn ${k} is not {"from": string, "value": string}`);
-    const role = Object.hasOwn(ROLES, turn.from) ? ROLES[turn.from] : undefined;
-    if (!role) throw bad(`turn ${k} has unknown role ${JSON.stringify(turn.from)}`, `roles are ${Object.keys(ROLES).join(', ')}`);
+    const role = ctx.roles.get(turn.from);
+    if (!role) throw bad(`turn ${k} has unknown role ${JSON.stringify(turn.from)}`, `known roles are ${[...ctx.roles.keys()].join(', ')}; the dataset's \`roles:\` maps other spellings, e.g. \`roles: { assistant: ${JSON.stringify(turn.from)} }\``);
+    spellings.push(turn.from);
     return { role, text: turn.value };
   });
 
-  let imagePath: string | undefined;
-  const image = obj.image;
-  if (image !== undefined && image !== null && image !== '') {
-    if (typeof image !== 'string') throw bad('"image" is not a string (one image per record)');
-    imagePath = path.resolve(opts.images, image);
-    let isFile = false;
+  let image: LlavaRecord['image'];
+  const name = obj.image;
+  if (name !== undefined && name !== null && name !== '') {
+    if (typeof name !== 'string') throw bad('"image" is not a string (one image per record)');
+    image = { root, name };
+    let head: Buffer;
     try {
-      isFile = fs.statSync(imagePath).isFile();
-    } catch {
-      // missing: reported just below
-    }
-    if (!isFile) throw recordError(M.DataImageMissing, [index, image], givenId, location, `looked for ${imagePath} (\`images:\` is ${opts.images})`);
-    let kind: string | undefined;
-    try {
-      kind = sniffImageFile(imagePath);
+      head = root.read(name, 8);
     } catch (e) {
-      throw recordError(M.DataImageCorrupt, [index, image, `cannot read it: ${(e as Error).message}`], givenId, location, 'replace the file, or set `skip_bad_records: true`');
+      throw imageError(e, index, name, givenId, location, root);
     }
-    if (!kind) throw recordError(M.DataImageCorrupt, [index, image, 'it is not a PNG or JPEG file'], givenId, location, 'replace the file, or set `skip_bad_records: true`');
+    if (!sniffImage(head)) throw recordError(M.DataImageCorrupt, [index, name, 'it is not a PNG or JPEG file'], givenId, location, 'replace the file, or set `skip_bad_records: true`');
     const firstUser = turns.find((t) => t.role === 'user');
     if (!firstUser || !firstUser.text.includes(opts.marker))
       throw recordError(M.DataNoImageMarker, [index, opts.marker], givenId, location, `put ${JSON.stringify(opts.marker)} where the image goes in the first user turn, or set \`image_marker:\``);
@@ -310,16 +322,36 @@ function checkRecord(index: number, raw: unknown, location: ErrorLocation, opts:
     if (opts.requireImage) throw bad('has no "image"', 'give it an "image", or set `require_image: false` to allow text-only records');
     if (turns.some((t) => t.text.includes(opts.marker))) throw bad(`has ${JSON.stringify(opts.marker)} in a turn but no "image"`);
   }
-  return { index, id: givenId ?? String(index), ...(imagePath !== undefined ? { imagePath } : {}), turns, location };
+  return { index, id: givenId ?? String(index), ...(image ? { imagePath: path.resolve(opts.images, image.name), image } : {}), turns, spellings, location };
 }
 
-/** Decodes a record's image; a failure is PIPE9005 at the record. For the batcher, which loads lazily. */
+/** A failure to read a record's image as a located error: PIPE9050 outside the root, PIPE9004 missing, else PIPE9005. */
+function imageError(e: unknown, index: number, name: string, id: string | undefined, location: ErrorLocation, root: DataRoot): PipeRuntimeError {
+  if (e instanceof ConfinementError) {
+    if (e.verdict.kind === 'refused')
+      return recordError(M.DataPathOutside, [index, name, e.verdict.why], id, location, `a data file may only name files inside its images folder "${root.shown}" (\`images:\`); move the file there, or point \`images:\` at the folder that holds it`);
+    const looked = `looked for ${path.resolve(root.dir, name)} (\`images:\` is "${root.shown}")`;
+    return recordError(M.DataImageMissing, [index, name], id, location, e.verdict.why === 'does not exist' ? looked : `it ${e.verdict.why}; ${looked}`);
+  }
+  return recordError(M.DataImageCorrupt, [index, name, `cannot read it: ${(e as Error).message}`], id, location, 'replace the file, or set `skip_bad_records: true`');
+}
+
+/** Reads and decodes a record's image through its DataRoot; a failure is PIPE9050 / 9004 / 9005 at the record. */
 export function loadRecordImage(record: LlavaRecord): RgbImage {
-  if (record.imagePath === undefined) throw new Error(`record ${record.index} has no image`);
+  if (!record.image) throw new Error(`record ${record.index} has no image`);
+  const { root, name } = record.image;
+  const id = record.id === String(record.index) ? undefined : record.id;
+  const location = record.location ?? { file: record.imagePath ?? name };
+  let bytes: Buffer;
   try {
-    return loadImageFile(record.imagePath);
+    bytes = root.read(name);
   } catch (e) {
-    throw recordError(M.DataImageCorrupt, [record.index, record.imagePath, (e as Error).message], record.id === String(record.index) ? undefined : record.id, record.location ?? { file: record.imagePath }, 'replace the file, or set `skip_bad_records: true`');
+    throw imageError(e, record.index, name, id, location, root);
+  }
+  try {
+    return decodeImage(bytes);
+  } catch (e) {
+    throw recordError(M.DataImageCorrupt, [record.index, name, (e as Error).message], id, location, 'replace the file, or set `skip_bad_records: true`');
   }
 }
 
@@ -331,7 +363,7 @@ export function validateImages(records: LlavaRecord[], skipBadRecords: boolean):
   const good: LlavaRecord[] = [];
   const skipped: SkippedRecord[] = [];
   for (const r of records) {
-    if (r.imagePath === undefined) {
+    if (!r.image) {
       good.push(r);
       continue;
     }
@@ -340,7 +372,7 @@ export function validateImages(records: LlavaRecord[], skipBadRecords: boolean):
       good.push(r);
     } catch (e) {
       if (!(e instanceof PipeRuntimeError) || !skipBadRecords) throw e;
-      skipped.push({ index: r.index, code: e.code, message: e.message, location: r.location });
+      skipped.push({ index: r.index, code: e.code, message: e.message, location: r.location, error: e });
     }
   }
   return { records: good, skipped };

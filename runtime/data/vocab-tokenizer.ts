@@ -2,6 +2,8 @@
 // plus specials, so the quickstart needs no tokenizer download. Latin text splits on spaces and
 // punctuation; CJK text splits per character. It can be written as a Hugging Face WordLevel
 // tokenizer.json, so a run directory always carries the tokenizer it was trained with.
+import { M, runtimeError } from '../errors.js';
+
 export interface TextTokenizer {
   readonly vocabSize: number;
   readonly bosId?: number;
@@ -53,7 +55,8 @@ export class VocabTokenizer implements TextTokenizer {
     const vocab: string[] = [...SPECIALS];
     const seen = new Set(vocab);
     for (const t of texts) for (const w of splitWords(t)) if (!seen.has(w)) (seen.add(w), vocab.push(w));
-    if (vocab.length > maxSize) throw new Error(`the generated vocabulary has ${vocab.length} words but the model's vocab is ${maxSize}`);
+    if (vocab.length > maxSize)
+      throw runtimeError(M.TokenOutOfVocab, ['the word vocabulary generated for the synthetic datasets', vocab.length - 1, maxSize], undefined, `it has ${vocab.length} words; raise the llm's \`vocab\` to at least ${vocab.length}`);
     return new VocabTokenizer(vocab);
   }
 

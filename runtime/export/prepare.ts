@@ -7,14 +7,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph, StagePlan } from '../../compiler/ir/graph.js';
 import { collate, type Batch } from '../data/batch.js';
-import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../data/datasets.js';
-import { loadTokenizer } from '../data/tokenizer.js';
+import { imageShapeOf, prepareDataset } from '../data/datasets.js';
+import { runTokenizer } from '../data/run-tokenizer.js';
 import type { TextTokenizer } from '../data/vocab-tokenizer.js';
 import { M, runtimeError } from '../errors.js';
 import { initialValue, paramSpecs } from '../params.js';
 import { graphHash, microBatch, stageSteps } from '../train/run.js';
 import { hfConfig } from '../weights/hf-config.js';
 import { encodeSafetensors } from '../weights/safetensors.js';
+
+/** The run's tokenizer lives in runtime/data/run-tokenizer.ts (shared with the data pre-flight); re-exported for existing importers. */
+export { runTokenizer };
 
 export const SHARDS_FORMAT = 'pipec.shards';
 export const SHARDS_VERSION = 1;
@@ -41,18 +44,6 @@ export interface PreparedStage {
   microBatches: number;
   records: number;
   bytes: number;
-}
-
-/** The run's tokenizer, as `pipec run` chooses it: a dataset's tokenizer.json, else the generated word vocabulary. */
-export function runTokenizer(g: Graph, baseDir: string): { tokenizer: TextTokenizer; json: string } {
-  const named = g.datasets.map((d) => d.attrs['tokenizer']).find((t): t is string => typeof t === 'string' && t !== '');
-  if (named) {
-    const file = path.resolve(baseDir, named);
-    return { tokenizer: loadTokenizer(file), json: fs.readFileSync(file, 'utf8') };
-  }
-  const llm = g.models[0]!.components.find((c) => c.role === 'llm');
-  const vocab = syntheticTokenizer(g, Number(llm?.attrs['vocab'] ?? 32000));
-  return { tokenizer: vocab, json: JSON.stringify(vocab.toTokenizerJson()) + '\n' };
 }
 
 /** One micro-batch as bytes: input_ids, labels, attention_mask (int32 [B, T]), image_start (int32 [B]), pixels (float32 [B, C, H, W], when any). */

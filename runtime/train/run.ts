@@ -14,6 +14,7 @@ import { initBackend, type ActiveBackend, type BackendChoice } from '../backend/
 import { microBatchWork } from '../backend/wasm-threads.js';
 import { collate, type Sample } from '../data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer, type PreparedDataset } from '../data/datasets.js';
+import { preflightRun } from '../data/preflight.js';
 import { loadTokenizer } from '../data/tokenizer.js';
 import type { TextTokenizer } from '../data/vocab-tokenizer.js';
 import { loadCustomOps } from '../custom.js';
@@ -119,6 +120,9 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
     writeFileAtomic(path.join(o.runDir, 'tokenizer.json'), JSON.stringify(vocab.toTokenizerJson()) + '\n');
     tokenizer = vocab;
   }
+
+  // Every stage's data, read as training will read it, before any stage trains (runtime/data/preflight.ts).
+  preflightRun({ graph: g, baseDir: o.baseDir, tokenizer, cacheDir: o.runDir, log: (s) => out.line(s) });
 
   const summary: RunSummary = { backend: backend.name, stages: [], seconds: 0 };
   const stageCheckpoints: Record<string, string> = { ...(resumeFrom?.state.stage_checkpoints ?? {}) };
