@@ -127,6 +127,15 @@ export const M = {
   CustomNotTrustedAtRun: def(9027, 'error', (module: string) => `custom module "${module}" is not trusted; the runtime will not execute it`),
   RunDirInvalid: def(9028, 'error', (dir: string, why: string) => `"${dir}" is not a usable run directory: ${why}`),
   GraphInvalid: def(9029, 'error', (file: string, why: string) => `"${file}" is not a valid pipec graph: ${why}`),
+  RunDirLocked: def(9030, 'error', (dir: string, holder: string) => `run folder "${dir}" is in use by another pipec run (${holder})`),
+  RunDirHasRun: def(9031, 'error', (dir: string, what: string) => `"${dir}" already holds a run of this program (${what})`),
+  RunDirOtherProgram: def(9032, 'error', (dir: string, theirs: string, ours: string) => `"${dir}" holds the run of a different program (graph ${theirs}; this program is graph ${ours})`),
+  RunDirNotEmpty: def(9033, 'error', (dir: string, entries: string) => `"${dir}" is not empty and is not a pipec run folder (it holds ${entries})`),
+  RunPathIsLink: def(9034, 'error', (file: string, kind: string) => `"${file}" is a ${kind}; pipec never writes a run's files through a link`),
+  CheckpointSkipped: def(9035, 'warning', (name: string, why: string) => `checkpoint "${name}" cannot be resumed from: ${why}`),
+  NoIntactCheckpoint: def(9036, 'error', (dir: string, why: string) => `--resume: no checkpoint in "${dir}" can be resumed from (${why})`),
+  RunLockLost: def(9037, 'error', (dir: string, holder: string) => `the lock on run folder "${dir}" is no longer this run's (${holder}); the run stops before writing`),
+  LatestInvalid: def(9038, 'warning', (why: string) => `checkpoints/latest.json ${why}; the newest intact checkpoint is used instead`),
 } as const;
 
 export type MessageKey = keyof typeof M;
