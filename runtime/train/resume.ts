@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, readCheckpointMeta, readSafetensorsHeader, type TensorInfo } from '../../compiler/check/checkpoint-io.js';
 import type { Graph } from '../../compiler/ir/graph.js';
+import { type MessageDef } from '../../compiler/diagnostics/catalogue.js';
 import { M, runtimeError } from '../errors.js';
 import { paramSpecs } from '../params.js';
 import { writeFileAtomic } from '../weights/atomic.js';
@@ -35,9 +36,9 @@ export function findResumePoint(runDir: string, g: Graph, hash: string, warn: (l
 
   const latestFile = path.join(root, LATEST_FILE);
   const latest = readLatestName(latestFile);
-  if (latest === undefined) warn(runtimeError(M.LatestInvalid, ['is missing']).render());
-  else if (typeof latest !== 'string') warn(runtimeError(M.LatestInvalid, [latest.why], { file: latestFile }).render());
-  else if (!names.includes(latest)) warn(runtimeError(M.LatestInvalid, [`names ${latest}, which does not exist`], { file: latestFile }).render());
+  if (latest === undefined) warn(warning(M.LatestInvalid, ['is missing'], latestFile));
+  else if (typeof latest !== 'string') warn(warning(M.LatestInvalid, [latest.why], latestFile));
+  else if (!names.includes(latest)) warn(warning(M.LatestInvalid, [`names ${latest}, which does not exist`], latestFile));
 
   const skipped: { name: string; why: string; otherProgram: boolean }[] = [];
   for (const name of names) {
@@ -45,7 +46,7 @@ export function findResumePoint(runDir: string, g: Graph, hash: string, warn: (l
     const r = inspectCheckpoint(dir, name, g, hash);
     if ('why' in r) {
       skipped.push({ name, ...r });
-      warn(runtimeError(M.CheckpointSkipped, [name, r.why], { file: dir }).render());
+      warn(warning(M.CheckpointSkipped, [name, r.why], dir));
       continue;
     }
     for (const s of skipped) {
@@ -120,4 +121,9 @@ function freeName(root: string, base: string): string {
   let name = base;
   for (let i = 2; fs.existsSync(path.join(root, name)); i++) name = `${base}-${i}`;
   return name;
+}
+
+/** `file - warning PIPE9035: ...`, as the CLI prints errors (runtimeError renders errors only). */
+function warning<A extends unknown[]>(def: MessageDef<A>, args: A, file: string): string {
+  return `${file} - ${def.severity} ${def.code}: ${def.format(...args)}`;
 }
