@@ -16,6 +16,8 @@ import * as path from 'node:path';
 import { M, runtimeError } from '../errors.js';
 
 export const LOCK_FILE = 'run.lock';
+/** PIPEC_TEST_LOCK_PAUSE_MS: a pause after finding a lock stale, so the tests' racing takers overlap. */
+const PAUSE_MS = Number(process.env.PIPEC_TEST_LOCK_PAUSE_MS ?? 0);
 /** Names of the lock's own temporaries and guards in the run folder (cleaned under the lock). */
 export const LOCK_TEMP = /^\.run\.lock\./;
 
@@ -60,6 +62,7 @@ export class RunLock {
       if (holder === undefined) continue; // released between our attempt and the read: try again
       if (holder === null) throw runtimeError(M.RunDirLocked, [dir, `${file} exists but is not a pipec lock`], { file }, `if no pipec run uses this folder, delete ${file}`);
       if (running(holder)) throw lockedError(dir, holder);
+      if (PAUSE_MS) sleep(PAUSE_MS); // tests widen the race between judging a lock stale and removing it
       // stale: remove it under the guard named after its token
       const guard = path.join(dir, `.run.lock.break-${holder.token}`);
       try {
