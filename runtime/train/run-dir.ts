@@ -67,7 +67,7 @@ export function openRunDir(runDir: string, o: { hash: string; policy: RunPolicy;
     const cleaned = cleanTemporaries(dir); // only in a run's folder (or an empty one), never among the user's files
     if (cleaned) notes.push(`removed ${cleaned} temporar${cleaned === 1 ? 'y' : 'ies'} left by a killed run`);
     if (o.policy === 'overwrite' && before.kind === 'run') {
-      for (const f of RUN_FILES) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+      removeRun(dir);
       notes.push(`--overwrite: removed the earlier run (${before.what})`);
     }
     return { dir, lock, before, notes, close };
@@ -78,6 +78,24 @@ export function openRunDir(runDir: string, o: { hash: string; policy: RunPolicy;
       // the error that brought us here matters more
     }
     throw e;
+  }
+}
+
+/**
+ * Deletes what a run wrote. Each entry is first renamed to a temporary (one atomic step: a kill leaves
+ * all of checkpoints/ or none of it, never half) and run.json goes last, so a killed --overwrite leaves
+ * a folder that is still recognisably a run, and its temporaries are cleaned by the next start.
+ */
+function removeRun(dir: string): void {
+  for (const f of [...RUN_FILES.filter((x) => x !== RUN_MARKER), RUN_MARKER]) {
+    const from = path.join(dir, f), to = path.join(dir, `.tmp-overwrite-${f}-${process.pid}`);
+    try {
+      fs.renameSync(from, to);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw e;
+    }
+    fs.rmSync(to, { recursive: true, force: true });
   }
 }
 
