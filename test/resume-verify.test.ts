@@ -166,6 +166,15 @@ describe('verified resume', function () {
     assert.ok(s.stages.every((x: { seconds: number }) => x.seconds > 0));
   });
 
+  it('generate on a run whose final trainer_state.json is garbage: PIPE9028 at that file, exit 1', () => {
+    const dir = tmpDir('gen-garbage');
+    fs.cpSync(ref, dir, { recursive: true });
+    fs.writeFileSync(path.join(ck(dir, FINAL), 'trainer_state.json'), '[1, 2');
+    const r = pipec(['generate', dir, '--prompt', 'hi']);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /01-finetune-step000002\/trainer_state\.json - error PIPE9028: .* is not a usable run directory: trainer_state\.json is not valid JSON/);
+  });
+
   it('loadOptimizer refuses a missing moment (PIPE6009) instead of leaving zeros', () => {
     const dir = tmpDir('opt-unit');
     const w = tf.variable(tf.ones([2, 2]));

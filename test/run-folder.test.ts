@@ -176,6 +176,21 @@ describe('run folder: what a run may use', function () {
     assert.ok(fs.existsSync(path.join(work, 'runs', 'g', 'metrics.jsonl')));
   });
 
+  it('a lock removed by hand under a running process stops it before its next checkpoint (PIPE9037)', async () => {
+    const dir = tmpDir('lost');
+    const r = await runIn(dir, { hooks: { checkpointPhase: (phase, name) => void (phase === 'prune' && name.endsWith('step000002') && fs.rmSync(path.join(dir, LOCK_FILE))) } });
+    assert.equal(r.error?.code, 'PIPE9037', r.log);
+    assert.match(r.error!.message, /the lock on run folder ".*" is no longer this run's \(the lock file is gone\); the run stops before writing/);
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'checkpoints')).sort(), ['00-align-step000002', 'latest.json']);
+  });
+
+  it('an --out that names a file, or cannot be created, is PIPE9028', async () => {
+    const dir = tmpDir('file');
+    fs.writeFileSync(path.join(dir, 'f'), 'x');
+    assert.equal((await runIn(path.join(dir, 'f'))).error?.code, 'PIPE9028');
+    assert.equal((await runIn(path.join(dir, 'f', 'sub'))).error?.code, 'PIPE9028'); // ENOTDIR
+  });
+
   it('--resume with --overwrite is a usage error (exit 2)', () => {
     const r = pipec(['run', TINY, '--resume', '--overwrite']);
     assert.equal(r.status, 2);

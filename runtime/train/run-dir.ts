@@ -43,12 +43,19 @@ export interface OpenRunDir {
 
 export function openRunDir(runDir: string, o: { hash: string; policy: RunPolicy; command: string }): OpenRunDir {
   let dir = path.resolve(runDir);
-  const st = fs.statSync(dir, { throwIfNoEntry: false });
-  if (st && !st.isDirectory()) throw runtimeError(M.RunDirInvalid, [runDir, 'it is a file, not a folder'], { file: runDir }, 'choose a folder with --out');
-  const created = !st;
-  if (created) fs.mkdirSync(dir, { recursive: true });
-  dir = fs.realpathSync(dir); // a --out that is a link to a folder is the user's choice; inside it nothing is followed
-  const lock = RunLock.acquire(dir, o.command);
+  let created = false, lock: RunLock;
+  try {
+    const st = fs.statSync(dir, { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) throw runtimeError(M.RunDirInvalid, [runDir, 'it is a file, not a folder'], { file: runDir }, 'choose a folder with --out');
+    created = !st;
+    if (created) fs.mkdirSync(dir, { recursive: true });
+    dir = fs.realpathSync(dir); // a --out that is a link to a folder is the user's choice; inside it nothing is followed
+    lock = RunLock.acquire(dir, o.command);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (!code) throw e; // a PipeRuntimeError (locked) or a bug
+    throw runtimeError(M.RunDirInvalid, [runDir, `cannot create or lock it: ${(e as Error).message}`], { file: runDir }, 'choose a folder this user can write with --out');
+  }
   const close = () => {
     lock.release();
     if (created) {
