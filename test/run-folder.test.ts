@@ -187,8 +187,16 @@ describe('run folder: what a run may use', function () {
   it('an --out that names a file, or cannot be created, is PIPE9028', async () => {
     const dir = tmpDir('file');
     fs.writeFileSync(path.join(dir, 'f'), 'x');
-    assert.equal((await runIn(path.join(dir, 'f'))).error?.code, 'PIPE9028');
-    assert.equal((await runIn(path.join(dir, 'f', 'sub'))).error?.code, 'PIPE9028'); // ENOTDIR
+    const file = await runIn(path.join(dir, 'f'));
+    assert.equal(file.error?.code, 'PIPE9028');
+    assert.match(file.error!.message, /is not a usable run directory: it is a file, not a folder/);
+    const under = await runIn(path.join(dir, 'f', 'sub'));
+    assert.equal(under.error?.code, 'PIPE9028');
+    assert.match(under.error!.message, /cannot create or lock it: ENOTDIR/);
+    // and a held lock stays PIPE9030
+    const held = RunLock.acquire(dir, 'holder');
+    assert.equal((await runIn(dir)).error?.code, 'PIPE9030');
+    held.release();
   });
 
   it('--resume with --overwrite is a usage error (exit 2)', () => {

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
-import { M, runtimeError } from '../errors.js';
+import { M, PipeRuntimeError, runtimeError } from '../errors.js';
 import { writeFileAtomic } from '../weights/atomic.js';
 import { LATEST_FILE, readLatestName } from './checkpoint.js';
 import { graphHash } from './graph-hash.js';
@@ -52,8 +52,7 @@ export function openRunDir(runDir: string, o: { hash: string; policy: RunPolicy;
     dir = fs.realpathSync(dir); // a --out that is a link to a folder is the user's choice; inside it nothing is followed
     lock = RunLock.acquire(dir, o.command);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (!code) throw e; // a PipeRuntimeError (locked) or a bug
+    if (e instanceof PipeRuntimeError || !(e as NodeJS.ErrnoException).syscall) throw e; // located already (locked), or a bug
     throw runtimeError(M.RunDirInvalid, [runDir, `cannot create or lock it: ${(e as Error).message}`], { file: runDir }, 'choose a folder this user can write with --out');
   }
   const close = () => {
