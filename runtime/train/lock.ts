@@ -116,7 +116,8 @@ function create(dir: string, file: string, me: LockHolder): boolean {
     return true;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return false;
+    // ENOENT: the holder, cleaning the folder's temporaries under its lock, removed ours
+    if (code === 'EEXIST' || code === 'ENOENT') return false;
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
     // a filesystem without hard links: exclusive create, then write (readers retry a lock still empty)
     try {
