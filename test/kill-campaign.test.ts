@@ -13,7 +13,7 @@ import { Rng } from '../runtime/random.js';
 import { CHECKPOINT_NAME, checkpointName, type SavePhase } from '../runtime/train/checkpoint.js';
 import { pipec } from './helpers/cli.js';
 import { repo } from './paths.js';
-import { tensorFiles, tinyGraph, tmpDir } from './run-fixtures.js';
+import { removeTmpDirs, tensorFiles, tinyGraph, tmpDir } from './run-fixtures.js';
 
 const ALIGN = 48, FINETUNE = 16;
 const SETS = [`stage.align.steps=${ALIGN}`, 'stage.align.checkpoint.every=1', `stage.finetune.steps=${FINETUNE}`, 'stage.finetune.checkpoint.every=1'];
@@ -70,6 +70,7 @@ function childCpuSeconds(): number {
 
 describe('kill -9 campaign and concurrent runs (child processes)', function () {
   this.timeout(600_000);
+  after(removeTmpDirs);
   const cli = (args: string[]) => pipec(args, { env: { PIPEC_WASM_THREADS: '1' } });
 
   before(() => {

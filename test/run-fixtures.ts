@@ -24,8 +24,17 @@ export function tinyGraph(sets: string[] = SHORT): Graph {
   return r.graph;
 }
 
+const made: string[] = [];
+
+/** A new folder under the system's temporary folder, removed by `removeTmpDirs` (each suite's `after`). */
 export function tmpDir(name: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `pipec-${name}-`));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), `pipec-${name}-`));
+  made.push(d);
+  return d;
+}
+
+export function removeTmpDirs(): void {
+  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
 
 export interface Ran {
