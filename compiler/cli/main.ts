@@ -39,7 +39,8 @@ options:
   --no-color                      plain text
   --backend auto|tensorflow-gpu|webgpu|tensorflow|wasm|cpu   (run, generate; default auto;
                                   webgpu on a software adapter only when named)
-  --resume                        run: continue from the run directory's latest checkpoint
+  --resume                        run: continue from the run directory's newest intact checkpoint
+  --overwrite                     run: start again in a folder that holds a run (deletes that run's files)
   --max-tokens N, --temperature T, --top-p P, --seed S   generate: sampling (default greedy)
   -v, --verbose                   also print notes (severity info)
   -h, --help                      this text
@@ -71,6 +72,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         backend: { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean', default: false },
+        overwrite: { type: 'boolean', default: false },
         'stop-after': { type: 'string' },
         image: { type: 'string' },
         prompt: { type: 'string' },
@@ -186,6 +188,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
       }
       case 'run': {
         const file = single(files, 'run');
+        if (values.resume && values.overwrite) throw new UsageError('--resume continues the run in the folder and --overwrite deletes it: give one of them');
         const rt = await import('../../runtime/cli/commands.js');
         let graph: Graph;
         if (file.endsWith('.json')) {
@@ -198,9 +201,9 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           graph = r.graph;
         }
         // Paths in a program (data, weights) are relative to its .pipe file; a graph names that file.
-        const baseDir = file.endsWith('.json') && fs.existsSync(graph.source) ? path.dirname(path.resolve(graph.source)) : path.dirname(path.resolve(file));
+        const baseDir = file.endsWith('.json') && fs.statSync(graph.source, { throwIfNoEntry: false })?.isFile() ? path.dirname(path.resolve(graph.source)) : path.dirname(path.resolve(file));
         return await rt.runCommand(graph, baseDir, {
-          out: values.out, backend: values.backend, resume: values.resume, stopAfter: intOption(values['stop-after'], '--stop-after'),
+          file, out: values.out, backend: values.backend, resume: values.resume, overwrite: values.overwrite, stopAfter: intOption(values['stop-after'], '--stop-after'),
         }, io);
       }
       case 'generate': {

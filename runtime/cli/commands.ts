@@ -7,7 +7,7 @@ import type { Graph } from '../../compiler/ir/graph.js';
 import { BACKEND_NAMES, type BackendChoice, initBackend, probeBackends } from '../backend/backends.js';
 import { releaseWebgpu } from '../backend/webgpu.js';
 import { M, runtimeError } from '../errors.js';
-import { runProgram } from '../train/run.js';
+import { runProgram, type RunOptions } from '../train/run.js';
 import { Progress } from '../train/progress.js';
 import { generateFromRun } from '../train/generate-run.js';
 
@@ -34,10 +34,24 @@ export function loadGraphFile(file: string): Graph {
   return g as Graph;
 }
 
-export async function runCommand(graph: Graph, baseDir: string, o: { out?: string; backend?: string; resume?: boolean; stopAfter?: number }, io: Io): Promise<number> {
-  const runDir = path.resolve(o.out ?? path.join('runs', path.basename(graph.source).replace(/\.(pipe|json)$/, '')));
+/**
+ * The run folder when --out is not given: runs/NAME, NAME from the program's file name. A graph names
+ * its program in `source`; only a plain file name counts ("quickstart.pipe" -> runs/quickstart), so a
+ * source such as `..`, `/` or `x/.` cannot move the run folder: the given file's own name is used then.
+ */
+export function defaultRunDir(graph: Graph, file: string): string {
+  const plain = (p: string) => {
+    const n = path.basename(p).replace(/\.(pipe|json)$/, '');
+    return /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(n) ? n : undefined;
+  };
+  return path.join('runs', plain(graph.source) ?? plain(file) ?? 'run');
+}
+
+export async function runCommand(graph: Graph, baseDir: string, o: { file: string; out?: string; backend?: string; resume?: boolean; overwrite?: boolean; stopAfter?: number }, io: Io): Promise<number> {
+  const runDir = path.resolve(o.out ?? defaultRunDir(graph, o.file));
   const summary = await runProgram({
-    graph, baseDir, runDir, backend: backendChoice(o.backend), resume: o.resume,
+    graph, baseDir, runDir, backend: backendChoice(o.backend), resume: o.resume, overwrite: o.overwrite,
+    command: ['pipec', ...process.argv.slice(2)].join(' '),
     out: new Progress(process.stderr.isTTY ? process.stderr : { write: (s: string) => io.err(s) }),
     stopAfterSteps: o.stopAfter,
     hooks: faultInjection(),
@@ -68,12 +82,18 @@ export async function generateCommand(runDir: string, o: { image?: string; promp
 }
 
 /**
- * PIPEC_FAULT_KILL_AT_CHECKPOINT=N: the Nth checkpoint save SIGKILLs this process after its files are
- * written and before they are published -- the worst moment for a crash. Used by the tests.
+ * PIPEC_FAULT_KILL_AT_CHECKPOINT=N[:PHASE]: the Nth checkpoint save SIGKILLs this process as PHASE
+ * begins (checkpoint.ts SavePhase; default `publish`: its files are written, not yet published -- the
+ * worst moment for a crash). Used by the tests.
  */
-function faultInjection(): { beforePublish?: () => void } {
-  const n = Number(process.env.PIPEC_FAULT_KILL_AT_CHECKPOINT ?? 0);
-  if (!n) return {};
+function faultInjection(): RunOptions['hooks'] {
+  const [n, phase = 'publish'] = (process.env.PIPEC_FAULT_KILL_AT_CHECKPOINT ?? '').split(':');
+  if (!Number(n)) return {};
   let saves = 0;
-  return { beforePublish: () => void (++saves === n && process.kill(process.pid, 'SIGKILL')) };
+  return {
+    checkpointPhase: (p) => {
+      if (p === 'components') saves++;
+      if (p === phase && saves === Number(n)) process.kill(process.pid, 'SIGKILL');
+    },
+  };
 }

@@ -1,21 +1,34 @@
 // Run checkpoints. Layout of RUN/checkpoints/NAME/:
 //   <component>/model.safetensors + config.json   each component in its Hugging Face layout and names
 //   optimizer.safetensors                         AdamW moments of the trainable parameters
-//   trainer_state.json                            stage, step, graph hash, RNG and data position
-// A checkpoint is built in a hidden temporary directory and published by one rename, then
-// checkpoints/latest.json is replaced atomically. A kill -9 at any moment leaves the previous
+//   trainer_state.json                            stage, step, graph hash, finished stages' summaries
+//   manifest.json                                 every file above with its size and SHA-256 (manifest.ts)
+// A checkpoint is built in a hidden temporary directory (manifest last) and published by one rename,
+// then checkpoints/latest.json is replaced atomically. A kill -9 at any moment leaves the previous
 // checkpoint and pointer intact. Old periodic checkpoints beyond `keep` are deleted; each stage's final
-// checkpoint is kept (the next stage's hand-off reads it).
+// checkpoint is kept (the next stage's hand-off reads it). Resume reads them through resume.ts, which
+// verifies the manifest, the trainer state (schema/trainer-state.schema.json) and every tensor's shape.
+import { Ajv, type ValidateFunction } from 'ajv';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ComponentDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
 import type { ParamStore } from '../params.js';
-import { fsyncDir, writeFileAtomic, writeFileSynced } from '../weights/atomic.js';
+import { ensureRealDir, fsyncDir, refuseLink, writeFileAtomic } from '../weights/atomic.js';
 import { hfConfig } from '../weights/hf-config.js';
 import { encodeSafetensors, readWeights } from '../weights/safetensors.js';
+import { ManifestWriter } from './manifest.js';
 import type { Optimizer } from './optimizer.js';
+
+export interface StageSummary {
+  name: string;
+  steps: number;
+  final_loss: number;
+  seconds: number;
+  tokens_per_s: number;
+  skipped_records: number;
+}
 
 export interface TrainerState {
   format: 'pipec.checkpoint';
@@ -31,7 +44,15 @@ export interface TrainerState {
   stage_checkpoints: Record<string, string>;
   optimizer: { name: string; step: number } | null;
   time: string;
+  /** Finished stages' summaries (this one's too when final): summary.json covers every stage after a resume. */
+  stages_done?: StageSummary[];
+  /** Training time and tokens up to this checkpoint, across the processes of the run. */
+  elapsed?: { run_seconds: number; stage_seconds: number; stage_tokens: number };
 }
+
+export const LATEST_FILE = 'latest.json';
+/** A checkpoint's folder name: `NN-stage-stepNNNNNN`, one plain path segment (stage names have no '/'). */
+export const CHECKPOINT_NAME = /^(\d{2})-([A-Za-z_][A-Za-z0-9_.]*)-step(\d{6})$/;
 
 export function checkpointName(stageIndex: number, stage: string, step: number): string {
   return `${String(stageIndex).padStart(2, '0')}-${stage}-step${String(step).padStart(6, '0')}`;
@@ -46,6 +67,9 @@ function tensorsOf(params: ParamStore, names: readonly string[]): Map<string, { 
   return out;
 }
 
+/** The moments of a checkpoint write, for fault injection (tests kill the process at one of them). */
+export type SavePhase = 'components' | 'optimizer' | 'manifest' | 'publish' | 'latest' | 'prune';
+
 export interface SaveArgs {
   runDir: string;
   name: string;
@@ -56,37 +80,47 @@ export interface SaveArgs {
   keep: number;
   /** Called between writing the files and publishing them (tests use it to die mid-save). */
   beforePublish?: () => void;
+  /** Called as each phase begins: 'components' ... 'prune' (tests use it to die at each). */
+  phase?: (p: SavePhase) => void;
 }
 
 export function saveCheckpoint(a: SaveArgs): string {
   const root = path.join(a.runDir, 'checkpoints');
-  fs.mkdirSync(root, { recursive: true });
+  ensureRealDir(root);
   const tmp = path.join(root, `.tmp-${a.name}-${process.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp);
+  const files = new ManifestWriter(tmp);
+  a.phase?.('components');
   for (const c of a.components) {
-    const dir = path.join(tmp, c.name);
-    fs.mkdirSync(dir);
+    fs.mkdirSync(path.join(tmp, c.name));
     const names = a.params.ofComponent(c.name);
-    if (names.length) writeFileSynced(path.join(dir, 'model.safetensors'), encodeSafetensors(tensorsOf(a.params, names), { pipec_component: c.name }));
-    writeFileSynced(path.join(dir, 'config.json'), JSON.stringify(hfConfig(c), null, 2) + '\n');
+    if (names.length) files.write(path.join(c.name, 'model.safetensors'), encodeSafetensors(tensorsOf(a.params, names), { pipec_component: c.name }));
+    files.write(path.join(c.name, 'config.json'), JSON.stringify(hfConfig(c), null, 2) + '\n');
   }
+  a.phase?.('optimizer');
   if (a.optimizer) {
     const slots = new Map<string, { shape: number[]; data: Float32Array }>();
     for (const [n, s] of a.optimizer.state.slots) {
       slots.set(`exp_avg.${n}`, { shape: s.m.shape, data: s.m.dataSync() as Float32Array });
       if (s.v) slots.set(`exp_avg_sq.${n}`, { shape: s.v.shape, data: s.v.dataSync() as Float32Array });
     }
-    writeFileSynced(path.join(tmp, 'optimizer.safetensors'), encodeSafetensors(slots));
+    files.write('optimizer.safetensors', encodeSafetensors(slots));
   }
-  writeFileSynced(path.join(tmp, 'trainer_state.json'), JSON.stringify(a.state, null, 2) + '\n');
+  files.write('trainer_state.json', JSON.stringify(a.state, null, 2) + '\n');
+  a.phase?.('manifest');
+  files.finish();
   fsyncDir(tmp);
+  a.phase?.('publish');
   a.beforePublish?.();
   const final = path.join(root, a.name);
+  refuseLink(final);
   fs.rmSync(final, { recursive: true, force: true });
   fs.renameSync(tmp, final);
   fsyncDir(root);
-  writeFileAtomic(path.join(root, 'latest.json'), JSON.stringify({ checkpoint: a.name }) + '\n');
+  a.phase?.('latest');
+  writeFileAtomic(path.join(root, LATEST_FILE), JSON.stringify({ checkpoint: a.name }) + '\n');
+  a.phase?.('prune');
   prune(root, a.keep, a.state);
   return final;
 }
@@ -94,26 +128,64 @@ export function saveCheckpoint(a: SaveArgs): string {
 /** Keeps the newest `keep` checkpoints plus every stage's final one; removes stray temporaries. */
 function prune(root: string, keep: number, state: TrainerState): void {
   const protectedNames = new Set(Object.values(state.stage_checkpoints));
-  const all = fs.readdirSync(root).filter((n) => /^\d{2}-.+-step\d{6}$/.test(n)).sort();
+  const all = fs.readdirSync(root).filter((n) => CHECKPOINT_NAME.test(n)).sort();
   const periodic = all.filter((n) => !protectedNames.has(n));
   for (const n of periodic.slice(0, Math.max(0, periodic.length - Math.max(1, keep)))) fs.rmSync(path.join(root, n), { recursive: true, force: true });
   for (const n of fs.readdirSync(root)) if (n.startsWith('.tmp-') && !n.endsWith(`-${process.pid}`)) fs.rmSync(path.join(root, n), { recursive: true, force: true });
 }
 
-export function latestCheckpoint(runDir: string): string | null {
-  const file = path.join(runDir, 'checkpoints', 'latest.json');
-  if (!fs.existsSync(file)) return null;
+/**
+ * The checkpoint name latest.json holds: a string when it names a plain checkpoint name, `{ why }` when
+ * the file is there but unusable (not JSON, not a name, a path out of the folder), undefined when absent.
+ */
+export function readLatestName(file: string): string | { why: string } | undefined {
+  const st = fs.lstatSync(file, { throwIfNoEntry: false });
+  if (!st) return undefined;
+  if (!st.isFile() || st.size > 4096) return { why: 'is not a small regular file' };
+  let name: unknown;
   try {
-    const name = (JSON.parse(fs.readFileSync(file, 'utf8')) as { checkpoint: string }).checkpoint;
-    const dir = path.join(runDir, 'checkpoints', name);
-    return fs.existsSync(path.join(dir, 'trainer_state.json')) ? dir : null;
-  } catch {
-    return null;
+    name = (JSON.parse(fs.readFileSync(file, 'utf8')) as { checkpoint?: unknown })?.checkpoint;
+  } catch (e) {
+    return { why: `is not valid JSON (${(e as Error).message})` };
   }
+  if (typeof name !== 'string') return { why: 'has no "checkpoint" name' };
+  if (!CHECKPOINT_NAME.test(name)) return { why: `names ${JSON.stringify(name)}, which is not a checkpoint name of this folder (NN-stage-stepNNNNNN, no path)` };
+  return name;
 }
 
+/** The checkpoint latest.json names, when that name is a plain checkpoint name and its folder exists. */
+export function latestCheckpoint(runDir: string): string | null {
+  const name = readLatestName(path.join(runDir, 'checkpoints', LATEST_FILE));
+  if (typeof name !== 'string') return null;
+  const dir = path.join(runDir, 'checkpoints', name);
+  const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+  return st?.isDirectory() && fs.existsSync(path.join(dir, 'trainer_state.json')) ? dir : null;
+}
+
+let stateSchema: ValidateFunction | undefined;
+
+/** A checkpoint's trainer state, or what is wrong with it (schema/trainer-state.schema.json). */
+export function parseTrainerState(dir: string): TrainerState | { why: string } {
+  const file = path.join(dir, 'trainer_state.json');
+  const st = fs.lstatSync(file, { throwIfNoEntry: false });
+  if (!st) return { why: 'trainer_state.json is missing' };
+  if (!st.isFile() || st.size > 16 << 20) return { why: 'trainer_state.json is not a regular file' };
+  let state: unknown;
+  try {
+    state = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    return { why: `trainer_state.json is not valid JSON (${(e as Error).message})` };
+  }
+  stateSchema ??= new Ajv({ allErrors: true, strict: true, strictRequired: false }).compile(JSON.parse(fs.readFileSync(new URL('../../../schema/trainer-state.schema.json', import.meta.url), 'utf8')) as object);
+  if (!stateSchema(state)) return { why: `trainer_state.json: ${(stateSchema.errors ?? []).slice(0, 3).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`).join('; ')}` };
+  return state as TrainerState;
+}
+
+/** A checkpoint's trainer state; an invalid one is a located error (PIPE9028), never a crash. */
 export function readTrainerState(dir: string): TrainerState {
-  return JSON.parse(fs.readFileSync(path.join(dir, 'trainer_state.json'), 'utf8')) as TrainerState;
+  const s = parseTrainerState(dir);
+  if ('why' in s) throw runtimeError(M.RunDirInvalid, [dir, s.why], { file: path.join(dir, 'trainer_state.json') }, 'the checkpoint is damaged; resume from an earlier one (`pipec run --resume` picks the newest intact checkpoint)');
+  return s;
 }
 
 /** Loads the named components' tensors from a checkpoint (or any folder of per-component HF dirs). */
@@ -135,13 +207,19 @@ export function loadWeightsInto(dir: string, names: readonly string[], params: P
   }
 }
 
+/** Loads the optimizer's moments; every trainable parameter's must be there with its shape (never silent zeros). */
 export function loadOptimizer(dir: string, opt: Optimizer, step: number): void {
-  const got = readWeights(dir);
+  const file = path.join(dir, 'optimizer.safetensors');
+  const got = readWeights(dir, [...opt.state.slots].flatMap(([n, s]) => (s.v ? [`exp_avg.${n}`, `exp_avg_sq.${n}`] : [`exp_avg.${n}`])));
+  const take = (name: string, v: tf.Variable) => {
+    const t = got.get(name);
+    if (!t) throw runtimeError(M.TensorMissing, [name, file], { file });
+    if (t.info.shape.join(',') !== v.shape.join(',')) throw runtimeError(M.WeightShapeMismatch, [name, file, `[${t.info.shape.join(', ')}]`, `[${v.shape.join(', ')}]`], { file });
+    assignFrom(v, t.data);
+  };
   for (const [n, s] of opt.state.slots) {
-    const m = got.get(`exp_avg.${n}`);
-    if (m) assignFrom(s.m, m.data);
-    const v = got.get(`exp_avg_sq.${n}`);
-    if (v && s.v) assignFrom(s.v, v.data);
+    take(`exp_avg.${n}`, s.m);
+    if (s.v) take(`exp_avg_sq.${n}`, s.v);
   }
   opt.state.step = step;
 }

@@ -2,7 +2,7 @@
 // with an SVG loss curve per stage (no scripts, no network), rewritten at the end of each stage.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../weights/atomic.js';
+import { appendNoFollow, refuseLink, writeFileAtomic } from '../weights/atomic.js';
 
 export interface StepMetrics {
   stage: string;
@@ -23,11 +23,12 @@ export function metricsFile(runDir: string): string {
 }
 
 export function appendMetrics(runDir: string, m: StepMetrics): void {
-  fs.appendFileSync(metricsFile(runDir), JSON.stringify(m) + '\n');
+  appendNoFollow(metricsFile(runDir), JSON.stringify(m) + '\n'); // never through a planted link
 }
 
 export function readMetrics(runDir: string): StepMetrics[] {
   const f = metricsFile(runDir);
+  refuseLink(f);
   if (!fs.existsSync(f)) return [];
   return fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => {
     try {

@@ -3,33 +3,38 @@
 //   RUN/tokenizer.json      the tokenizer (generated datasets write their word vocabulary)
 //   RUN/metrics.jsonl       one line per optimizer step;  RUN/loss.html  loss curves
 //   RUN/checkpoints/        see checkpoint.ts;  RUN/summary.json  the outcome, incl. evaluation
+//   RUN/run.json            marks the folder as this program's run;  RUN/run.lock  while a process writes it
+// The folder is opened under its lock, and whether this run may use it is decided there (run-dir.ts).
 // Determinism: initialisation and data order depend only on the stage seed, so `--resume` from a
 // checkpoint at step s replays exactly the batches an uninterrupted run would have seen after s.
-import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Graph, ModelDef, StagePlan } from '../../compiler/ir/graph.js';
 import { initBackend, type ActiveBackend, type BackendChoice } from '../backend/backends.js';
 import { microBatchWork } from '../backend/wasm-threads.js';
 import { collate, type Sample } from '../data/batch.js';
-import { imageShapeOf, prepareDataset, syntheticTokenizer, type PreparedDataset } from '../data/datasets.js';
+import { imageShapeOf, prepareDataset, type PreparedDataset } from '../data/datasets.js';
 import { preflightRun } from '../data/preflight.js';
-import { loadTokenizer } from '../data/tokenizer.js';
-import type { TextTokenizer } from '../data/vocab-tokenizer.js';
+import { runTokenizer } from '../data/run-tokenizer.js';
 import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { ModelRunner } from '../model.js';
 import { ParamStore, paramSpecs } from '../params.js';
 import { Rng } from '../random.js';
 import { writeFileAtomic } from '../weights/atomic.js';
-import { checkpointName, latestCheckpoint, loadComponents, loadOptimizer, loadWeightsInto, readTrainerState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { checkpointName, loadComponents, loadOptimizer, loadWeightsInto, saveCheckpoint, type SavePhase, type StageSummary, type TrainerState } from './checkpoint.js';
 import { evaluateShapes, type EvalResult } from './evaluate.js';
+import { graphHash } from './graph-hash.js';
+import { verifyManifest } from './manifest.js';
 import { appendMetrics, truncateMetrics, writeLossPage } from './metrics.js';
 import { clipByGlobalNorm, Optimizer } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
+import { findResumePoint, type ResumePoint } from './resume.js';
+import { openRunDir, writeRunMarker, type OpenRunDir } from './run-dir.js';
 import { lrMultiplier } from './schedule.js';
+
+export { graphHash };
 
 export interface RunOptions {
   graph: Graph;
@@ -38,24 +43,25 @@ export interface RunOptions {
   runDir: string;
   backend: BackendChoice;
   resume?: boolean;
+  /** Start again in a folder that holds a run (of this program or another): its files are deleted first. */
+  overwrite?: boolean;
+  /** The command line, recorded in the lock so a second run can say who holds the folder. */
+  command?: string;
   out?: Progress;
   /** Stop (as if killed) after this many optimizer steps in total: for tests and benchmarks. */
   stopAfterSteps?: number;
   evaluate?: boolean;
-  hooks?: { beforePublish?: (checkpoint: string) => void };
+  hooks?: { beforePublish?: (checkpoint: string) => void; checkpointPhase?: (phase: SavePhase, checkpoint: string) => void };
 }
 
 export interface RunSummary {
   backend: string;
-  stages: { name: string; steps: number; final_loss: number; seconds: number; tokens_per_s: number; skipped_records: number }[];
+  /** Every stage of the run, also those finished by an earlier process before a resume. */
+  stages: StageSummary[];
   evaluation?: EvalResult[];
+  /** Training time of the whole run, across the processes of a resumed run. */
   seconds: number;
   stopped_early?: boolean;
-}
-
-export function graphHash(g: Graph): string {
-  const { source: _source, ...rest } = g;
-  return createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0, 16);
 }
 
 function stagesInOrder(g: Graph): StagePlan[] {
@@ -81,6 +87,29 @@ export function microBatch(samples: readonly Sample[], stage: StagePlan, microPe
 }
 
 export async function runProgram(o: RunOptions): Promise<RunSummary> {
+  const run = openRunDir(o.runDir, { hash: graphHash(o.graph), policy: o.resume ? 'resume' : o.overwrite ? 'overwrite' : 'new', command: o.command ?? process.argv.slice(1).join(' ') });
+  try {
+    return await trainInRunDir({ ...o, runDir: run.dir }, run);
+  } finally {
+    run.close();
+  }
+}
+
+/** Where the run continues (--resume), after the notes of opening the folder; then the folder is marked as this run's. */
+function startRun(o: RunOptions, run: OpenRunDir, hash: string, out: Progress): ResumePoint | null {
+  for (const n of run.notes) out.line(`note: ${n}`);
+  let resumeFrom: ResumePoint | null = null;
+  if (o.resume) {
+    resumeFrom = findResumePoint(o.runDir, o.graph, hash, (l) => out.line(l));
+    const { state } = resumeFrom;
+    out.line(`resuming from ${path.relative(process.cwd(), resumeFrom.dir) || resumeFrom.dir} (stage ${state.stage}, step ${state.step}/${state.total_steps})`);
+    truncateMetrics(o.runDir, state.stage_index, state.step);
+  }
+  writeRunMarker(o.runDir, o.graph, hash);
+  return resumeFrom;
+}
+
+async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary> {
   const t0 = performance.now();
   const out = o.out ?? new Progress(process.stderr);
   // The size of the largest stage's micro-batch, for the wasm backend's thread count (wasm-threads.ts)
@@ -89,42 +118,19 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
   out.line(backend.note);
   const g = o.graph;
   const hash = graphHash(g);
-  fs.mkdirSync(o.runDir, { recursive: true });
-
-  let resumeFrom: { dir: string; state: TrainerState } | null = null;
-  if (o.resume) {
-    const dir = latestCheckpoint(o.runDir);
-    if (!dir) throw runtimeError(M.NothingToResume, [o.runDir], { file: o.runDir });
-    const state = readTrainerState(dir);
-    if (state.graph_hash !== hash) throw runtimeError(M.ResumeMismatch, [`checkpoint graph ${state.graph_hash}, this program ${hash}`], { file: dir }, 'resume with the program that wrote the checkpoint, or use a new --out directory');
-    resumeFrom = { dir, state };
-    out.line(`resuming from ${path.relative(process.cwd(), dir) || dir} (stage ${state.stage}, step ${state.step}/${state.total_steps})`);
-    truncateMetrics(o.runDir, state.stage_index, state.step);
-  } else {
-    fs.rmSync(path.join(o.runDir, 'metrics.jsonl'), { force: true });
-  }
+  const resumeFrom = startRun(o, run, hash, out);
   writeFileAtomic(path.join(o.runDir, 'graph.json'), JSON.stringify(g, null, 2) + '\n');
 
-  const firstModel = g.models[0]!;
-  const llm = firstModel.components.find((c) => c.role === 'llm');
-  // A dataset that names a tokenizer.json decides the run's tokenizer (copied into the run directory);
-  // otherwise generated datasets bring a word vocabulary that must fit the LLM.
-  const named = g.datasets.map((d) => d.attrs['tokenizer']).find((t): t is string => typeof t === 'string' && t !== '');
-  let tokenizer: TextTokenizer;
-  if (named) {
-    const file = path.resolve(o.baseDir, named);
-    tokenizer = loadTokenizer(file);
-    fs.copyFileSync(file, path.join(o.runDir, 'tokenizer.json'));
-  } else {
-    const vocab = syntheticTokenizer(g, Number(llm?.attrs['vocab'] ?? 32000));
-    writeFileAtomic(path.join(o.runDir, 'tokenizer.json'), JSON.stringify(vocab.toTokenizerJson()) + '\n');
-    tokenizer = vocab;
-  }
+  // The run's tokenizer (a dataset's tokenizer.json, else the generated word vocabulary), kept in the run folder
+  const { tokenizer, json: tokenizerJson } = runTokenizer(g, o.baseDir);
+  writeFileAtomic(path.join(o.runDir, 'tokenizer.json'), tokenizerJson);
 
   // Every stage's data, read as training will read it, before any stage trains (runtime/data/preflight.ts).
   preflightRun({ graph: g, baseDir: o.baseDir, tokenizer, cacheDir: o.runDir, log: (s) => out.line(s) });
 
-  const summary: RunSummary = { backend: backend.name, stages: [], seconds: 0 };
+  // Stages an earlier process finished come from the checkpoint, so summary.json covers every stage
+  const summary: RunSummary = { backend: backend.name, stages: [...(resumeFrom?.state.stages_done ?? [])], seconds: 0 };
+  const carriedSeconds = resumeFrom?.state.elapsed?.run_seconds ?? 0;
   const stageCheckpoints: Record<string, string> = { ...(resumeFrom?.state.stage_checkpoints ?? {}) };
   let params: ParamStore | null = null;
   let paramsModel: string | null = null;
@@ -153,10 +159,10 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
     }
     // Hand-off: after a resume, or into a different model, the previous stages' components come from
     // their final checkpoints; within one process and model they are already in memory.
-    if (fresh && si > 0) {
-      for (const h of stage.handoff) if (stageCheckpoints[h.from]) loadComponents(path.join(o.runDir, 'checkpoints', stageCheckpoints[h.from]!), [h.component], params);
-    }
     const resumingHere = resumeFrom && si === resumeFrom.state.stage_index ? resumeFrom : null;
+    if (fresh && si > 0 && !resumingHere) { // a resume's checkpoint holds every component itself
+      for (const h of stage.handoff) if (stageCheckpoints[h.from]) loadHandoff(path.join(o.runDir, 'checkpoints', stageCheckpoints[h.from]!), h.component, params);
+    }
     if (resumingHere) loadComponents(resumingHere.dir, model.components.map((c) => c.name), params);
     if (resumingHere?.state.final) continue; // the interruption came after this stage had finished
 
@@ -165,8 +171,9 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
     const optimizer = new Optimizer(stage.optimizer.name, stage.optimizer.attrs, trainable);
     let step = 0;
     if (resumingHere) {
+      if (resumingHere.state.total_steps !== steps) throw runtimeError(M.ResumeMismatch, [`stage ${stage.name} had ${resumingHere.state.total_steps} steps, now ${steps} (did its data change?)`], { file: resumingHere.dir }, 'resume with the data the run started with, or start again with --overwrite');
       step = resumingHere.state.step;
-      if (resumingHere.state.optimizer) loadOptimizer(resumingHere.dir, optimizer, resumingHere.state.optimizer.step);
+      if (trainable.size) loadOptimizer(resumingHere.dir, optimizer, resumingHere.state.optimizer?.step ?? 0);
     }
     const runner = new ModelRunner(model, params, await loadCustomOps(model, o.baseDir));
     const imageShape = imageShapeOf(model);
@@ -175,6 +182,9 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
     out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${data.train.length} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
     const stageT0 = performance.now();
     let tokensSeen = 0, lastLoss = NaN;
+    // this stage's training time and tokens, including an earlier process's before the resume
+    const carried = resumingHere?.state.elapsed ?? { stage_seconds: 0, stage_tokens: 0 };
+    const stageSeconds = () => carried.stage_seconds + (performance.now() - stageT0) / 1000;
 
     const checkpoint = (final: boolean) => {
       const name = checkpointName(si, stage.name, step);
@@ -182,8 +192,14 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
       const state: TrainerState = {
         format: 'pipec.checkpoint', version: 1, graph_hash: hash, stage: stage.name, stage_index: si, step, total_steps: steps, final,
         stage_checkpoints: { ...stageCheckpoints }, optimizer: { name: optimizer.name, step: optimizer.state.step }, time: new Date().toISOString(),
+        stages_done: [...summary.stages],
+        elapsed: { run_seconds: carriedSeconds + (performance.now() - t0) / 1000, stage_seconds: stageSeconds(), stage_tokens: carried.stage_tokens + tokensSeen },
       };
-      saveCheckpoint({ runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep, beforePublish: () => o.hooks?.beforePublish?.(name) });
+      run.lock.verify(); // a lock removed by hand under this process: stop before writing
+      saveCheckpoint({
+        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep,
+        beforePublish: () => o.hooks?.beforePublish?.(name), phase: (p) => o.hooks?.checkpointPhase?.(p, name),
+      });
     };
 
     while (step < steps) {
@@ -221,11 +237,11 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
         return summary;
       }
     }
+    const seconds = stageSeconds();
+    summary.stages.push({ name: stage.name, steps, final_loss: lastLoss, seconds, tokens_per_s: (carried.stage_tokens + tokensSeen) / seconds, skipped_records: data.skipped });
     checkpoint(true);
     writeLossPage(o.runDir);
     optimizer.dispose();
-    const seconds = (performance.now() - stageT0) / 1000;
-    summary.stages.push({ name: stage.name, steps, final_loss: lastLoss, seconds, tokens_per_s: tokensSeen / seconds, skipped_records: data.skipped });
     out.line(`stage ${stage.name} done: ${steps} steps in ${seconds.toFixed(1)} s, final loss ${lastLoss.toFixed(4)}`);
   }
 
@@ -234,8 +250,16 @@ export async function runProgram(o: RunOptions): Promise<RunSummary> {
     summary.evaluation = evaluateShapes(runner, lastData.data, tokenizer, imageShapeOf(lastData.model), lastData.model.image_tokens ?? 0);
     for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions: ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
   }
-  summary.seconds = (performance.now() - t0) / 1000;
+  summary.seconds = carriedSeconds + (performance.now() - t0) / 1000;
+  run.lock.verify();
   writeFileAtomic(path.join(o.runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
   params?.dispose();
   return summary;
+}
+
+/** A hand-off from an earlier stage's final checkpoint, whose files must match its manifest. */
+function loadHandoff(dir: string, component: string, params: ParamStore): void {
+  const damaged = verifyManifest(dir);
+  if (damaged) throw runtimeError(M.RunDirInvalid, [dir, `this stage's hand-off reads it, but ${damaged}`], { file: dir }, 'the earlier stage\'s final checkpoint is damaged: start the run again with --overwrite');
+  loadComponents(dir, [component], params);
 }
