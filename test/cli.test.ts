@@ -1,14 +1,14 @@
 // The pipec command as a user runs it: a child process, its exit code, what it prints.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { validateGraph } from '../compiler/ir/validate.js';
+import { pipec as pipecProcess } from './helpers/cli.js';
+import { tmpDir } from './helpers/tmp.js';
 import { REPO_ROOT, repo } from './paths.js';
 
 function pipec(args: string[], cwd = REPO_ROOT) {
-  const r = spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { cwd, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  const r = pipecProcess(args, { cwd });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -54,7 +54,7 @@ describe('pipec CLI', function () {
   });
 
   it('never prints a stack trace for hostile input', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-'));
+    const dir = tmpDir('hostile');
     const inputs = ['\u0000\u0001\u0002', '{'.repeat(5000), 'model m { encoder x = vit(image: 1e400) }', 'import "std/vision"\nimport "std/vision"\n'.repeat(50), '"'.repeat(3), '\uFEFFstage s {}'];
     inputs.forEach((text, i) => {
       const f = path.join(dir, `bad${i}.pipe`);
@@ -66,7 +66,7 @@ describe('pipec CLI', function () {
   });
 
   it('compiles to a graph that validates against the shipped schema, byte-identical twice', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-'));
+    const dir = tmpDir('compile');
     const a = path.join(dir, 'a.json');
     const b = path.join(dir, 'b.json');
     assert.equal(pipec(['compile', 'pipelines/quickstart.pipe', '-o', a]).code, 0);

@@ -3,29 +3,17 @@
 // answers the colour question about a newly drawn image, in English and Japanese. (Minutes, not seconds.)
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { PNG } from 'pngjs';
 import { COLOURS, drawShape } from '../runtime/data/synthetic-shapes.js';
 import { Rng } from '../runtime/random.js';
 import { pipec } from './helpers/cli.js';
+import { writePng } from './helpers/png.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
-
-
-function writePng(file: string, rgb: Uint8Array, size: number): void {
-  const png = new PNG({ width: size, height: size });
-  for (let i = 0; i < size * size; i++) {
-    png.data[i * 4] = rgb[i * 3]!;
-    png.data[i * 4 + 1] = rgb[i * 3 + 1]!;
-    png.data[i * 4 + 2] = rgb[i * 3 + 2]!;
-    png.data[i * 4 + 3] = 255;
-  }
-  fs.writeFileSync(file, PNG.sync.write(png));
-}
 
 describe('quickstart (the README main job)', function () {
   this.timeout(20 * 60_000);
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-quickstart-'));
+  const runDir = tmpDir('quickstart');
 
   it('trains both stages on the fresh-clone default backend (wasm) and reaches >= 90% held-out colour accuracy', () => {
     // A fresh clone has no native TensorFlow (`npm run setup:tensorflow` adds it, CI does), so the
@@ -46,7 +34,7 @@ describe('quickstart (the README main job)', function () {
     const cases = [0, 1, 2, 3].map((k) => ({ colour: (k * 2 + 1) % COLOURS.length, shape: k % 4, seed: 777_000 + k }));
     for (const c of cases) {
       const file = path.join(runDir, `new-${c.seed}.png`);
-      writePng(file, drawShape(new Rng(c.seed), 32, c.colour, c.shape), 32);
+      writePng(file, { width: 32, height: 32, rgb: drawShape(new Rng(c.seed), 32, c.colour, c.shape) });
       const en = pipec(['generate', runDir, '--image', file, '--prompt', 'what colour is the shape ?']);
       assert.equal(en.status, 0, en.stderr);
       const ja = pipec(['generate', runDir, '--image', file, '--prompt', 'この図形は何色ですか？']);

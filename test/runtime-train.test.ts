@@ -1,9 +1,7 @@
 // Training behaviour end to end on the tiny program (test/runtime/tiny.pipe): freezing, hand-off,
 // checkpoints (HF names, round trip, atomic publish), kill -9 and --resume, NaN stops, generation.
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { readSafetensorsHeader } from '../compiler/check/checkpoint-io.js';
@@ -18,7 +16,8 @@ import { checkpointName, latestCheckpoint, loadComponents, readTrainerState, sav
 import { readMetrics } from '../runtime/train/metrics.js';
 import { Progress } from '../runtime/train/progress.js';
 import { runProgram } from '../runtime/train/run.js';
-import { pipec } from './helpers/cli.js';
+import { pipec, startPipec } from './helpers/cli.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
 const TINY = repo('test/runtime/tiny.pipe');
@@ -28,10 +27,6 @@ function tinyGraph(sets: string[] = []): Graph {
   const r = compile({ file: TINY, configFiles: [], sets, lower: true });
   assert.ok(r.graph, 'tiny.pipe compiles');
   return r.graph;
-}
-
-function tmpDir(name: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `pipec-${name}-`));
 }
 
 
@@ -139,7 +134,7 @@ describe('runtime: interruption and resume (child processes)', function () {
     const r0 = pipec(['run', TINY, '--out', ref, ...LONG]);
     assert.equal(r0.status, 0, r0.stderr);
     // start the same run and SIGKILL it once it is past a checkpoint but before the stage ends
-    const child = spawn(process.execPath, [repo('bin/pipec.js'), 'run', TINY, '--out', cut, ...LONG], { stdio: 'ignore' });
+    const child = startPipec(['run', TINY, '--out', cut, ...LONG], { stdio: 'ignore' });
     const killedAt = await new Promise<number>((resolve, reject) => {
       const timer = setInterval(() => {
         const n = fs.existsSync(path.join(cut, 'metrics.jsonl')) ? fs.readFileSync(path.join(cut, 'metrics.jsonl'), 'utf8').split('\n').length - 1 : 0;

@@ -5,8 +5,6 @@
 // suites that need one are skipped, with the probe's reason in their title, only when there is none.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Graph } from '../compiler/ir/graph.js';
 import { compile } from '../compiler/service/service.js';
@@ -18,6 +16,7 @@ import { Progress } from '../runtime/train/progress.js';
 import { runProgram } from '../runtime/train/run.js';
 import { close, randn } from './helpers/numeric.js';
 import { pipec } from './helpers/cli.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
 const quiet = new Progress({ write: () => true });
@@ -73,7 +72,7 @@ describe('webgpu: no adapter', function () {
   });
 
   it('the CLI prints PIPE9020 and exits 1 for `run --backend webgpu`, and `backends` says why', () => {
-    const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--backend', 'webgpu', '--out', path.join(os.tmpdir(), 'pipec-webgpu-none')], { env: { PIPEC_WEBGPU_ADAPTER: 'none' }, timeout: 300_000 });
+    const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--backend', 'webgpu', '--out', tmpDir('webgpu-none')], { env: { PIPEC_WEBGPU_ADAPTER: 'none' }, timeout: 300_000 });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /error PIPE9020: backend `webgpu` is not available here: no WebGPU adapter/);
     const b = pipec(['backends'], { env: { PIPEC_WEBGPU_ADAPTER: 'none' }, timeout: 300_000 });
@@ -157,7 +156,7 @@ describe(probe.available ? `webgpu: on the adapter Dawn finds (${probe.detail})`
     tf.env().set('WEBGPU_CPU_FORWARD', true); // tfjs's default, as `pipec run` trains
     const losses: Record<string, { stage: number; step: number; loss: number; grad_norm: number }[]> = {};
     for (const backend of ['wasm', 'webgpu'] as const) {
-      const runDir = fs.mkdtempSync(path.join(os.tmpdir(), `pipec-webgpu-tiny-${backend}-`));
+      const runDir = tmpDir(`webgpu-tiny-${backend}`);
       await runProgram({ graph, baseDir: repo('test/runtime'), runDir, backend, out: quiet });
       losses[backend] = readMetrics(runDir).map((m) => ({ stage: m.stage_index, step: m.step, loss: m.loss, grad_norm: m.grad_norm ?? 0 }));
       fs.rmSync(runDir, { recursive: true, force: true });
@@ -172,7 +171,7 @@ describe(probe.available ? `webgpu: on the adapter Dawn finds (${probe.detail})`
   });
 
   it('pipec run --backend webgpu trains and exits (Dawn released), and `backends` lists the adapter', () => {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-webgpu-cli-'));
+    const out = tmpDir('webgpu-cli');
     const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--backend', 'webgpu', '--out', out, '--stop-after', '3'], { timeout: 300_000 });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /backend webgpu \(Dawn \w+: /);
