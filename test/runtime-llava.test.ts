@@ -50,9 +50,10 @@ stage s {
 
 describe('runtime: llava_json datasets and bad records', function () {
   this.timeout(120_000);
-  const dir = tmpDir('llava');
+  let dir: string;
 
   before(() => {
+    dir = tmpDir('llava');
     fs.mkdirSync(path.join(dir, 'images'));
     png(path.join(dir, 'images', 'red.png'), [220, 30, 30]);
     png(path.join(dir, 'images', 'blue.png'), [30, 30, 220]);
