@@ -6,7 +6,7 @@
 // - torch2Python: .venv-torch/bin/python (`npm run setup:torch`: torch >= 2 with safetensors) for FSDP
 //   and what needs torch >= 2 (the meta device). PIPEC_TORCH2_PYTHON names another.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import { repo } from '../paths.js';
 import { childEnv } from './tmp.js';
@@ -54,9 +54,19 @@ export function torch2Python(): TorchPython | undefined {
 export const TORCH1_FIX = 'apt-get install -y python3-torch (Debian 12: torch 1.13), or set PIPEC_TEST_PYTHON';
 export const TORCH2_FIX = 'npm run setup:torch makes .venv-torch, or set PIPEC_TORCH2_PYTHON';
 
-/** Runs `python args` (in `cwd`) and returns its stdout; fails the test with its output when it exits non-zero. */
-export function runPython(python: string, args: string[], o: { cwd?: string; env?: Record<string, string> } = {}): string {
-  const r = spawnSync(python, args, { encoding: 'utf8', cwd: o.cwd, env: childEnv(o.env), maxBuffer: 64 * 1024 * 1024 });
-  assert.equal(r.status, 0, `${python} ${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`.slice(-6000));
+export interface PythonOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+/** Runs `python args` (in `cwd`), its temporary files under the tests' temp root. */
+export function spawnPython(python: string, args: string[], o: PythonOptions = {}): SpawnSyncReturns<string> {
+  return spawnSync(python, args, { encoding: 'utf8', cwd: o.cwd, env: childEnv(o.env), maxBuffer: 64 * 1024 * 1024 });
+}
+
+/** Runs `python args` and returns its stdout; fails the test with its output when it exits non-zero. */
+export function runPython(python: string, args: string[], o: PythonOptions = {}): string {
+  const r = spawnPython(python, args, o);
+  assert.equal(r.status, 0, `${python} ${args.join(' ')} failed:\n${`${r.stdout}\n${r.stderr}`.slice(-6000)}`);
   return r.stdout;
 }
