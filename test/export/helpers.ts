@@ -148,11 +148,13 @@ const references = new Map<string, Promise<Reference>>();
 /**
  * pipec's own run of a repository program (wasm, fp32, no evaluation): the reference the exported trainer is
  * compared with. Made once per test process for each program, --set list and --stop-after, by whichever
- * test needs it first.
+ * test needs it first (again if its folder has gone with the temp root).
  */
-export function pipecReference(rel: string, o: { sets?: string[]; stopAfter?: number } = {}): Promise<Reference> {
+export async function pipecReference(rel: string, o: { sets?: string[]; stopAfter?: number } = {}): Promise<Reference> {
   const key = JSON.stringify([rel, o.sets ?? [], o.stopAfter ?? null]);
   let run = references.get(key);
+  // in parallel mode the temp root goes after each file, and this process may then run another file
+  if (run && !fs.existsSync((await run.catch(() => ({ dir: '' }))).dir)) run = undefined;
   if (!run) {
     run = (async () => {
       const dir = path.join(tmpDir(`reference-${path.basename(rel, '.pipe')}`), 'pipec');
