@@ -3,20 +3,12 @@ import { strict as assert } from 'node:assert';
 import fsModule from 'node:fs';
 import * as fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, configLookup, readCheckpointMeta, readSafetensorsHeader } from '../compiler/check/checkpoint-io.js';
-import { writeConfig, writeSafetensors } from './helpers/safetensors-writer.js';
+import { writeConfig, writeRawSafetensors as rawFile, writeSafetensors } from './helpers/safetensors-writer.js';
+import { tmpDir } from './helpers/tmp.js';
 
-const made: string[] = [];
-const tmp = () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-'));
-  made.push(dir);
-  return dir;
-};
-after(() => {
-  for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const tmp = () => tmpDir('checkpoint-io');
 
 /** The header length N from a file's 8-byte prefix. */
 function headerLength(file: string): number {
@@ -28,14 +20,6 @@ function headerLength(file: string): number {
   } finally {
     fs.closeSync(fd);
   }
-}
-
-/** A hand-made file: `len` (default: the header's byte length) as the prefix, the header, then `data` zero bytes. */
-function rawFile(file: string, header: unknown, data = 0, len?: bigint): void {
-  const head = Buffer.isBuffer(header) ? header : Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(len ?? BigInt(head.length));
-  fs.writeFileSync(file, Buffer.concat([prefix, head, Buffer.alloc(data)]));
 }
 
 /** Records every fs.readSync call (fd, length, position) made while `fn` runs. */

@@ -1,14 +1,15 @@
 // The pipec command as a user runs it: a child process, its exit code, what it prints.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { validateGraph } from '../compiler/ir/validate.js';
+import { readMetrics } from '../runtime/train/metrics.js';
+import { pipec as pipecProcess } from './helpers/cli.js';
+import { tmpDir } from './helpers/tmp.js';
 import { REPO_ROOT, repo } from './paths.js';
 
 function pipec(args: string[], cwd = REPO_ROOT) {
-  const r = spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { cwd, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  const r = pipecProcess(args, { cwd });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -54,7 +55,7 @@ describe('pipec CLI', function () {
   });
 
   it('never prints a stack trace for hostile input', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-'));
+    const dir = tmpDir('hostile');
     const inputs = ['\u0000\u0001\u0002', '{'.repeat(5000), 'model m { encoder x = vit(image: 1e400) }', 'import "std/vision"\nimport "std/vision"\n'.repeat(50), '"'.repeat(3), '\uFEFFstage s {}'];
     inputs.forEach((text, i) => {
       const f = path.join(dir, `bad${i}.pipe`);
@@ -66,7 +67,7 @@ describe('pipec CLI', function () {
   });
 
   it('compiles to a graph that validates against the shipped schema, byte-identical twice', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-'));
+    const dir = tmpDir('compile');
     const a = path.join(dir, 'a.json');
     const b = path.join(dir, 'b.json');
     assert.equal(pipec(['compile', 'pipelines/quickstart.pipe', '-o', a]).code, 0);
@@ -93,5 +94,51 @@ describe('pipec CLI', function () {
     assert.match(r.err, /<--set>:1:27 - error PIPE4006: max_length 1000 exceeds the context length 128 of `lm`/);
     const ok = pipec(['check', 'pipelines/quickstart.pipe', '--set', 'stage.pretrain.optimizer.lr=2e-4']);
     assert.equal(ok.code, 0, ok.err);
+  });
+});
+
+describe('pipec run GRAPH.json', function () {
+  this.timeout(300_000);
+
+  it('trains from a compiled graph as from its program: the same losses, bit for bit', () => {
+    const dir = tmpDir('run-graph');
+    const graph = path.join(dir, 'tiny.graph.json');
+    assert.equal(pipec(['compile', 'test/runtime/tiny.pipe', '-o', graph]).code, 0);
+    const losses = (input: string, out: string) => {
+      const r = pipec(['run', input, '--out', path.join(dir, out), '--backend', 'wasm', '--stop-after', '6']);
+      assert.equal(r.code, 0, r.err);
+      return readMetrics(path.join(dir, out)).map((m) => [m.stage, m.step, m.loss]);
+    };
+    const fromGraph = losses(graph, 'from-graph');
+    assert.equal(fromGraph.length, 6);
+    assert.deepEqual(fromGraph, losses('test/runtime/tiny.pipe', 'from-program'));
+  });
+
+  it('finds what the program names relative to its .pipe file (a custom module), not to the graph file', () => {
+    const dir = tmpDir('run-graph-elsewhere');
+    const trains = (graph: string, cwd: string, out: string) => {
+      const r = pipec(['run', graph, '--out', path.join(dir, out), '--backend', 'wasm', '--stop-after', '2'], cwd);
+      assert.equal(r.code, 0, r.err);
+      assert.equal(readMetrics(path.join(dir, out)).length, 2);
+    };
+    // compiled in the repository, the graph names test/runtime/custom.pipe; it lies in another folder
+    const relative = path.join(dir, 'relative.graph.json');
+    assert.equal(pipec(['compile', 'test/runtime/custom.pipe', '-o', relative]).code, 0);
+    trains(relative, REPO_ROOT, 'from-repo');
+    // compiled outside it, the graph names the program by its full path: it runs from any folder
+    const absolute = path.join(dir, 'absolute.graph.json');
+    assert.equal(pipec(['compile', repo('test/runtime/custom.pipe'), '-o', absolute], dir).code, 0);
+    trains(absolute, dir, 'from-elsewhere');
+  });
+
+  it('a file that is not a pipec graph is PIPE9029 naming it (exit 1); a missing one exits 2', () => {
+    const dir = tmpDir('run-graph-bad');
+    const bad = path.join(dir, 'bad.json');
+    fs.writeFileSync(bad, '{"format": "x"}');
+    const r = pipec(['run', bad, '--out', path.join(dir, 'run')]);
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, new RegExp(`error PIPE9029: "${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}" is not a valid pipec graph: .*required property 'models'`));
+    noStackTrace(r.err);
+    assert.equal(pipec(['run', path.join(dir, 'missing.json')]).code, 2);
   });
 });

@@ -1,153 +1,51 @@
-// `pipec export --target torch` and `pipec prepare` (docs/export.md): the generated program is
-// deterministic (golden files), every shipped pipeline exports, the shards hold pipec's own
-// micro-batches in pipec's order, and, where /usr/bin/python3 has torch, the exported trainer
-// reproduces pipec's per-step losses (wasm, fp32), also data-parallel under the real torchrun (2 gloo
-// processes; the generated launch.sh trains the quickstart's two stages), and its checkpoints load back into
-// pipec with the same logits. Refresh the golden files with UPDATE_GOLDEN=1.
+// `pipec export --target torch` and `pipec prepare` without PyTorch (docs/export.md): the generated
+// program is deterministic, names its source, and compiles as Python for every shipped pipeline; the
+// launch files (JSON, YAML, launch.sh: data) equal reviewed goldens (UPDATE_GOLDEN=1 rewrites them);
+// the CLI's exit codes; the shards hold pipec's own micro-batches in pipec's order, for one process or
+// --world-size N. The generated Python is tested by running it: test/export-torch1.test.ts (the
+// trainer against pipec on Debian's torch 1.13) and test/export-torch2.test.ts (model.py of every
+// shipped pipeline loaded in torch >= 2; FSDP).
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
-import type { Graph } from '../compiler/ir/graph.js';
-import { compile } from '../compiler/service/service.js';
-import { initBackend } from '../runtime/backend/backends.js';
 import { collate } from '../runtime/data/batch.js';
 import { imageShapeOf, prepareDataset } from '../runtime/data/datasets.js';
 import { deepspeedConfig } from '../runtime/export/launch.js';
 import { prepareStages, runTokenizer } from '../runtime/export/prepare.js';
 import { exportTorch } from '../runtime/export/torch.js';
-import { ModelRunner } from '../runtime/model.js';
-import { ParamStore, paramSpecs } from '../runtime/params.js';
-import { loadComponents } from '../runtime/train/checkpoint.js';
-import { readMetrics } from '../runtime/train/metrics.js';
-import { Progress } from '../runtime/train/progress.js';
-import { graphHash, microBatch, runProgram, stageSteps } from '../runtime/train/run.js';
+import { graphHash, microBatch, stageSteps } from '../runtime/train/run.js';
+import { graphOf, writeExport } from './export/helpers.js';
+import { pipec } from './helpers/cli.js';
+import { runPython, torch2Python, TORCH1_PYTHON } from './helpers/python.js';
+import { unavailable } from './helpers/required.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
-const PY = process.env.PIPEC_TEST_PYTHON ?? '/usr/bin/python3'; // the skip path: PIPEC_TEST_PYTHON=/nonexistent
 const UPDATE = process.env.UPDATE_GOLDEN === '1';
-const GOLDEN = repo('test/export/golden');
-const quiet = new Progress({ write: () => true });
-
-/** Compiles a program of the repository; `source` is kept repository-relative so exports are machine-independent. */
-function graphOf(rel: string, sets: string[] = []): Graph {
-  const r = compile({ file: repo(rel), configFiles: [], sets, lower: true });
-  assert.ok(r.graph, `${rel} compiles: ${r.diagnostics.map((d) => d.message).join('; ')}`);
-  return { ...r.graph, source: rel };
-}
-
-function tmpDir(name: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `pipec-export-${name}-`));
-}
-
-function writeExport(g: Graph, dir: string): string {
-  fs.mkdirSync(dir, { recursive: true });
-  for (const [name, text] of exportTorch(g)) (fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true }), fs.writeFileSync(path.join(dir, name), text));
-  return dir;
-}
-
-let torchChecked: boolean | undefined;
-function hasTorch(): boolean {
-  if (torchChecked === undefined) torchChecked = fs.existsSync(PY) && spawnSync(PY, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
-  return torchChecked;
-}
-
-function python(args: string[], cwd?: string): string {
-  const r = spawnSync(PY, args, { encoding: 'utf8', cwd, maxBuffer: 64 * 1024 * 1024 });
-  assert.equal(r.status, 0, `python3 ${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
-
-/** A TCP port nobody listens on now (for torchrun's rendezvous). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Debian's torch 1.13 torchrun under Python 3.11 crashes in to_map without these (docs/export.md). */
-const TORCHRUN_FIX = ['--redirects', '1', '--tee', '1'];
-
-/** Runs `torchrun --nproc_per_node N` (py -m torch.distributed.run, gloo on CPU) in `cwd`, its logs under cwd/torchrun-logs; returns its output. */
-async function torchrun(nproc: number, script: string, args: string[], cwd: string, py = PY): Promise<string> {
-  const port = await freePort();
-  const r = spawnSync(py, ['-m', 'torch.distributed.run', '--nproc_per_node', String(nproc), ...TORCHRUN_FIX, '--log_dir', path.join(cwd, 'torchrun-logs'), '--master_addr', '127.0.0.1', '--master_port', String(port), script, ...args],
-    { encoding: 'utf8', cwd, maxBuffer: 64 * 1024 * 1024 });
-  const output = `${r.stdout}\n${r.stderr}`;
-  assert.equal(r.status, 0, `torchrun --nproc_per_node ${nproc} ${script} ${args.join(' ')} failed:\n${output.slice(-4000)}`);
-  return output;
-}
-
-/** Mean of the losses of `rows`. */
-const meanLoss = (rows: { loss: number }[]) => rows.reduce((a, m) => a + m.loss, 0) / rows.length;
-
-/** Relative difference of two losses. */
-const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), 1e-12);
-
-/** pipec's logits for prepared micro-batch `k` of `stage` under the given weights folder. */
-function pipecLogits(g: Graph, stageName: string, weightsDir: string, k: number): { data: Float32Array; shape: number[] } {
-  const stage = g.stages.find((s) => s.name === stageName)!;
-  const model = g.models.find((m) => m.name === stage.model)!;
-  const { tokenizer } = runTokenizer(g, repo(path.dirname(g.source)));
-  const data = prepareDataset(stage.data, { graph: g, baseDir: repo(path.dirname(g.source)), model, tokenizer, maxLength: stage.max_length });
-  const { microPerEpoch } = stageSteps(stage, data.train.length);
-  const batch = collate(microBatch(data.train, stage, microPerEpoch, k), tokenizer.padId ?? 0, imageShapeOf(model));
-  const store = new ParamStore(paramSpecs(model.components), 12345);
-  loadComponents(weightsDir, model.components.map((c) => c.name), store);
-  const out = tf.tidy(() => {
-    const r = new ModelRunner(model, store).forward({ pixels: batch.pixels ? tf.tensor4d(batch.pixels.data, batch.pixels.shape) : null, inputIds: batch.inputIds, info: batch.info });
-    return { data: r.logits.dataSync() as Float32Array, shape: r.logits.shape };
-  });
-  store.dispose();
-  return out;
-}
-
-function readF32(file: string): Float32Array {
-  const b = fs.readFileSync(file);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-/** max |a - b| / max |a|: logits agreement relative to their scale. */
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let d = 0, m = 0;
-  for (let i = 0; i < a.length; i++) (d = Math.max(d, Math.abs(a[i]! - b[i]!)), m = Math.max(m, Math.abs(a[i]!)));
-  return d / Math.max(m, 1e-12);
-}
+const GOLDEN = repo('test/export/golden/tiny');
+const PIPELINES = fs.readdirSync(repo('pipelines')).filter((f) => f.endsWith('.pipe')).sort().map((f) => `pipelines/${f}`);
 
 describe('export: generated PyTorch program', function () {
   this.timeout(120_000);
 
-  it('is deterministic, names the source and graph hash, and matches the golden files (tiny.pipe)', () => {
+  it('is deterministic and names the source and graph hash; its launch files equal the reviewed goldens (tiny.pipe)', () => {
     const g = graphOf('test/runtime/tiny.pipe');
     const a = exportTorch(g), b = exportTorch(graphOf('test/runtime/tiny.pipe'));
     assert.deepEqual([...a.keys()].slice(0, 2), ['model.py', 'train.py']);
     for (const [name, text] of a) {
       assert.equal(text, b.get(name), `${name} differs between two exports`);
-      if (name.endsWith('.py')) assert.ok(text.split('\n').slice(0, 3).join('\n').includes(`from test/runtime/tiny.pipe (graph ${graphHash(g)}`), `${name} header`);
-      const file = path.join(GOLDEN, 'tiny', name);
+      if (name.endsWith('.py')) {
+        // the Python is checked by running it (test/export-torch*.test.ts), not against a copy of itself
+        assert.ok(text.split('\n').slice(0, 3).join('\n').includes(`from test/runtime/tiny.pipe (graph ${graphHash(g)}`), `${name} header`);
+        continue;
+      }
+      const file = path.join(GOLDEN, name);
       if (UPDATE) (fs.mkdirSync(path.dirname(file), { recursive: true }), fs.writeFileSync(file, text));
-      assert.equal(text, fs.readFileSync(file, 'utf8'), `${name} differs from ${path.relative(repo(), file)} (UPDATE_GOLDEN=1 refreshes it)`);
+      assert.ok(fs.existsSync(file), `no golden ${path.relative(repo(), file)}: UPDATE_GOLDEN=1 writes it; review it and commit it`);
+      assert.equal(text, fs.readFileSync(file, 'utf8'), `${name} differs from ${path.relative(repo(), file)} (UPDATE_GOLDEN=1 refreshes it; review the diff)`);
     }
-  });
-
-  it('exports every shipped pipeline, with every parameter under its pipec name', () => {
-    for (const f of fs.readdirSync(repo('pipelines')).filter((x) => x.endsWith('.pipe')).sort()) {
-      const g = graphOf(`pipelines/${f}`);
-      const files = exportTorch(g, { customAsBase: true }); // tanuki's custom LM is Mixtral underneath
-      const model = files.get('model.py')!;
-      for (const m of g.models) for (const c of m.components) for (const t of c.tensors) assert.ok(model.includes(JSON.stringify(t.name)), `${f}: ${t.name}`);
-      for (const s of g.stages) assert.ok(files.get('train.py')!.includes(`"name": ${JSON.stringify(s.name)}`), `${f}: stage ${s.name}`);
-    }
+    for (const f of fs.readdirSync(path.join(GOLDEN, 'launch'))) assert.ok(a.has(`launch/${f}`), `stale golden launch/${f}`);
   });
 
   it('refuses custom components with a clear message, or exports them as their base when asked', () => {
@@ -157,34 +55,69 @@ describe('export: generated PyTorch program', function () {
     assert.match(model, /# NOTE: custom class \w+ \(.*\) exported as its base, (llama|mistral|mixtral); its own forward is not translated/);
   });
 
-  it('the generated files are valid Python (syntax), when python3 is present', function () {
-    if (!fs.existsSync(PY)) this.skip();
-    const dir = writeExport(graphOf('pipelines/quickstart.pipe'), tmpDir('syntax'));
-    python(['-c', 'import ast, sys\nfor f in sys.argv[1:]: ast.parse(open(f).read(), f)', path.join(dir, 'model.py'), path.join(dir, 'train.py')]);
+  it('the Python of every shipped pipeline and test program compiles, warnings as errors (py_compile)', function () {
+    // any Python 3 will do: no torch needed to compile
+    const python = fs.existsSync(TORCH1_PYTHON) ? TORCH1_PYTHON : torch2Python()?.python;
+    if (!python) unavailable(this, `no Python 3 (${TORCH1_PYTHON})`, 'install python3');
+    const dir = tmpDir('export-syntax');
+    const files = [...PIPELINES, 'test/runtime/tiny.pipe', 'test/export/tiny-moe.pipe'].flatMap((rel) => {
+      const out = writeExport(graphOf(rel), path.join(dir, path.basename(rel, '.pipe')), { customAsBase: true }); // tanuki's custom LM is Mixtral underneath
+      return [path.join(out, 'model.py'), path.join(out, 'train.py')];
+    });
+    runPython(python, ['-W', 'error', '-m', 'py_compile', ...files]);
   });
 });
 
 describe('export: CLI', function () {
   this.timeout(120_000);
-  const pipec = (args: string[]) => spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', cwd: repo(), env: { ...process.env, NO_COLOR: '1' } });
+  const run = (args: string[]) => pipec(args, { cwd: repo() });
 
   it('pipec export / prepare write their files; wrong use exits 2, an unexportable program 1', () => {
-    const out = tmpDir('cli');
-    let r = pipec(['export', 'test/runtime/tiny.pipe', '--target', 'torch', '-o', path.join(out, 'ex')]);
+    const out = tmpDir('export-cli');
+    let r = run(['export', 'test/runtime/tiny.pipe', '--target', 'torch', '-o', path.join(out, 'ex')]);
     assert.equal(r.status, 0, r.stderr);
-    assert.equal(fs.readFileSync(path.join(out, 'ex', 'model.py'), 'utf8'), fs.readFileSync(path.join(GOLDEN, 'tiny', 'model.py'), 'utf8'));
+    for (const [name, text] of exportTorch(graphOf('test/runtime/tiny.pipe'))) assert.equal(fs.readFileSync(path.join(out, 'ex', name), 'utf8'), text, `the CLI's ${name} is the library's`);
     assert.ok(fs.statSync(path.join(out, 'ex', 'launch', 'launch.sh')).mode & 0o100, 'launch.sh is executable');
-    r = pipec(['prepare', 'test/runtime/tiny.pipe', '--stage', 'align', '-o', path.join(out, 'data', 'align'), '--init']);
+    r = run(['prepare', 'test/runtime/tiny.pipe', '--stage', 'align', '-o', path.join(out, 'data', 'align'), '--init']);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /stage align: 24 micro-batches \(24 steps\) from 87 records/);
     assert.ok(fs.existsSync(path.join(out, 'data', 'align', 'init', 'lm', 'model.safetensors')));
-    assert.equal(pipec(['export', 'test/runtime/tiny.pipe', '-o', out]).status, 2); // no --target
-    assert.equal(pipec(['export', 'test/runtime/tiny.pipe', '--target', 'onnx', '-o', out]).status, 2);
-    assert.equal(pipec(['prepare', 'test/runtime/tiny.pipe', '--stage', 'nope', '-o', out]).status, 2);
-    r = pipec(['export', 'pipelines/tanuki-8x8b-vision.pipe', '--target', 'torch', '-o', path.join(out, 'tanuki')]);
+    assert.equal(run(['export', 'test/runtime/tiny.pipe', '-o', out]).status, 2); // no --target
+    assert.equal(run(['export', 'test/runtime/tiny.pipe', '--target', 'onnx', '-o', out]).status, 2);
+    assert.equal(run(['prepare', 'test/runtime/tiny.pipe', '--stage', 'nope', '-o', out]).status, 2);
+    r = run(['export', 'pipelines/tanuki-8x8b-vision.pipe', '--target', 'torch', '-o', path.join(out, 'tanuki')]);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /custom component \(TanukiForCausalLM\).*--custom-as-base/);
-    assert.equal(pipec(['export', 'pipelines/tanuki-8x8b-vision.pipe', '--target', 'torch', '--custom-as-base', '-o', path.join(out, 'tanuki')]).status, 0);
+    assert.equal(run(['export', 'pipelines/tanuki-8x8b-vision.pipe', '--target', 'torch', '--custom-as-base', '-o', path.join(out, 'tanuki')]).status, 0);
+  });
+
+  it('pipec prepare --world-size N: a step takes N x accumulate micro-batches of pipec\'s own sequence', () => {
+    const out = tmpDir('export-world-size');
+    const prepare = (name: string, extra: string[]) => {
+      const r = run(['prepare', 'test/runtime/tiny.pipe', '--stage', 'align', '-o', path.join(out, name), ...extra]);
+      assert.equal(r.status, 0, r.stderr);
+      return { log: r.stderr, index: JSON.parse(fs.readFileSync(path.join(out, name, 'index.json'), 'utf8')) };
+    };
+    // a stage of declared steps keeps them, each taking 2 micro-batches; one of epochs has half the steps
+    const w1 = prepare('w1', []), w2 = prepare('w2', ['--world-size', '2']);
+    assert.match(w2.log, /stage align: 48 micro-batches \(24 steps\) from 87 records/);
+    assert.deepEqual([w1.index.world_size, w1.index.steps, w1.index.micro_batches], [1, 24, 24]);
+    assert.deepEqual([w2.index.world_size, w2.index.steps, w2.index.micro_batches], [2, 24, 48]);
+    assert.match(prepare('e2', ['--set', 'stage.align.epochs=1', '--world-size', '2']).log, /stage align: 10 micro-batches \(5 steps\)/);
+    assert.match(prepare('e1', ['--set', 'stage.align.epochs=1']).log, /stage align: 10 micro-batches \(10 steps\)/);
+    // micro-batch k is pipec's k-th either way: the first 24 of 2 processes are those of one, byte for byte
+    const bytes = (dir: string, index: { image_shape: number[]; batches: { shard: string; offset: number; batch: number; length: number; pixels: boolean }[] }, k: number) => {
+      const e = index.batches[k]!;
+      const size = 4 * (3 * e.batch * e.length + e.batch) + (e.pixels ? 4 * e.batch * index.image_shape.reduce((x, y) => x * y, 1) : 0);
+      return fs.readFileSync(path.join(out, dir, e.shard)).subarray(e.offset, e.offset + size);
+    };
+    for (let k = 0; k < 24; k++) assert.ok(bytes('w2', w2.index, k).equals(bytes('w1', w1.index, k)), `micro-batch ${k}`);
+    assert.ok(!bytes('w2', w2.index, 24).equals(bytes('w2', w2.index, 0)), 'micro-batch 24 is a later one, not a repeat of the first');
+    for (const bad of ['0', 'two']) {
+      const r = run(['prepare', 'test/runtime/tiny.pipe', '--world-size', bad, '-o', path.join(out, 'bad')]);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /--world-size (must be at least 1|needs a whole number)/);
+    }
   });
 });
 
@@ -272,7 +205,7 @@ describe('export: pipec prepare', function () {
 
   it('writes pipec\'s own micro-batches, in its training order, with sha256 checksums', () => {
     const g = graphOf('test/runtime/tiny.pipe');
-    const out = tmpDir('prepare');
+    const out = tmpDir('export-prepare');
     const done = prepareStages({ graph: g, baseDir: repo('test/runtime'), outDir: out, shardBytes: 100_000 });
     assert.deepEqual(done.map((d) => [d.stage, d.steps, d.microBatches]), [['align', 24, 24], ['finetune', 8, 8]]);
     const dir = path.join(out, 'align');
@@ -305,289 +238,5 @@ describe('export: pipec prepare', function () {
       const px = want.pixels!.data;
       for (const i of [0, 1, px.length - 1]) assert.equal(buf.readFloatLE(off + 4 * i), px[i]);
     }
-  });
-});
-
-/** The first `steps` losses of two runs agree step by step to `tol` (relative); returns the worst difference. */
-function compareLosses(name: string, a: { loss: number; stage: string; step: number }[], b: { loss: number; stage: string; step: number }[], steps: number, tol = 1e-4): number {
-  assert.ok(a.length >= steps && b.length >= steps, `${name}: ${a.length} pipec steps, ${b.length} torch steps`);
-  let worst = 0;
-  for (let i = 0; i < steps; i++) {
-    assert.deepEqual([b[i]!.stage, b[i]!.step], [a[i]!.stage, a[i]!.step]);
-    const r = rel(a[i]!.loss, b[i]!.loss);
-    worst = Math.max(worst, r);
-    assert.ok(r < tol, `${name} ${a[i]!.stage} step ${a[i]!.step}: pipec ${a[i]!.loss}, torch ${b[i]!.loss} (relative ${r.toExponential(2)})`);
-  }
-  console.log(`      ${name}: ${steps} steps, worst relative loss difference ${worst.toExponential(2)}`);
-  return worst;
-}
-
-describe('export: the exported trainer reproduces pipec (python3 + torch)', function () {
-  this.timeout(600_000);
-
-  before(async function () {
-    if (!hasTorch()) {
-      console.log(`      skipped: ${PY} cannot import torch (apt-get install -y python3-torch)`);
-      this.skip();
-    }
-    await initBackend('wasm');
-  });
-
-  /** pipec run (wasm) and the exported trainer from the same prepared shards; returns both metrics and folders. */
-  async function both(rel: string, o: { stopAfter?: number; stage?: string; init: boolean }) {
-    const g = graphOf(rel);
-    const base = repo(path.dirname(rel));
-    const work = tmpDir(path.basename(rel, '.pipe'));
-    const t0 = performance.now();
-    await runProgram({ graph: g, baseDir: base, runDir: path.join(work, 'pipec'), backend: 'wasm', out: quiet, stopAfterSteps: o.stopAfter, evaluate: false });
-    const tPipec = (performance.now() - t0) / 1000;
-    const data = path.join(work, 'data');
-    prepareStages({ graph: g, baseDir: base, outDir: o.stage ? path.join(data, o.stage) : data, stage: o.stage, init: o.init });
-    writeExport(g, path.join(work, 'torch'));
-    const first = o.stage ?? g.stages[0]!.name;
-    const t1 = performance.now();
-    python([path.join(work, 'torch', 'train.py'), '--data', data, '--out', path.join(work, 'torch-run'),
-      ...(o.init ? ['--init', path.join(data, first, 'init')] : []), ...(o.stopAfter ? ['--stop-after', String(o.stopAfter)] : [])]);
-    const tTorch = (performance.now() - t1) / 1000;
-    return { g, work, data, pipec: readMetrics(path.join(work, 'pipec')), torch: readMetrics(path.join(work, 'torch-run')), tPipec, tTorch };
-  }
-
-
-
-  it('tiny.pipe (vit, mlp_gelu, llama; two stages with hand-off): every step\'s loss to 1e-4, the checkpoint loads into pipec with the same logits', async () => {
-    const r = await both('test/runtime/tiny.pipe', { init: true });
-    console.log(`      times: pipec run ${r.tPipec.toFixed(1)} s, exported trainer ${r.tTorch.toFixed(1)} s (incl. python start)`);
-    compareLosses('tiny', r.pipec, r.torch, 32);
-    // the exported program's final checkpoint, loaded by pipec, gives the logits the exported program computes
-    const ckpt = path.join(r.work, 'torch-run', 'checkpoints', '01-finetune-step000008');
-    const out = path.join(r.work, 'logits.bin');
-    python([path.join(r.work, 'torch', 'train.py'), '--data', r.data, '--eval-logits', out, '--checkpoint', ckpt, '--stage', 'finetune', '--micro', '3']);
-    const mine = pipecLogits(r.g, 'finetune', ckpt, 3);
-    const d = maxRelDiff(mine.data, readF32(out));
-    console.log(`      logits of a torch-trained checkpoint, pipec vs torch: max difference ${d.toExponential(2)} of the largest logit`);
-    assert.ok(d < 1e-4, `logits differ by ${d}`);
-    // and the trainer's own bookkeeping is pipec's: same checkpoint names, trainer state, optimizer tensor names
-    const names = (run: string) => fs.readdirSync(path.join(r.work, run, 'checkpoints')).sort();
-    assert.deepEqual(names('torch-run'), names('pipec'));
-    const st = JSON.parse(fs.readFileSync(path.join(ckpt, 'trainer_state.json'), 'utf8'));
-    assert.deepEqual([st.graph_hash, st.stage, st.step, st.final, st.stage_checkpoints], [graphHash(r.g), 'finetune', 8, true, { align: '00-align-step000024', finetune: '01-finetune-step000008' }]);
-  });
-
-  it('without --init the trainer draws pipec\'s own initial weights (its seeded streams, ported)', async function () {
-    const g = graphOf('test/runtime/tiny.pipe', ['stage.align.steps=3', 'stage.finetune.steps=1']);
-    const work = tmpDir('init');
-    const data = path.join(work, 'data');
-    prepareStages({ graph: g, baseDir: repo('test/runtime'), outDir: data, init: true });
-    writeExport(g, path.join(work, 'torch'));
-    python([path.join(work, 'torch', 'train.py'), '--data', data, '--out', path.join(work, 'run')]);
-    const init = path.join(work, 'run', 'checkpoints', '00-align-step000003');
-    // frozen components after align are untouched fresh weights: compare with pipec's init/ bit for bit
-    for (const c of ['vision', 'lm']) {
-      const a = fs.readFileSync(path.join(init, c, 'model.safetensors')), b = fs.readFileSync(path.join(data, 'align', 'init', c, 'model.safetensors'));
-      const body = (x: Buffer) => x.subarray(8 + Number(x.readBigUInt64LE(0)));
-      assert.ok(body(a).equals(body(b)), `${c}: fresh weights differ from pipec's`);
-    }
-  });
-
-  it('tiny-moe (siglip_vit, linear, mixtral top-2 + aux loss, accumulate 2, clipping, AdamW then SGD): every step to 1e-4', async () => {
-    const r = await both('test/export/tiny-moe.pipe', { init: false });
-    assert.ok(r.pipec.every((m) => (m.aux_loss ?? 0) > 0), 'the load-balancing loss is part of the loss');
-    compareLosses('tiny-moe', r.pipec, r.torch, 20);
-    for (let i = 0; i < 20; i++) assert.ok(rel(r.pipec[i]!.aux_loss!, r.torch[i]!.aux_loss!) < 1e-4, `aux loss at ${i + 1}`);
-  });
-
-  it('--stop-after then --resume gives the same losses as an uninterrupted exported run', () => {
-    const g = graphOf('test/runtime/tiny.pipe');
-    const work = tmpDir('resume');
-    const data = path.join(work, 'data');
-    prepareStages({ graph: g, baseDir: repo('test/runtime'), outDir: data });
-    writeExport(g, path.join(work, 'torch'));
-    const train = (out: string, extra: string[]) => python([path.join(work, 'torch', 'train.py'), '--data', data, '--out', path.join(work, out), ...extra]);
-    train('ref', []);
-    train('cut', ['--stop-after', '22']); // last periodic checkpoint: align step 20
-    train('cut', ['--resume']);
-    const a = readMetrics(path.join(work, 'ref')), b = readMetrics(path.join(work, 'cut'));
-    assert.equal(b.length, 32);
-    for (let i = 0; i < 32; i++) assert.ok(rel(a[i]!.loss, b[i]!.loss) < 1e-6, `step ${i + 1}: ${a[i]!.loss} vs ${b[i]!.loss}`);
-  });
-
-  it('data parallel under torchrun: 2 processes (gloo) x accumulate 1 give the losses of pipec with accumulate 2', async () => {
-    const g = graphOf('test/runtime/tiny.pipe');
-    const work = tmpDir('ddp');
-    await runProgram({ graph: graphOf('test/runtime/tiny.pipe', ['stage.align.accumulate=2', 'stage.finetune.accumulate=2']), baseDir: repo('test/runtime'), runDir: path.join(work, 'pipec'), backend: 'wasm', out: quiet, evaluate: false });
-    const data = path.join(work, 'data');
-    prepareStages({ graph: g, baseDir: repo('test/runtime'), outDir: data, worldSize: 2 });
-    writeExport(g, path.join(work, 'torch'));
-    const log = await torchrun(2, path.join(work, 'torch', 'train.py'), ['--data', data, '--out', path.join(work, 'ddp')], work);
-    assert.match(log, /stage align: .*16 samples \(batch 8 x accumulate 1 x 2 process\(es\)\)/, 'train.py saw WORLD_SIZE 2 from torchrun');
-    const a = readMetrics(path.join(work, 'pipec')), b = readMetrics(path.join(work, 'ddp'));
-    compareLosses('data parallel (torchrun, 2 processes)', a, b, 32);
-    assert.deepEqual(b.map((m) => m.tokens), a.map((m) => m.tokens));
-  });
-
-  it('quickstart under torchrun --nproc_per_node 2 via the generated launch.sh: both stages train, the loss falls, the DDP checkpoint loads into pipec', async () => {
-    // Two processes per stage (devices: 2 x cpu, so global batch = 16 per process x 2), half an epoch each to keep it short.
-    const sets = ['stage.pretrain.devices.count=2', 'stage.instruct.devices.count=2', 'stage.pretrain.epochs=0.5', 'stage.instruct.epochs=0.5'];
-    const g = graphOf('pipelines/quickstart.pipe', sets);
-    for (const s of g.stages) assert.deepEqual([s.devices.nodes * s.devices.per_node, s.global_batch], [2, s.batch * s.accumulate * 2], `stage ${s.name}: 2 processes, global batch = batch x accumulate x 2`);
-    const work = tmpDir('quickstart-ddp');
-    const out = writeExport(g, path.join(work, 'export'));
-    const prepared = prepareStages({ graph: g, baseDir: repo('pipelines'), outDir: path.join(out, 'data'), worldSize: 2 });
-    // launch.sh calls `torchrun`: make it this interpreter's (PIPEC_TEST_PYTHON), with the flags Debian's 1.13 needs
-    const bin = path.join(work, 'bin');
-    fs.mkdirSync(bin);
-    fs.writeFileSync(path.join(bin, 'torchrun'), `#!/bin/sh\nexec '${PY}' -m torch.distributed.run "$@"\n`, { mode: 0o755 });
-    const r = spawnSync('bash', [path.join(out, 'launch', 'launch.sh')], {
-      encoding: 'utf8', maxBuffer: 64 * 1024 * 1024,
-      env: { ...process.env, PATH: `${bin}${path.delimiter}${process.env.PATH ?? ''}`, TORCHRUN_ARGS: [...TORCHRUN_FIX, '--log_dir', path.join(work, 'torchrun-logs')].join(' '), MASTER_PORT: String(await freePort()) },
-    });
-    const log = `${r.stdout}\n${r.stderr}`;
-    assert.equal(r.status, 0, `launch.sh failed:\n${log.slice(-4000)}`);
-    // both ranks ran (torchrun --tee prefixes each process's lines), and each stage ran with 2 processes
-    assert.match(log, /\[default0\]:resuming from/);
-    assert.match(log, /\[default1\]:resuming from/);
-    for (const s of g.stages) assert.match(log, new RegExp(`stage ${s.name}: .* of ${s.batch * 2} samples \\(batch ${s.batch} x accumulate 1 x 2 process\\(es\\)\\)`));
-    const metrics = readMetrics(path.join(out, 'run'));
-    for (const p of prepared) {
-      const rows = metrics.filter((m) => m.stage === p.stage);
-      assert.deepEqual(rows.map((m) => m.step), Array.from({ length: p.steps }, (_, i) => i + 1), `stage ${p.stage}: every step once`);
-      assert.ok(p.steps >= 20, `stage ${p.stage}: ${p.steps} steps`);
-      const first = meanLoss(rows.slice(0, 5)), last = meanLoss(rows.slice(-5));
-      console.log(`      quickstart ${p.stage} under torchrun (2 processes, ${p.steps} steps): mean loss of the first 5 steps ${first.toFixed(3)}, of the last 5 ${last.toFixed(3)}`);
-      assert.ok(last < 0.8 * first, `stage ${p.stage}: the loss did not fall (first 5 steps ${first}, last 5 ${last})`);
-    }
-    // the final checkpoint, written by process 0 under DDP, is pipec's layout and loads into pipec with the exported program's logits
-    const [pre, ins] = prepared.map((p, i) => `${String(i).padStart(2, '0')}-${p.stage}-step${String(p.steps).padStart(6, '0')}`);
-    const ckpt = path.join(out, 'run', 'checkpoints', ins!);
-    const st = JSON.parse(fs.readFileSync(path.join(ckpt, 'trainer_state.json'), 'utf8'));
-    assert.deepEqual([st.graph_hash, st.stage, st.step, st.final, st.stage_checkpoints], [graphHash(g), 'instruct', prepared[1]!.steps, true, { pretrain: pre, instruct: ins }]);
-    const logits = path.join(work, 'logits.bin');
-    python([path.join(out, 'train.py'), '--data', path.join(out, 'data'), '--eval-logits', logits, '--checkpoint', ckpt, '--stage', 'instruct', '--micro', '5']);
-    const mine = pipecLogits(g, 'instruct', ckpt, 5);
-    const d = maxRelDiff(mine.data, readF32(logits));
-    console.log(`      logits of the DDP-trained checkpoint, pipec vs torch: max difference ${d.toExponential(2)} of the largest logit`);
-    assert.ok(d < 1e-4, `logits differ by ${d}`);
-  });
-
-  it('the DeepSpeed leaf_module suffix names every MoE block of an exported model, and nothing else', () => {
-    const tanuki = exportTorch(graphOf('pipelines/tanuki-8x8b-vision.pipe'), { customAsBase: true });
-    const leaf = JSON.parse(tanuki.get('launch/align.deepspeed.json')!).zero_optimization.leaf_module as { name_suffixes: string[] };
-    const g = graphOf('test/export/tiny-moe.pipe');
-    const dir = writeExport(g, tmpDir('leaf'));
-    const names = JSON.parse(python(['-c', 'import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom model import MODELS\nprint(json.dumps([n for n, _ in list(MODELS.values())[0]().named_modules()]))', dir])) as string[];
-    // DeepSpeed's set_z3_leaf_modules_by_suffix: every named_modules() name that ends with a suffix
-    const matched = names.filter((n) => leaf.name_suffixes.some((x) => n.endsWith(x)));
-    const layers = Number(g.models[0]!.components.find((c) => c.name === 'lm')!.attrs['layers']);
-    assert.deepEqual(matched, Array.from({ length: layers }, (_, i) => `components.lm.model.layers.${i}.block_sparse_moe`));
-    assert.ok(names.includes('components.lm.model.layers.0.block_sparse_moe.experts.0.w1'), 'the experts are inside the leaf');
-  });
-
-  it('pipelines/quickstart.pipe: the first 20 steps match pipec to 1e-4', async () => {
-    const r = await both('pipelines/quickstart.pipe', { stopAfter: 20, stage: 'pretrain', init: true });
-    console.log(`      times (20 steps): pipec run ${r.tPipec.toFixed(1)} s, exported trainer ${r.tTorch.toFixed(1)} s (incl. python start)`);
-    compareLosses('quickstart', r.pipec, r.torch, 20);
-  });
-});
-
-/** A Python with PyTorch >= 2 (FSDP with use_orig_params): PIPEC_TORCH2_PYTHON, or the venv `npm run setup:torch` makes. */
-function torch2Python(): string | undefined {
-  for (const py of [process.env.PIPEC_TORCH2_PYTHON, repo('.venv-torch/bin/python')]) {
-    if (py && fs.existsSync(py) && spawnSync(py, ['-c', 'import sys, torch; sys.exit(0 if int(torch.__version__.split(".")[0]) >= 2 else 1)']).status === 0) return py;
-  }
-  return undefined;
-}
-
-/** The float32 tensors of a safetensors file. */
-function readF32Tensors(file: string): Map<string, Float32Array> {
-  const b = fs.readFileSync(file);
-  const n = Number(b.readBigUInt64LE(0));
-  const header = JSON.parse(b.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
-  const out = new Map<string, Float32Array>();
-  for (const [name, t] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    assert.equal(t.dtype, 'F32', name);
-    const at = 8 + n + t.data_offsets[0];
-    out.set(name, new Float32Array(b.buffer.slice(b.byteOffset + at, b.byteOffset + 8 + n + t.data_offsets[1])));
-  }
-  return out;
-}
-
-describe('export: sharded training with FSDP (torch >= 2)', function () {
-  this.timeout(600_000);
-  const py = torch2Python();
-  const work = tmpDir('fsdp');
-  const g = graphOf('test/runtime/tiny.pipe');
-  const data = path.join(work, 'data');
-  const train = path.join(work, 'torch', 'train.py');
-
-  before(async function () {
-    if (!py) {
-      console.log('      skipped: no Python with torch >= 2 (npm run setup:torch makes .venv-torch, or set PIPEC_TORCH2_PYTHON)');
-      this.skip();
-    }
-    await initBackend('wasm');
-    // pipec with accumulate 2 is the reference for 2 processes x accumulate 1 (as for DDP)
-    await runProgram({ graph: graphOf('test/runtime/tiny.pipe', ['stage.align.accumulate=2', 'stage.finetune.accumulate=2']), baseDir: repo('test/runtime'), runDir: path.join(work, 'pipec'), backend: 'wasm', out: quiet, evaluate: false });
-    prepareStages({ graph: g, baseDir: repo('test/runtime'), outDir: data, worldSize: 2 });
-    writeExport(g, path.join(work, 'torch'));
-  });
-
-  /** Two whole runs: the same steps, and every loss to `tol`. */
-  function sameLosses(name: string, a: { loss: number; step: number; stage: string }[], b: { loss: number; step: number; stage: string }[], tol: number): void {
-    assert.equal(b.length, a.length, `${name}: ${b.length} steps, pipec ${a.length}`);
-    compareLosses(name, a, b, a.length, tol);
-  }
-
-  /** Largest |a - b| over every tensor of two checkpoint files, relative to the largest |a| of its tensor. */
-  function tensorsAgree(name: string, fa: string, fb: string, tol: number): void {
-    const a = readF32Tensors(fa), b = readF32Tensors(fb);
-    assert.deepEqual([...b.keys()].sort(), [...a.keys()].sort(), `${name}: the same tensors`);
-    let worst = 0;
-    for (const [k, x] of a) worst = Math.max(worst, maxRelDiff(x, b.get(k)!));
-    console.log(`      ${name}: ${a.size} tensors, worst difference ${worst.toExponential(2)} of the tensor's largest value`);
-    assert.ok(worst < tol, `${name}: ${worst}`);
-  }
-
-  it('--fsdp full under torchrun (2 processes): both stages\' losses, and the final weights and AdamW moments, equal pipec\'s with accumulate 2', async () => {
-    const log = await torchrun(2, train, ['--data', data, '--out', path.join(work, 'full'), '--fsdp', 'full'], work, py);
-    assert.match(log, /stage align: .*16 samples \(batch 8 x accumulate 1 x 2 process\(es\)\), sharded by FSDP \(FULL_SHARD\)/);
-    sameLosses('FSDP full_shard', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'full')), 1e-4);
-    // the checkpoint written from the shards is whole, in pipec's layout, and matches pipec's own
-    const ck = (run: string) => path.join(work, run, 'checkpoints', '01-finetune-step000008');
-    for (const c of g.models[0]!.components.map((x) => x.name)) tensorsAgree(`weights of ${c}`, path.join(ck('pipec'), c, 'model.safetensors'), path.join(ck('full'), c, 'model.safetensors'), 1e-4);
-    tensorsAgree('optimizer moments', path.join(ck('pipec'), 'optimizer.safetensors'), path.join(ck('full'), 'optimizer.safetensors'), 1e-3);
-    const params = new ParamStore(paramSpecs(g.models[0]!.components), 0);
-    loadComponents(ck('full'), g.models[0]!.components.map((c) => c.name), params); // pipec loads it as its own
-    params.dispose();
-  });
-
-  it('--fsdp full: --stop-after then --resume (the moments gathered into the checkpoint, then split again) continues as if never stopped', async () => {
-    const out = path.join(work, 'cut');
-    await torchrun(2, train, ['--data', data, '--out', out, '--fsdp', 'full', '--stop-after', '22'], work, py); // last periodic checkpoint: align step 20
-    await torchrun(2, train, ['--data', data, '--out', out, '--fsdp', 'full', '--resume'], work, py);
-    sameLosses('FSDP resumed vs uninterrupted', readMetrics(path.join(work, 'full')), readMetrics(out), 1e-5);
-  });
-
-  it('--fsdp grad_op (SHARD_GRAD_OP, for zero1/zero2 stages) gives pipec\'s losses too', async () => {
-    await torchrun(2, train, ['--data', data, '--out', path.join(work, 'grad-op'), '--fsdp', 'grad_op'], work, py);
-    sameLosses('FSDP shard_grad_op', readMetrics(path.join(work, 'pipec')), readMetrics(path.join(work, 'grad-op')), 1e-4);
-  });
-
-  it('--fsdp full with a Mixtral MoE (tiny-moe: top-2 routing, aux loss, AdamW then SGD) gives pipec\'s losses', async () => {
-    // pipec as declared (accumulate 2, one process) against 2 FSDP processes x accumulate 1, in both stages
-    const moe = path.join(work, 'moe');
-    await runProgram({ graph: graphOf('test/export/tiny-moe.pipe'), baseDir: repo('test/export'), runDir: path.join(moe, 'pipec'), backend: 'wasm', out: quiet, evaluate: false });
-    const g1 = graphOf('test/export/tiny-moe.pipe', ['stage.joint.accumulate=1', 'stage.tune.accumulate=1']); // tune inherits joint's 2
-    prepareStages({ graph: g1, baseDir: repo('test/export'), outDir: path.join(moe, 'data'), worldSize: 2 });
-    writeExport(g1, path.join(moe, 'torch'));
-    await torchrun(2, path.join(moe, 'torch', 'train.py'), ['--data', path.join(moe, 'data'), '--out', path.join(moe, 'fsdp'), '--fsdp', 'full'], moe, py);
-    sameLosses('FSDP tiny-moe', readMetrics(path.join(moe, 'pipec')), readMetrics(path.join(moe, 'fsdp')), 1e-4);
-  });
-
-  it('on torch 1.13 (Debian), --fsdp stops with what it needs', function () {
-    if (!hasTorch() || spawnSync(PY, ['-c', 'import sys, torch; sys.exit(0 if torch.__version__.startswith("1.") else 1)']).status !== 0) this.skip();
-    const r = spawnSync(PY, [train, '--data', data, '--out', path.join(work, 'old'), '--fsdp', 'full'], { encoding: 'utf8' });
-    assert.equal(r.status, 1);
-    assert.match(r.stderr, /--fsdp needs PyTorch 2\.0 or newer .*this is torch 1\./);
   });
 });

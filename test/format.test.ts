@@ -1,13 +1,13 @@
 // The formatter: idempotent on every program we have, keeps every token and comment, leaves the shipped
 // files as they are, and `pipec fmt` / `pipec fmt --check` as a user runs them.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { format } from '../compiler/format/format.js';
 import { PipeLexer } from '../compiler/lexer/tokens.js';
+import { pipec } from './helpers/cli.js';
+import { tmpDir } from './helpers/tmp.js';
 import { REPO_ROOT, repo } from './paths.js';
 
 function pipeFilesUnder(dir: string): string[] {
@@ -254,10 +254,10 @@ describe('formatter', function () {
 
   describe('pipec fmt', function () {
     this.timeout(60_000);
-    const run = (...args: string[]) => spawnSync(process.execPath, [repo('bin/pipec.js'), ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+    const run = (...args: string[]) => pipec(args);
     let dir: string;
     beforeEach(() => {
-      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-fmt-'));
+      dir = tmpDir('fmt');
     });
     afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 

@@ -1,8 +1,9 @@
 // Golden diagnostics: every case under test/golden/cases is checked and its diagnostics, rendered as
 // `path(line,col): error PIPExxxx: message` with the source line and underline, must equal
 // test/golden/baselines/<case>.errors.txt. A case is a .pipe file, or a folder whose main.pipe is the
-// entry (for cases with checkpoints, custom modules or run configs). Refresh with `npm run golden:update`
-// and review the diff like code.
+// entry (for cases with checkpoints, custom modules or run configs). Baselines are reviewed files: a
+// normal run only reads them, and a case without one fails. `npm run golden:update` (UPDATE_GOLDEN=1)
+// writes them; review the diff like code.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -47,20 +48,18 @@ export function runCase(c: Case): { text: string; codes: string[] } {
 }
 
 describe('golden diagnostics', () => {
-  makeGoldenFixtures();
+  before(() => makeGoldenFixtures());
   const cases = listCases();
-  const seen = new Set<string>();
+  let covered: Set<string> | undefined;
+  /** Every code the cases report (computed once, by whichever test asks first). */
+  const codesCovered = () => (covered ??= new Set(cases.flatMap((c) => runCase(c).codes)));
 
   for (const c of cases) {
     it(c.name, () => {
       const { text, codes } = runCase(c);
-      codes.forEach((code) => seen.add(code));
       const file = path.join(BASELINES, `${c.name}.errors.txt`);
-      if (UPDATE || !fs.existsSync(file)) {
-        fs.writeFileSync(file, text);
-        if (!UPDATE) assert.fail(`new baseline written: ${path.relative(REPO_ROOT, file)}; review it and commit`);
-        return;
-      }
+      if (UPDATE) fs.writeFileSync(file, text);
+      assert.ok(fs.existsSync(file), `no baseline ${path.relative(REPO_ROOT, file)}: npm run golden:update writes it; review it and commit it`);
       assert.equal(text, fs.readFileSync(file, 'utf8'), `diagnostics of ${c.entry} differ from ${path.relative(REPO_ROOT, file)} (npm run golden:update refreshes)`);
       if (c.name.startsWith('ok-')) assert.equal(codes.filter((x) => x.startsWith('PIPE') && !x.startsWith('PIPE6012')).length, 0, 'an ok- case must be clean');
       else assert.ok(codes.length > 0, 'an error case must report something');
@@ -73,12 +72,12 @@ describe('golden diagnostics', () => {
   });
 
   it('covers at least 30 distinct diagnostic codes', () => {
-    for (const c of cases) runCase(c).codes.forEach((code) => seen.add(code));
+    const seen = codesCovered();
     assert.ok(seen.size >= 30, `only ${seen.size} codes covered: ${[...seen].sort().join(' ')}`);
   });
 
   it("covers every 'must catch' item of LANGUAGE.md", () => {
-    for (const c of cases) runCase(c).codes.forEach((code) => seen.add(code));
+    const seen = codesCovered();
     const mustCatch = [
       M.UnknownName, M.UnknownComponent, M.UnknownConstructor, M.DuplicateDeclaration, M.UnknownParameter, M.MissingParameter,
       M.TypeMismatch, M.AfterCycle, M.ImportNotFound, M.FlowShapeMismatch, M.ConstraintFailed, M.ImageTokensExceedLength,

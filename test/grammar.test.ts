@@ -6,8 +6,8 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { tmpDir } from './helpers/tmp.js';
 import { REPO_ROOT, repo } from './paths.js';
 
 const GRAMMAR = 'editors/vscode/syntaxes/pipe.tmLanguage.json';
@@ -125,7 +125,7 @@ describe('TextMate grammar (editors/vscode)', function () {
   });
 
   it('the fixture runner fails on a wrong scope (the fixtures are not vacuous)', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipe-grammar-'));
+    const dir = tmpDir('grammar');
     try {
       const file = path.join(dir, 'wrong.test.pipe');
       fs.writeFileSync(

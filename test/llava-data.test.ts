@@ -3,7 +3,6 @@
 // by hand in the comments.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import jpeg from 'jpeg-js';
@@ -12,11 +11,13 @@ import { PipeRuntimeError } from '../runtime/errors.js';
 import { decodeImage, loadImageFile, preprocessImage, resizeRgb, sniffImage, type RgbImage } from '../runtime/data/images.js';
 import { lineColAt, lineColsAt, lineStartsOf, loadRecordImage, readLlavaJson, scanJson, validateImages, type LlavaJsonOptions } from '../runtime/data/llava-json.js';
 import { checkLength } from '../runtime/data/too-long.js';
+import { pngBytes } from './helpers/png.js';
+import { tmpDir } from './helpers/tmp.js';
 
 let dir = '';
 let imagesDir = '';
 before(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-llava-'));
+  dir = tmpDir('llava');
   imagesDir = path.join(dir, 'images');
   fs.mkdirSync(imagesDir);
   fs.writeFileSync(path.join(imagesDir, 'good.png'), pngOf(PNG_PIXELS));
@@ -44,7 +45,7 @@ const PNG_PIXELS = {
   ],
 };
 function pngOf(p: { width: number; height: number; rgba: number[][] }, options?: pngjs.PackerOptions): Buffer {
-  return pngjs.PNG.sync.write({ width: p.width, height: p.height, data: Buffer.from(p.rgba.flat()) } as pngjs.PNG, options);
+  return pngBytes({ width: p.width, height: p.height, rgba: p.rgba.flat() }, options);
 }
 
 /** 16x16 with four flat 8x8 quadrants (one per JPEG block), so JPEG at quality 100 is near-lossless. */

@@ -22,6 +22,7 @@ describe('lowering', () => {
     assert.equal(a, b);
     const golden = repo('test/golden/graphs/quickstart.graph.json');
     if (UPDATE) fs.writeFileSync(golden, a);
+    assert.ok(fs.existsSync(golden), 'no test/golden/graphs/quickstart.graph.json: npm run golden:update writes it; review it and commit it');
     assert.equal(a, fs.readFileSync(golden, 'utf8'), 'graph differs from test/golden/graphs/quickstart.graph.json (npm run golden:update)');
   });
 

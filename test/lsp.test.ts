@@ -1,11 +1,11 @@
 // The language server as an editor sees it: a separate process speaking JSON-RPC over stdio.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { compile } from '../compiler/service/service.js';
 import { LspClient } from './helpers/lsp-client.js';
+import { tmpDir } from './helpers/tmp.js';
 import { REPO_ROOT, repo } from './paths.js';
 import { makeGoldenFixtures } from './golden/fixtures.js';
 
@@ -60,7 +60,7 @@ describe('language server', function () {
   let uri: string;
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-lsp-'));
+    dir = tmpDir('lsp');
     fs.writeFileSync(path.join(dir, 'main.pipe'), PROGRAM);
     fs.writeFileSync(path.join(dir, 'x.json'), '[]'); // the dataset's file: a missing one is PIPE2013
     uri = pathToFileURL(path.join(dir, 'main.pipe')).href;

@@ -2,36 +2,33 @@
 // backend trains both stages, reports held-out colour accuracy >= 90%, and `pipec generate` then
 // answers the colour question about a newly drawn image, in English and Japanese. (Minutes, not seconds.)
 import { strict as assert } from 'node:assert';
+import type { SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { PNG } from 'pngjs';
 import { COLOURS, drawShape } from '../runtime/data/synthetic-shapes.js';
 import { Rng } from '../runtime/random.js';
 import { pipec } from './helpers/cli.js';
+import { writePng } from './helpers/png.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
-
-
-function writePng(file: string, rgb: Uint8Array, size: number): void {
-  const png = new PNG({ width: size, height: size });
-  for (let i = 0; i < size * size; i++) {
-    png.data[i * 4] = rgb[i * 3]!;
-    png.data[i * 4 + 1] = rgb[i * 3 + 1]!;
-    png.data[i * 4 + 2] = rgb[i * 3 + 2]!;
-    png.data[i * 4 + 3] = 255;
-  }
-  fs.writeFileSync(file, PNG.sync.write(png));
-}
 
 describe('quickstart (the README main job)', function () {
   this.timeout(20 * 60_000);
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-quickstart-'));
+  let trained: { runDir: string; r: SpawnSyncReturns<string> } | undefined;
+  /** The README's run, made by whichever test needs it first (each test also runs alone, e.g. with --grep). */
+  function quickstartRun() {
+    if (!trained) {
+      // A fresh clone has no native TensorFlow (`npm run setup:tensorflow` adds it, CI does), so the
+      // README's default there is wasm; run on it explicitly so CI checks what a new user gets.
+      const runDir = tmpDir('quickstart');
+      trained = { runDir, r: pipec(['run', repo('pipelines/quickstart.pipe'), '--out', runDir, '--backend', 'wasm']) };
+    }
+    assert.equal(trained.r.status, 0, trained.r.stderr.slice(-2000));
+    return trained;
+  }
 
   it('trains both stages on the fresh-clone default backend (wasm) and reaches >= 90% held-out colour accuracy', () => {
-    // A fresh clone has no native TensorFlow (`npm run setup:tensorflow` adds it, CI does), so the
-    // README's default there is wasm; run on it explicitly so CI checks what a new user gets.
-    const r = pipec(['run', repo('pipelines/quickstart.pipe'), '--out', runDir, '--backend', 'wasm']);
-    assert.equal(r.status, 0, r.stderr.slice(-2000));
+    const { runDir, r } = quickstartRun();
     assert.match(r.stderr, /backend wasm/);
     assert.match(r.stderr, /stage pretrain done/);
     assert.match(r.stderr, /stage instruct done/);
@@ -42,11 +39,13 @@ describe('quickstart (the README main job)', function () {
   });
 
   it('pipec generate answers the colour question for new images', () => {
+    const { runDir } = quickstartRun();
+    const images = tmpDir('quickstart-images');
     let right = 0;
     const cases = [0, 1, 2, 3].map((k) => ({ colour: (k * 2 + 1) % COLOURS.length, shape: k % 4, seed: 777_000 + k }));
     for (const c of cases) {
-      const file = path.join(runDir, `new-${c.seed}.png`);
-      writePng(file, drawShape(new Rng(c.seed), 32, c.colour, c.shape), 32);
+      const file = path.join(images, `new-${c.seed}.png`);
+      writePng(file, { width: 32, height: 32, rgb: drawShape(new Rng(c.seed), 32, c.colour, c.shape) });
       const en = pipec(['generate', runDir, '--image', file, '--prompt', 'what colour is the shape ?']);
       assert.equal(en.status, 0, en.stderr);
       const ja = pipec(['generate', runDir, '--image', file, '--prompt', 'この図形は何色ですか？']);

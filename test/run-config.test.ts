@@ -2,12 +2,12 @@
 // flattened into located overrides.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { loadRunConfig, mergeRunConfigs, parseRunConfig, parseSetOptions, type Override, type RunConfig } from '../compiler/config/run-config.js';
 import type { Range } from '../compiler/diagnostics/source.js';
 import { compile } from '../compiler/service/service.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
 const at = (r: Range) => `${r.start.line}:${r.start.column}-${r.end.line}:${r.end.column}`;
@@ -199,7 +199,7 @@ describe('run config: YAML files', () => {
   });
 
   it('loads files, and reports a missing one at 1:1 of its path', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-run-config-'));
+    const dir = tmpDir('run-config');
     try {
       const file = path.join(dir, 'run.yaml');
       fs.writeFileSync(file, GOOD);
@@ -368,7 +368,7 @@ describe('run config: applied to a program', () => {
   });
 
   it('a program that gives both is still PIPE5006, with or without a config', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-length-'));
+    const dir = tmpDir('length');
     const src = fs.readFileSync(repo('test/runtime/tiny.pipe'), 'utf8').replace('  steps: 24', '  steps: 24\n  epochs: 1');
     fs.writeFileSync(path.join(dir, 'both.pipe'), src);
     for (const sets of [[], ['stage.align.steps=3'], ['stage.align.epochs=3']]) {

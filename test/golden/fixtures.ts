@@ -1,9 +1,8 @@
 // Checkpoint fixtures for the golden cases, written before the cases run (safetensors are binary, so
 // they are generated rather than committed; .gitignore keeps them out of the tree).
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repo } from '../paths.js';
-import { writeSafetensors } from '../helpers/safetensors-writer.js';
+import { writeFileWhole, writeRawSafetensors, writeSafetensors } from '../helpers/safetensors-writer.js';
 
 /** Tensors of the tiny `vit(image: 32, patch: 8, hidden: 64, layers: 2, heads: 4, mlp: 128)`. */
 export function tinyVitTensors(hidden = 64, mlp = 128, layers = 2): Record<string, { shape: number[] }> {
@@ -57,21 +56,15 @@ export function makeGoldenFixtures(): void {
       writeSafetensors(path.join(dir, name), s);
       for (const k of Object.keys(s)) weightMap[k] = name;
     });
-    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2));
+    writeFileWhole(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2));
   }
   // checkpoint-shard-missing: the index names a shard that is not there.
   {
     const dir = path.join(cases, 'checkpoint-shard-missing/ckpt');
     writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), tinyVitTensors());
     const weightMap = Object.fromEntries(Object.keys(tinyVitTensors()).map((k, i) => [k, i % 2 ? 'model-00002-of-00002.safetensors' : 'model-00001-of-00002.safetensors']));
-    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+    writeFileWhole(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
   }
-  // checkpoint-bad-header: a file whose header length is larger than the file.
-  {
-    const dir = path.join(cases, 'checkpoint-bad-header/ckpt');
-    fs.mkdirSync(dir, { recursive: true });
-    const buf = Buffer.alloc(64);
-    buf.writeBigUInt64LE(1000n);
-    fs.writeFileSync(path.join(dir, 'model.safetensors'), buf);
-  }
+  // checkpoint-bad-header: a file whose header length (1000) is larger than the file (64 bytes).
+  writeRawSafetensors(path.join(cases, 'checkpoint-bad-header/ckpt/model.safetensors'), '', 56, 1000n);
 }

@@ -1,7 +1,7 @@
 // A small LSP client for tests: starts the server as a separate process and speaks JSON-RPC over its
 // stdio with Content-Length framing, as an editor does.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { repo } from '../paths.js';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { startPipec } from './cli.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = Record<string, any>;
@@ -17,7 +17,7 @@ export class LspClient {
   stderr = '';
 
   constructor() {
-    this.proc = spawn(process.execPath, [repo('bin/pipec.js'), 'lsp', '--stdio'], { stdio: 'pipe' });
+    this.proc = startPipec(['lsp', '--stdio']) as ChildProcessWithoutNullStreams;
     this.proc.stdout.on('data', (chunk: Buffer) => this.onData(chunk));
     this.proc.stderr.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
   }

@@ -3,22 +3,62 @@ import { strict as assert } from 'node:assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, probeBackends, type ConcreteBackend } from '../../runtime/backend/backends.js';
 import { Rng } from '../../runtime/random.js';
+import { REQUIRE_ALL } from './required.js';
+
+/** What CI requires of the numerical suite: every backend it sets up (webgpu on Mesa's software adapter). */
+export const CI_BACKENDS: readonly ConcreteBackend[] = ['wasm', 'cpu', 'tensorflow', 'webgpu'];
+
+let chosen: Promise<ConcreteBackend[]> | undefined;
 
 /**
- * Backends every numerical test runs on: wasm and cpu always, tensorflow when its native addon loads,
- * webgpu when Dawn finds an adapter (a software one too: lavapipe / llvmpipe in CI).
+ * Backends every numerical test runs on: every one that loads here (PIPEC_TEST_BACKENDS=a,b narrows the
+ * list), printed once with the reason each other one is left out. Where everything is required (CI), a
+ * missing one of CI_BACKENDS is an error instead.
  */
-export async function testBackends(): Promise<ConcreteBackend[]> {
-  const avail = (await probeBackends()).filter((p) => p.available).map((p) => p.name);
-  const only = process.env.PIPEC_TEST_BACKENDS?.split(',') as ConcreteBackend[] | undefined;
-  return avail.filter((b) => b !== 'tensorflow-gpu' && (!only || only.includes(b)));
+export function testBackends(): Promise<ConcreteBackend[]> {
+  return (chosen ??= chooseBackends());
 }
 
-export async function useBackend(b: ConcreteBackend): Promise<void> {
+async function chooseBackends(): Promise<ConcreteBackend[]> {
+  const probes = await probeBackends();
+  const only = process.env.PIPEC_TEST_BACKENDS?.split(',').map((b) => b.trim()).filter(Boolean);
+  const out = probes.filter((p) => p.available && (!only || only.includes(p.name))).map((p) => p.name);
+  const left = probes.filter((p) => !out.includes(p.name)).map((p) => `${p.name} (${p.available ? 'not in PIPEC_TEST_BACKENDS' : p.detail})`);
+  if (REQUIRE_ALL) {
+    const missing = CI_BACKENDS.filter((b) => !out.includes(b));
+    if (missing.length) throw new Error(`the numerical suite must run on ${CI_BACKENDS.join(', ')}; missing here: ${left.filter((l) => missing.some((m) => l.startsWith(`${m} `))).join('; ')}`);
+  }
+  console.log(`numerical suite backends: ${out.join(', ')}${left.length ? `; left out: ${left.join('; ')}` : ''}`);
+  return out;
+}
+
+type FlagValue = number | boolean | string;
+
+/** tfjs flags useBackend changed, with their values before: the next useBackend, or the restore it returns, puts them back. */
+const changed = new Map<string, FlagValue>();
+
+function restoreFlags(): void {
+  for (const [flag, value] of changed) tf.env().set(flag, value);
+  changed.clear();
+}
+
+function setFlag(flag: string, value: FlagValue): void {
+  if (!changed.has(flag)) changed.set(flag, tf.env().get(flag));
+  tf.env().set(flag, value);
+}
+
+/**
+ * Activates backend `b` with the flags the numerical tests need; returns a function that puts those flags
+ * back (call it in the suite's `after`). A later useBackend puts them back first too, so no suite runs
+ * with flags another one set.
+ */
+export async function useBackend(b: ConcreteBackend): Promise<() => void> {
+  restoreFlags();
   await initBackend(b);
   // tfjs-backend-webgpu runs an op on its CPU kernels when every input is a small CPU-resident tensor
   // (WEBGPU_CPU_FORWARD), which is every input of these tests: off, so the GPU kernels are what is tested.
-  if (b === 'webgpu') tf.env().set('WEBGPU_CPU_FORWARD', false);
+  if (b === 'webgpu') setFlag('WEBGPU_CPU_FORWARD', false);
+  return restoreFlags;
 }
 
 export function randn(shape: number[], seed: number, scale = 1): tf.Tensor {

@@ -1,0 +1,72 @@
+// The Pythons the export tests run the generated PyTorch program with, and one way to run them.
+// - torch1Python: /usr/bin/python3 with Debian 12's python3-torch (1.13), the oldest torch the exported
+//   program supports (docs/export.md), and torch alone: no safetensors package, so the program's own
+//   safetensors reader and writer run, and torchrun needs launch.sh's TORCHRUN_ARGS. PIPEC_TEST_PYTHON
+//   names another.
+// - torch2Python: .venv-torch/bin/python (`npm run setup:torch`: torch >= 2 with safetensors) for FSDP
+//   and what needs torch >= 2 (the meta device). PIPEC_TORCH2_PYTHON names another.
+import { strict as assert } from 'node:assert';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
+import { repo } from '../paths.js';
+import { childEnv } from './tmp.js';
+
+export interface TorchPython {
+  python: string;
+  torch: string;
+}
+
+/** The torch version `python` imports, or undefined when it cannot (no such file, no torch). */
+function torchVersion(python: string): string | undefined {
+  if (!fs.existsSync(python)) return undefined;
+  const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env: childEnv() });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+const found = new Map<string, TorchPython | null>();
+function probe(key: string, candidates: (string | undefined)[], ok: (version: string) => boolean): TorchPython | undefined {
+  if (!found.has(key)) {
+    let hit: TorchPython | null = null;
+    for (const python of candidates) {
+      const torch = python ? torchVersion(python) : undefined;
+      if (python && torch && ok(torch)) {
+        hit = { python, torch };
+        break;
+      }
+    }
+    found.set(key, hit);
+  }
+  return found.get(key) ?? undefined;
+}
+
+export const TORCH1_PYTHON = process.env.PIPEC_TEST_PYTHON ?? '/usr/bin/python3';
+
+/** A Python with torch 1.x: Debian's python3-torch unless PIPEC_TEST_PYTHON names another. */
+export function torch1Python(): TorchPython | undefined {
+  return probe('1', [TORCH1_PYTHON], (v) => v.startsWith('1.'));
+}
+
+/** A Python with torch >= 2: PIPEC_TORCH2_PYTHON, or the venv `npm run setup:torch` makes. */
+export function torch2Python(): TorchPython | undefined {
+  return probe('2', [process.env.PIPEC_TORCH2_PYTHON, repo('.venv-torch/bin/python')], (v) => Number(v.split('.')[0]) >= 2);
+}
+
+export const TORCH1_FIX = 'apt-get install -y python3-torch (Debian 12: torch 1.13), or set PIPEC_TEST_PYTHON';
+export const TORCH2_FIX = 'npm run setup:torch makes .venv-torch, or set PIPEC_TORCH2_PYTHON';
+
+export interface PythonOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+/** Runs `python args` (in `cwd`), its temporary files under the tests' temp root. */
+export function spawnPython(python: string, args: string[], o: PythonOptions = {}): SpawnSyncReturns<string> {
+  return spawnSync(python, args, { encoding: 'utf8', cwd: o.cwd, env: childEnv(o.env), maxBuffer: 64 * 1024 * 1024 });
+}
+
+/** Runs `python args` and returns its stdout; fails the test with its output when it exits non-zero. */
+export function runPython(python: string, args: string[], o: PythonOptions = {}): string {
+  const r = spawnPython(python, args, o);
+  assert.equal(r.status, 0, `${python} ${args.join(' ')} failed:\n${`${r.stdout}\n${r.stderr}`.slice(-6000)}`);
+  return r.stdout;
+}
