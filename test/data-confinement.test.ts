@@ -17,12 +17,13 @@ import { pipec } from './helpers/cli.js';
 
 describe('data confinement: paths a data file names stay inside its images folder', function () {
   this.timeout(120_000);
-  const dir = tmpDir('confine');
-  const images = path.join(dir, 'images');
-  const secret = path.join(dir, 'secret.txt');
-  const outsidePng = path.join(dir, 'outside', 'green.png');
+  let dir = '', images = '', secret = '', outsidePng = '';
 
   before(() => {
+    dir = tmpDir('confine');
+    images = path.join(dir, 'images');
+    secret = path.join(dir, 'secret.txt');
+    outsidePng = path.join(dir, 'outside', 'green.png');
     writePng(path.join(images, 'red.png'), [220, 30, 30]);
     writePng(path.join(images, 'blue.png'), [30, 30, 220]);
     writePng(path.join(images, 'sub', 'red.png'), [220, 30, 30]);
@@ -33,7 +34,6 @@ describe('data confinement: paths a data file names stay inside its images folde
     fs.symlinkSync(path.join(images, 'red.png'), path.join(images, 'alias.png')); // a link that stays inside
     writeTokenizer(path.join(dir, 'tokenizer.json'));
   });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('confine() decides without opening: inside, refused, or missing', () => {
     const root = new DataRoot(images, 'images');

@@ -2,20 +2,15 @@
 // a word tokenizer, a two-stage program, and a recorder of every file node:fs opens by name.
 import * as fs from 'node:fs';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { PNG } from 'pngjs';
 import { VocabTokenizer } from '../runtime/data/vocab-tokenizer.js';
+import { solid, writePng as writePngFile } from './helpers/png.js';
+import { tmpDir } from './helpers/tmp.js';
 
-export function tmpDir(tag: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `pipec-${tag}-`));
-}
+export { tmpDir };
 
+/** A w x h PNG of one colour (helpers/png.ts). */
 export function writePng(file: string, rgb: [number, number, number], w = 20, h = 24): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const p = new PNG({ width: w, height: h });
-  for (let i = 0; i < w * h; i++) (p.data[i * 4] = rgb[0], p.data[i * 4 + 1] = rgb[1], p.data[i * 4 + 2] = rgb[2], p.data[i * 4 + 3] = 255);
-  fs.writeFileSync(file, PNG.sync.write(p));
+  writePngFile(file, solid(w, h, rgb));
 }
 
 /** A LLaVA record asking for the colour; `roles` are the two `from` spellings. */

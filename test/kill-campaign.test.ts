@@ -6,14 +6,13 @@
 // - two runs into one folder: one runs, the other is told who holds the folder and exits 1.
 // The kill plan is drawn from a seed printed with the figures (PIPEC_CAMPAIGN_SEED=N replays one).
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../runtime/random.js';
 import { CHECKPOINT_NAME, checkpointName, type SavePhase } from '../runtime/train/checkpoint.js';
-import { pipec } from './helpers/cli.js';
-import { repo } from './paths.js';
-import { removeTmpDirs, tensorFiles, tinyGraph, tmpDir } from './run-fixtures.js';
+import { pipec, startPipec } from './helpers/cli.js';
+import { tensorFiles, tinyGraph, tmpDir } from './run-fixtures.js';
 
 const ALIGN = 48, FINETUNE = 16;
 const SETS = [`stage.align.steps=${ALIGN}`, 'stage.align.checkpoint.every=1', `stage.finetune.steps=${FINETUNE}`, 'stage.finetune.checkpoint.every=1'];
@@ -29,7 +28,7 @@ interface Child {
 }
 
 function start(args: string[], env: Record<string, string> = {}): Child {
-  const proc = spawn(process.execPath, [repo('bin/pipec.js'), ...args], { env: { ...process.env, NO_COLOR: '1', PIPEC_WASM_THREADS: '1', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = startPipec(args, { env: { PIPEC_WASM_THREADS: '1', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (d) => (stderr += d));
   return { proc, exited: new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal, stderr }))) };
@@ -70,7 +69,6 @@ function childCpuSeconds(): number {
 
 describe('kill -9 campaign and concurrent runs (child processes)', function () {
   this.timeout(600_000);
-  after(removeTmpDirs);
   const cli = (args: string[]) => pipec(args, { env: { PIPEC_WASM_THREADS: '1' } });
 
   before(() => {

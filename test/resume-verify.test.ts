@@ -12,14 +12,13 @@ import { checkpointName, loadOptimizer } from '../runtime/train/checkpoint.js';
 import { Optimizer } from '../runtime/train/optimizer.js';
 import { encodeSafetensors, readWeights } from '../runtime/weights/safetensors.js';
 import { pipec } from './helpers/cli.js';
-import { lossRows, removeTmpDirs, reseal, runIn, SHORT, snapshot, tensorFiles, TINY, tinyGraph, tmpDir } from './run-fixtures.js';
+import { lossRows, reseal, runIn, SHORT, snapshot, tensorFiles, TINY, tinyGraph, tmpDir } from './run-fixtures.js';
 
 const ALIGN2 = checkpointName(0, 'align', 2), ALIGN4 = checkpointName(0, 'align', 4);
 const FINAL = checkpointName(1, 'finetune', 2);
 
 describe('verified resume', function () {
   this.timeout(300_000);
-  after(removeTmpDirs);
   let ref: string;
 
   before(async () => {

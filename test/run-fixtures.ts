@@ -4,7 +4,6 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Graph } from '../compiler/ir/graph.js';
 import { compile } from '../compiler/service/service.js';
@@ -13,6 +12,7 @@ import { MANIFEST_FILE } from '../runtime/train/manifest.js';
 import { Progress } from '../runtime/train/progress.js';
 import { runProgram, type RunOptions } from '../runtime/train/run.js';
 import { repo } from './paths.js';
+import { tmpDir } from './helpers/tmp.js';
 
 export const TINY = repo('test/runtime/tiny.pipe');
 /** Short stages that checkpoint often: align 6 steps (every 2, keep 2), finetune 2 steps (every 1). */
@@ -24,18 +24,7 @@ export function tinyGraph(sets: string[] = SHORT): Graph {
   return r.graph;
 }
 
-const made: string[] = [];
-
-/** A new folder under the system's temporary folder, removed by `removeTmpDirs` (each suite's `after`). */
-export function tmpDir(name: string): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), `pipec-${name}-`));
-  made.push(d);
-  return d;
-}
-
-export function removeTmpDirs(): void {
-  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-}
+export { tmpDir };
 
 export interface Ran {
   log: string;

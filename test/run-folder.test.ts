@@ -13,7 +13,7 @@ import { PipeRuntimeError } from '../runtime/errors.js';
 import { LOCK_FILE, RunLock, type LockHolder } from '../runtime/train/lock.js';
 import { pipec } from './helpers/cli.js';
 import { repo } from './paths.js';
-import { removeTmpDirs, runIn, SHORT, snapshot, TINY, tinyGraph, tmpDir } from './run-fixtures.js';
+import { runIn, SHORT, snapshot, TINY, tinyGraph, tmpDir } from './run-fixtures.js';
 
 /** A pid that was running a moment ago and is not any more. */
 function deadPid(): number {
@@ -41,7 +41,6 @@ function refused(f: () => unknown, code: string): PipeRuntimeError {
 
 describe('run folder lock', function () {
   this.timeout(120_000);
-  after(removeTmpDirs);
 
   it('a second holder gets PIPE9030 naming pid, host, start time and command; after release it is free', () => {
     const dir = tmpDir('lock');
@@ -115,7 +114,6 @@ try {
 
 describe('run folder: what a run may use', function () {
   this.timeout(300_000);
-  after(removeTmpDirs);
   before(() => initBackend('wasm'));
 
   it('a new run into a folder holding this program\'s run is refused (PIPE9031) and changes nothing; the hint names --resume and --overwrite', async () => {
@@ -210,7 +208,6 @@ describe('run folder: what a run may use', function () {
 
 describe('run folder: nothing is written through a link', function () {
   this.timeout(300_000);
-  after(removeTmpDirs);
   let base: string;
   before(async () => {
     await initBackend('wasm');
@@ -262,7 +259,6 @@ describe('run folder: nothing is written through a link', function () {
 });
 
 describe('link-safe writes (runtime/weights/atomic.ts)', () => {
-  after(removeTmpDirs);
   it('an append to a hard-linked file and an atomic write onto a symbolic link are refused; the targets keep their bytes', async () => {
     const { appendNoFollow, writeFileAtomic } = await import('../runtime/weights/atomic.js');
     const dir = tmpDir('atomic');
