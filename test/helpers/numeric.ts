@@ -143,7 +143,7 @@ export function checkGradients(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.
           `${rich ? `, ${rich.d} extrapolated (D(2h) ${rich.coarse})` : ''}; allowed ${rtol} x |numeric| + ${atol} x ${scale.toPrecision(3)} + rounding noise ${d1.noise.toPrecision(2)}`);
     }
   });
-  // PIPEC_TEST_GRADLOG=1 prints each check's margin (how the tolerances were chosen: worst stays below ~0.5)
-  if (process.env.PIPEC_TEST_GRADLOG) console.log(`      gradient check: ${report.entries} entries, worst ${report.worst.toFixed(3)}, max scaled error ${report.maxScaledError.toExponential(2)}`);
+  // PIPEC_TEST_ERRORS=1 prints each check's margin (how the tolerances were chosen: worst stays below ~0.5)
+  if (process.env.PIPEC_TEST_ERRORS) console.log(`      gradient check: ${report.entries} entries, worst ${report.worst.toFixed(3)}, max scaled error ${report.maxScaledError.toExponential(2)}`);
   return report;
 }

@@ -1,0 +1,155 @@
+// pipec's optimizers, gradient clipping and learning-rate schedules against independent references:
+// torch.optim.AdamW / SGD, torch.nn.utils.clip_grad_norm_ and transformers' schedule functions, run
+// live by test/reference/optim.py on the parameters of a tiny LLaVA (names decide weight decay). Both
+// sides take the same 50 steps of the same gradients; pipec's loop is the trainer's (clip, then
+// lr = base * lrMultiplier(step), then apply). Parameters must agree to 1e-6 after every step.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import type { AttrValue } from '../compiler/ir/graph.js';
+import { clipByGlobalNorm, decays, Optimizer } from '../runtime/train/optimizer.js';
+import { lrMultiplier, warmupSteps } from '../runtime/train/schedule.js';
+import { testBackends, useBackend } from './helpers/numeric.js';
+import { readTensors, type RefTensor, referenceUnavailable, runReference, tensor } from './helpers/reference.js';
+
+const backends = await testBackends();
+const STEPS = 50;
+
+interface OptimCase {
+  name: string;
+  optimizer: 'adamw' | 'sgd';
+  attrs: Record<string, number>;
+  schedule: { name: 'cosine' | 'linear' | 'constant'; attrs: Record<string, number> };
+  /** clip_grad (0: no clipping). */
+  clip: number;
+}
+
+// Every schedule pipec has, with warmup given as steps and as a ratio (ceil(0.1 * 50) = 5, ceil(0.05 * 50) = 3),
+// and a floor (min_lr_ratio); both optimizers, SGD with and without momentum; clipping on and off.
+const CASES: OptimCase[] = [
+  { name: 'adamw-cosine-ratio', optimizer: 'adamw', attrs: { lr: 1e-2, weight_decay: 0.1 }, schedule: { name: 'cosine', attrs: { warmup_ratio: 0.1 } }, clip: 1 },
+  { name: 'adamw-cosine-floor', optimizer: 'adamw', attrs: { lr: 3e-3, weight_decay: 0.05, beta1: 0.8, beta2: 0.95, eps: 1e-6 }, schedule: { name: 'cosine', attrs: { warmup_steps: 4, min_lr_ratio: 0.1 } }, clip: 0.5 },
+  { name: 'adamw-linear-steps', optimizer: 'adamw', attrs: { lr: 1e-2, weight_decay: 0.01 }, schedule: { name: 'linear', attrs: { warmup_steps: 7 } }, clip: 2 },
+  { name: 'adamw-linear-floor', optimizer: 'adamw', attrs: { lr: 5e-3 }, schedule: { name: 'linear', attrs: { warmup_ratio: 0.05, min_lr_ratio: 0.2 } }, clip: 0 },
+  { name: 'adamw-constant-warmup', optimizer: 'adamw', attrs: { lr: 2e-3, weight_decay: 0.1 }, schedule: { name: 'constant', attrs: { warmup_steps: 3 } }, clip: 1 },
+  { name: 'adamw-constant', optimizer: 'adamw', attrs: { lr: 1e-3 }, schedule: { name: 'constant', attrs: {} }, clip: 0 },
+  { name: 'sgd-momentum-cosine', optimizer: 'sgd', attrs: { lr: 5e-2, momentum: 0.9, weight_decay: 0.01 }, schedule: { name: 'cosine', attrs: { warmup_steps: 5 } }, clip: 1 },
+  { name: 'sgd-plain-linear', optimizer: 'sgd', attrs: { lr: 1e-1, momentum: 0 }, schedule: { name: 'linear', attrs: {} }, clip: 0 },
+  { name: 'sgd-momentum-constant', optimizer: 'sgd', attrs: { lr: 2e-2, momentum: 0.5, weight_decay: 0.1 }, schedule: { name: 'constant', attrs: { warmup_ratio: 0.1 } }, clip: 5 },
+];
+
+interface CaseRef {
+  lr: number[];
+  grad_norm: number[];
+  warmup: number;
+  decayed: string[];
+}
+
+/** max |a - r| / max(1, |r|) over the entries. */
+function maxError(actual: ArrayLike<number>, expected: ArrayLike<number>): { err: number; at: number } {
+  let err = 0, at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const e = Math.abs(actual[i]! - expected[i]!) / Math.max(1, Math.abs(expected[i]!));
+    if (!(e <= err)) (err = e, at = i);
+  }
+  return { err, at };
+}
+
+describe('optimizers, clipping and schedules against torch.optim and transformers (50 steps)', function () {
+  this.timeout(600_000);
+  let dir = '';
+  let inputs: Map<string, RefTensor>;
+  let names: string[];
+  const refs = new Map<string, { json: CaseRef; tensors: Map<string, RefTensor> }>();
+
+  before(function () {
+    const why = referenceUnavailable();
+    if (why) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-ref-optim-'));
+    runReference('optim.py', { seed: 3, steps: STEPS, cases: CASES }, dir);
+    inputs = readTensors(path.join(dir, 'inputs.safetensors'));
+    names = [...inputs.keys()].filter((n) => n.startsWith('init.')).map((n) => n.slice(5));
+    for (const c of CASES)
+      refs.set(c.name, { json: JSON.parse(fs.readFileSync(path.join(dir, `${c.name}.json`), 'utf8')) as CaseRef, tensors: readTensors(path.join(dir, `${c.name}.safetensors`)) });
+  });
+  after(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every schedule\'s learning rate at every step equals transformers\' get_*_schedule_with_warmup (1e-12)', () => {
+    for (const c of CASES) {
+      const { json } = refs.get(c.name)!;
+      assert.equal(warmupSteps({ name: c.schedule.name, attrs: c.schedule.attrs }, STEPS), json.warmup, `${c.name}: warmup steps`);
+      json.lr.forEach((want, s) => {
+        const lr = c.attrs['lr']! * lrMultiplier({ name: c.schedule.name, attrs: c.schedule.attrs }, s, STEPS);
+        assert.ok(Math.abs(lr - want) <= 1e-12 * Math.max(want, 1e-12), `${c.name}: step ${s} lr ${lr}, transformers ${want}`);
+      });
+    }
+  });
+
+  it('the gradients exercise clipping: with a limit, some steps are clipped and some are not', () => {
+    for (const c of CASES.filter((k) => k.clip > 0)) {
+      const norms = refs.get(c.name)!.json.grad_norm;
+      assert.ok(norms.some((n) => n > c.clip) && norms.some((n) => n < c.clip), `${c.name}: norms ${Math.min(...norms)}..${Math.max(...norms)} vs clip ${c.clip}`);
+    }
+  });
+
+  it('weight decay skips exactly the parameters transformers\' Trainer exempts (biases and norm weights)', () => {
+    const decayed = new Set(refs.get(CASES[0]!.name)!.json.decayed);
+    for (const n of names) assert.equal(decays(n), decayed.has(n), `${n}: pipec ${decays(n) ? 'decays' : 'does not decay'} it, transformers' Trainer ${decayed.has(n) ? 'does' : 'does not'}`);
+    assert.ok(names.some((n) => !decays(n)) && names.some((n) => decays(n)));
+  });
+
+  for (const backend of backends)
+    describe(`on ${backend}`, () => {
+      before(async () => useBackend(backend));
+
+      for (const c of CASES)
+        it(`${c.name}: parameters after each of ${STEPS} steps, the clipped norms and the final optimizer state equal torch's (1e-6)`, () => {
+          const ref = refs.get(c.name)!;
+          const vars = new Map<string, tf.Variable>(names.map((n) => {
+            const t = tensor(inputs, `init.${n}`);
+            return [n, tf.variable(tf.tensor(Float32Array.from(t.data), t.shape), true)];
+          }));
+          const opt = new Optimizer(c.optimizer, c.attrs as Record<string, AttrValue>, vars);
+          const schedule = { name: c.schedule.name, attrs: c.schedule.attrs as Record<string, AttrValue> };
+          let worst = 0;
+          try {
+            for (let s = 0; s < STEPS; s++) {
+              const grads = new Map<string, tf.Tensor>(names.map((n) => {
+                const g = tensor(inputs, `grad.${s}.${n}`);
+                return [n, tf.tensor(Float32Array.from(g.data), g.shape)];
+              }));
+              const norm = clipByGlobalNorm(grads, c.clip);
+              const want = ref.json.grad_norm[s]!;
+              assert.ok(Math.abs(norm - want) <= 1e-6 * want, `step ${s}: gradient norm ${norm}, torch ${want}`);
+              opt.apply(grads, c.attrs['lr']! * lrMultiplier(schedule, s, STEPS));
+              for (const g of grads.values()) g.dispose();
+              for (const n of names) {
+                const { err, at } = maxError(vars.get(n)!.dataSync(), tensor(ref.tensors, `step.${s}.${n}`).data);
+                worst = Math.max(worst, err);
+                assert.ok(err <= 1e-6, `after step ${s + 1}, ${n}[${at}] = ${vars.get(n)!.dataSync()[at]}, torch ${tensor(ref.tensors, `step.${s}.${n}`).data[at]} (error ${err.toPrecision(3)})`);
+              }
+            }
+            // the optimizer state after the last step: Adam's moments, SGD's momentum buffer
+            const slotNames = c.optimizer === 'adamw' ? { m: 'exp_avg', v: 'exp_avg_sq' } : c.attrs['momentum'] ? { m: 'momentum_buffer' } : {};
+            for (const n of names) {
+              const slot = opt.state.slots.get(n)!;
+              for (const [k, refName] of Object.entries(slotNames)) {
+                const { err, at } = maxError((k === 'm' ? slot.m : slot.v!).dataSync(), tensor(ref.tensors, `${refName}.${n}`).data);
+                assert.ok(err <= 1e-6, `${refName} of ${n}[${at}]: error ${err.toPrecision(3)}`);
+              }
+            }
+            if (process.env.PIPEC_TEST_ERRORS) console.log(`      largest parameter error over ${STEPS} steps: ${worst.toExponential(2)}`);
+          } finally {
+            opt.dispose();
+            for (const v of vars.values()) v.dispose();
+          }
+        });
+    });
+});
