@@ -57,6 +57,58 @@ function maxError(actual: ArrayLike<number>, expected: ArrayLike<number>): { err
   return { err, at };
 }
 
+describe('optimizers, clipping and schedules: hand-computed values (no Python needed)', () => {
+  const mult = (name: string, attrs: Record<string, number>, step: number, total: number) => lrMultiplier({ name, attrs }, step, total);
+
+  it('warmup is step / warmup from step 0 (lr 0 first), then cosine, linear or constant decay to the floor', () => {
+    // 4 warmup steps of 12: steps 0..3 are 0, 1/4, 2/4, 3/4; step 4 starts the decay at 1
+    assert.deepEqual([0, 1, 3, 4].map((s) => mult('cosine', { warmup_steps: 4 }, s, 12)), [0, 0.25, 0.75, 1]);
+    assert.ok(Math.abs(mult('cosine', { warmup_steps: 4 }, 8, 12) - 0.5) < 1e-15); // halfway: (1 + cos(pi/2)) / 2
+    assert.ok(Math.abs(mult('cosine', { warmup_steps: 4, min_lr_ratio: 0.1 }, 12, 12) - 0.1) < 1e-15);
+    assert.equal(mult('linear', { warmup_steps: 2 }, 6, 10), 0.5);
+    assert.ok(Math.abs(mult('linear', { warmup_steps: 2, min_lr_ratio: 0.2 }, 6, 10) - 0.6) < 1e-15);
+    // warmup_ratio 0.25 of 8 steps: ceil(2) = 2 warmup steps
+    assert.deepEqual([0, 1, 2, 7].map((s) => mult('constant', { warmup_ratio: 0.25 }, s, 8)), [0, 0.5, 1, 1]);
+    assert.equal(warmupSteps({ name: 'cosine', attrs: { warmup_ratio: 0.1 } }, 25), 3); // ceil(2.5)
+  });
+
+  for (const backend of backends)
+    it(`AdamW's first step moves each weight by lr against its gradient's sign (bias-corrected), decaying weights but not biases or norms, on ${backend}`, async () => {
+      await useBackend(backend);
+      const names = ['w.weight', 'w.bias', 'norm.weight'];
+      const vars = new Map(names.map((n) => [n, tf.variable(tf.tensor1d([1, -1]), true)] as const));
+      const opt = new Optimizer('adamw', { lr: 0.1, weight_decay: 0.5 }, vars);
+      const grads = new Map<string, tf.Tensor>(names.map((n) => [n, tf.tensor1d([0.5, -2])]));
+      opt.apply(grads, 0.1);
+      // m / (sqrt(v) + eps) = g / |g| after bias correction: every entry moves by 0.1 (times 1 - 1e-7)
+      const step = 0.1 * (1 - 1e-7);
+      assert.deepEqual([...vars.get('w.weight')!.dataSync()].map((x) => +x.toFixed(6)), [+(1 * (1 - 0.05) - step).toFixed(6), +(-1 * (1 - 0.05) + step).toFixed(6)]);
+      for (const n of ['w.bias', 'norm.weight']) assert.deepEqual([...vars.get(n)!.dataSync()].map((x) => +x.toFixed(6)), [+(1 - step).toFixed(6), +(-1 + step).toFixed(6)], n);
+      opt.dispose();
+      for (const v of vars.values()) v.dispose();
+    });
+
+  it('SGD with momentum: the buffer starts at the first gradient, then buf = momentum * buf + g', () => {
+    const vars = new Map([['w.weight', tf.variable(tf.tensor1d([1]), true)] as const]);
+    const opt = new Optimizer('sgd', { lr: 0.1, momentum: 0.9 }, vars);
+    for (let s = 0; s < 2; s++) opt.apply(new Map([['w.weight', tf.tensor1d([1])]]), 0.1);
+    assert.ok(Math.abs(vars.get('w.weight')!.dataSync()[0]! - (1 - 0.1 - 0.19)) < 1e-6); // buffers 1, then 1.9
+    opt.dispose();
+    vars.get('w.weight')!.dispose();
+  });
+
+  it('clipping scales the gradients by max_norm / (norm + 1e-6) above the limit and returns the norm before', () => {
+    const grads = new Map<string, tf.Tensor>([['a', tf.tensor1d([3])], ['b', tf.tensor1d([4])]]);
+    assert.equal(clipByGlobalNorm(grads, 1), 5);
+    const scale = 1 / (5 + 1e-6);
+    assert.ok(Math.abs(grads.get('a')!.dataSync()[0]! - 3 * scale) < 1e-7 && Math.abs(grads.get('b')!.dataSync()[0]! - 4 * scale) < 1e-7);
+    const before = grads.get('a')!;
+    assert.ok(Math.abs(clipByGlobalNorm(grads, 10) - 1) < 1e-6);
+    assert.equal(grads.get('a'), before, 'below the limit the gradients are left as they are');
+    for (const g of grads.values()) g.dispose();
+  });
+});
+
 describe('optimizers, clipping and schedules against torch.optim and transformers (50 steps)', function () {
   this.timeout(600_000);
   let dir = '';
