@@ -175,7 +175,7 @@ describe('standard components against transformers (forward and gradients to 1e-
       const text = makeBatch([7, 5], [-1, -1], 0, V, 11);
       const llava = c.llava ? makeBatch([N + 5, N + 2, N + 4], [1, -1, 2], N, V, 12) : undefined;
       prepared.push({ c, dir, model, refs: new Map(), text, llava });
-      spec.cases.push({ dir, seed: 5, vision: 'vision', projector: 'proj', llm: 'lm', image_tokens: N, image_token_id: V - 1, text_batch: text, llava_batch: llava ?? null });
+      spec.cases.push({ dir: c.name, seed: 5, vision: 'vision', projector: 'proj', llm: 'lm', image_tokens: N, image_token_id: V - 1, text_batch: text, llava_batch: llava ?? null });
     }
     runReference('components.py', spec, root);
     for (const p of prepared) p.refs = readTensors(path.join(p.dir, 'reference.safetensors'));

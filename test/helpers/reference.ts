@@ -3,6 +3,7 @@
 // folder, writing safetensors that the tests read back here. Nothing is recorded in the repository.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSafetensorsHeader } from '../../compiler/check/checkpoint-io.js';
@@ -25,15 +26,37 @@ export function referenceUnavailable(): string | null {
   return unavailable;
 }
 
-/** Runs test/reference/<script> with `spec` (written as spec.json) and `dir` as its output folder. */
+/** Files under `dir`, relative, sorted. */
+function filesOf(dir: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
+}
+
+/**
+ * Runs test/reference/<script> with `spec` (written as spec.json) and `dir` as its output folder; paths
+ * in the spec are relative to `dir`. With PIPEC_REFERENCE_CACHE (the mutation harness sets it to a
+ * folder of its own, so each mutant does not rerun Python), the outputs are kept there under a hash of
+ * the script and of every file in `dir` before the run, and reused when that hash recurs.
+ */
 export function runReference(script: string, spec: unknown, dir: string): void {
   const specFile = path.join(dir, 'spec.json');
   fs.writeFileSync(specFile, JSON.stringify(spec, null, 1));
+  const cacheRoot = process.env.PIPEC_REFERENCE_CACHE;
+  let cached: string | undefined;
+  if (cacheRoot) {
+    const h = createHash('sha256').update(fs.readFileSync(repo('test/reference', script)));
+    for (const f of filesOf(dir)) h.update(f).update(fs.readFileSync(path.join(dir, f)));
+    cached = path.join(cacheRoot, h.digest('hex').slice(0, 24));
+    if (fs.existsSync(cached)) {
+      fs.cpSync(cached, dir, { recursive: true });
+      return;
+    }
+  }
   const r = spawnSync(REFERENCE_PYTHON, [repo('test/reference', script), specFile, dir], {
     encoding: 'utf8',
     env: { ...process.env, PYTHONHASHSEED: '0', TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false' },
   });
   assert.equal(r.status, 0, `${script} failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
+  if (cached) fs.cpSync(dir, cached, { recursive: true });
 }
 
 export interface RefTensor {

@@ -2,7 +2,7 @@
 
 usage: components.py SPEC.json OUT_DIR
 
-For each case of the spec, CASE_DIR/<component>/config.json is pipec's own config for the component
+For each case of the spec, CASE_DIR (relative to OUT_DIR)/<component>/config.json is pipec's own config for the component
 (runtime/weights/hf-config.ts). From it this builds the transformers model (CLIPVisionModel,
 SiglipVisionModel, LlavaMultiModalProjector, LlamaForCausalLM, MixtralForCausalLM) with tiny random
 weights and writes them into the same folder, in the layout of pipec's checkpoints (a vision tower under
@@ -228,6 +228,7 @@ def main():
     float64_throughout()
     spec = json.load(open(sys.argv[1]))
     for case in spec["cases"]:
+        case["dir"] = os.path.join(sys.argv[2], case["dir"])  # relative to the output folder
         gen = torch.Generator().manual_seed(case["seed"])
         refs = {}
         vision = vision_ref(case["dir"], case["vision"], gen, refs)
