@@ -88,7 +88,8 @@ describe('optimizers, clipping and schedules: hand-computed values (no Python ne
       for (const v of vars.values()) v.dispose();
     });
 
-  it('SGD with momentum: the buffer starts at the first gradient, then buf = momentum * buf + g', () => {
+  it('SGD with momentum: the buffer starts at the first gradient, then buf = momentum * buf + g', async () => {
+    await useBackend('cpu');
     const vars = new Map([['w.weight', tf.variable(tf.tensor1d([1]), true)] as const]);
     const opt = new Optimizer('sgd', { lr: 0.1, momentum: 0.9 }, vars);
     for (let s = 0; s < 2; s++) opt.apply(new Map([['w.weight', tf.tensor1d([1])]]), 0.1);
@@ -97,7 +98,8 @@ describe('optimizers, clipping and schedules: hand-computed values (no Python ne
     vars.get('w.weight')!.dispose();
   });
 
-  it('clipping scales the gradients by max_norm / (norm + 1e-6) above the limit and returns the norm before', () => {
+  it('clipping scales the gradients by max_norm / (norm + 1e-6) above the limit and returns the norm before', async () => {
+    await useBackend('cpu');
     const grads = new Map<string, tf.Tensor>([['a', tf.tensor1d([3])], ['b', tf.tensor1d([4])]]);
     assert.equal(clipByGlobalNorm(grads, 1), 5);
     const scale = 1 / (5 + 1e-6);
