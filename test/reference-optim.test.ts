@@ -163,7 +163,11 @@ describe('optimizers, clipping and schedules against torch.optim and transformer
     describe(`on ${backend}`, () => {
       before(async () => useBackend(backend));
 
-      for (const c of CASES)
+      // The schedules are computed in JS, the same on every backend; what a backend changes is the update
+      // kernels. Software webgpu (lavapipe) takes ~15 s a case, so it runs the cases that cover every
+      // update path (AdamW with decay and clipping; SGD with and without momentum); the others run all.
+      const covering = ['adamw-cosine-ratio', 'sgd-momentum-cosine', 'sgd-plain-linear'];
+      for (const c of backend === 'webgpu' ? CASES.filter((k) => covering.includes(k.name)) : CASES)
         it(`${c.name}: parameters after each of ${STEPS} steps, the clipped norms and the final optimizer state equal torch's (1e-6)`, () => {
           const ref = refs.get(c.name)!;
           const vars = new Map<string, tf.Variable>(names.map((n) => {
@@ -184,10 +188,15 @@ describe('optimizers, clipping and schedules against torch.optim and transformer
               assert.ok(Math.abs(norm - want) <= 1e-6 * want, `step ${s}: gradient norm ${norm}, torch ${want}`);
               opt.apply(grads, c.attrs['lr']! * lrMultiplier(schedule, s, STEPS));
               for (const g of grads.values()) g.dispose();
+              // one read per step (a read per tensor costs a GPU sync each on webgpu)
+              const flat = tf.tidy(() => tf.concat(names.map((n) => tf.reshape(vars.get(n)!, [-1]))).dataSync());
+              let offset = 0;
               for (const n of names) {
-                const { err, at } = maxError(vars.get(n)!.dataSync(), tensor(ref.tensors, `step.${s}.${n}`).data);
+                const want = tensor(ref.tensors, `step.${s}.${n}`).data;
+                const got = flat.subarray(offset, (offset += want.length));
+                const { err, at } = maxError(got, want);
                 worst = Math.max(worst, err);
-                assert.ok(err <= 1e-6, `after step ${s + 1}, ${n}[${at}] = ${vars.get(n)!.dataSync()[at]}, torch ${tensor(ref.tensors, `step.${s}.${n}`).data[at]} (error ${err.toPrecision(3)})`);
+                assert.ok(err <= 1e-6, `after step ${s + 1}, ${n}[${at}] = ${got[at]}, torch ${want[at]} (error ${err.toPrecision(3)})`);
               }
             }
             // the optimizer state after the last step: Adam's moments, SGD's momentum buffer
