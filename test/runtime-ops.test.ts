@@ -5,11 +5,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import { bmm, linear, matmul2d } from '../runtime/backend/kernels.js';
 import { causalLmLoss } from '../runtime/ops/loss.js';
 import { loadBalancingLoss, moeBlock, topKIndices, type RouterStats } from '../runtime/ops/mixtral.js';
-import { attention, causalBias, gelu, geluTanh, layerNorm, quickGelu, repeatKv, rmsNorm, rope, silu } from '../runtime/ops/nn.js';
+import { attention, causalBias, gelu, geluTanh, layerNorm, mergeHeads, NEG_INF, quickGelu, repeatKv, rmsNorm, rope, silu, splitHeads } from '../runtime/ops/nn.js';
 import { spliceIndices } from '../runtime/ops/splice.js';
 import type { OpContext } from '../runtime/ops/types.js';
 import { OPS } from '../runtime/ops/registry.js';
-import { checkGradients, close, randn, testBackends, useBackend } from './helpers/numeric.js';
+import { checkGradients, close, type GradientCheckOptions, randn, testBackends, useBackend } from './helpers/numeric.js';
 
 const backends = await testBackends();
 
@@ -30,12 +30,15 @@ function ctxWith(params: Map<string, tf.Tensor>, attrs: OpContext['attrs'], mask
 for (const backend of backends) {
   describe(`runtime ops on ${backend}`, () => {
     before(async () => useBackend(backend));
+    // Finite differences cost two forward passes per entry: every entry on the fast backends, a seeded
+    // sample of 6 per tensor on wasm and webgpu, whose per-op overhead makes tiny passes ~10x slower.
+    const fd: GradientCheckOptions = { maxEntries: backend === 'cpu' || backend === 'tensorflow' ? 64 : 6 };
 
     it('linear: y = x W^T + b, hand-computed, and its gradients', () => {
       const y = linear(tf.tensor2d([[1, 2]]), tf.tensor2d([[1, 0], [0, 1], [1, 1]]), tf.tensor1d([0.5, 0, -1]));
       close(y.dataSync(), [1.5, 2, 2], 1e-6);
       const r = randn([3, 5], 9);
-      checkGradients((x, w, b) => tf.sum(tf.mul(linear(x!, w!, b), r)) as tf.Scalar, [randn([3, 4], 1), randn([5, 4], 2), randn([5], 3)]);
+      checkGradients((x, w, b) => tf.mul(linear(x!, w!, b), r), [randn([3, 4], 1), randn([5, 4], 2), randn([5], 3)]);
     });
 
     it('matmul2d and bmm agree with hand values in every transpose form', () => {
@@ -46,15 +49,15 @@ for (const backend of backends) {
       const a3 = tf.stack([a, b]) as tf.Tensor3D, b3 = tf.stack([b, a]) as tf.Tensor3D;
       close(bmm(a3, b3).dataSync(), [19, 22, 43, 50, 23, 34, 31, 46], 1e-6);
       const r = randn([2, 3, 3], 4);
-      checkGradients((x, y) => tf.sum(tf.mul(bmm(x as tf.Tensor3D, y as tf.Tensor3D, false, true), r)) as tf.Scalar, [randn([2, 3, 4], 5), randn([2, 3, 4], 6)]);
+      checkGradients((x, y) => tf.mul(bmm(x as tf.Tensor3D, y as tf.Tensor3D, false, true), r), [randn([2, 3, 4], 5), randn([2, 3, 4], 6)]);
     });
 
     it('layerNorm and rmsNorm: hand values and gradients', () => {
       close(layerNorm(tf.tensor1d([1, 2, 3]), tf.ones([3]), tf.zeros([3]), 0).dataSync(), [-1.2247449, 0, 1.2247449], 1e-5);
       close(rmsNorm(tf.tensor1d([3, 4]), tf.tensor1d([1, 2]), 0).dataSync(), [3 / Math.sqrt(12.5), (2 * 4) / Math.sqrt(12.5)], 1e-5);
       const r = randn([2, 4], 7);
-      checkGradients((x, w, b) => tf.sum(tf.mul(layerNorm(x!, w!, b!, 1e-5), r)) as tf.Scalar, [randn([2, 4], 1), randn([4], 2), randn([4], 3)]);
-      checkGradients((x, w) => tf.sum(tf.mul(rmsNorm(x!, w!, 1e-5), r)) as tf.Scalar, [randn([2, 4], 4), randn([4], 5)]);
+      checkGradients((x, w, b) => tf.mul(layerNorm(x!, w!, b!, 1e-5), r), [randn([2, 4], 1), randn([4], 2), randn([4], 3)]);
+      checkGradients((x, w) => tf.mul(rmsNorm(x!, w!, 1e-5), r), [randn([2, 4], 4), randn([4], 5)]);
     });
 
     it('activations: gelu (erf), gelu tanh, quick_gelu, silu at hand-checked points, and gradients', () => {
@@ -63,14 +66,14 @@ for (const backend of backends) {
       close(geluTanh(x).dataSync(), [-0.158808, 0, 0.841192, 1.9545977], 1e-5);
       close(quickGelu(x).dataSync(), [-1 / (1 + Math.exp(1.702)), 0, 1 / (1 + Math.exp(-1.702)), 2 / (1 + Math.exp(-3.404))], 1e-5);
       close(silu(x).dataSync(), [-0.2689414, 0, 0.7310586, 1.7615942], 1e-5);
-      for (const f of [gelu, geluTanh, quickGelu, silu]) checkGradients((t) => tf.sum(tf.mul(f(t!), tf.tensor1d([1, -2, 3, 0.5]))) as tf.Scalar, [randn([4], 11)]);
+      for (const f of [gelu, geluTanh, quickGelu, silu]) checkGradients((t) => tf.mul(f(t!), tf.tensor1d([1, -2, 3, 0.5])), [randn([4], 11)]);
     });
 
     it('rope rotates pairs (rotate_half layout) by position / theta^(2i/d)', () => {
       // d = 4: pairs (0, 2) at frequency 1 and (1, 3) at 1/theta^(1/2); position 1 (start = 1), theta 100.
       const out = rope(tf.tensor3d([[[1, 1, 0, 0]]]), 100, 1).dataSync();
       close(out, [Math.cos(1), Math.cos(0.1), Math.sin(1), Math.sin(0.1)], 1e-5);
-      checkGradients((x) => tf.sum(tf.mul(rope(x as tf.Tensor3D, 10000), randn([2, 3, 4], 3))) as tf.Scalar, [randn([2, 3, 4], 2)]);
+      checkGradients((x) => tf.mul(rope(x as tf.Tensor3D, 10000), randn([2, 3, 4], 3)), [randn([2, 3, 4], 2)]);
     });
 
     it('attention: hand-computed outputs with and without the causal mask, padding masked', () => {
@@ -80,13 +83,57 @@ for (const backend of backends) {
       close(attention(q, k, v, causalBias([1, 1], 1, 2, 2)).dataSync(), [1, 2], 1e-5);
       // the second key is padding: both queries see only the first
       close(attention(q, k, v, causalBias([1, 0], 1, 2, 2)).dataSync(), [1, 1], 1e-5);
-      checkGradients((a, b, c) => tf.sum(tf.mul(attention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, causalBias([1, 1, 1], 1, 3, 3)), randn([2, 3, 2], 9))) as tf.Scalar,
-        [randn([2, 3, 2], 1), randn([2, 3, 2], 2), randn([2, 3, 2], 3)]);
     });
 
-    it('repeatKv gives query head h the kv head floor(h / n), as transformers repeat_kv', () => {
-      const kv = tf.tensor3d([[[1]], [[2]]]); // B=1, Hk=2, T=1, d=1
-      close(repeatKv(kv, 1, 2).dataSync(), [1, 1, 2, 2], 0);
+    it('attention scales scores by 1/sqrt(d): head size 4, hand-computed', () => {
+      // q.k0 = 2, q.k1 = 0, over sqrt(4): scores (1, 0), so weights (e, 1) / (e + 1) on v0 = e1, v1 = e2.
+      // Without the scale the scores would be (2, 0) and the weights (e^2, 1) / (e^2 + 1).
+      const q = tf.tensor3d([[[2, 0, 0, 0]]]), k = tf.tensor3d([[[1, 0, 0, 0], [0, 0, 0, 0]]]), v = tf.tensor3d([[[1, 0, 0, 0], [0, 1, 0, 0]]]);
+      const e = Math.E;
+      close(attention(q, k, v).dataSync(), [e / (e + 1), 1 / (e + 1), 0, 0], 1e-6);
+    });
+
+    it('splitHeads puts head h of sample b at row b*H + h and mergeHeads inverts it (B=2, H=2, d=2)', () => {
+      const x = tf.tensor3d([[[0, 1, 2, 3], [10, 11, 12, 13]], [[20, 21, 22, 23], [30, 31, 32, 33]]]); // [B=2, T=2, H*d=4]
+      const heads = splitHeads(x, 2); // [B*H=4, T=2, d=2]
+      assert.deepEqual(heads.shape, [4, 2, 2]);
+      close(heads.dataSync(), [0, 1, 10, 11, 2, 3, 12, 13, 20, 21, 30, 31, 22, 23, 32, 33], 0);
+      close(mergeHeads(heads, 2).dataSync(), x.dataSync(), 0);
+    });
+
+    it('attention over B=2, H=2 with per-row padding: each (sample, head) sees its own keys and its own mask', () => {
+      // q = 0: every visible key weighs the same, so each output is the mean of the visible values.
+      // Sample 0 is unpadded; sample 1's second position is padding. v differs per (sample, head).
+      const B = 2, H = 2, T = 2, d = 2;
+      const q = tf.zeros([B * H, T, d]) as tf.Tensor3D, k = randn([B * H, T, d], 4) as tf.Tensor3D;
+      const vData = Array.from({ length: B * H * T * d }, (_, i) => i);
+      const v = tf.tensor3d(vData, [B * H, T, d]);
+      const out = attention(q, k, v, causalBias([1, 1, 1, 0], B, T, T)).dataSync();
+      const val = (bh: number, t: number) => vData.slice((bh * T + t) * d, (bh * T + t + 1) * d);
+      const expected: number[] = [];
+      for (let bh = 0; bh < B * H; bh++) {
+        const b = Math.floor(bh / H);
+        expected.push(...val(bh, 0)); // query 0 sees key 0 only (causal)
+        expected.push(...(b === 0 ? val(bh, 0).map((x, j) => (x + val(bh, 1)[j]!) / 2) : val(bh, 0))); // query 1: key 1 unless padding
+      }
+      close(out, expected, 1e-6);
+      // gradients with head size 4 and a different padding per row
+      checkGradients((a, b, c) => tf.mul(attention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, causalBias([1, 1, 1, 1, 1, 0], 2, 3, 3)), randn([4, 3, 4], 9)),
+        [randn([4, 3, 4], 1), randn([4, 3, 4], 2), randn([4, 3, 4], 3)], { names: ['q', 'k', 'v'], ...fd });
+    });
+
+    it('causalBias: key j is visible to query i when j <= i + offset and j is not padding, per batch row', () => {
+      // B=2, Tq=2, Tk=3, offset 1 (one cached position): row 0 unpadded, row 1's last key is padding
+      const N = NEG_INF;
+      const bias = causalBias([1, 1, 1, 1, 1, 0], 2, 2, 3, 1);
+      assert.deepEqual(bias.shape, [2, 1, 2, 3]);
+      close(bias.dataSync(), [0, 0, N, 0, 0, 0, 0, 0, N, 0, 0, N], 0);
+    });
+
+    it('repeatKv gives query head h the kv head floor(h / n), as transformers repeat_kv, per sample (B=2)', () => {
+      const kv = tf.tensor3d([[[1, 1.5]], [[2, 2.5]], [[3, 3.5]], [[4, 4.5]]]); // B=2, Hk=2, T=1, d=2
+      close(repeatKv(kv, 2, 2).dataSync(), [1, 1.5, 1, 1.5, 2, 2.5, 2, 2.5, 3, 3.5, 3, 3.5, 4, 4.5, 4, 4.5], 0);
+      close(repeatKv(kv, 2, 1).dataSync(), kv.dataSync(), 0);
     });
 
     it('causal_lm_loss: hand-computed, ignoring -100 and shifting by one', () => {
@@ -106,7 +153,7 @@ for (const backend of backends) {
       const ctx = ctxWith(new Map(), { image_tokens: 2 }, undefined, 2, 4);
       ctx.batch.imageStart = [1, -1];
       close(OPS.get('llava_splice')!(ctx, [embeds, feats]).dataSync(), [0, 10, 11, 3, 4, 5, 6, 7], 0);
-      checkGradients((e, f) => tf.sum(tf.mul(OPS.get('llava_splice')!(ctx, [e!, f!]), randn([2, 4, 3], 1))) as tf.Scalar, [randn([2, 4, 3], 2), randn([2, 2, 3], 3)]);
+      checkGradients((e, f) => tf.mul(OPS.get('llava_splice')!(ctx, [e!, f!]), randn([2, 4, 3], 1)), [randn([2, 4, 3], 2), randn([2, 2, 3], 3)]);
     });
 
     it('MoE router: top-k, renormalised weights and the load-balancing loss by hand', () => {
@@ -149,43 +196,66 @@ for (const backend of backends) {
       close(OPS.get('mlp_gelu')!(ctxWith(p, { depth: 2 }), [tf.tensor3d([[[1]]])]).dataSync(), [3 * 1.9544997 + 1], 1e-5);
     });
 
-    // Whole components: finite-difference gradients with respect to the input and to parameters of
-    // every kind (attention, MLP, norms, embeddings, router), on tiny random configurations.
-    const components: { op: string; attrs: OpContext['attrs']; tensors: [string, number[]][]; input: number[]; T: number }[] = [
-      { op: 'mlp_gelu', attrs: { depth: 3 }, input: [2, 3, 4], T: 3, tensors: [['multi_modal_projector.linear_1.weight', [5, 4]], ['multi_modal_projector.linear_1.bias', [5]], ['multi_modal_projector.linear_2.weight', [5, 5]], ['multi_modal_projector.linear_2.bias', [5]], ['multi_modal_projector.linear_3.weight', [5, 5]], ['multi_modal_projector.linear_3.bias', [5]]] },
-      { op: 'vit', attrs: { patch: 2, hidden: 4, layers: 1, heads: 2, select_layer: -1, select: 'patch', cls: true, norm_eps: 1e-5 }, input: [2, 3, 4, 4], T: 1, tensors: [
-        ['vision_model.embeddings.class_embedding', [4]], ['vision_model.embeddings.patch_embedding.weight', [4, 3, 2, 2]], ['vision_model.embeddings.position_embedding.weight', [5, 4]],
-        ['vision_model.pre_layrnorm.weight', [4]], ['vision_model.pre_layrnorm.bias', [4]],
-        ...(['layer_norm1', 'layer_norm2'].flatMap((n) => [[`vision_model.encoder.layers.0.${n}.weight`, [4]], [`vision_model.encoder.layers.0.${n}.bias`, [4]]]) as [string, number[]][]),
-        ...(['q_proj', 'k_proj', 'v_proj', 'out_proj'].flatMap((n) => [[`vision_model.encoder.layers.0.self_attn.${n}.weight`, [4, 4]], [`vision_model.encoder.layers.0.self_attn.${n}.bias`, [4]]]) as [string, number[]][]),
-        ['vision_model.encoder.layers.0.mlp.fc1.weight', [6, 4]], ['vision_model.encoder.layers.0.mlp.fc1.bias', [6]], ['vision_model.encoder.layers.0.mlp.fc2.weight', [4, 6]], ['vision_model.encoder.layers.0.mlp.fc2.bias', [4]]] },
-      { op: 'llama', attrs: { hidden: 4, layers: 1, heads: 2, kv_heads: 1, rope_theta: 10000, norm_eps: 1e-5, tie_embeddings: false }, input: [2, 3, 4], T: 3, tensors: [
-        ['model.layers.0.input_layernorm.weight', [4]], ['model.layers.0.post_attention_layernorm.weight', [4]], ['model.layers.0.self_attn.q_proj.weight', [4, 4]], ['model.layers.0.self_attn.k_proj.weight', [2, 4]],
-        ['model.layers.0.self_attn.v_proj.weight', [2, 4]], ['model.layers.0.self_attn.o_proj.weight', [4, 4]], ['model.layers.0.mlp.gate_proj.weight', [6, 4]], ['model.layers.0.mlp.up_proj.weight', [6, 4]],
-        ['model.layers.0.mlp.down_proj.weight', [4, 6]], ['model.norm.weight', [4]], ['lm_head.weight', [5, 4]]] },
-      { op: 'mixtral', attrs: { hidden: 4, layers: 1, heads: 2, kv_heads: 2, experts: 3, top_k: 2, aux_loss_coef: 0.1, rope_theta: 10000, norm_eps: 1e-5 }, input: [2, 3, 4], T: 3, tensors: [
-        ['model.layers.0.input_layernorm.weight', [4]], ['model.layers.0.post_attention_layernorm.weight', [4]], ['model.layers.0.self_attn.q_proj.weight', [4, 4]], ['model.layers.0.self_attn.k_proj.weight', [4, 4]],
-        ['model.layers.0.self_attn.v_proj.weight', [4, 4]], ['model.layers.0.self_attn.o_proj.weight', [4, 4]], ['model.layers.0.block_sparse_moe.gate.weight', [3, 4]],
-        ...([0, 1, 2].flatMap((e) => [[`model.layers.0.block_sparse_moe.experts.${e}.w1.weight`, [5, 4]], [`model.layers.0.block_sparse_moe.experts.${e}.w3.weight`, [5, 4]], [`model.layers.0.block_sparse_moe.experts.${e}.w2.weight`, [4, 5]]]) as [string, number[]][]),
-        ['model.norm.weight', [4]], ['lm_head.weight', [5, 4]]] },
+    // Whole components: finite-difference gradients with respect to the input and to every parameter
+    // (attention, MLP, norms, embeddings, router), on tiny random configurations, at every entry.
+    const L = (n: string) => `model.layers.0.${n}`;
+    const V = (n: string) => `vision_model.encoder.layers.0.${n}`;
+    const vitLayer: [string, number[]][] = [
+      ...(['layer_norm1', 'layer_norm2'].flatMap((n) => [[V(`${n}.weight`), [4]], [V(`${n}.bias`), [4]]]) as [string, number[]][]),
+      ...(['q_proj', 'k_proj', 'v_proj', 'out_proj'].flatMap((n) => [[V(`self_attn.${n}.weight`), [4, 4]], [V(`self_attn.${n}.bias`), [4]]]) as [string, number[]][]),
+      [V('mlp.fc1.weight'), [6, 4]], [V('mlp.fc1.bias'), [6]], [V('mlp.fc2.weight'), [4, 6]], [V('mlp.fc2.bias'), [4]],
     ];
+    const attn = (kv: number): [string, number[]][] => [[L('self_attn.q_proj.weight'), [4, 4]], [L('self_attn.k_proj.weight'), [kv, 4]], [L('self_attn.v_proj.weight'), [kv, 4]], [L('self_attn.o_proj.weight'), [4, 4]]];
+    const experts: [string, number[]][] = [0, 1, 2].flatMap((e) => [[L(`block_sparse_moe.experts.${e}.w1.weight`), [5, 4]], [L(`block_sparse_moe.experts.${e}.w3.weight`), [5, 4]], [L(`block_sparse_moe.experts.${e}.w2.weight`), [4, 5]]] as [string, number[]][]);
+    interface ComponentCase { op: string; what: string; attrs: OpContext['attrs']; tensors: [string, number[]][]; input: number[]; T: number; zero?: string[] }
+    const components: ComponentCase[] = [
+      { op: 'mlp_gelu', what: 'depth 3', attrs: { depth: 3 }, input: [2, 3, 4], T: 3, tensors: [['multi_modal_projector.linear_1.weight', [5, 4]], ['multi_modal_projector.linear_1.bias', [5]], ['multi_modal_projector.linear_2.weight', [5, 5]], ['multi_modal_projector.linear_2.bias', [5]], ['multi_modal_projector.linear_3.weight', [5, 5]], ['multi_modal_projector.linear_3.bias', [5]]] },
+      { op: 'vit', what: 'CLIP-style, class token kept (cls_patch)', attrs: { patch: 2, hidden: 4, layers: 1, heads: 2, select_layer: -1, select: 'cls_patch', cls: true, norm_eps: 1e-5 }, input: [2, 3, 4, 4], T: 1,
+        // adding a constant to every key leaves the softmax unchanged: the key bias has no gradient
+        zero: [V('self_attn.k_proj.bias')],
+        tensors: [['vision_model.embeddings.class_embedding', [4]], ['vision_model.embeddings.patch_embedding.weight', [4, 3, 2, 2]], ['vision_model.embeddings.position_embedding.weight', [5, 4]],
+          ['vision_model.pre_layrnorm.weight', [4]], ['vision_model.pre_layrnorm.bias', [4]], ...vitLayer] },
+      { op: 'siglip_vit', what: 'no class token, patch bias, gelu tanh', attrs: { patch: 2, hidden: 4, layers: 1, heads: 2, select_layer: -1, select: 'patch', norm_eps: 1e-6 }, input: [2, 3, 4, 4], T: 1,
+        zero: [V('self_attn.k_proj.bias')],
+        tensors: [['vision_model.embeddings.patch_embedding.weight', [4, 3, 2, 2]], ['vision_model.embeddings.patch_embedding.bias', [4]], ['vision_model.embeddings.position_embedding.weight', [4, 4]], ...vitLayer] },
+      { op: 'llama', what: 'GQA (2 heads, 1 kv head), padding', attrs: { hidden: 4, layers: 1, heads: 2, kv_heads: 1, rope_theta: 10000, norm_eps: 1e-5, tie_embeddings: false }, input: [2, 3, 4], T: 3, tensors: [
+        [L('input_layernorm.weight'), [4]], [L('post_attention_layernorm.weight'), [4]], ...attn(2), [L('mlp.gate_proj.weight'), [6, 4]], [L('mlp.up_proj.weight'), [6, 4]], [L('mlp.down_proj.weight'), [4, 6]],
+        ['model.norm.weight', [4]], ['lm_head.weight', [5, 4]]] },
+      { op: 'mixtral', what: 'top-2 of 3 experts, padding, with its auxiliary loss', attrs: { hidden: 4, layers: 1, heads: 2, kv_heads: 2, experts: 3, top_k: 2, aux_loss_coef: 0.1, rope_theta: 10000, norm_eps: 1e-5 }, input: [2, 3, 4], T: 3, tensors: [
+        [L('input_layernorm.weight'), [4]], [L('post_attention_layernorm.weight'), [4]], ...attn(4), [L('block_sparse_moe.gate.weight'), [3, 4]], ...experts, ['model.norm.weight', [4]], ['lm_head.weight', [5, 4]]] },
+    ];
+    /** The component's output times fixed random weights (flattened), then its auxiliary losses. */
+    const componentOutput = (c: ComponentCase, names: string[], part: 'all' | 'aux') => (...xs: tf.Tensor[]): tf.Tensor => {
+      const B = c.input[0]!;
+      // the batch's last token is padding: masked in attention, excluded from the auxiliary loss
+      const ctx = ctxWith(new Map(names.map((n, i) => [n, xs[i + 1]!])), c.attrs, Int32Array.from({ length: B * c.T }, (_, i) => (i === B * c.T - 1 ? 0 : 1)), B, c.T);
+      const y = OPS.get(c.op)!(ctx, [xs[0]!]);
+      const aux = ctx.auxLosses.map((a) => tf.reshape(a, [1]));
+      if (part === 'aux') return tf.concat(aux);
+      return tf.concat([tf.reshape(tf.mul(y, randn(y.shape, 99)), [-1]), ...aux]);
+    };
+    const componentInputs = (c: ComponentCase) => {
+      const names = c.tensors.map(([n]) => n);
+      const values = c.tensors.map(([n, shape], i) => (/norm.*weight$/.test(n) ? tf.add(1, tf.mul(0.1, randn(shape, 50 + i))) : randn(shape, 50 + i, 0.5)));
+      return { names, values, x: randn(c.input, 7) };
+    };
     for (const c of components)
-      it(`${c.op}: gradients of the output (and the MoE auxiliary loss) match finite differences`, () => {
-        const names = c.tensors.map(([n]) => n);
-        const values = c.tensors.map(([n, shape], i) => (/norm.*weight$/.test(n) ? tf.add(1, tf.mul(0.1, randn(shape, 50 + i))) : randn(shape, 50 + i, 0.5)));
-        const x = randn(c.input, 7);
-        const B = c.input[0]!;
-        const f = (...xs: tf.Tensor[]) => {
-          const ctx = ctxWith(new Map(names.map((n, i) => [n, xs[i + 1]!])), c.attrs, Int32Array.from({ length: B * c.T }, (_, i) => (i === B * c.T - 1 ? 0 : 1)), B, c.T);
-          const y = OPS.get(c.op)!(ctx, [xs[0]!]);
-          const w = randn(y.shape, 99);
-          const aux = ctx.auxLosses.length ? tf.addN(ctx.auxLosses) : tf.scalar(0);
-          return tf.add(tf.sum(tf.mul(y, w)), aux) as tf.Scalar;
-        };
-        // vit reads pixels outside the gradient (patchify in JS): differentiate parameters only there
-        const inputs = [x, ...values];
-        if (c.op === 'vit') checkGradients((...ps) => f(x, ...ps), values, { samples: 2, tol: 3e-2 });
-        else checkGradients(f, inputs, { samples: 2, tol: 3e-2 });
+      it(`${c.op} (${c.what}): gradients of the output match finite differences`, () => {
+        const { names, values, x } = componentInputs(c);
+        const f = componentOutput(c, names, 'all');
+        // the vision encoders read pixels outside the gradient (patchify in JS): parameters only there
+        if (c.op.endsWith('vit')) checkGradients((...ps) => f(x, ...ps), values, { names, zero: c.zero, ...fd });
+        else checkGradients(f, [x, ...values], { names: ['x', ...names], zero: c.zero, ...fd });
       });
+
+    it('mixtral: the auxiliary (load-balancing) loss alone matches finite differences; the experts and the head do not reach it', () => {
+      // Checked as its own scalar: next to the output its gradient is small (~1e-2), where any error
+      // in it would hide under the output's.
+      const c = components.find((k) => k.op === 'mixtral')!;
+      const { names, values, x } = componentInputs(c);
+      const zero = [...experts.map(([n]) => n), 'model.norm.weight', 'lm_head.weight'];
+      const r = checkGradients(componentOutput(c, names, 'aux'), [x, ...values], { names: ['x', ...names], zero, ...fd });
+      assert.ok(r.entries > 40, `only ${r.entries} entries were compared`);
+    });
   });
 }

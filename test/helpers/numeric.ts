@@ -1,4 +1,5 @@
-// Numerical test helpers: finite-difference gradient checks and the list of backends to run on.
+// Numerical test helpers: finite-difference gradient checks, tolerance comparisons and the list of
+// backends to run on.
 import { strict as assert } from 'node:assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, probeBackends, type ConcreteBackend } from '../../runtime/backend/backends.js';
@@ -75,29 +76,114 @@ export function close(actual: ArrayLike<number>, expected: ArrayLike<number>, to
   }
 }
 
+export interface GradientCheckOptions {
+  /** Base finite-difference step; entry j moves by eps * max(1, |x_j|). */
+  eps?: number;
+  /** Relative tolerance per entry. */
+  rtol?: number;
+  /** Absolute floor per entry, as a fraction of the input's largest gradient entry. */
+  atol?: number;
+  /** Inputs of at most this many entries are checked at every entry; larger ones at this many (seeded). */
+  maxEntries?: number;
+  seed?: number;
+  /** Names of the inputs, for messages. */
+  names?: string[];
+  /** Inputs (by name, or index as a string) whose gradient is zero by construction: checked to be zero. */
+  zero?: string[];
+}
+
+export interface GradientCheckReport {
+  /** Entries compared. */
+  entries: number;
+  /** The largest |analytic - numeric| / allowed over the entries: below 1 when the check passes. */
+  worst: number;
+  /** The largest |analytic - numeric| / scale (scale: the input's largest gradient entry). */
+  maxScaledError: number;
+}
+
+/** float32's unit roundoff, and how many of them each differenced output is allowed as rounding noise. */
+const U32 = 2 ** -24, NOISE_ULPS = 4;
+
 /**
- * Checks tf's gradient of `f` (a scalar function of the inputs) against central finite differences at
- * `samples` coordinates of each input. float32 with eps 1e-2 on O(1) values: differences agree to ~1e-3,
- * while a wrong gradient (transposed, missing a term) is off by O(1).
+ * Checks tf's gradient of sum(f(inputs)) against central finite differences at every entry of each
+ * small input (larger inputs at `maxEntries` seeded entries).
+ *
+ * TensorFlow.js computes in float32 only, so the differences are made accurate instead of loosely
+ * toleranced:
+ * - f's outputs are differenced element by element and summed in float64, so no float32 sum cancels;
+ * - the step is chosen per entry (eps * max(1, |x|)), and the step actually taken after rounding the
+ *   moved entry to float32 is the one divided by;
+ * - where D(h) uses more than half the tolerance, Richardson extrapolation (4 D(h) - D(2h)) / 3 removes
+ *   the O(h^2) truncation error, and the better of the two estimates is judged (where rounding noise
+ *   dominates, extrapolating only amplifies it).
+ * An entry passes when |analytic - numeric| <= rtol |numeric| + atol * scale + noise: relative, with a
+ * floor small next to the input's largest gradient entry (`scale`), plus the rounding noise of the
+ * differenced float32 outputs (NOISE_ULPS units of roundoff of sum |y|, over the step). So a gradient
+ * scaled by 0.6, a dropped term or a flipped sign fails wherever it is measurable, small gradients
+ * included. An input whose gradient is below the noise at every checked entry fails unless it is listed
+ * in `zero` (then it must be zero).
  */
-export function checkGradients(f: (...xs: tf.Tensor[]) => tf.Scalar, inputs: tf.Tensor[], opts: { samples?: number; eps?: number; tol?: number; seed?: number } = {}): void {
-  const eps = opts.eps ?? 1e-2, tol = opts.tol ?? 2e-2, samples = opts.samples ?? 6;
-  const grads = tf.grads(f)(inputs);
+export function checkGradients(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], opts: GradientCheckOptions = {}): GradientCheckReport {
+  const eps = opts.eps ?? 1e-2, rtol = opts.rtol ?? 1e-3, atol = opts.atol ?? 1e-4, maxEntries = opts.maxEntries ?? 64;
+  const name = (k: number) => opts.names?.[k] ?? `input ${k}`;
+  // 0 * sum(x) for every input: an input f does not read gets a zero gradient instead of tf's error
+  const objective = (...xs: tf.Tensor[]) => tf.addN([tf.sum(f(...xs)), ...xs.map((x) => tf.mul(0, tf.sum(x)))]) as tf.Scalar;
+  const grads = tf.tidy(() => tf.grads(objective)(inputs).map((g) => g.dataSync().slice() as Float32Array));
   const rng = new Rng(opts.seed ?? 1);
+  const report: GradientCheckReport = { entries: 0, worst: 0, maxScaledError: 0 };
   inputs.forEach((x, k) => {
     const base = x.dataSync().slice() as Float32Array;
-    const g = grads[k]!.dataSync();
-    for (let s = 0; s < Math.min(samples, base.length); s++) {
-      const i = rng.int(base.length);
-      const at = (d: number) => {
-        const v = base.slice();
-        v[i]! += d;
-        const xs = inputs.map((t, j) => (j === k ? tf.tensor(v, x.shape) : t));
-        return tf.tidy(() => f(...xs).dataSync()[0]!);
+    const g = grads[k]!;
+    const n = base.length;
+    const expectZero = opts.zero?.includes(name(k)) ?? false;
+    const budget = expectZero ? Math.min(4, maxEntries) : maxEntries; // a zero gradient needs few witnesses
+    const at = n <= budget ? Array.from({ length: n }, (_, i) => i) : rng.shuffle(Array.from({ length: n }, (_, i) => i)).slice(0, budget);
+    const step = (i: number) => eps * Math.max(1, Math.abs(base[i]!));
+    /** Central difference at step h: the estimate and its rounding-noise bound. */
+    const derivative = (i: number, h: number): { d: number; noise: number } => {
+      const up = Math.fround(base[i]! + h), down = Math.fround(base[i]! - h);
+      const y = (v: number) => {
+        const data = base.slice();
+        data[i] = v;
+        const t = tf.tensor(data, x.shape);
+        const out = tf.tidy(() => f(...inputs.map((u, j) => (j === k ? t : u))).dataSync().slice() as Float32Array);
+        t.dispose();
+        return out;
       };
-      const numeric = (at(eps) - at(-eps)) / (2 * eps);
-      const diff = Math.abs(g[i]! - numeric);
-      if (!(diff <= tol * Math.max(1, Math.abs(numeric)))) assert.fail(`gradient of input ${k} at ${i}: analytic ${g[i]}, finite difference ${numeric}`);
+      const yu = y(up), yd = y(down);
+      let diff = 0, mag = 0;
+      for (let j = 0; j < yu.length; j++) (diff += yu[j]! - yd[j]!, mag += Math.abs(yu[j]!) + Math.abs(yd[j]!));
+      return { d: diff / (up - down), noise: (NOISE_ULPS * U32 * mag) / (up - down) };
+    };
+    const first = new Map(at.map((i) => [i, derivative(i, step(i))]));
+    let scale = 0, noise = 0;
+    for (const i of at) (scale = Math.max(scale, Math.abs(first.get(i)!.d), Math.abs(g[i]!)), noise = Math.max(noise, first.get(i)!.noise));
+    if (scale <= noise) {
+      if (expectZero) return;
+      assert.fail(`${name(k)}: the gradient is below the finite differences' noise (${noise.toPrecision(2)}) at every checked entry; the check would prove nothing`);
+    }
+    if (expectZero) assert.fail(`${name(k)}: expected a zero gradient, but it reaches ${scale.toPrecision(3)} (noise ${noise.toPrecision(2)})`);
+    for (const i of at) {
+      const d1 = first.get(i)!;
+      const allowed = (est: number, nz: number) => rtol * Math.abs(est) + atol * scale + nz;
+      let ratio = Math.abs(g[i]! - d1.d) / allowed(d1.d, d1.noise);
+      let rich: { d: number; noise: number; coarse: number } | undefined;
+      if (ratio > 0.5) {
+        // close to the limit at step h: extrapolate the O(h^2) truncation error away, and keep the better
+        // estimate (where rounding noise dominates, extrapolation only amplifies it)
+        const c = derivative(i, 2 * step(i));
+        rich = { d: (4 * d1.d - c.d) / 3, noise: (4 * d1.noise + c.noise) / 3, coarse: c.d };
+        ratio = Math.min(ratio, Math.abs(g[i]! - rich.d) / allowed(rich.d, rich.noise));
+      }
+      report.entries++;
+      report.worst = Math.max(report.worst, ratio);
+      report.maxScaledError = Math.max(report.maxScaledError, Math.min(Math.abs(g[i]! - d1.d), rich ? Math.abs(g[i]! - rich.d) : Infinity) / scale);
+      if (!(ratio <= 1))
+        assert.fail(`gradient of ${name(k)} at entry ${i}: analytic ${g[i]}, finite difference ${d1.d} at h = ${step(i)}` +
+          `${rich ? `, ${rich.d} extrapolated (D(2h) ${rich.coarse})` : ''}; allowed ${rtol} x |numeric| + ${atol} x ${scale.toPrecision(3)} + rounding noise ${d1.noise.toPrecision(2)}`);
     }
   });
+  // PIPEC_TEST_ERRORS=1 prints each check's margin (how the tolerances were chosen: worst stays below ~0.5)
+  if (process.env.PIPEC_TEST_ERRORS) console.log(`      gradient check: ${report.entries} entries, worst ${report.worst.toFixed(3)}, max scaled error ${report.maxScaledError.toExponential(2)}`);
+  return report;
 }
