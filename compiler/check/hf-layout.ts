@@ -77,6 +77,13 @@ export function familyOf(op: string): Family | undefined {
   return undefined;
 }
 
+/** The family of a component from its tensors' (pipec) names, for loaders that see only names. */
+export function familyOfTensors(names: readonly string[]): Family {
+  if (names.length && names.every((n) => n.startsWith('multi_modal_projector.'))) return 'projector';
+  if (names.some((n) => n.startsWith('vision_model.'))) return 'vision';
+  return 'llm';
+}
+
 const ROOTS: Record<Family, string[]> = {
   vision: ['', 'vision_tower', 'model.vision_tower', 'model.vision_tower.vision_tower'],
   llm: ['', 'language_model', 'model.language_model'],
