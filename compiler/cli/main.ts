@@ -11,7 +11,7 @@ import { format } from '../format/format.js';
 import type { Graph } from '../ir/graph.js';
 import { compile, graphJson, UsageError, type CompileResult } from '../service/service.js';
 import { PipeRuntimeError } from '../../runtime/errors.js';
-import { renderDot, renderGraph } from './graph-view.js';
+import { layoutsOf, renderDot, renderGraph } from './graph-view.js';
 
 const USAGE = `pipec - compile and run .pipe programs for multimodal models
 
@@ -145,7 +145,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const r = compileOrThrow(single(files, 'graph'), base, true);
         if (!r.graph) return fail(r, io, color, values.format);
         report(r, io, color);
-        io.out(values.dot ? renderDot(r.graph) : renderGraph(r.graph));
+        io.out(values.dot ? renderDot(r.graph) : renderGraph(r.graph, layoutsOf(r.check)));
         return 0;
       }
       case 'estimate': {
