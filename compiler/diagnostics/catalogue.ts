@@ -147,6 +147,7 @@ export const M = {
   PreflightFailed: def(9054, 'error', (detail: string) => `data pre-flight failed (${detail}); no stage was started`),
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
+  EvalBadArgument: def(9070, 'error', (why: string) => `pipec eval: ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;
