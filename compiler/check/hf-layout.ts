@@ -243,7 +243,7 @@ export function layoutOrigin(l: Layout, config?: Record<string, unknown>): strin
     case 'vision:vision_tower:tower':
     case 'llm:language_model:causal-lm':
     case 'projector::llava':
-      return l.family === 'projector' && !config?.['text_config'] ? 'a LLaVA projector (LLaVA / pipec names)' : 'LlavaForConditionalGeneration, transformers 4.x layout';
+      return l.family === 'projector' && !config?.['text_config'] ? 'a LLaVA projector (LLaVA / pipec names)' : 'LlavaForConditionalGeneration, transformers 4.x layout (also what 5.x save_pretrained writes)';
     case 'vision:vision_tower:bare':
       return 'LlavaForConditionalGeneration, as transformers 5.x save_pretrained writes it';
     case 'vision:model.vision_tower:tower':

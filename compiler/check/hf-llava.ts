@@ -23,8 +23,12 @@ export function llavaVisionFields(config: Record<string, unknown>, op: string, c
   if (config[layerKey] !== undefined && config[layerKey] !== null) out.select_layer = { key: layerKey, value: config[layerKey] };
   if (repo) {
     const raw = config['mm_vision_select_feature'];
-    // The LLaVA repos' "patch" drops the first token whatever the tower (hidden_states[l][:, 1:]).
-    if (raw !== undefined && op !== 'siglip_vit') out.select = { key: 'mm_vision_select_feature', value: raw === 'patch' || raw === 'cls_patch' ? raw : undefined, raw };
+    // The LLaVA repos' "patch" drops the first token whatever the tower (hidden_states[l][:, 1:]): on a
+    // tower without a class token that is a patch, which pipec never drops; "cls_patch" keeps them all.
+    if (raw !== undefined && raw !== null) {
+      const value = raw === 'cls_patch' ? (hasCls(op, cls) ? 'cls_patch' : 'patch') : raw === 'patch' && hasCls(op, cls) ? 'patch' : undefined;
+      out.select = { key: 'mm_vision_select_feature', value, raw };
+    }
   } else {
     const raw = config['vision_feature_select_strategy'];
     if (raw !== undefined && raw !== null) {
