@@ -136,8 +136,8 @@ function checkTensors(c: ComponentInfo, meta: CheckpointMeta, family: Family, re
     const src = sourceOf(det.layout, w.name, has)!;
     const t = src && meta.tensors.get(src.name);
     if (!t) {
-      moved ??= elsewhere(family, w.name, meta.tensors.keys());
       if (missing++ < MAX_TENSOR_REPORTS) {
+        moved = elsewhere(family, w.name, meta.tensors.keys()) ?? moved;
         const d = reporter.report(M.TensorMissing, weights.range, src?.name ?? w.name, weights.dir);
         if (moved) d.hint = `the checkpoint has "${moved.found}": its tensors are under \`${moved.root}.\`; write \`weights ${rootRef(weights.dir, moved.root)}\``;
         else if (det.found > 0) {
