@@ -9,7 +9,7 @@ import type { Range } from '../diagnostics/source.js';
 import { CheckpointError, readCheckpointMeta, type CheckpointMeta } from './checkpoint-io.js';
 import { checkLlavaConfig } from './checkpoint-llava.js';
 import { hfConfigKeys, jsonToValue } from './components.js';
-import { configSection, sectionKey, sectionLookup } from './hf-config-section.js';
+import { configSection, sectionValue } from './hf-config-section.js';
 import { checkUnsupportedConfig } from './hf-unsupported.js';
 import { describeLayout, detectLayout, elsewhere, familyOf, identityLayout, slicedShape, sourceOf, type Family } from './hf-layout.js';
 import type { ComponentInfo, Host, ModelInfo, Program, Reporter } from './program.js';
@@ -90,12 +90,8 @@ function checkConfig(c: ComponentInfo, config: Record<string, unknown>, family: 
   if (!c.sig) return;
   const section = configSection(config, family);
   for (const [param, keys] of hfConfigKeys(c.sig, reporter)) {
-    for (const key of keys) {
-      const raw = sectionLookup(config, section, key);
-      if (raw === undefined) continue;
-      compareConfig(c, param, sectionKey(section, key), raw, reporter);
-      break;
-    }
+    const found = sectionValue(config, section, keys);
+    if (found) compareConfig(c, param, found.absent ? `${found.key} (not written: ${found.absent}'s default)` : found.key, found.value, reporter);
   }
 }
 

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
 import type { Range } from '../diagnostics/source.js';
-import { configSection, isLlavaConfig, sectionLookup } from './hf-config-section.js';
+import { configSection, isLlavaConfig, sectionValue } from './hf-config-section.js';
 import { familyOf, splitWeightsRef } from './hf-layout.js';
 import { llavaVisionFields } from './hf-llava.js';
 import { bindCall, exprText, type CallContext, type Instance } from './instance.js';
@@ -278,12 +278,8 @@ function fillFromConfig(info: ComponentInfo, inst: Instance, sig: SigInfo, call:
   const section = configSection(cfg, family);
   for (const [param, keys] of hfConfigKeys(sig, reporter)) {
     if (explicit.has(param) || !sig.params.has(param)) continue;
-    for (const key of keys) {
-      const v = jsonToValue(sectionLookup(cfg, section, key));
-      if (!v) continue;
-      inst.setValue(param, v, info.weights.range);
-      break;
-    }
+    const v = jsonToValue(sectionValue(cfg, section, keys)?.value);
+    if (v) inst.setValue(param, v, info.weights.range);
   }
   if (family === 'vision' && isLlavaConfig(cfg)) {
     const clsValue = sig.params.has('cls') ? inst.get('cls') : undefined;
