@@ -4,6 +4,12 @@
 import { strict as assert } from 'node:assert';
 import { configSection, sectionValue } from '../compiler/check/hf-config-section.js';
 import { describeLayout, detectLayout, elsewhere, sliceRange, slicedShape, sourceOf, splitWeightsRef, type Family } from '../compiler/check/hf-layout.js';
+import { layoutsOf, renderGraph } from '../compiler/cli/graph-view.js';
+import { hoverFor } from '../compiler/lsp/hover.js';
+import { SymbolIndex } from '../compiler/lsp/navigation.js';
+import { compile } from '../compiler/service/service.js';
+import { makeGoldenFixtures } from './golden/fixtures.js';
+import { REPO_ROOT } from './paths.js';
 
 const VISION = ['vision_model.embeddings.patch_embedding.weight', 'vision_model.encoder.layers.0.mlp.fc1.weight', 'vision_model.post_layernorm.bias'];
 const LLM = ['model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.layers.0.block_sparse_moe.gate.weight',
@@ -113,5 +119,15 @@ describe('hf-config-section: the component\'s part of config.json', () => {
     assert.deepEqual(configSection(repo, 'llm'), { kind: 'llava-repo', path: '', modelType: 'llama' });
     // a hand-written config without model_type has no defaults
     assert.equal(sectionValue({ hidden_size: 8 }, configSection({ hidden_size: 8 }, 'llm'), ['vocab_size']), undefined);
+  });
+});
+
+describe('the detected layout in hover and pipec graph', () => {
+  it('names the weights and how they were read', () => {
+    makeGoldenFixtures();
+    const r = compile({ file: 'test/golden/cases/ok-checkpoint-root/main.pipe', cwd: REPO_ROOT, lower: true });
+    const sym = new SymbolIndex(r.check!).syms.find((x) => x.kind === 'component' && x.name === 'vision')!;
+    assert.match(hoverFor(sym, r.check!)!, /weights "\.\.\/checkpoint-wrong-prefix\/ckpt#visual": read as the part under visual\.: visual\.\*/);
+    assert.match(renderGraph(r.graph!, layoutsOf(r.check)), /vision = vit\(.*\n\s+weights "\.\.\/checkpoint-wrong-prefix\/ckpt#visual": the part under visual\.: visual\.\*/);
   });
 });
