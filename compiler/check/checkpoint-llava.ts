@@ -15,7 +15,7 @@ import { show } from './values.js';
 
 const opOf = (c: ComponentInfo) => (c.custom ? c.custom.base : c.op);
 
-export function checkLlavaConfig(_program: Program, model: ModelInfo, from: ComponentInfo, config: Record<string, unknown>, _host: Host, reporter: Reporter): void {
+export function checkLlavaConfig(model: ModelInfo, from: ComponentInfo, config: Record<string, unknown>, reporter: Reporter): void {
   if (!isLlavaConfig(config)) return;
   const where = from.weights!;
   const related = [{ message: `config.json of the checkpoint \`${from.name}\` reads`, range: where.range }];

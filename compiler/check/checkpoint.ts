@@ -12,7 +12,7 @@ import { hfConfigKeys, jsonToValue } from './components.js';
 import { configSection, sectionValue } from './hf-config-section.js';
 import { checkUnsupportedConfig } from './hf-unsupported.js';
 import { describeLayout, detectLayout, elsewhere, familyOf, identityLayout, slicedShape, sourceOf, type Family } from './hf-layout.js';
-import type { ComponentInfo, Host, ModelInfo, Program, Reporter } from './program.js';
+import type { ComponentInfo, Host, Program, Reporter } from './program.js';
 import { show, showDims } from './values.js';
 
 /** At most this many missing or mismatched tensors are reported per component; the rest are counted. */
@@ -32,7 +32,7 @@ export function checkCheckpoints(program: Program, host: Host, reporter: Reporte
         const folder = meta.configFile ?? meta.dir;
         if (!llavaChecked.has(folder)) {
           llavaChecked.add(folder);
-          checkLlavaConfig(program, model, c, meta.config, host, reporter);
+          checkLlavaConfig(model, c, meta.config, reporter);
         }
       }
       if (meta.files.length === 0) {
@@ -166,4 +166,3 @@ function topPrefixes(names: Iterable<string>): string {
   return top.map(([p, n]) => `\`${p}\` (${n})`).join(', ') || 'nothing (no tensors)';
 }
 
-export type { ModelInfo };

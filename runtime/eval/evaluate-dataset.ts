@@ -71,7 +71,7 @@ export function evaluateSamples(runner: ModelRunner, samples: readonly Sample[],
       if (r.auxLoss) (auxSum += r.auxLoss.dataSync()[0]!), (hasAux = true);
       batches++;
       if (!o.details) return;
-      const [B, T, V] = r.logits.shape as [number, number, number];
+      const [, T, V] = r.logits.shape as [number, number, number];
       chunk.forEach((x, b) => {
         const row = tf.slice(r.logits, [b, 0, 0], [1, T, V]);
         const labels = batch.labels.slice(b * T, (b + 1) * T);
@@ -81,7 +81,6 @@ export function evaluateSamples(runner: ModelRunner, samples: readonly Sample[],
           input_ids: x.ids, labels: x.labels, last_logits: Array.from(tf.slice(row, [0, x.ids.length - 1, 0], [1, 1, V]).dataSync()),
         });
       });
-      void B;
     });
     o.progress?.(Math.min(s + o.batch, samples.length), samples.length);
   }
