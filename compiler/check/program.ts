@@ -69,7 +69,10 @@ export interface ComponentInfo {
   sig?: SigInfo;
   op: string;
   custom?: CustomInfo;
-  weights?: { dir: string; abs: string; range: Range };
+  /** `weights "DIR"` or `weights "DIR#ROOT"`: dir as written, abs the resolved path (a folder or a .safetensors file), part the ROOT. */
+  weights?: { dir: string; abs: string; part?: string; range: Range };
+  /** The checkpoint layout the weights pass detected (hf-layout.ts), in words: for hover and `pipec graph`. */
+  layout?: string;
   params: Map<string, Value>;
   /** Where each bound parameter value came from (for diagnostics against a checkpoint). */
   paramRanges: Map<string, Range>;

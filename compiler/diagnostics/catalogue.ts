@@ -102,6 +102,11 @@ export const M = {
   BadConfigJson: def(6010, 'error', (file: string, why: string) => `cannot read "${file}": ${why}`),
   ShardMissing: def(6011, 'error', (shard: string, index: string) => `"${index}" names shard "${shard}", which does not exist`),
   NoTensorsInWeights: def(6012, 'info', (dir: string) => `weights directory "${dir}" has config.json but no safetensors; tensor shapes were not checked`),
+  LayoutDetected: def(6013, 'info', (component: string, dir: string, layout: string) => `\`${component}\` reads checkpoint "${dir}" as ${layout}`),
+  AmbiguousLayout: def(6014, 'error', (component: string, dir: string, layouts: string) => `checkpoint "${dir}" holds every tensor of \`${component}\` more than once: as ${layouts}`),
+  WeightsNotACheckpoint: def(6015, 'error', (dir: string) => `weights "${dir}" is a file but not a .safetensors file`),
+  ImageTokenMismatch: def(6016, 'warning', (key: string, id: number, marker: string, markerId: string, tokenizer: string) => `config.json has ${key} = ${id} but the image marker "${marker}" has ${markerId} in "${tokenizer}"`),
+  UnsupportedConfig: def(6017, 'error', (key: string, value: string, what: string) => `config.json has ${key} = ${value}, which pipec does not implement: ${what}`),
 
   // ---- 7xxx memory ----
   DoesNotFit: def(7001, 'error', (stage: string, need: string, have: string, breakdown: string) => `stage \`${stage}\` needs ${need} per device but each device has ${have} (${breakdown})`),
@@ -151,6 +156,7 @@ export const M = {
   PreflightFailed: def(9054, 'error', (detail: string) => `data pre-flight failed (${detail}); no stage was started`),
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
+  EvalBadArgument: def(9070, 'error', (why: string) => `pipec eval: ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;

@@ -4,7 +4,7 @@
 // this adds the data. F32, F16 and BF16 load as float32; we write F32.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readCheckpointMeta, type TensorInfo } from '../../compiler/check/checkpoint-io.js';
+import { readCheckpointMeta, type CheckpointMeta, type TensorInfo } from '../../compiler/check/checkpoint-io.js';
 
 function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
@@ -47,28 +47,43 @@ export interface LoadedTensor {
 
 /**
  * Reads the named tensors of a Hugging Face weights folder (model.safetensors, or shards through
- * model.safetensors.index.json). `names` absent = every tensor. Missing names are simply absent from the result.
+ * model.safetensors.index.json) or of one .safetensors file. `names` absent = every tensor. Missing names
+ * are simply absent from the result.
  */
 export function readWeights(dir: string, names?: Iterable<string>): Map<string, LoadedTensor> {
   const meta = readCheckpointMeta(dir);
-  const wanted = names ? [...names] : [...meta.tensors.keys()];
-  const out = new Map<string, LoadedTensor>();
-  const fds = new Map<string, number>();
+  const reader = new TensorReader(meta);
   try {
-    for (const name of wanted) {
+    const out = new Map<string, LoadedTensor>();
+    for (const name of names ? [...names] : [...meta.tensors.keys()]) {
       const info = meta.tensors.get(name);
-      if (!info?.byteRange) continue;
-      let fd = fds.get(info.file);
-      if (fd === undefined) fds.set(info.file, (fd = fs.openSync(path.join(dir, info.file), 'r')));
-      const [begin, end] = info.byteRange;
-      const buf = Buffer.alloc(end - begin);
-      fs.readSync(fd, buf, 0, end - begin, begin);
-      out.set(name, { info, data: decodeTensor(info, buf) });
+      if (info?.byteRange) out.set(name, { info, data: reader.read(info) });
     }
+    return out;
   } finally {
-    for (const fd of fds.values()) fs.closeSync(fd);
+    reader.close();
   }
-  return out;
+}
+
+/** Reads tensors of one checkpoint as float32, keeping each shard file open until `close`. */
+export class TensorReader {
+  private readonly fds = new Map<string, number>();
+
+  constructor(readonly meta: CheckpointMeta) {}
+
+  read(info: TensorInfo): Float32Array {
+    let fd = this.fds.get(info.file);
+    if (fd === undefined) this.fds.set(info.file, (fd = fs.openSync(path.join(this.meta.dir, info.file), 'r')));
+    const [begin, end] = info.byteRange!;
+    const buf = Buffer.alloc(end - begin);
+    fs.readSync(fd, buf, 0, end - begin, begin);
+    return decodeTensor(info, buf);
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+  }
 }
 
 /** Serialises float32 tensors to safetensors bytes (sorted names, 8-byte aligned header as the reference writer). */
