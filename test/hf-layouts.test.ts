@@ -6,40 +6,22 @@
 // must check clean, name the layout it detected, load, and give transformers' loss and last-position
 // logits (LlavaForConditionalGeneration on the same records) to 1e-4 through `pipec eval`.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { main } from '../compiler/cli/main.js';
 import { compile } from '../compiler/service/service.js';
 import { pipec } from './helpers/cli.js';
 import { unavailable } from './helpers/required.js';
-import { childEnv, tmpDir } from './helpers/tmp.js';
+import { runPython, transformersPython } from './helpers/python.js';
+import { PYTHON_ENV } from './helpers/reference.js';
+import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
 const SCRIPT = repo('test/reference/hf_layouts.py');
 const TOL = 1e-4;
 
-/** A Python with torch and transformers >= 5: PIPEC_TEST_HF_PYTHON, or `npm run setup:torch`'s venv. */
-function hfPython(): { python?: string; why: string } {
-  const candidates = [process.env.PIPEC_TEST_HF_PYTHON, repo('.venv-torch/bin/python')].filter((p): p is string => !!p);
-  const probe = 'import sys, torch, transformers, tokenizers, safetensors\nsys.exit(0 if int(transformers.__version__.split(".")[0]) >= 5 else 3)';
-  const tried: string[] = [];
-  for (const py of candidates) {
-    if (!fs.existsSync(py)) {
-      tried.push(`${py} does not exist`);
-      continue;
-    }
-    const r = spawnSync(py, ['-c', probe], { encoding: 'utf8' });
-    if (r.status === 0) return { python: py, why: '' };
-    tried.push(r.status === 3 ? `${py} has transformers < 5` : `${py} cannot import torch, transformers, tokenizers and safetensors`);
-  }
-  return { why: `${tried.join('; ') || 'no Python given'} (npm run setup:torch makes .venv-torch, or set PIPEC_TEST_HF_PYTHON)` };
-}
-
 function run(py: string, args: string[]): string {
-  const r = spawnSync(py, [SCRIPT, ...args], { encoding: 'utf8', maxBuffer: 64 << 20, env: childEnv({ TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1' }) });
-  assert.equal(r.status, 0, `hf_layouts.py ${args.join(' ')} failed:\n${r.stderr.slice(-4000)}`);
-  return r.stdout;
+  return runPython(py, [SCRIPT, ...args], { env: PYTHON_ENV });
 }
 
 interface Detail { index: number; input_ids: number[]; labels: number[]; image_start: number; last_logits: number[] }
@@ -59,9 +41,9 @@ describe('Hugging Face layouts: transformers-written checkpoints check, load and
   const figures: string[] = [];
 
   before(function () {
-    const found = hfPython();
-    if (!found.python) unavailable(this, 'a Python to write the checkpoints with transformers', found.why);
-    py = found.python!;
+    const found = transformersPython();
+    if ('why' in found) unavailable(this, 'a Python to write the checkpoints with transformers', found.why);
+    py = found.python;
     work = tmpDir('hf-layouts');
     run(py, ['build', work]);
   });
