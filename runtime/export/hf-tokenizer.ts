@@ -84,7 +84,7 @@ export function exportTokenizer(run: OpenedRun, llmVocab: number, context: numbe
         `raise the llm's vocab to ${tok.vocabSize + 1} or more (then train again), or use a tokenizer that has "${marker}" as a token`);
     imageTokenId = free;
     added.push({ id: imageTokenId, content: marker, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-    notes.push(`the tokenizer had no "${marker}" token: it is added with id ${imageTokenId} (a free row of the llm's ${llmVocab}); pipec had put the pad id at the image positions, whose embeddings LLaVA replaces either way`);
+    notes.push(`the tokenizer had no "${marker}" token: it is added with id ${imageTokenId} (a free row of the llm's ${llmVocab}); pipec had put the pad id (or 0) at the image positions, whose embeddings LLaVA replaces either way`);
   }
   added.sort((a, b) => a.id - b.id);
 

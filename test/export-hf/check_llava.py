@@ -77,18 +77,18 @@ def main(export_dir, ref_file):
 
     if ref.get("generate"):
         from PIL import Image
-        g = ref["generate"]
-        img = Image.open(g["image"])
-        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": g["prompt"]}]}]
-        text = processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        inputs = processor(images=img, text=text, return_tensors="pt")
-        with torch.no_grad():
-            seq = model.generate(**inputs, max_new_tokens=g["max_new_tokens"], do_sample=False)
-        new = seq[0][inputs["input_ids"].shape[1]:].tolist()
-        if new and new[-1] == model.generation_config.eos_token_id:
-            new = new[:-1]  # pipec stops at EOS without returning it
-        out["generate"] = {"prompt_ids": inputs["input_ids"][0].tolist(), "tokens": new,
-                           "text": processor.decode(new, skip_special_tokens=True), "pixels": inputs["pixel_values"][0].flatten().tolist()}
+        out["generate"] = []
+        for g in ref["generate"]:
+            img = Image.open(g["image"])
+            conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": g["prompt"]}]}]
+            text = processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+            inputs = processor(images=img, text=text, return_tensors="pt")
+            with torch.no_grad():
+                seq = model.generate(**inputs, max_new_tokens=g["max_new_tokens"], do_sample=False)
+            new = seq[0][inputs["input_ids"].shape[1]:].tolist()
+            if new and new[-1] == model.generation_config.eos_token_id:
+                new = new[:-1]  # pipec stops at EOS without returning it
+            out["generate"].append({"prompt_ids": inputs["input_ids"][0].tolist(), "tokens": new, "text": processor.decode(new, skip_special_tokens=True)})
     return out
 
 
