@@ -150,21 +150,22 @@ function assertComponents(c: Record<string, unknown>, vision: string, llm: strin
 
 describe('export --target hf (tiny: CLIP-style vit, mlp2x_gelu, Llama)', function () {
   this.timeout(10 * 60_000);
-  let work: string, runDir: string, out: string, run: OpenedRun;
+  let work: string, runDir: string, out: string, run: OpenedRun, exportRun: ReturnType<typeof pipec>;
 
   before(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-export-hf-'));
     runDir = path.join(work, 'run');
     out = path.join(work, 'hf');
     train(repo('test/runtime/tiny.pipe'), runDir);
+    // the folder every test here reads: sharded small so that the index is exercised too
+    exportRun = pipec(['export', runDir, '--target', 'hf', '-o', out, '--max-shard-size', '40KB']);
     await initBackend('cpu');
     run = openRun(runDir);
   });
   after(() => fs.rmSync(work, { recursive: true, force: true }));
 
   it('writes the folder: config, shards with an index, tokenizer and processor files (CLI)', () => {
-    const r = pipec(['export', runDir, '--target', 'hf', '-o', out, '--max-shard-size', '40KB']);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(exportRun.status, 0, exportRun.stderr);
     const files = fs.readdirSync(out).sort();
     for (const f of ['config.json', 'model.safetensors.index.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja',
       'preprocessor_config.json', 'processor_config.json', 'generation_config.json', 'pipec_export.json']) assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
@@ -207,9 +208,11 @@ describe('export --target hf (tiny: CLIP-style vit, mlp2x_gelu, Llama)', functio
     const gen = JSON.parse(fs.readFileSync(path.join(out, 'generation_config.json'), 'utf8'));
     assert.deepEqual(gen, { bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 });
 
-    // exporting again replaces the earlier export; a folder that is not one is refused (PIPE9084)
-    assert.equal(pipec(['export', runDir, '--target', 'hf', '-o', out]).status, 0);
-    assert.ok(fs.existsSync(path.join(out, 'model.safetensors')) && !fs.existsSync(path.join(out, 'model.safetensors.index.json')), 'one file at the default 5GB');
+    // exporting again over an earlier export replaces it; a folder that is not one is refused (PIPE9084)
+    const again = path.join(work, 'again');
+    fs.cpSync(out, again, { recursive: true });
+    assert.equal(pipec(['export', runDir, '--target', 'hf', '-o', again]).status, 0);
+    assert.deepEqual(fs.readdirSync(again).filter((f) => f.includes('safetensors')), ['model.safetensors'], 'one file at the default 5GB, no shard left over');
     const other = path.join(work, 'other');
     fs.mkdirSync(other);
     fs.writeFileSync(path.join(other, 'notes.txt'), 'mine');
@@ -220,6 +223,16 @@ describe('export --target hf (tiny: CLIP-style vit, mlp2x_gelu, Llama)', functio
     const bad = pipec(['export', runDir, '--target', 'hf', '-o', other, '--max-shard-size', 'lots']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--max-shard-size needs a size/);
+  });
+
+  it('takes a finished run: a program is a usage error (exit 2), a folder that is not a run PIPE9028 (exit 1)', () => {
+    const file = pipec(['export', repo('test/runtime/tiny.pipe'), '--target', 'hf', '-o', path.join(work, 'x')]);
+    assert.equal(file.status, 2);
+    assert.match(file.stderr, /--target hf takes a run directory/);
+    const notRun = pipec(['export', work, '--target', 'hf', '-o', path.join(work, 'x')]);
+    assert.equal(notRun.status, 1);
+    assert.match(notRun.stderr, /error PIPE9028: .* it has no graph\.json/);
+    assert.ok(!fs.existsSync(path.join(work, 'x')));
   });
 
   it('the chat template renders conversations as pipec lays them out (pipec\'s own Jinja renderer)', () => {

@@ -20,6 +20,10 @@ export function exportCommand(graph: Graph, outDir: string, target: string, io: 
     io.err(`pipec: --target must be one of ${EXPORT_TARGETS.join(', ')}, got ${target}\n`);
     return 2;
   }
+  if (target === 'hf') {
+    io.err('pipec: --target hf exports a finished run: pipec export RUN_DIR --target hf -o DIR\n');
+    return 2;
+  }
   let files: Map<string, string>;
   try {
     files = exportTorch(graph, o);

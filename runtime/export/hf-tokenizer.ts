@@ -103,6 +103,8 @@ export function exportTokenizer(run: OpenedRun, llmVocab: number, context: numbe
       else json.post_processor = mine;
       if (template) notes.push(`the tokenizer's post-processor is replaced by one that adds only ${bos} in front, as pipec did when it trained`);
     }
+  } else if (run.template.jinja && findTemplate(json.post_processor) && bos && run.template.jinja.template.includes('bos_token')) {
+    notes.push(`the chat template writes ${bos} itself and the tokenizer's post-processor adds one too: tokenize its output with add_special_tokens=False (processor.apply_chat_template(..., tokenize=True) does), as pipec did`);
   } else if (!run.template.jinja) {
     const template = findTemplate(json.post_processor);
     if (template && !noBosOnly(template)) notes.push('the tokenizer has no BOS token but its post-processor adds tokens; the processor\'s ids may differ from what pipec trained on');
