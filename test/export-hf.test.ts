@@ -43,6 +43,16 @@ function pythonMissing(): string | undefined {
   return missing ? `${PY} cannot import ${missing.split(' ').join(', ')} (pip install ${missing.replace('PIL', 'pillow')} into it)` : undefined;
 }
 
+/** Skips with the reason; where everything is required (CI: PIPEC_REQUIRE_ALL=1 or CI=true, as test/helpers/required.ts on main) fails with it. */
+function needPython(ctx: Mocha.Context): void {
+  const why = pythonMissing();
+  if (!why) return;
+  const required = process.env.PIPEC_REQUIRE_ALL === '1' || (process.env.PIPEC_REQUIRE_ALL !== '0' && /^(1|true|yes)$/i.test(process.env.CI ?? ''));
+  if (required) throw new Error(`required here (PIPEC_REQUIRE_ALL / CI) but missing: ${why}`);
+  console.log(`      skipped: ${why}`);
+  ctx.skip();
+}
+
 function python(script: string, args: string[]): Record<string, unknown> {
   const r = spawnSync(PY, [repo('test/export-hf', script), ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, TRANSFORMERS_VERBOSITY: 'error' } });
   assert.equal(r.status, 0, `${script} failed:\n${r.stderr.slice(-4000)}`);
@@ -293,11 +303,7 @@ describe('export --target hf (tiny: CLIP-style vit, mlp2x_gelu, Llama)', functio
   });
 
   it('transformers loads it and computes pipec\'s loss and logits; its processor makes pipec\'s ids and pixels; each component folder loads on its own', async function () {
-    const why = pythonMissing();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    needPython(this);
     const ref = path.join(work, 'ref.json');
     await pipecReference(run, ref);
     const c = python('check_llava.py', [out, ref, '--components', run.checkpoint, 'vision', 'lm', 'proj']);
@@ -312,11 +318,7 @@ describe('export --target hf (tiny-moe: SigLIP, linear projector, Mixtral with t
   let work: string, runDir: string, out: string;
 
   before(async function () {
-    const why = pythonMissing();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    needPython(this);
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-export-hf-moe-'));
     runDir = path.join(work, 'run');
     out = path.join(work, 'hf');
@@ -346,11 +348,7 @@ describe('export --target hf (quickstart): greedy generation in transformers equ
   let work: string;
 
   before(function () {
-    const why = pythonMissing();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    needPython(this);
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-export-hf-qs-'));
   });
   after(() => work && fs.rmSync(work, { recursive: true, force: true }));
