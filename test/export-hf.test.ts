@@ -17,11 +17,12 @@ import type { Graph } from '../compiler/ir/graph.js';
 import { initBackend } from '../runtime/backend/backends.js';
 import { collate } from '../runtime/data/batch.js';
 import { imageShapeOf, preprocessFor } from '../runtime/data/datasets.js';
-import { buildPrompt, layout } from '../runtime/data/examples.js';
+import { buildPrompt, layout, PLAIN, type TemplateSpec, type Turn } from '../runtime/data/examples.js';
 import { preprocessImage } from '../runtime/data/images.js';
 import { renderChatTemplate } from '../runtime/data/chat-template.js';
 import { drawShape } from '../runtime/data/synthetic-shapes.js';
 import { PipeRuntimeError } from '../runtime/errors.js';
+import { chatTemplateJinja } from '../runtime/export/hf-chat-template.js';
 import { planLlava } from '../runtime/export/hf-llava.js';
 import { exportTokenizer } from '../runtime/export/hf-tokenizer.js';
 import { generate } from '../runtime/generate.js';
@@ -157,6 +158,37 @@ function assertComponents(c: Record<string, unknown>, vision: string, llm: strin
   assert.ok((c.image_features_diff as number) <= TOLERANCE * Math.max(1, c.image_features_scale as number), `image features differ by ${c.image_features_diff}`);
   assert.ok((c.llm_logits_diff as number) <= TOLERANCE * Math.max(1, c.llm_logits_scale as number), `llm logits differ by ${c.llm_logits_diff}`);
 }
+
+describe('export --target hf: chat templates', () => {
+  it('every kind of pipec template becomes a Jinja template that renders pipec\'s layout (plain, chat with system and stop, a user\'s own)', () => {
+    const templates: TemplateSpec[] = [
+      PLAIN,
+      { name: 'chat', system: 'A chat between a user and an assistant.', user: 'USER: ', assistant: 'ASSISTANT: ', separator: ' ', stop: '</s>' },
+      { name: 'mine', system: '', user: '### 指示:\n', assistant: '### 応答:\n', separator: '\n\n' },
+    ];
+    const conversations: Turn[][] = [
+      [{ role: 'user', text: '<image>\nwhat is it?' }, { role: 'assistant', text: 'a red "circle"' }],
+      [{ role: 'system', text: 'Be brief.' }, { role: 'user', text: 'first <image> then' }, { role: 'assistant', text: 'one' }, { role: 'user', text: 'and?' }, { role: 'assistant', text: 'two' }],
+      [{ role: 'user', text: 'no image here' }, { role: 'assistant', text: '\\ back\\slash' }],
+    ];
+    for (const t of templates) {
+      const jinja = chatTemplateJinja(t, '<image>');
+      for (const turns of conversations) {
+        const msgs = turns.map((x) => ({ role: x.role, content: x.text }));
+        const text = (segs: ReturnType<typeof layout>) => segs.map((x) => (x.text === '\u0000stop' ? (t.stop ?? '</s>') : x.text)).join('');
+        assert.equal(renderChatTemplate(jinja, msgs, { eosToken: '</s>' }), text(layout(turns, t, '<image>')), `${t.name}: ${JSON.stringify(turns)}`);
+        const firstUser = turns.filter((x) => x.role !== 'assistant').slice(0, turns[0]!.role === 'system' ? 2 : 1);
+        assert.equal(renderChatTemplate(jinja, firstUser.map((x) => ({ role: x.role, content: x.text })), { eosToken: '</s>', addGenerationPrompt: true }), text(layout(firstUser, t, '<image>', true)));
+      }
+      // the processor's form: an image part is the marker and a newline
+      const parts = [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'what is it?' }] }] as unknown as { role: 'user'; content: string }[];
+      assert.equal(renderChatTemplate(jinja, parts, { addGenerationPrompt: true }), text2(layout([{ role: 'user', text: '<image>\nwhat is it?' }], t, '<image>', true)));
+    }
+    function text2(segs: ReturnType<typeof layout>) {
+      return segs.map((x) => x.text).join('');
+    }
+  });
+});
 
 describe('export --target hf (tiny: CLIP-style vit, mlp2x_gelu, Llama)', function () {
   this.timeout(10 * 60_000);
