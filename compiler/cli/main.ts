@@ -32,6 +32,8 @@ usage:
   pipec backends                  which TensorFlow.js backends load here, and which auto picks
   pipec export FILE --target torch -o DIR   a PyTorch program (model.py, train.py, launch/) from the graph
                                   (--custom-as-base: custom components as their base op)
+  pipec export RUN --target hf -o DIR       a finished run as a transformers LLaVA folder (weights, config,
+                                  tokenizer, processor); --max-shard-size 5GB as save_pretrained
   pipec prepare FILE [--stage S] -o DIR     a stage's micro-batches as shards for it (--init: fresh weights,
                                   --world-size N: for N torchrun processes)
 
@@ -91,6 +93,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         init: { type: 'boolean', default: false },
         'custom-as-base': { type: 'boolean', default: false },
         'world-size': { type: 'string' },
+        'max-shard-size': { type: 'string' },
       },
     });
   } catch (e) {
@@ -226,7 +229,19 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
       case 'prepare': {
         const file = single(files, command);
         if (!values.output) throw new UsageError(`${command} needs -o DIR`);
-        if (command === 'export' && !values.target) throw new UsageError('export needs --target torch');
+        if (command === 'export' && !values.target) throw new UsageError('export needs --target torch (a program) or --target hf (a run)');
+        if (command === 'export' && values.target === 'hf') {
+          // from a finished run, not a program: its graph, final checkpoint and tokenizer
+          if (!fs.existsSync(file) || !fs.statSync(file).isDirectory()) throw new UsageError(`export --target hf takes a run directory (pipec run's --out), and ${file} is not one`);
+          let maxShardBytes: number | undefined;
+          if (values['max-shard-size'] !== undefined) {
+            const { parseSize } = await import('../../runtime/weights/shards.js');
+            maxShardBytes = parseSize(values['max-shard-size']);
+            if (maxShardBytes === undefined) throw new UsageError(`--max-shard-size needs a size such as 5GB, 500MB or 2GiB, got "${values['max-shard-size']}"`);
+          }
+          const ex = await import('../../runtime/export/commands.js');
+          return ex.exportHfCommand(file, values.output, io, { maxShardBytes, customAsBase: values['custom-as-base'] });
+        }
         const r = compileOrThrow(file, base, true);
         if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
         report(r, io, color);

@@ -157,6 +157,12 @@ export const M = {
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
   EvalBadArgument: def(9070, 'error', (why: string) => `pipec eval: ${why}`),
+  // `pipec export RUN --target hf` (runtime/export/hf*.ts)
+  HfNotLlava: def(9080, 'error', (model: string, why: string) => `model \`${model}\` cannot be written as a transformers LLaVA: ${why}`),
+  HfNotExpressible: def(9081, 'error', (component: string, why: string) => `component \`${component}\` has no equivalent in transformers' LLaVA: ${why}`),
+  HfNoImageToken: def(9082, 'error', (marker: string, why: string) => `the exported tokenizer needs "${marker}" as one token of its own: ${why}`),
+  HfImageTokenCount: def(9083, 'error', (processor: number, model: number) => `transformers' LLaVA processor would expand the image marker into ${processor} tokens, but the model takes ${model} image features`),
+  HfOutputExists: def(9084, 'error', (dir: string) => `"${dir}" exists and is not a folder that \`pipec export --target hf\` wrote; nothing was written`),
 } as const;
 
 export type MessageKey = keyof typeof M;

@@ -52,18 +52,18 @@ export function torch2Python(): TorchPython | undefined {
 }
 
 /**
- * A Python with torch >= 2 and transformers >= 5 (with safetensors and tokenizers), for the references
- * and the Hugging Face layout tests: PIPEC_REFERENCE_PYTHON, else .venv-torch (`npm run setup:torch`).
+ * A Python with torch >= 2 and transformers >= 5 (with safetensors, tokenizers and Pillow), for the
+ * references and the Hugging Face layout and export tests: PIPEC_REFERENCE_PYTHON, else .venv-torch (`npm run setup:torch`).
  * Returns why not when there is none.
  */
 export function transformersPython(): { python: string } | { why: string } {
   if (transformers === undefined) {
     const python = process.env.PIPEC_REFERENCE_PYTHON ?? repo('.venv-torch/bin/python');
-    const probe = 'import sys, torch, transformers, safetensors, tokenizers\nsys.exit(0 if int(transformers.__version__.split(".")[0]) >= 5 and int(torch.__version__.split(".")[0]) >= 2 else 3)';
+    const probe = 'import sys, torch, transformers, safetensors, tokenizers, PIL\nsys.exit(0 if int(transformers.__version__.split(".")[0]) >= 5 and int(torch.__version__.split(".")[0]) >= 2 else 3)';
     const r = fs.existsSync(python) ? spawnSync(python, ['-c', probe], { encoding: 'utf8', env: childEnv() }) : undefined;
     transformers =
       r?.status === 0 ? { python }
-      : { why: `${!r ? `${python} does not exist` : r.status === 3 ? `${python} has torch < 2 or transformers < 5` : `${python} cannot import torch, transformers, safetensors and tokenizers`} (${TRANSFORMERS_FIX})` };
+      : { why: `${!r ? `${python} does not exist` : r.status === 3 ? `${python} has torch < 2 or transformers < 5` : `${python} cannot import torch, transformers, safetensors, tokenizers and PIL (Pillow)`} (${TRANSFORMERS_FIX})` };
   }
   return transformers;
 }
