@@ -37,10 +37,19 @@ export function documentSymbols(ast: A.FileNode): DocumentSymbol[] {
 export function foldingRanges(ast: A.FileNode, text: string): FoldingRange[] {
   const out: FoldingRange[] = [];
   for (const d of ast.decls) if (d.range.end.line > d.range.start.line) out.push({ startLine: d.range.start.line - 1, endLine: d.range.end.line - 1 });
+  // Lines counted on from the previous comment, not from the top for each one (many comments, long file).
+  let line = 0;
+  let counted = 0;
+  const newlines = (from: number, to: number) => {
+    let n = 0;
+    for (let i = text.indexOf('\n', from); i >= 0 && i < to; i = text.indexOf('\n', i + 1)) n++;
+    return n;
+  };
   for (const m of text.matchAll(/\/\*[\s\S]*?\*\//g)) {
-    const start = text.slice(0, m.index).split('\n').length - 1;
-    const end = start + m[0].split('\n').length - 1;
-    if (end > start) out.push({ startLine: start, endLine: end, kind: 'comment' });
+    line += newlines(counted, m.index);
+    counted = m.index;
+    const end = line + newlines(m.index, m.index + m[0].length);
+    if (end > line) out.push({ startLine: line, endLine: end, kind: 'comment' });
   }
   return out;
 }
