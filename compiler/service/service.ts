@@ -156,7 +156,7 @@ function capPerFile(diags: Diagnostic[]): Diagnostic[] {
     perFile.set(d.range.file, f);
     f.count++;
     if (f.count <= MAX_DIAGNOSTICS_PER_FILE) {
-      kept.push(d);
+      kept.push(shorten(d));
       continue;
     }
     if (!f.summary) {
@@ -168,6 +168,20 @@ function capPerFile(diags: Diagnostic[]): Diagnostic[] {
   }
   for (const f of perFile.values()) if (f.summary) f.summary.message = M.TooManyDiagnostics.format(f.count - MAX_DIAGNOSTICS_PER_FILE, MAX_DIAGNOSTICS_PER_FILE);
   return kept;
+}
+
+/** A message or hint quotes the program (a value, a cycle, an expression), which may be megabytes long. */
+const MAX_MESSAGE = 500;
+
+function shorten(d: Diagnostic): Diagnostic {
+  const cut = (s: string) => {
+    let end = MAX_MESSAGE - 3;
+    if ((s.charCodeAt(end - 1) & 0xfc00) === 0xd800) end--; // not inside a surrogate pair
+    return `${s.slice(0, end)}...`;
+  };
+  if (d.message.length > MAX_MESSAGE) d.message = cut(d.message);
+  if (d.hint && d.hint.length > MAX_MESSAGE) d.hint = cut(d.hint);
+  return d;
 }
 
 function dedupe(diags: Diagnostic[]): Diagnostic[] {
