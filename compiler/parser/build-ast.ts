@@ -32,13 +32,15 @@ export class AstBuilder {
   readonly diagnostics: Diagnostic[] = [];
   constructor(private readonly src: SourceFile) {}
 
+  /** How many levels below `e` its deepest atom is: 0 for an atom, -1 for nothing (what the parser
+   * skipped as too deep is Missing, and must not count as a level once more). */
   private level(e: A.Expr): number {
-    return this.levels.get(e) ?? 0;
+    return e.kind === 'Missing' ? -1 : (this.levels.get(e) ?? 0);
   }
 
   /** `e`, one level above the deepest of `inner`; past MAX_NESTING, reported and replaced by Missing. */
   private nest(e: A.Expr, inner: Iterable<A.Expr>): A.Expr {
-    let deepest = 0;
+    let deepest = -1;
     for (const x of inner) deepest = Math.max(deepest, this.level(x));
     if (deepest + 1 > MAX_NESTING) {
       this.diagnostics.push({ code: M.NestingTooDeep.code, severity: M.NestingTooDeep.severity, message: M.NestingTooDeep.format(MAX_NESTING), range: e.range });
@@ -51,7 +53,7 @@ export class AstBuilder {
   /** A binary node is as deep as its deeper operand. */
   private flat(e: A.BinaryExpr): A.Expr {
     const l = Math.max(this.level(e.left), this.level(e.right));
-    if (l) this.levels.set(e, l);
+    if (l > 0) this.levels.set(e, l);
     return e;
   }
 

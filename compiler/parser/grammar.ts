@@ -6,7 +6,7 @@
 // PIPE1014) instead of recursing further, so the parser and the AST builder recurse a bounded depth
 // whatever the input. Flat chains (`1 + 1 + ...`, `a.b.c`) are read in loops; the AST builder bounds how
 // deep suffix chains nest.
-import { CstParser, EOF, type IToken, type TokenType } from 'chevrotain';
+import { CstParser, EOF, tokenMatcher, type IToken, type TokenType } from 'chevrotain';
 import * as T from '../lexer/tokens.js';
 
 const { Kw } = T;
@@ -38,8 +38,11 @@ const ENDS_EXPRESSION = new Set<TokenType>([
 export class PipeGrammar extends CstParser {
   /** Expression levels open at the current token (see the header). */
   private depth = 0;
-  /** The tokens skipped for each expression that went deeper than MAX_NESTING: [first, last]. */
-  tooDeep: Array<[IToken, IToken]> = [];
+  /** The tokens skipped where expressions went deeper than MAX_NESTING: one span per operand at the
+   * deepest allowed level (its `if` condition and branches, say, may each be skipped; one report). */
+  tooDeep: Array<{ first: IToken; last: IToken; epoch: number }> = [];
+  /** Counts the times the parser came back up from past the limit, to tell those operands apart. */
+  private epoch = 0;
 
   constructor() {
     super(T.allTokens, { recoveryEnabled: true, maxLookahead: 2, nodeLocationTracking: 'onlyOffset' });
@@ -50,6 +53,13 @@ export class PipeGrammar extends CstParser {
     super.reset();
     this.depth = 0;
     this.tooDeep = [];
+    this.epoch = 0;
+  }
+
+  /** Close `levels` expression levels. */
+  private leave(levels: number): void {
+    if (this.depth > MAX_NESTING && this.depth - levels <= MAX_NESTING) this.epoch++;
+    this.depth -= levels;
   }
 
   /** Deep in an expression, no follow set: single-token insertion is off there, deletion still works. */
@@ -60,7 +70,8 @@ export class PipeGrammar extends CstParser {
 
   /** Open one more expression level, or, past the limit, skip the rest of this expression and say no. */
   private enter(): boolean {
-    if (this.depth < MAX_NESTING) {
+    // The outermost operand is level 0 (depth 1), so an operand may be entered at depth MAX_NESTING.
+    if (this.depth <= MAX_NESTING) {
       this.depth++;
       return true;
     }
@@ -74,16 +85,29 @@ export class PipeGrammar extends CstParser {
     const first = this.LA(1);
     let last: IToken | undefined;
     let open = 0;
+    let ifs = 0; // `if`s begun in the skipped part: their `then` and `else` belong to it
     for (let t = first; t.tokenType !== EOF; t = this.LA(1)) {
-      if (OPENERS.has(t.tokenType)) open++;
-      else if (CLOSERS.has(t.tokenType)) {
+      const type = t.tokenType;
+      if (OPENERS.has(type)) open++;
+      else if (CLOSERS.has(type)) {
         if (open === 0) break;
         open--;
-      } else if (open === 0 && last && ENDS_EXPRESSION.has(t.tokenType) && last.tokenType !== T.Dot) break;
+      } else if (open === 0 && last && last.tokenType !== T.Dot) {
+        if (ENDS_EXPRESSION.has(type)) break;
+        if (tokenMatcher(t, T.Name) && this.LA(2).tokenType === T.Colon) break; // the next `field: value`
+        if (type === Kw.then || type === Kw.else) {
+          if (ifs === 0) break; // the condition or a branch of an `if` around this expression ends here
+          if (type === Kw.else) ifs--;
+        }
+      }
+      if (type === Kw.if && last?.tokenType !== T.Dot) ifs++;
       last = t;
       this.SKIP_TOKEN();
     }
-    if (last) this.tooDeep.push([first, last]);
+    if (!last) return;
+    const prev = this.tooDeep[this.tooDeep.length - 1];
+    if (prev?.epoch === this.epoch) prev.last = last;
+    else this.tooDeep.push({ first, last, epoch: this.epoch });
   }
 
   file = this.RULE('file', () => {
@@ -304,7 +328,7 @@ export class PipeGrammar extends CstParser {
   expression = this.RULE('expression', () => {
     let nots = 0;
     this.MANY({
-      GATE: () => this.depth + nots < MAX_NESTING,
+      GATE: () => this.depth + nots <= MAX_NESTING, // one `not` past the limit, for `power` to skip
       DEF: () => {
         this.CONSUME(Kw.not);
         nots++;
@@ -314,13 +338,13 @@ export class PipeGrammar extends CstParser {
     try {
       this.SUBRULE(this.power);
     } finally {
-      this.depth -= nots;
+      this.leave(nots);
     }
     this.MANY2(() => {
       this.OR(this.binaryOps);
       let more = 0;
       this.MANY3({
-        GATE: () => this.depth + more < MAX_NESTING,
+        GATE: () => this.depth + more <= MAX_NESTING,
         DEF: () => {
           this.CONSUME2(Kw.not);
           more++;
@@ -330,7 +354,7 @@ export class PipeGrammar extends CstParser {
       try {
         this.SUBRULE2(this.power);
       } finally {
-        this.depth -= more;
+        this.leave(more);
       }
     });
   });
@@ -356,20 +380,26 @@ export class PipeGrammar extends CstParser {
 
   /** One operand: `-`s, an atom, suffixes (`.x`, `(...)`, `[...]`, read in a loop; the AST builder bounds
    * how deep they nest), and `** power`: right-associative, and binding tighter than a `-` on its left
-   * (-2 ** 2 == -4). Each `-` is a level, and so is the operand itself. */
+   * (-2 ** 2 == -4). Each `-` is a level. */
   power = this.RULE('power', () => {
     if (!this.enter()) return;
     let minus = 0;
+    let full = false; // a `-` more would be too deep (never set while Chevrotain records the grammar)
     try {
       this.MANY({
-        GATE: () => this.depth + minus < MAX_NESTING,
+        GATE: () => {
+          // The atom is at level depth - 1 + minus.
+          if (this.depth + minus <= MAX_NESTING) return true;
+          full = true;
+          return false;
+        },
         DEF: () => {
           this.CONSUME(T.Minus);
           minus++;
         },
       });
       this.depth += minus;
-      if (minus && this.depth === MAX_NESTING && this.LA(1).tokenType === T.Minus) {
+      if (full && this.LA(1).tokenType === T.Minus) {
         this.skipTooDeep();
         return;
       }
@@ -380,7 +410,7 @@ export class PipeGrammar extends CstParser {
         this.SUBRULE(this.power);
       });
     } finally {
-      this.depth -= minus + 1;
+      this.leave(minus + 1);
     }
   });
 

@@ -133,7 +133,7 @@ export function parse(path: string, text: string): ParseResult {
   parser.input = tokens;
   const cst = parser.file();
 
-  for (const [first, last] of parser.tooDeep) {
+  for (const { first, last } of parser.tooDeep) {
     const d = make(M.NestingTooDeep, source.range(first.startOffset, last.startOffset + last.image.length), MAX_NESTING);
     d.hint = NESTING_HINT;
     diagnostics.push(d);
@@ -162,7 +162,13 @@ export function parse(path: string, text: string): ParseResult {
   if (cst) {
     const builder = new AstBuilder(source);
     ast = builder.file(cst);
-    for (const d of builder.diagnostics) diagnostics.push({ ...d, hint: NESTING_HINT });
+    // The builder also counts suffix chains, so it may find too deep what the parser has already cut short
+    // (and reported) inside it: one report for one place.
+    const cut = parser.tooDeep.map((s) => s.first.startOffset);
+    for (const d of builder.diagnostics) {
+      if (cut.some((at) => d.range.start.offset <= at && at < d.range.end.offset)) continue;
+      diagnostics.push({ ...d, hint: NESTING_HINT });
+    }
   }
   return { ast, source, diagnostics };
 }
