@@ -270,12 +270,24 @@ export class AstBuilder {
       if (i < ops.length) items.push({ kind: 'op', tok: ops[i] });
     });
     let at = 0;
+    // A `not` takes what follows up to a looser operator, `not`s in it included: `not a + not b + ...`
+    // nests once per `not` although each operand has one. Past the limit the rest is one PIPE1014.
+    let open = 0;
     const parse = (minPrec: number): A.Expr => {
       let left: A.Expr;
       const first = items[at++];
       if (!first) return { kind: 'Missing', range: this.nodeRange(n) };
       if (first.kind === 'not') {
+        if (open === MAX_NESTING) {
+          const start = this.src.position(first.tok.startOffset);
+          const range = { ...this.nodeRange(n), start };
+          at = items.length;
+          this.diagnostics.push({ code: M.NestingTooDeep.code, severity: M.NestingTooDeep.severity, message: M.NestingTooDeep.format(MAX_NESTING), range });
+          return { kind: 'Missing', range };
+        }
+        open++;
         const operand = parse(NOT_PRECEDENCE);
+        open--;
         left = this.nest({ kind: 'Unary', op: 'not', operand, range: this.span({ range: this.tokRange(first.tok) }, operand) }, [operand]);
       } else if (first.kind === 'operand') left = first.expr;
       else left = { kind: 'Missing', range: this.tokRange(first.tok) };
