@@ -6,9 +6,17 @@
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { M } from '../compiler/diagnostics/catalogue.js';
-import { CORPUS, tokenize, untokenize } from './fuzz/generators.js';
+import { format } from '../compiler/format/format.js';
+import { complete } from '../compiler/lsp/completion.js';
+import { hoverFor } from '../compiler/lsp/hover.js';
+import { SymbolIndex } from '../compiler/lsp/navigation.js';
+import { documentSymbols, foldingRanges, inlayHints, semanticTokens } from '../compiler/lsp/outline.js';
+import { MAX_NESTING } from '../compiler/parser/grammar.js';
+import { compile } from '../compiler/service/service.js';
+import { CORPUS, HOSTS, tokenize, untokenize } from './fuzz/generators.js';
 import { checkText, lineCol, newTally, type Tally } from './fuzz/property.js';
 import { PROPERTIES, REGRESSIONS } from './fuzz/suite.js';
+import { repo } from './paths.js';
 
 describe('property: parse + check + lower never throw and keep diagnostics inside their documents', function () {
   this.timeout(300_000);
@@ -59,4 +67,34 @@ describe('property: parse + check + lower never throw and keep diagnostics insid
     assert.ok(long.outcomes.clean + long.outcomes.errors > long.programs / 4, `long lines: ${JSON.stringify(long.outcomes)}`);
     assert.ok((t('random bytes').codes.get(M.TooManyDiagnostics.code) ?? 0) > 0, 'random bytes never gave PIPE1015');
   });
+});
+
+describe('editor features and the formatter on deep and long input', function () {
+  this.timeout(120_000);
+  // In a component's parameter (hover shows the component), a dataset argument, a stage field.
+  const inputs: Array<[string, string]> = [
+    ['nesting at the limit', HOSTS[1](`${'('.repeat(MAX_NESTING - 1)}256${')'.repeat(MAX_NESTING - 1)}`)],
+    ['nesting past the limit', HOSTS[0](`${'[{a: f('.repeat(200)}1`)],
+    ['not past the limit', HOSTS[2](Array(3000).fill('not true').join(' + '))],
+    ['a 5,000-term chain', HOSTS[1](Array(5000).fill('1').join(' + '))],
+    ['5,000 member suffixes', HOSTS[1](`vision${'.hidden'.repeat(5000)}`)],
+    ['many block comments', `${'/* a\nb */\n'.repeat(5000)}${HOSTS[0]('1')}`],
+  ];
+  for (const [what, text] of inputs) {
+    it(`${what}: hover, outline, folding, tokens, hints, completion and fmt return`, () => {
+      const file = repo('pipelines/__editor__.pipe');
+      const check = compile({ file, text, lower: false }).check!;
+      const index = new SymbolIndex(check);
+      for (const sym of index.syms) assert.ok((hoverFor(sym, check) ?? '').length < 5000, `hover of ${sym.name}`);
+      const ast = check.program.entry.ast;
+      documentSymbols(ast);
+      foldingRanges(ast, text);
+      semanticTokens(ast, text);
+      inlayHints(ast, check);
+      for (const at of [0, text.length >> 2, text.length >> 1, text.length - 2, text.length]) complete(text, at, check, file);
+      const f = format(text);
+      if ('text' in f) assert.deepEqual(format(f.text), { text: f.text, changed: false });
+      else assert.match(f.error, /fix it before formatting/);
+    });
+  }
 });
