@@ -110,6 +110,13 @@ describe('nesting and long input', () => {
     assert.equal(text.slice(d.range.start.offset, d.range.end.offset), '(((((1)))))');
   });
 
+  it('an operand missing past the limit is PIPE1014 too, not silence', () => {
+    const text = `stage s { x: ${'('.repeat(MAX_NESTING + 1)}${')'.repeat(MAX_NESTING + 1)} }`;
+    const [d, ...more] = parse('n.pipe', text).diagnostics;
+    assert.deepEqual([d.code, more], [M.NestingTooDeep.code, []]);
+    assert.equal(d.range.start.offset, text.indexOf(')'));
+  });
+
   it('deeply nested unclosed brackets and 100,000 of one bracket end in a few located errors', () => {
     for (const text of [`stage s { x: ${'[('.repeat(5000)}`, `dataset d = ${'{a: '.repeat(3000)}`, `dataset d = ${'('.repeat(100_000)}`, '('.repeat(100_000)]) {
       const r = parse('u.pipe', text);

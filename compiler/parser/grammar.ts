@@ -38,9 +38,10 @@ const ENDS_EXPRESSION = new Set<TokenType>([
 export class PipeGrammar extends CstParser {
   /** Expression levels open at the current token (see the header). */
   private depth = 0;
-  /** The tokens skipped where expressions went deeper than MAX_NESTING: one span per operand at the
-   * deepest allowed level (its `if` condition and branches, say, may each be skipped; one report). */
-  tooDeep: Array<{ first: IToken; last: IToken; epoch: number }> = [];
+  /** Where expressions went deeper than MAX_NESTING, as offsets of what was skipped (empty where nothing
+   * was left to skip): one span per operand at the deepest allowed level (its `if` condition and branches,
+   * say, may each be skipped; one report). */
+  tooDeep: Array<{ start: number; end: number; epoch: number }> = [];
   /** Counts the times the parser came back up from past the limit, to tell those operands apart. */
   private epoch = 0;
 
@@ -104,10 +105,13 @@ export class PipeGrammar extends CstParser {
       last = t;
       this.SKIP_TOKEN();
     }
-    if (!last) return;
+    // Nothing to skip (`(((...()...)))`): the operand that is missing here is still too deep.
+    const before = this.LA(0);
+    const at = first.tokenType !== EOF ? first.startOffset : Number.isFinite(before.startOffset) ? before.startOffset + before.image.length : 0;
+    const end = last ? last.startOffset + last.image.length : at;
     const prev = this.tooDeep[this.tooDeep.length - 1];
-    if (prev?.epoch === this.epoch) prev.last = last;
-    else this.tooDeep.push({ first, last, epoch: this.epoch });
+    if (prev?.epoch === this.epoch) prev.end = Math.max(prev.end, end);
+    else this.tooDeep.push({ start: last ? first.startOffset : at, end, epoch: this.epoch });
   }
 
   file = this.RULE('file', () => {

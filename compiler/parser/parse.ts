@@ -133,8 +133,8 @@ export function parse(path: string, text: string): ParseResult {
   parser.input = tokens;
   const cst = parser.file();
 
-  for (const { first, last } of parser.tooDeep) {
-    const d = make(M.NestingTooDeep, source.range(first.startOffset, last.startOffset + last.image.length), MAX_NESTING);
+  for (const { start, end } of parser.tooDeep) {
+    const d = make(M.NestingTooDeep, source.range(start, end), MAX_NESTING);
     d.hint = NESTING_HINT;
     diagnostics.push(d);
   }
@@ -164,9 +164,12 @@ export function parse(path: string, text: string): ParseResult {
     ast = builder.file(cst);
     // The builder also counts suffix chains, so it may find too deep what the parser has already cut short
     // (and reported) inside it: one report for one place.
-    const cut = parser.tooDeep.map((s) => s.first.startOffset);
+    // A cut inside the builder's range, or just after it (what the parser skipped is in no CST node, so
+    // the range of the expression around it stops before it), is the same place.
+    const cuts = parser.tooDeep.map((s) => s.start);
     for (const d of builder.diagnostics) {
-      if (cut.some((at) => d.range.start.offset <= at && at < d.range.end.offset)) continue;
+      const at = cuts.find((x) => x >= d.range.start.offset);
+      if (at !== undefined && (at <= d.range.end.offset || !text.slice(d.range.end.offset, at).trim())) continue;
       diagnostics.push({ ...d, hint: NESTING_HINT });
     }
   }
