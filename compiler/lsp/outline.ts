@@ -42,7 +42,7 @@ export function foldingRanges(ast: A.FileNode, text: string): FoldingRange[] {
   let counted = 0;
   const newlines = (from: number, to: number) => {
     let n = 0;
-    for (let i = text.indexOf('\n', from); i >= 0 && i < to; i = text.indexOf('\n', i + 1)) n++;
+    for (let i = from; i < to; i++) if (text.charCodeAt(i) === 10) n++;
     return n;
   };
   for (const m of text.matchAll(/\/\*[\s\S]*?\*\//g)) {
@@ -77,8 +77,17 @@ export function semanticTokens(ast: A.FileNode, text: string): number[] {
   const rows: number[] = [];
   let prevLine = 0;
   let prevChar = 0;
+  // The lexer tracks offsets only: count lines on from token to token (they are in order).
+  let scanned = 0;
+  let lineNo = 0;
+  let lineStart = 0;
   const all = [...lexed.tokens, ...(lexed.groups.comments ?? [])].sort((a, b) => a.startOffset - b.startOffset);
   for (const t of all) {
+    for (; scanned < t.startOffset; scanned++) {
+      if (text.charCodeAt(scanned) !== 10) continue;
+      lineNo++;
+      lineStart = scanned + 1;
+    }
     const name = t.tokenType.name;
     let type: TokenType | undefined = byOffset.get(t.startOffset);
     if (!type) {
@@ -91,8 +100,8 @@ export function semanticTokens(ast: A.FileNode, text: string): number[] {
     if (!type) continue;
     // Multi-line tokens (block comments) are sent line by line, as the protocol requires.
     const lines = t.image.split('\n');
-    let line = (t.startLine ?? 1) - 1;
-    let char = (t.startColumn ?? 1) - 1;
+    let line = lineNo;
+    let char = t.startOffset - lineStart;
     for (const piece of lines) {
       if (piece.length) {
         rows.push(line - prevLine, line === prevLine ? char - prevChar : char, piece.length, TOKEN_TYPES.indexOf(type), 0);

@@ -108,9 +108,9 @@ export function parse(path: string, text: string): ParseResult {
 
   const tokens: IToken[] = [];
   for (const tok of lexed.tokens) {
-    const range = source.range(tok.startOffset, tok.startOffset + tok.image.length);
+    tok.endOffset = tok.startOffset + tok.image.length - 1; // the lexer tracks start offsets only (tokens.ts)
     if (tok.tokenType === T.UnterminatedString) {
-      diagnostics.push(make(M.UnterminatedString, range));
+      diagnostics.push(make(M.UnterminatedString, source.range(tok.startOffset, tok.startOffset + tok.image.length)));
       tokens.push({ ...tok, tokenType: T.StringLit, tokenTypeIdx: T.StringLit.tokenTypeIdx!, image: `${tok.image}"` });
       continue;
     }
