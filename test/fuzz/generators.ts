@@ -246,7 +246,7 @@ const ATOMS = ['1', 'y', '"s"', 'true', 'vision.hidden', '80GB', ''];
 /** How the closers are written: all of them, none, half, one too many, or the wrong kind. */
 const CLOSING = ['all', 'all', 'none', 'half', 'extra', 'wrong'] as const;
 
-const depth = fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: MAX_NESTING - 3, max: MAX_NESTING + 3 }), fc.integer({ min: 0, max: 3 * MAX_NESTING }));
+const depth = fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: MAX_NESTING - 3, max: MAX_NESTING + 3 }), fc.integer({ min: 0, max: 2 * MAX_NESTING }));
 /** An array of exactly `n` (fast-check's default size would keep most arrays short). */
 const exactly = <T>(n: fc.Arbitrary<number>, item: fc.Arbitrary<T>) => n.chain((k) => fc.array(item, { minLength: k, maxLength: k }));
 
@@ -285,7 +285,7 @@ const STRAYS = ['@', '#', '"', ';', '\u0000', '\ud800', '😀', '/*', '}', '(', 
 
 export const longLine = fc
   .record({
-    terms: fc.integer({ min: 50, max: 2000 }),
+    terms: fc.integer({ min: 50, max: 1200 }),
     op: fc.constantFrom(...CHAIN_OPS),
     atom: fc.constantFrom(...CHAIN_ATOMS),
     stray: fc.oneof({ weight: 2, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.tuple(fc.nat(), fc.constantFrom(...STRAYS)) }),
@@ -317,12 +317,12 @@ const byteCount = (max: number) => fc.integer({ min: 0, max });
 const bytes = (max: number) => byteCount(max).chain((n) => fc.uint8Array({ minLength: n, maxLength: n }));
 export const randomBytes = fc.oneof(
   // A file of random bytes, as `pipec check` reads it (UTF-8, bad sequences replaced), or as Latin-1.
-  bytes(4096).map((b) => Buffer.from(b).toString('utf8')),
+  bytes(3000).map((b) => Buffer.from(b).toString('utf8')),
   bytes(2048).map((b) => Buffer.from(b).toString('latin1')),
   // Any UTF-16 code units, lone surrogates included (an editor buffer).
   byteCount(2048).chain((n) => fc.string({ unit: 'binary', minLength: n, maxLength: n })),
   // Noise made of the characters that matter to the lexer and parser: deep and unbalanced brackets.
-  exactly(byteCount(4096), fc.constantFrom(...NOISY)).map((cs) => cs.join('')),
+  exactly(byteCount(3000), fc.constantFrom(...NOISY)).map((cs) => cs.join('')),
   // Random bytes spliced into a real program.
   fc.tuple(fc.nat({ max: CORPUS.length - 1 }), fc.nat(), bytes(512)).map(([i, at, b]) => {
     const t = CORPUS[i];

@@ -42,7 +42,7 @@ export const PROPERTIES: FuzzProperty[] = [
         else assert.deepEqual(diagnostics.map((d) => d.code), [M.NestingTooDeep.code], `${k} parentheses`);
       }),
   },
-  texts('long lines: flat chains of up to 2,000 terms, with or without a stray character', 300, 2033, longLine),
+  texts('long lines: flat chains of up to 1,200 terms, with or without a stray character', 300, 2033, longLine),
   texts('long lines: one name, number, string or comment of up to 20,000 characters', 300, 2034, longToken),
   texts('random bytes, code units and bracket noise, alone or in a real program', 1400, 2035, randomBytes),
 ];
