@@ -28,7 +28,8 @@ export class AstBuilder {
    * prefix operators; suffix chains (`a.b.c`, `f(x)(y)`) it reads flat, so they are bounded here. The left
    * operand of a binary operator is no deeper (long chains `1 + 1 + ...` are walked in loops). */
   private readonly levels = new Map<A.Expr, number>();
-  /** PIPE1014 for expressions that nest too deeply through suffixes. */
+  /** PIPE1014 where the grammar's count cannot see the nesting: suffix chains, and `not`s that each take
+   * the rest of a chain (see climb). */
   readonly diagnostics: Diagnostic[] = [];
   constructor(private readonly src: SourceFile) {}
 

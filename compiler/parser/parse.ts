@@ -162,10 +162,9 @@ export function parse(path: string, text: string): ParseResult {
   if (cst) {
     const builder = new AstBuilder(source);
     ast = builder.file(cst);
-    // The builder also counts suffix chains, so it may find too deep what the parser has already cut short
-    // (and reported) inside it: one report for one place.
-    // A cut inside the builder's range, or just after it (what the parser skipped is in no CST node, so
-    // the range of the expression around it stops before it), is the same place.
+    // The builder may find too deep an expression the parser has already cut short and reported: a cut
+    // inside its range, or just after it (what the parser skipped is in no CST node, so the range stops
+    // before it), is the same place, reported once.
     const cuts = parser.tooDeep.map((s) => s.start);
     for (const d of builder.diagnostics) {
       const at = cuts.find((x) => x >= d.range.start.offset);
