@@ -113,7 +113,7 @@ export const COMMANDS: CommandSpec[] = [
       backend,
       { name: 'resume', meaning: "continue from the run directory's newest intact checkpoint" },
       { name: 'overwrite', meaning: "start again in a folder that holds a run (deletes that run's files, no others)" },
-      { name: 'stop-after', value: 'N', meaning: 'stop after N optimizer steps in all, with a checkpoint (for tests and comparisons; --resume continues)' },
+      { name: 'stop-after', value: 'N', meaning: 'stop, as if killed, after N optimizer steps in all (for tests and comparisons; --resume continues from the last checkpoint)' },
     ],
     examples: ['pipec run pipelines/quickstart.pipe', 'pipec run prog.pipe --out runs/exp1 --backend wasm --set stage.align.steps=100', 'pipec run prog.pipe --out runs/exp1 --resume'],
   },
