@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { M, runtimeError } from '../errors.js';
 import { appendNoFollow, ensureRealDir, writeFileAtomic, writeFileSynced } from '../weights/atomic.js';
 import type { EvalPoint, StepMetrics } from './metrics.js';
-import { eventStepAndTags, fileVersionEvent, readRecords, scalarsEvent, sessionStartEvent, tfRecord, type Scalar } from './tfrecord.js';
+import { decodeEvent, fileVersionEvent, readRecords, scalarsEvent, sessionStartEvent, tfRecord, type Scalar } from './tfrecord.js';
 
 export const TB_DIR = 'tb';
 const EVENTS_FILE = /^events\.out\.tfevents\.(\d+)\./;
@@ -86,11 +86,33 @@ export function truncateTensorBoard(runDir: string, keepThrough: number, dropEva
     const bytes = fs.readFileSync(file);
     const { records, end } = readRecords(bytes);
     const kept = records.filter((r) => {
-      const { step, tags } = eventStepAndTags(r);
-      const isEval = tags.length > 0 && tags.every((t) => t.startsWith('eval/'));
+      const { step, scalars } = decodeEvent(r);
+      const isEval = scalars.length > 0 && scalars.every((s) => s.tag.startsWith('eval/'));
       return step < keepThrough || (step === keepThrough && !(dropEvalAt && isEval));
     });
     if (kept.length === records.length && end === bytes.length) continue;
     writeFileAtomic(file, Buffer.concat(kept.map((r) => tfRecord(r))));
   }
+}
+
+/**
+ * RUN/tb's scalars as TensorBoard shows them, by tag: [step, value] in order. Files are read in name
+ * order; a SessionLog START drops the events read before it at its step or later (TensorBoard's
+ * purge of a restarted run), and a torn last record ends its file. The tests' pure-TS read-back.
+ */
+export function readTensorBoardScalars(runDir: string): Map<string, [number, number][]> {
+  const dir = path.join(runDir, TB_DIR);
+  const byTag = new Map<string, [number, number][]>();
+  if (!fs.existsSync(dir)) return byTag;
+  for (const name of fs.readdirSync(dir).filter((n) => EVENTS_FILE.test(n)).sort()) {
+    for (const r of readRecords(fs.readFileSync(path.join(dir, name))).records) {
+      const e = decodeEvent(r);
+      if (e.sessionStatus === 1) for (const [tag, points] of byTag) byTag.set(tag, points.filter(([step]) => step < e.step));
+      for (const s of e.scalars) {
+        if (!byTag.has(s.tag)) byTag.set(s.tag, []);
+        byTag.get(s.tag)!.push([e.step, s.value]);
+      }
+    }
+  }
+  return byTag;
 }

@@ -6,8 +6,8 @@
 //     Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; SessionLog session_log = 7; }
 //     Summary { repeated Value value = 1; }   Value { string tag = 1; float simple_value = 2; }
 //     SessionLog { enum status = 1 (START = 1) }
-// The reader (readRecords, eventStepAndTags) exists for resume, which rewrites earlier event files
-// without the steps the resumed run redoes (tensorboard.ts).
+// The reader (readRecords, decodeEvent) serves resume, which rewrites earlier event files without the
+// steps the resumed run redoes (tensorboard.ts), and the read-back tests.
 
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven: a few MB/s is plenty for scalars
 const CRC_TABLE = (() => {
@@ -167,18 +167,37 @@ function* protoFields(b: Buffer): Generator<{ field: number; varint?: bigint; by
   }
 }
 
-/** An event's step (0 when absent, as for the file version) and its summary's tags, for the rewrite on resume. */
-export function eventStepAndTags(event: Buffer): { step: number; tags: string[] } {
-  let step = 0;
-  const tags: string[] = [];
+/** An event as far as pipec writes them: what the rewrite on resume and the read-back tests look at. */
+export interface DecodedEvent {
+  wallTime: number;
+  /** 0 when absent, as for the file version event (proto3 leaves a default value out). */
+  step: number;
+  fileVersion?: string;
+  /** SessionLog status (1: START), when the event is one. */
+  sessionStatus?: number;
+  scalars: Scalar[];
+}
+
+export function decodeEvent(event: Buffer): DecodedEvent {
+  const e: DecodedEvent = { wallTime: 0, step: 0, scalars: [] };
   for (const f of protoFields(event)) {
-    if (f.field === EVENT.step && f.varint !== undefined) step = Number(f.varint);
-    if (f.field === EVENT.summary && f.bytes) {
+    if (f.field === EVENT.wallTime && f.bytes?.length === 8) e.wallTime = f.bytes.readDoubleLE(0);
+    else if (f.field === EVENT.step && f.varint !== undefined) e.step = Number(BigInt.asIntN(64, f.varint));
+    else if (f.field === EVENT.fileVersion && f.bytes) e.fileVersion = f.bytes.toString('utf8');
+    else if (f.field === EVENT.sessionLog && f.bytes) {
+      e.sessionStatus = 0;
+      for (const s of protoFields(f.bytes)) if (s.field === 1 && s.varint !== undefined) e.sessionStatus = Number(s.varint);
+    } else if (f.field === EVENT.summary && f.bytes) {
       for (const v of protoFields(f.bytes)) {
         if (v.field !== 1 || !v.bytes) continue;
-        for (const t of protoFields(v.bytes)) if (t.field === 1 && t.bytes) tags.push(t.bytes.toString('utf8'));
+        const scalar: Scalar = { tag: '', value: NaN };
+        for (const t of protoFields(v.bytes)) {
+          if (t.field === 1 && t.bytes) scalar.tag = t.bytes.toString('utf8');
+          if (t.field === 2 && t.bytes?.length === 4) scalar.value = t.bytes.readFloatLE(0);
+        }
+        e.scalars.push(scalar);
       }
     }
   }
-  return { step, tags };
+  return e;
 }
