@@ -90,6 +90,15 @@ var PipecDashboard = (function () {
     return String(Number(v.toPrecision(3)));
   }
 
+  /** An axis's tick labels in one format: once a tick reaches 10,000, every tick from 1,000 up is in k. */
+  function fmtTicks(splits) {
+    var big = splits.some(function (v) { return v !== null && Math.abs(v) >= 1e4; });
+    return splits.map(function (v) {
+      if (big && v !== null && Math.abs(v) >= 1000) return (v / 1000).toLocaleString('en-US', { maximumFractionDigits: 1 }) + 'k';
+      return fmtTick(v);
+    });
+  }
+
   function fmtSeconds(s) {
     if (!isFinite(s)) return '—';
     if (s < 60) return s.toFixed(1) + ' s';
@@ -97,7 +106,7 @@ var PipecDashboard = (function () {
     return h ? h + ' h ' + (m % 60) + ' min' : m + ' min ' + Math.round(s % 60) + ' s';
   }
 
-  return { ema: ema, stageStarts: stageStarts, decimate: decimate, fmt: fmt, fmtTick: fmtTick, fmtSeconds: fmtSeconds };
+  return { ema: ema, stageStarts: stageStarts, decimate: decimate, fmt: fmt, fmtTick: fmtTick, fmtTicks: fmtTicks, fmtSeconds: fmtSeconds };
 })();
 
 if (typeof document !== 'undefined') (function (D, uPlot) {
@@ -301,11 +310,11 @@ if (typeof document !== 'undefined') (function (D, uPlot) {
         y: o.log ? { distr: 3, log: 10 } : o.yRange ? { range: o.yRange } : { auto: true },
       },
       axes: [
-        { label: 'global step (all stages)', labelSize: 22, values: function (u, splits) { return splits.map(D.fmtTick); }, grid: { stroke: 'rgba(0,0,0,0.07)' }, ticks: { stroke: 'rgba(0,0,0,0.25)' } },
-        { label: o.yLabel + (o.log ? ' (log scale)' : ''), labelSize: 22, size: 60, values: function (u, splits) { return splits.map(o.yTick || D.fmtTick); }, grid: { stroke: 'rgba(0,0,0,0.07)' }, ticks: { stroke: 'rgba(0,0,0,0.25)' } },
+        { label: 'global step (all stages)', labelSize: 22, values: function (u, splits) { return D.fmtTicks(splits); }, grid: { stroke: 'rgba(0,0,0,0.07)' }, ticks: { stroke: 'rgba(0,0,0,0.25)' } },
+        { label: o.yLabel + (o.log ? ' (log scale)' : ''), labelSize: 22, size: 60, values: function (u, splits) { return D.fmtTicks(splits); }, grid: { stroke: 'rgba(0,0,0,0.07)' }, ticks: { stroke: 'rgba(0,0,0,0.25)' } },
       ],
       series: [{ label: 'step', value: function (u, v) { return stepLabel(v); } }].concat(o.series.map(function (s) {
-        return Object.assign({ value: function (u, v) { return o.valueFmt ? o.valueFmt(v) : D.fmt(v); }, spanGaps: !o.sparse }, s);
+        return Object.assign({ value: function (u, v) { return o.valueFmt ? o.valueFmt(v) : D.fmt(v); }, spanGaps: true }, s); // evaluation points (sparse) joined too
       })),
       hooks: {
         drawClear: [stageHooks],
@@ -420,13 +429,22 @@ if (typeof document !== 'undefined') (function (D, uPlot) {
             ctx.font = 11 * devicePixelRatio + 'px system-ui, sans-serif';
             ctx.textAlign = 'right';
             ctx.textBaseline = 'middle';
+            var labels = [];
             evalCols.forEach(function (col, k) {
               for (var q = col.length - 1; q >= 0; q--) {
                 if (col[q] === null) continue;
-                ctx.fillStyle = PALETTE[(k + 1) % PALETTE.length];
-                ctx.fillText(evalNames[k].replace(/^accuracy\//, '') + ' ' + (allAcc ? col[q].toFixed(1) + '%' : D.fmt(col[q])), uu.valToPos(q + 1, 'x', true) - 10 * devicePixelRatio, uu.valToPos(col[q], 'y', true));
+                labels.push({ k: k, text: evalNames[k].replace(/^accuracy\//, '') + ' ' + (allAcc ? col[q].toFixed(1) + '%' : D.fmt(col[q])), x: uu.valToPos(q + 1, 'x', true) - 10 * devicePixelRatio, y: uu.valToPos(col[q], 'y', true) });
                 break;
               }
+            });
+            // equal figures would print on top of each other: push labels apart, at least a line each
+            var gap = 13 * devicePixelRatio;
+            labels.sort(function (p, q) { return p.y - q.y; });
+            for (var l = 1; l < labels.length; l++) if (labels[l].y - labels[l - 1].y < gap) labels[l].y = labels[l - 1].y + gap;
+            var over = labels.length ? labels[labels.length - 1].y - (uu.bbox.top + uu.bbox.height - gap / 2) : 0;
+            labels.forEach(function (lb) {
+              ctx.fillStyle = PALETTE[(lb.k + 1) % PALETTE.length];
+              ctx.fillText(lb.text, lb.x, over > 0 ? lb.y - over : lb.y);
             });
             ctx.restore();
           });
