@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as vm from 'node:vm';
 import { compile } from '../compiler/service/service.js';
 import { initBackend } from '../runtime/backend/backends.js';
-import { DASHBOARD_FILE, metricsOf, type DashboardData } from '../runtime/train/dashboard.js';
+import { DASHBOARD_FILE, dashboardFromRun, metricsOf, type DashboardData } from '../runtime/train/dashboard.js';
 import { readEval, readMetrics } from '../runtime/train/metrics.js';
 import { Progress } from '../runtime/train/progress.js';
 import { runProgram } from '../runtime/train/run.js';
@@ -166,6 +166,9 @@ describe('run dashboard and TensorBoard event files', function () {
         assert.deepEqual(metricsOf(d), readMetrics(dir));
         assert.deepEqual(d.eval, readEval(dir));
         assert.deepEqual(d.stages, [{ name: 'align', planned_steps: 24 }, { name: 'finetune', planned_steps: 8 }]);
+        // the page a finished run's folder alone gives (dashboardFromRun: for a run written elsewhere) is the same
+        const again = dashboardFromRun(dir);
+        assert.deepEqual({ ...again, generated: '', refresh_s: 0 }, { ...d, generated: '', refresh_s: 0 });
       }
       assert.equal(readEval(straight).length, 2);
       assert.equal(readEval(resumed).length, 2, 'the resumed run evaluates once');

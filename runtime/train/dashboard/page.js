@@ -291,6 +291,12 @@ if (typeof document !== 'undefined') (function (D, uPlot) {
     ctx.restore();
   }
 
+  /** v rounded (down or up) to one significant digit: 4.23 -> 4 or 5, 0.0371 -> 0.03 or 0.04. */
+  function oneDigit(v, round) {
+    var mag = Math.pow(10, Math.floor(Math.log10(v)));
+    return round(v / mag) * mag;
+  }
+
   function makeChart(box, o) {
     var width = Math.max(320, box.clientWidth - 2);
     var xsDraw = xs, cols = o.columns;
@@ -307,7 +313,9 @@ if (typeof document !== 'undefined') (function (D, uPlot) {
       legend: { live: true },
       scales: {
         x: { time: false, range: function () { return xRange(); } },
-        y: o.log ? { distr: 3, log: 10 } : o.yRange ? { range: o.yRange } : { auto: true },
+        // log: the data's span out to the next one-digit values (4.2..4.9 -> 4..5), not whole decades
+        // (uPlot's default), so a loss from 4.9 to 4.2 fills the chart instead of a strip at the bottom of 1..10
+        y: o.log ? { distr: 3, log: 10, range: function (u, lo, hi) { return lo > 0 && hi > 0 ? [oneDigit(lo, Math.floor), oneDigit(hi, Math.ceil)] : [0.1, 10]; } } : o.yRange ? { range: o.yRange } : { auto: true },
       },
       axes: [
         { label: 'global step (all stages)', labelSize: 22, values: function (u, splits) { return D.fmtTicks(splits); }, grid: { stroke: 'rgba(0,0,0,0.07)' }, ticks: { stroke: 'rgba(0,0,0,0.25)' } },
