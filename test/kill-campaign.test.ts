@@ -11,6 +11,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../runtime/random.js';
 import { CHECKPOINT_NAME, checkpointName, type SavePhase } from '../runtime/train/checkpoint.js';
+import { dashboardFromRun } from '../runtime/train/dashboard.js';
+import { readEval, readMetrics } from '../runtime/train/metrics.js';
+import { readTensorBoardScalars } from '../runtime/train/tensorboard.js';
 import { pipec, startPipec } from './helpers/cli.js';
 import { tensorFiles, tinyGraph, tmpDir } from './run-fixtures.js';
 
@@ -127,6 +130,12 @@ describe('kill -9 campaign and concurrent runs (child processes)', function () {
     const all = logs.join('\n');
     assert.doesNotMatch(all, /PIPE9035|internal error/, `seed ${seed}: a kill left a checkpoint that resume had to skip, or crashed:\n${all.slice(-3000)}`);
     assert.deepEqual(stepRows(dir), stepRows(ref), `seed ${seed}, kills ${done.join(', ')}: per-step figures differ from the uninterrupted run`);
+    // the views of metrics.jsonl survive the kills too: each step once in the TensorBoard files (torn
+    // records and redone steps dropped), one evaluation, the page holding every line
+    const losses = readMetrics(dir).map((m, i) => [i + 1, Math.fround(m.loss)]);
+    assert.deepEqual(readTensorBoardScalars(dir).get('train/loss'), losses, `seed ${seed}, kills ${done.join(', ')}: RUN/tb differs from metrics.jsonl`);
+    assert.deepEqual(readEval(dir).map((p) => p.name), readEval(ref).map((p) => p.name), `seed ${seed}: eval.jsonl`);
+    assert.equal(dashboardFromRun(dir).metrics.loss.length, losses.length);
     const final = checkpointName(1, 'finetune', FINETUNE);
     assert.deepEqual(tensorFiles(path.join(dir, 'checkpoints', final)), tensorFiles(path.join(ref, 'checkpoints', final)), `seed ${seed}: final weights or optimizer moments differ`);
     const summary = JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8')), refSummary = JSON.parse(fs.readFileSync(path.join(ref, 'summary.json'), 'utf8'));

@@ -64,7 +64,7 @@ describe('the package as a library (npm pack, install, import)', function () {
     assert.equal(r.status, 0, r.stderr);
     const [info] = JSON.parse(r.stdout) as { filename: string; files: { path: string }[] }[];
     const files = new Set(info!.files.map((f) => f.path));
-    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/compiler/index.js', 'dist/compiler/index.d.ts', 'bin/pipec.js', 'stdlib/vision.pipe', 'schema/graph.schema.json', 'docs/api.md'])
+    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/compiler/index.js', 'dist/compiler/index.d.ts', 'bin/pipec.js', 'stdlib/vision.pipe', 'schema/graph.schema.json', 'docs/api.md', 'runtime/train/dashboard/page.js'])
       assert.ok(files.has(f), `${f} is in the package`);
     assert.ok(![...files].some((f) => f.startsWith('dist/test/') || f.startsWith('dist/bench/')), 'no tests or benchmarks');
     const pkg = JSON.parse(fs.readFileSync(repo('package.json'), 'utf8')) as { exports: Record<string, string | Record<string, string>> };
@@ -101,6 +101,8 @@ describe('the package as a library (npm pack, install, import)', function () {
     assert.equal(got.sameCompile, true, 'pipec and pipec/compiler export the same compile');
     assert.deepEqual(got.steps, [2, 1]);
     assert.ok(Number.isFinite(got.loss) && got.loss > 0);
+    // the run's dashboard, made from the package's own page files and its uplot dependency
+    assert.match(fs.readFileSync(path.join(consumer, 'run', 'dashboard.html'), 'utf8'), /var uPlot\s*=[\s\S]*PipecDashboard/);
 
     // the same run folder, evaluated here through the repository's own build: the same loss
     await initBackend('cpu');

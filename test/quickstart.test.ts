@@ -35,7 +35,7 @@ describe('quickstart (the README main job)', function () {
     const summary = JSON.parse(fs.readFileSync(path.join(runDir, 'summary.json'), 'utf8'));
     const colour = summary.evaluation.find((e: { question: string }) => e.question === 'colour');
     assert.ok(colour.accuracy >= 0.9, `colour accuracy ${colour.accuracy}`);
-    for (const f of ['metrics.jsonl', 'loss.html', 'graph.json', 'tokenizer.json']) assert.ok(fs.existsSync(path.join(runDir, f)), f);
+    for (const f of ['metrics.jsonl', 'eval.jsonl', 'dashboard.html', 'tb', 'graph.json', 'tokenizer.json']) assert.ok(fs.existsSync(path.join(runDir, f)), f);
   });
 
   it('pipec generate answers the colour question for new images', () => {

@@ -85,13 +85,14 @@ describe('runtime: training stages', function () {
     assert.ok(names.length > 0 && names.every((n) => n.includes('multi_modal_projector.')), names.join(', '));
   });
 
-  it('writes metrics, the loss page, the resolved graph and a summary; the loss falls', () => {
+  it('writes metrics, the dashboard and TensorBoard files, the resolved graph and a summary; the loss falls', () => {
     const m = readMetrics(runDir);
     assert.equal(m.length, 24 + 8);
     assert.deepEqual(m.slice(0, 3).map((x) => [x.stage, x.step]), [['align', 1], ['align', 2], ['align', 3]]);
     const mean = (xs: typeof m) => xs.reduce((a, x) => a + x.loss, 0) / xs.length;
     assert.ok(mean(m.slice(-4)) < mean(m.slice(0, 4)) - 0.2, `loss ${mean(m.slice(0, 4))} -> ${mean(m.slice(-4))}`);
-    assert.ok(fs.readFileSync(path.join(runDir, 'loss.html'), 'utf8').includes('<svg'));
+    assert.ok(fs.readFileSync(path.join(runDir, 'dashboard.html'), 'utf8').includes('"format":"pipec.dashboard"'));
+    assert.ok(fs.readdirSync(path.join(runDir, 'tb')).some((n) => n.startsWith('events.out.tfevents.')));
     assert.equal(JSON.parse(fs.readFileSync(path.join(runDir, 'graph.json'), 'utf8')).format, 'pipec.graph');
     const s = JSON.parse(fs.readFileSync(path.join(runDir, 'summary.json'), 'utf8'));
     assert.deepEqual(s.stages.map((x: { name: string }) => x.name), ['align', 'finetune']);

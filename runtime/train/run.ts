@@ -1,7 +1,8 @@
 // `pipec run`: trains a compiled graph stage by stage into a run directory:
 //   RUN/graph.json          the resolved graph that was run
 //   RUN/tokenizer.json      the tokenizer (generated datasets write their word vocabulary)
-//   RUN/metrics.jsonl       one line per optimizer step;  RUN/loss.html  loss curves
+//   RUN/metrics.jsonl       one line per optimizer step;  RUN/eval.jsonl  evaluation figures
+//   RUN/dashboard.html      the charts;  RUN/tb/  TensorBoard event files (metrics-log.ts writes these four)
 //   RUN/checkpoints/        see checkpoint.ts;  RUN/summary.json  the outcome, incl. evaluation
 //   RUN/run.json            marks the folder as this program's run;  RUN/run.lock  while a process writes it
 // The folder is opened under its lock, and whether this run may use it is decided there (run-dir.ts).
@@ -26,7 +27,7 @@ import { checkpointName, loadComponents, loadOptimizer, loadWeightsInto, saveChe
 import { evaluateShapes, type EvalResult } from './evaluate.js';
 import { graphHash } from './graph-hash.js';
 import { verifyManifest } from './manifest.js';
-import { appendMetrics, truncateMetrics, writeLossPage } from './metrics.js';
+import { accuracyPoints, MetricsLog } from './metrics-log.js';
 import { clipByGlobalNorm, Optimizer } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
@@ -103,7 +104,6 @@ function startRun(o: RunOptions, run: OpenRunDir, hash: string, out: Progress): 
     resumeFrom = findResumePoint(o.runDir, o.graph, hash, (l) => out.line(l));
     const { state } = resumeFrom;
     out.line(`resuming from ${path.relative(process.cwd(), resumeFrom.dir) || resumeFrom.dir} (stage ${state.stage}, step ${state.step}/${state.total_steps})`);
-    truncateMetrics(o.runDir, state.stage_index, state.step);
   }
   writeRunMarker(o.runDir, o.graph, hash);
   return resumeFrom;
@@ -119,6 +119,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
   const g = o.graph;
   const hash = graphHash(g);
   const resumeFrom = startRun(o, run, hash, out);
+  const log = new MetricsLog(o.runDir, g, resumeFrom?.state); // on resume, first drops the steps it redoes
   writeFileAtomic(path.join(o.runDir, 'graph.json'), JSON.stringify(g, null, 2) + '\n');
 
   // The run's tokenizer (a dataset's tokenizer.json, else the generated word vocabulary), kept in the run folder
@@ -223,7 +224,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
       lastLoss = loss;
       const elapsed = (performance.now() - stageT0) / 1000;
       const stepSec = (performance.now() - stepT0) / 1000;
-      appendMetrics(o.runDir, {
+      log.step({
         stage: stage.name, stage_index: si, step, loss, lm_loss: lmLoss, ...(auxLoss ? { aux_loss: auxLoss } : {}),
         lr, grad_norm: gradNorm, tokens, tokens_per_s: tokens / stepSec, elapsed_s: elapsed,
       });
@@ -233,6 +234,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
         optimizer.dispose();
         params.dispose();
         summary.stopped_early = true;
+        log.finish('stopped');
         summary.seconds = (performance.now() - t0) / 1000;
         return summary;
       }
@@ -240,7 +242,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
     const seconds = stageSeconds();
     summary.stages.push({ name: stage.name, steps, final_loss: lastLoss, seconds, tokens_per_s: (carried.stage_tokens + tokensSeen) / seconds, skipped_records: data.skipped });
     checkpoint(true);
-    writeLossPage(o.runDir);
+    log.stageDone();
     optimizer.dispose();
     out.line(`stage ${stage.name} done: ${steps} steps in ${seconds.toFixed(1)} s, final loss ${lastLoss.toFixed(4)}`);
   }
@@ -248,11 +250,13 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
   if (o.evaluate !== false && lastData?.data.heldoutRecords && params) {
     const runner = new ModelRunner(lastData.model, params, await loadCustomOps(lastData.model, o.baseDir));
     summary.evaluation = evaluateShapes(runner, lastData.data, tokenizer, imageShapeOf(lastData.model), lastData.model.image_tokens ?? 0);
+    log.evaluation(accuracyPoints(summary.evaluation));
     for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions: ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
   }
   summary.seconds = carriedSeconds + (performance.now() - t0) / 1000;
   run.lock.verify();
   writeFileAtomic(path.join(o.runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  log.finish('finished');
   params?.dispose();
   return summary;
 }

@@ -89,3 +89,19 @@ export function runPython(python: string, args: string[], o: PythonOptions = {})
   assert.equal(r.status, 0, `${python} ${args.join(' ')} failed:\n${`${r.stdout}\n${r.stderr}`.slice(-6000)}`);
   return r.stdout;
 }
+
+/**
+ * A Python with TensorBoard (its event-file reader, for the read-back test of RUN/tb): PIPEC_REFERENCE_PYTHON,
+ * else .venv-torch (`npm run setup:torch` installs tensorboard). Returns why not when there is none.
+ */
+export function tensorboardPython(): { python: string } | { why: string } {
+  if (tensorboard === undefined) {
+    const python = process.env.PIPEC_REFERENCE_PYTHON ?? repo('.venv-torch/bin/python');
+    const r = fs.existsSync(python) ? spawnSync(python, ['-c', 'from tensorboard.backend.event_processing.event_accumulator import EventAccumulator'], { encoding: 'utf8', env: childEnv() }) : undefined;
+    tensorboard = r?.status === 0 ? { python } : { why: `${!r ? `${python} does not exist` : `${python} cannot import tensorboard's EventAccumulator`} (${TENSORBOARD_FIX})` };
+  }
+  return tensorboard;
+}
+let tensorboard: { python: string } | { why: string } | undefined;
+
+export const TENSORBOARD_FIX = 'npm run setup:torch installs tensorboard into .venv-torch, or set PIPEC_REFERENCE_PYTHON';
