@@ -5,6 +5,8 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { unavailable } from './helpers/required.js';
@@ -85,5 +87,62 @@ describe('VS Code extension package (.vsix)', function () {
     }
     assert.ok(entries.has('extension.vsixmanifest'));
     assert.ok(![...entries.keys()].some((n) => n.endsWith('.vsix') || n.endsWith('package-lock.json')));
+  });
+});
+
+describe('VS Code extension: which pipec it starts', () => {
+  type Folder = { name: string; uri: { scheme: string; fsPath: string } };
+  const state: { setting: string; folders: Folder[] } = { setting: '', folders: [] };
+  // extension.js as VS Code loads it, with the `vscode` API reduced to what resolvePipec reads.
+  const vscode = {
+    workspace: {
+      get workspaceFolders() {
+        return state.folders;
+      },
+      getConfiguration: () => ({ get: (_key: string, fallback: string) => state.setting || fallback }),
+    },
+  };
+  let resolvePipec: () => { command: string; source: string };
+
+  before(() => {
+    const require = createRequire(import.meta.url);
+    const Module = require('node:module') as { _load: (request: string, ...rest: unknown[]) => unknown };
+    const load = Module._load;
+    Module._load = function (request: string, ...rest: unknown[]) {
+      if (request === 'vscode') return vscode;
+      if (request === 'vscode-languageclient/node') return { LanguageClient: class {}, TransportKind: { stdio: 0 } };
+      return load.call(this, request, ...rest);
+    };
+    try {
+      ({ resolvePipec } = require(path.join(EXT, 'extension.js')));
+    } finally {
+      Module._load = load;
+    }
+  });
+
+  const folder = (dir: string): Folder => ({ name: path.basename(dir), uri: { scheme: 'file', fsPath: dir } });
+  const bin = process.platform === 'win32' ? 'pipec.cmd' : 'pipec';
+
+  it("takes the project's node_modules/.bin/pipec, else pipec on PATH", () => {
+    const plain = tmpDir('plain-project');
+    const local = tmpDir('project');
+    fs.mkdirSync(path.join(local, 'node_modules', '.bin'), { recursive: true });
+    fs.writeFileSync(path.join(local, 'node_modules', '.bin', bin), '');
+    Object.assign(state, { setting: '', folders: [folder(plain), folder(local)] });
+    assert.equal(resolvePipec().command, path.join(local, 'node_modules', '.bin', bin));
+    Object.assign(state, { folders: [folder(plain)] });
+    assert.deepEqual(resolvePipec(), { command: bin, source: 'PATH' });
+  });
+
+  it('takes the pipec.serverPath setting first, with ${workspaceFolder}, ~ and relative paths expanded', () => {
+    const local = tmpDir('project');
+    fs.mkdirSync(path.join(local, 'node_modules', '.bin'), { recursive: true });
+    fs.writeFileSync(path.join(local, 'node_modules', '.bin', bin), '');
+    const at = (setting: string) => (Object.assign(state, { setting, folders: [folder(local)] }), resolvePipec());
+    assert.deepEqual(at('/opt/pipec/bin/pipec.js'), { command: '/opt/pipec/bin/pipec.js', source: 'the pipec.serverPath setting' });
+    assert.equal(at('${workspaceFolder}/tools/pipec').command, path.join(local, 'tools', 'pipec'));
+    assert.equal(at('~/pipec/bin/pipec.js').command, path.join(os.homedir(), 'pipec', 'bin', 'pipec.js'));
+    assert.equal(at('../pipec/bin/pipec.js').command, path.resolve(local, '../pipec/bin/pipec.js'));
+    assert.equal(at('my-pipec').command, 'my-pipec'); // a bare name is looked up on PATH
   });
 });

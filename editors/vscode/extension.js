@@ -131,4 +131,5 @@ function deactivate() {
   return stopClient();
 }
 
-module.exports = { activate, deactivate };
+// resolvePipec is exported for test/vscode-package.test.ts.
+module.exports = { activate, deactivate, resolvePipec };
