@@ -401,7 +401,9 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   const hasEpochs = fields.has('epochs') || !!scalarOverride('epochs');
   const hasSteps = fields.has('steps') || !!scalarOverride('steps');
   if (hasEpochs && hasSteps) {
-    reporter.report(M.EpochsAndSteps, (fields.get('steps') ?? fields.get('epochs'))?.name.range ?? decl.name.range, name);
+    // Both inherited (neither set here nor overridden): the stage they come from has reported it already.
+    const inherited = !own.has('epochs') && !own.has('steps') && !scalarOverride('epochs') && !scalarOverride('steps');
+    if (!inherited) reporter.report(M.EpochsAndSteps, (fields.get('steps') ?? fields.get('epochs'))?.name.range ?? decl.name.range, name);
     info.ok = false;
   } else if (!hasEpochs && !hasSteps) {
     if ((!afterField || after) && !meant.has('epochs') && !meant.has('steps')) missing.push('epochs` or `steps');
