@@ -81,9 +81,17 @@ describe('VS Code extension package (.vsix)', function () {
       if (r === 'vscode' || ['fs', 'os', 'path'].includes(r)) continue; // given by VS Code and Node
       // The client library and what it needs in turn are installed inside the .vsix.
       assert.ok(entries.has(`extension/node_modules/${r}.js`) || entries.has(`extension/node_modules/${r}/package.json`), `${r} is not in the .vsix`);
-      const pkg = r.split('/')[0];
-      const deps = Object.keys(JSON.parse(entries.get(`extension/node_modules/${pkg}/package.json`)!().toString('utf8')).dependencies ?? {});
-      for (const d of deps) assert.ok(entries.has(`extension/node_modules/${d}/package.json`), `${d} (needed by ${pkg}) is not in the .vsix`);
+      // ... and so is every package it depends on, transitively.
+      const seen = new Set<string>();
+      for (const queue = [r.split('/')[0]]; queue.length; ) {
+        const pkg = queue.pop()!;
+        if (seen.has(pkg)) continue;
+        seen.add(pkg);
+        const manifestEntry = entries.get(`extension/node_modules/${pkg}/package.json`);
+        assert.ok(manifestEntry, `${pkg} (needed by ${r}) is not in the .vsix`);
+        queue.push(...Object.keys(JSON.parse(manifestEntry().toString('utf8')).dependencies ?? {}));
+      }
+      assert.ok(seen.has('vscode-jsonrpc'), [...seen].join(', '));
     }
     assert.ok(entries.has('extension.vsixmanifest'));
     assert.ok(![...entries.keys()].some((n) => n.endsWith('.vsix') || n.endsWith('package-lock.json')));
