@@ -51,6 +51,8 @@ describe('pipec CLI', function () {
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
       assert.ok(r.err.length > 0);
       noStackTrace(r.err);
+      // one line saying what is wrong, then the help to see (`pipec` alone prints the command list)
+      if (args.length) assert.match(r.err, /^pipec: [^\n]+\nsee `pipec (\w+ )?--help`\n$/, r.err);
     }
   });
 

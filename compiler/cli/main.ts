@@ -1,8 +1,8 @@
 // pipec: the command-line driver. Every command goes through the compiler service; exit codes are
-// 0 clean (warnings allowed), 1 the program has errors, 2 pipec was invoked wrongly.
+// 0 clean (warnings allowed), 1 the program has errors, 2 pipec was invoked wrongly (one line saying
+// what, and where the usage is), 3 an internal error. The commands and their options: spec.ts.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import type { StageEstimate } from '../check/memory.js';
 import { formatBytes, formatCount } from '../check/values.js';
 import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.js';
@@ -11,45 +11,10 @@ import { format } from '../format/format.js';
 import type { Graph } from '../ir/graph.js';
 import { compile, graphJson, UsageError, type CompileResult } from '../service/service.js';
 import { PipeRuntimeError } from '../../runtime/errors.js';
+import { CommandLineError, parseCommandLine, unknownCommand, type CommandLine, type OptionValues } from './args.js';
 import { layoutsOf, renderDot, renderGraph } from './graph-view.js';
-
-const USAGE = `pipec - compile and run .pipe programs for multimodal models
-
-usage:
-  pipec check FILE...             report every problem (exit 0 clean, 1 errors, 2 usage)
-  pipec check --data FILE...      also read every record of every stage's data as training will (the
-                                  data pre-flight): tokens-per-record histograms, failing records located
-  pipec compile FILE -o OUT.json  lower to the execution-graph IR (schema/graph.schema.json)
-  pipec graph FILE [--dot]        print the graph with the shape at every edge (Graphviz with --dot)
-  pipec estimate FILE             parameters and memory per device for every stage
-  pipec fmt [--check] FILE...     format in place (--check: list unformatted files, exit 1)
-  pipec lsp --stdio               the language server (editors start it)
-  pipec run FILE|GRAPH.json       train, stage by stage, into a run directory (--out, default runs/NAME)
-  pipec generate RUN --prompt P   generate from a finished run (--image x.png)
-  pipec eval FILE|RUN [--stage S] [--data DATASET] [-o result.json]
-                                  loss (and exact-match accuracy) of a program's weights or a finished
-                                  run on a dataset, no training; --records: per-record ids and logits
-  pipec backends                  which TensorFlow.js backends load here, and which auto picks
-  pipec export FILE --target torch -o DIR   a PyTorch program (model.py, train.py, launch/) from the graph
-                                  (--custom-as-base: custom components as their base op)
-  pipec export RUN --target hf -o DIR       a finished run as a transformers LLaVA folder (weights, config,
-                                  tokenizer, processor); --max-shard-size 5GB as save_pretrained
-  pipec prepare FILE [--stage S] -o DIR     a stage's micro-batches as shards for it (--init: fresh weights,
-                                  --world-size N: for N torchrun processes)
-
-options:
-  --format text|json              diagnostics as text (default) or JSON with ranges
-  --config RUN.yaml               override stage fields and paths (schema/run-config.schema.json)
-  --set stage.NAME.FIELD=VALUE    one override, e.g. --set stage.align.optimizer.lr=2e-4
-  --no-color                      plain text
-  --backend auto|tensorflow-gpu|webgpu|tensorflow|wasm|cpu   (run, generate, eval; default auto;
-                                  webgpu on a software adapter only when named)
-  --resume                        run: continue from the run directory's newest intact checkpoint
-  --overwrite                     run: start again in a folder that holds a run (deletes that run's files)
-  --max-tokens N, --temperature T, --top-p P, --seed S   generate: sampling (default greedy)
-  -v, --verbose                   also print notes (severity info)
-  -h, --help                      this text
-`;
+import { commandHelp, globalHelp, version } from './help.js';
+import { commandSpec } from './spec.js';
 
 interface Out {
   out: (s: string) => void;
@@ -57,67 +22,39 @@ interface Out {
 }
 
 export async function main(argv: string[], io: Out = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) }): Promise<number> {
-  let parsed;
+  let line: CommandLine;
   try {
-    parsed = parseArgs({
-      // `eval --data DATASET` names a dataset, where `check --data` is a switch
-      args: argv[0] === 'eval' ? argv.map((a) => a.replace(/^--data(?==|$)/, '--dataset')) : argv,
-      allowPositionals: true,
-      options: {
-        format: { type: 'string', default: 'text' },
-        config: { type: 'string', multiple: true },
-        set: { type: 'string', multiple: true },
-        output: { type: 'string', short: 'o' },
-        dot: { type: 'boolean', default: false },
-        'no-color': { type: 'boolean', default: false },
-        verbose: { type: 'boolean', short: 'v', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-        stdio: { type: 'boolean', default: false },
-        check: { type: 'boolean', default: false },
-        data: { type: 'boolean', default: false },
-        dataset: { type: 'string' },
-        records: { type: 'boolean', default: false },
-        backend: { type: 'string' },
-        out: { type: 'string' },
-        resume: { type: 'boolean', default: false },
-        overwrite: { type: 'boolean', default: false },
-        'stop-after': { type: 'string' },
-        image: { type: 'string' },
-        prompt: { type: 'string' },
-        'max-tokens': { type: 'string' },
-        temperature: { type: 'string' },
-        'top-p': { type: 'string' },
-        seed: { type: 'string' },
-        target: { type: 'string' },
-        stage: { type: 'string' },
-        init: { type: 'boolean', default: false },
-        'custom-as-base': { type: 'boolean', default: false },
-        'world-size': { type: 'string' },
-        'max-shard-size': { type: 'string' },
-      },
-    });
+    line = parseCommandLine(argv);
   } catch (e) {
-    io.err(`pipec: ${(e as Error).message}\n\n${USAGE}`);
-    return 2;
+    if (e instanceof CommandLineError) return usageError(e, io, e.command);
+    throw e;
   }
-  const { values, positionals } = parsed;
-  const [command, ...files] = positionals;
-  if (values.help || !command) {
-    (values.help ? io.out : io.err)(USAGE);
-    return values.help ? 0 : 2;
+  const values = typed(line.values);
+  const files = line.positionals;
+  if (!line.command) {
+    if (values.version) io.out(`pipec ${version()}\n`);
+    else (values.help ? io.out : io.err)(globalHelp()); // `pipec` alone is a usage error: the list on stderr, exit 2
+    return values.version || values.help ? 0 : 2;
   }
-  if (values.format !== 'text' && values.format !== 'json') {
-    io.err(`pipec: --format must be text or json, got ${values.format}\n`);
-    return 2;
+  const command = line.command.name;
+  if (values.help) {
+    io.out(commandHelp(line.command));
+    return 0;
+  }
+  if (command === 'help') {
+    if (files.length > 1) return usageError(new UsageError('help takes one command: pipec help COMMAND'), io);
+    if (!files.length) {
+      io.out(globalHelp());
+      return 0;
+    }
+    const topic = commandSpec(files[0]);
+    if (!topic) return usageError(new UsageError(unknownCommand(files[0])), io);
+    io.out(commandHelp(topic));
+    return 0;
   }
   verbose = !!values.verbose;
   const color = !values['no-color'] && values.format === 'text' && !!process.stdout.isTTY && !process.env.NO_COLOR;
   const base = { configFiles: values.config ?? [], sets: values.set ?? [] };
-  const BACKENDS = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
-  if (values.backend !== undefined && !BACKENDS.includes(values.backend)) {
-    io.err(`pipec: --backend must be one of ${BACKENDS.join(', ')}, got ${values.backend}\n`);
-    return 2;
-  }
   try {
     switch (command) {
       case 'check': {
@@ -269,13 +206,10 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         return await rt.backendsCommand(io);
       }
       default:
-        throw new UsageError(`unknown command \`${command}\``);
+        throw new Error(`the command table lists \`${command}\` but main does not run it`);
     }
   } catch (e) {
-    if (e instanceof UsageError) {
-      io.err(`pipec: ${e.message}\n`);
-      return 2;
-    }
+    if (e instanceof UsageError) return usageError(e, io, command);
     if (e instanceof PipeRuntimeError) {
       io.err(`${e.render()}\n`);
       return 1;
@@ -287,6 +221,29 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
     io.err(`pipec: internal error: ${(e as Error).message}\n${process.env.PIPEC_DEBUG ? `${(e as Error).stack}\n` : 'set PIPEC_DEBUG=1 for details, and please report it\n'}`);
     return 3;
   }
+}
+
+/**
+ * A usage error is one line saying what is wrong, then where the usage is: exit 2, no stack trace.
+ * The pointer names the command when the command line has a known one.
+ */
+function usageError(e: UsageError, io: Out, command?: string): number {
+  io.err(`pipec: ${e.message}\nsee \`pipec ${command && command !== 'help' ? `${command} ` : ''}--help\`\n`);
+  return 2;
+}
+
+/** The parsed options with their types; `data` is check's switch or eval's dataset. */
+function typed(v: OptionValues) {
+  const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const bool = (k: string) => v[k] === true;
+  const list = (k: string) => (Array.isArray(v[k]) ? (v[k] as string[]) : []);
+  return {
+    help: bool('help'), version: bool('version'), format: str('format') ?? 'text', config: list('config'), set: list('set'), verbose: bool('verbose'), 'no-color': bool('no-color'),
+    output: str('output'), dot: bool('dot'), check: bool('check'), data: bool('data'), dataset: str('data'), records: bool('records'), backend: str('backend'),
+    out: str('out'), resume: bool('resume'), overwrite: bool('overwrite'), 'stop-after': str('stop-after'),
+    image: str('image'), prompt: str('prompt'), 'max-tokens': str('max-tokens'), temperature: str('temperature'), 'top-p': str('top-p'), seed: str('seed'),
+    target: str('target'), stage: str('stage'), init: bool('init'), 'custom-as-base': bool('custom-as-base'), 'world-size': str('world-size'), 'max-shard-size': str('max-shard-size'),
+  };
 }
 
 function intOption(v: string | undefined, name: string): number | undefined {

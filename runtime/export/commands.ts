@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
+import { UsageError } from '../../compiler/service/service.js';
 import { prepareStages } from './prepare.js';
 import { exportHf, type HfExportOptions } from './hf.js';
 import { ExportError, exportTorch, type TorchExportOptions } from './torch.js';
@@ -56,12 +57,10 @@ export function exportHfCommand(runDir: string, outDir: string, io: Io, o: HfExp
 
 export function prepareCommand(graph: Graph, baseDir: string, o: { out: string; stage?: string; init?: boolean; worldSize?: number }, io: Io): number {
   if (o.stage && !graph.stages.some((s) => s.name === o.stage)) {
-    io.err(`pipec: the program has no stage "${o.stage}" (stages: ${graph.stages.map((s) => s.name).join(', ')})\n`);
-    return 2;
+    throw new UsageError(`the program has no stage "${o.stage}" (stages: ${graph.stages.map((s) => s.name).join(', ')})`);
   }
   if (o.worldSize !== undefined && o.worldSize < 1) {
-    io.err('pipec: --world-size must be at least 1\n');
-    return 2;
+    throw new UsageError('--world-size must be at least 1');
   }
   const t0 = performance.now();
   const done = prepareStages({ graph, baseDir, outDir: o.out, stage: o.stage, init: o.init, worldSize: o.worldSize });
