@@ -146,10 +146,16 @@ function signaturesByKind(file: LoadedFile): Map<string, A.SignatureDecl> {
   return index;
 }
 
+/** The `role` constructor `name` visible in `file`, if there is one: what lookupSig picks without reporting
+ * anything (the language server resolves names as the checker does). */
+export function findSignature(name: string, role: string, file: LoadedFile): A.SignatureDecl | undefined {
+  return signaturesByKind(file).get(`${role}:${name}`);
+}
+
 export function lookupSig(name: string, range: Range, role: string, file: LoadedFile, reporter: Reporter, sigOf: (d: A.SignatureDecl) => SigInfo): SigInfo | undefined {
   // Constructors of different kinds may share a name (projector `linear`, schedule `linear`): the kind
   // the position asks for picks among them.
-  const sameKind = signaturesByKind(file).get(`${role}:${name}`);
+  const sameKind = findSignature(name, role, file);
   if (sameKind) return sigOf(sameKind);
   const decl = file.scope.get(name);
   if (!decl) {

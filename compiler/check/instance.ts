@@ -30,6 +30,8 @@ export class Instance {
   private readonly sources = new Map<string, Source>();
   private readonly busy = new Set<string>();
   private readonly failed = new Set<string>();
+  /** Parameters that a misspelled argument most likely meant: reported as that misspelling, not also missing. */
+  readonly meant = new Set<string>();
   ok = true;
 
   constructor(
@@ -105,9 +107,10 @@ export class Instance {
   finish(): boolean {
     for (const name of this.sig.order) {
       if (!this.sources.has(name)) {
+        this.ok = false;
+        if (this.meant.has(name)) continue;
         const d = this.ctx.reporter.report(M.MissingParameter, this.callRange, name, this.sig.name);
         d.hint = `add \`${name}: ${typeWord(this.sig.params.get(name)!.type)}\` to the call`;
-        this.ok = false;
         continue;
       }
       this.get(name);
@@ -174,6 +177,7 @@ export function bindCall(sig: SigInfo, call: A.CallExpr, ctx: CallContext, label
       if (near) {
         d.hint = `did you mean \`${near}\`?`;
         if (a.name) d.fixes = [{ title: `Use \`${near}\``, range: a.name.range, newText: near }];
+        inst.meant.add(near);
       } else d.hint = `\`${sig.name}\` takes ${sig.order.join(', ') || 'no parameters'}`;
       inst.ok = false;
       continue;

@@ -145,6 +145,9 @@ export interface StageInfo {
   checkpoint: { every: number; keep: number };
   /** The field nodes actually in force, own or inherited, for locating diagnostics. */
   fieldNodes: Map<string, A.Field>;
+  /** Fields that a misspelled field of this stage (or of one it inherits from) most likely meant: not
+   * reported missing here, nor in the stages that continue from it (one mistake, one diagnostic). */
+  meantFields: Set<string>;
   ok: boolean;
 }
 
