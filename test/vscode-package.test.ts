@@ -53,8 +53,9 @@ describe('VS Code extension package (.vsix)', function () {
     const vsce = repo('node_modules', '.bin', 'vsce');
     if (!fs.existsSync(vsce)) unavailable(this, '@vscode/vsce (a devDependency)', 'run `npm install`');
     const out = path.join(tmpDir('vsix'), 'pipec.vsix');
-    // No prompt may wait for an answer (stdin closed) and npm may not reach a registry (offline).
-    execFileSync(vsce, ['package', '--out', out], { cwd: EXT, stdio: ['ignore', 'pipe', 'pipe'], env: childEnv({ npm_config_offline: 'true' }) });
+    // No prompt may wait for an answer (stdin closed) and npm may not reach a registry (offline). The
+    // project has no public repository address yet: vsce is told so instead of being given an invented one.
+    execFileSync(vsce, ['package', '--allow-missing-repository', '--out', out], { cwd: EXT, stdio: ['ignore', 'pipe', 'pipe'], env: childEnv({ npm_config_offline: 'true' }) });
     entries = readZip(out);
   });
 
