@@ -25,6 +25,8 @@ usage:
   pipec fmt [--check] FILE...     format in place (--check: list unformatted files, exit 1)
   pipec lsp --stdio               the language server (editors start it)
   pipec run FILE|GRAPH.json       train, stage by stage, into a run directory (--out, default runs/NAME)
+  pipec trust FILE [--revoke]     trust the custom modules FILE names, as their files are now (recorded
+                                  per user, keyed by content hash; any edit revokes it)
   pipec generate RUN --prompt P   generate from a finished run (--image x.png)
   pipec eval FILE|RUN [--stage S] [--data DATASET] [-o result.json]
                                   loss (and exact-match accuracy) of a program's weights or a finished
@@ -46,6 +48,8 @@ options:
                                   webgpu on a software adapter only when named)
   --resume                        run: continue from the run directory's newest intact checkpoint
   --overwrite                     run: start again in a folder that holds a run (deletes that run's files)
+  --trust                         run, eval, generate: run the program's custom modules this once (they
+                                  are never run otherwise unless \`pipec trust\` recorded them)
   --max-tokens N, --temperature T, --top-p P, --seed S   generate: sampling (default greedy)
   -v, --verbose                   also print notes (severity info)
   -h, --help                      this text
@@ -92,6 +96,8 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         stage: { type: 'string' },
         init: { type: 'boolean', default: false },
         'custom-as-base': { type: 'boolean', default: false },
+        trust: { type: 'boolean', default: false },
+        revoke: { type: 'boolean', default: false },
         'world-size': { type: 'string' },
         'max-shard-size': { type: 'string' },
       },
@@ -119,6 +125,11 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
     return 2;
   }
   try {
+    if (values.trust || command === 'run' || command === 'eval' || command === 'generate') {
+      // the trust decision for custom modules (runtime/trust.ts) knows what the person running pipec said
+      const { setSessionTrust } = await import('../../runtime/trust.js');
+      setSessionTrust({ trust: values.trust, program: files[0]?.endsWith('.pipe') ? files[0] : undefined });
+    }
     switch (command) {
       case 'check': {
         if (!files.length) throw new UsageError('check needs at least one .pipe file');
@@ -204,7 +215,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
           graph = rt.loadGraphFile(file);
         } else {
-          const r = compileOrThrow(file, base, true);
+          const r = compileOrThrow(file, base, true, 'run');
           if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
           report(r, io, color);
           graph = r.graph;
@@ -242,11 +253,11 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           const ex = await import('../../runtime/export/commands.js');
           return ex.exportHfCommand(file, values.output, io, { maxShardBytes, customAsBase: values['custom-as-base'] });
         }
-        const r = compileOrThrow(file, base, true);
+        const r = compileOrThrow(file, base, true, command === 'export' && !values['custom-as-base'] ? 'export' : undefined);
         if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
         report(r, io, color);
         const ex = await import('../../runtime/export/commands.js');
-        if (command === 'export') return ex.exportCommand(r.graph, values.output, values.target!, io, { customAsBase: values['custom-as-base'] });
+        if (command === 'export') return ex.exportCommand(r.graph, values.output, values.target!, io, { customAsBase: values['custom-as-base'], baseDir: path.dirname(path.resolve(file)) });
         return ex.prepareCommand(r.graph, path.dirname(path.resolve(file)), { out: values.output, stage: values.stage, init: values.init, worldSize: intOption(values['world-size'], '--world-size') }, io);
       }
       case 'eval': {
@@ -257,12 +268,19 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const rt = await import('../../runtime/cli/commands.js');
         const o = { stage: values.stage, data: values.dataset, backend: rt.backendChoice(values.backend), output: values.output, records: values.records };
         if (fs.statSync(target).isDirectory()) return await ev.evalRun(target, o, io);
-        const r = target.endsWith('.json') ? undefined : compileOrThrow(target, base, true);
+        const r = target.endsWith('.json') ? undefined : compileOrThrow(target, base, true, 'run');
         if (r && (hasErrors(r.diagnostics) || !r.graph)) return fail(r, io, color, values.format);
         if (r) report(r, io, color);
         const graph = r?.graph ?? rt.loadGraphFile(target);
         const baseDir = r ? path.dirname(path.resolve(target)) : path.dirname(path.resolve(fs.existsSync(graph.source) ? graph.source : target));
         return await ev.evalProgram(graph, baseDir, target, o, io);
+      }
+      case 'trust': {
+        const file = single(files, 'trust');
+        const r = compileOrThrow(file, base, true);
+        if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
+        const { trustCommand } = await import('../../runtime/trust-command.js');
+        return trustCommand(r.graph, file, { revoke: values.revoke }, io);
       }
       case 'backends': {
         const rt = await import('../../runtime/cli/commands.js');
@@ -306,10 +324,10 @@ function single(files: string[], cmd: string): string {
   return files[0];
 }
 
-function compileOrThrow(file: string, base: { configFiles: string[]; sets: string[] }, lower: boolean): CompileResult {
+function compileOrThrow(file: string, base: { configFiles: string[]; sets: string[] }, lower: boolean, customNeeds?: 'run' | 'export'): CompileResult {
   if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
   if (fs.statSync(file).isDirectory()) throw new UsageError(`${file} is a directory; give a .pipe file`);
-  return compile({ file, ...base, lower });
+  return compile({ file, ...base, lower, customNeeds });
 }
 
 let verbose = false;
