@@ -1226,6 +1226,10 @@ def train_stages(args, device, world, rank, main_process):
                 declared = model.spec["weights"].get(cname)
                 if declared:
                     model.load_component(cname, os.path.join(args.base_dir, declared))
+        if fresh and main_process:
+            for cname, comp in model.components.items():
+                if getattr(comp, "pipec_component", None):  # a user's class, from the package carried beside model.py
+                    print("component %s: %s from %s" % (cname, type(comp).__name__, type(comp).__module__), flush=True)
         if fresh and si > 0:
             for h in stage["handoff"]:
                 if h["from"] in stage_ckpts:
