@@ -4,7 +4,7 @@
 // covers, and what must stay inside the program's folder. Bare imports (`@tensorflow/tfjs-core`,
 // `node:fs`) are packages, not the user's files, and are not followed.
 import * as path from 'node:path';
-import { confineResolved, maskSource, relTo, type CodeFile, type CodeFs } from './code-files.js';
+import { confineResolved, maskSource, relTo, within, type CodeFile, type CodeFs } from './code-files.js';
 
 const EXTENSIONS = ['', '.ts', '.mts', '.js', '.mjs', '.cjs', '/index.ts', '/index.js'];
 
@@ -65,7 +65,13 @@ export function tsModuleClosure(entry: string, root: string, fs: CodeFs): Module
     files.push(file);
     for (const s of importSpecifiers(text)) {
       if (!s.spec.startsWith('./') && !s.spec.startsWith('../') && s.spec !== '.' && s.spec !== '..') continue;
-      const target = resolveModule(path.resolve(path.dirname(abs), s.spec), fs);
+      const base = path.resolve(path.dirname(abs), s.spec);
+      // judged on the text first: a path that climbs out is outside, whatever the disk holds there
+      if (!within(root, base)) {
+        problems.push({ file, ...s, kind: 'outside', why: 'climbs out of the program\'s folder with ".."' });
+        continue;
+      }
+      const target = resolveModule(base, fs);
       if (!target) {
         problems.push({ file, ...s, kind: 'missing', why: 'does not exist (tried with .ts, .js, .mjs, /index.ts)' });
         continue;

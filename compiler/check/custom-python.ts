@@ -252,21 +252,21 @@ export function readPythonPackage(modeling: string, programRoot: string, fs: Cod
   return pkg;
 }
 
-/** Where a name of a module comes from: the module that defines it, following relative imports (one package). */
-export function definingModule(pkg: PythonPackage, module: string, name: string, seen = new Set<string>()): string | undefined {
+/** Where a name of a module comes from: the module that defines it and its name there, following relative imports (aliases included). */
+export function definingModule(pkg: PythonPackage, module: string, name: string, seen = new Set<string>()): { module: string; name: string } | undefined {
   const mod = pkg.modules.get(module);
-  if (!mod || seen.has(module)) return undefined;
-  seen.add(module);
-  if (mod.classes.has(name)) return module;
+  if (!mod || seen.has(`${module}:${name}`)) return undefined;
+  seen.add(`${module}:${name}`);
+  if (mod.classes.has(name)) return { module, name };
   for (const imp of mod.imports) {
     const n = imp.names.find((x) => x.as === name && x.name !== '*');
     if (!n) continue;
     const here = module.split('.').filter(Boolean);
     const pkgParts = mod.file.abs.endsWith(`${path.sep}__init__.py`) ? here : here.slice(0, -1);
     const base = [...pkgParts.slice(0, pkgParts.length - (imp.level - 1)), ...imp.module.split('.').filter(Boolean)].join('.');
-    return definingModule(pkg, base, n.name, seen) ?? (pkg.modules.has(base) ? base : undefined);
+    return definingModule(pkg, base, n.name, seen) ?? (pkg.modules.has(base) ? { module: base, name: n.name } : undefined);
   }
-  return mod.names.has(name) ? module : undefined;
+  return mod.names.has(name) ? { module, name } : undefined;
 }
 
 /** What the export needs to know of the class: where its config class lives, the model_type, its MoE block class. */
@@ -281,30 +281,30 @@ export interface PythonClassInfo {
 
 /** Follows the class and its bases (in the package) for `config_class`, then the config class for `model_type`. */
 export function pythonClassInfo(pkg: PythonPackage, className: string): PythonClassInfo | undefined {
-  const module = definingModule(pkg, pkg.module, className);
-  if (!module) return undefined;
-  const info: PythonClassInfo = { module };
+  const where = definingModule(pkg, pkg.module, className);
+  if (!where) return undefined;
+  const info: PythonClassInfo = { module: where.module };
   const attrOf = (mod: string, cls: string, key: string, seen = new Set<string>()): { value: string; module: string } | undefined => {
-    const m = pkg.modules.get(mod);
-    const c = m?.classes.get(cls);
+    const c = pkg.modules.get(mod)?.classes.get(cls);
     if (!c || seen.has(`${mod}.${cls}`)) return undefined;
     seen.add(`${mod}.${cls}`);
     const v = c.attrs.get(key);
     if (v !== undefined) return { value: v, module: mod };
     for (const b of c.bases) {
-      const bm = definingModule(pkg, mod, b);
-      const hit = bm ? attrOf(bm, b, key, seen) : undefined;
+      const base = definingModule(pkg, mod, b);
+      const hit = base ? attrOf(base.module, base.name, key, seen) : undefined;
       if (hit) return hit;
     }
     return undefined;
   };
-  const cc = attrOf(module, className, 'config_class');
+  const cc = attrOf(where.module, where.name, 'config_class');
   if (cc && IDENT.test(cc.value)) {
-    const where = definingModule(pkg, cc.module, cc.value);
-    if (where) {
-      info.configClass = { module: where, name: cc.value };
-      const mt = attrOf(where, cc.value, 'model_type');
-      if (mt && /^"[^"]*"$/.test(mt.value)) info.modelType = JSON.parse(mt.value) as string;
+    const cfg = definingModule(pkg, cc.module, cc.value);
+    if (cfg) {
+      info.configClass = cfg;
+      const mt = attrOf(cfg.module, cfg.name, 'model_type');
+      const literal = mt && /^(["'])([^"'\\]*)\1$/.exec(mt.value);
+      if (literal) info.modelType = literal[2];
     }
   }
   for (const m of pkg.modules.values()) {
