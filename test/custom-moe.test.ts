@@ -3,14 +3,17 @@
 // through its PyTorch half in the exported program, trained under `torchrun --nproc_per_node 2` with FSDP
 // (gloo, CPU). The two give the same losses over 20 steps; plain Mixtral gives others, so the class's own
 // code is what ran on both sides. The exported program carries the class's package and imports it
-// relatively (the seed story's failure).
+// relatively (the seed story's failure). The same 20 steps under DeepSpeed ZeRO-3 (train.py --deepspeed with
+// the exported JSON, 2 processes on CPU) where a Python with DeepSpeed is found, skipped with the reason
+// otherwise.
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
 import { compareLosses, rel, torchrun } from './export/helpers.js';
 import { pipec } from './helpers/cli.js';
-import { runPython, TORCH2_FIX, torch2Python } from './helpers/python.js';
+import { deepspeedPython, runPython, TORCH2_FIX, torch2Python, TRANSFORMERS_FIX, transformersPython } from './helpers/python.js';
 import { unavailable } from './helpers/required.js';
 import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
@@ -30,7 +33,7 @@ function ok(args: string[]): string {
   return r.stderr;
 }
 
-describe('a custom MoE class in both halves: pipec run and the exported program under torchrun FSDP', function () {
+describe('a custom MoE class in both halves: pipec run and the exported program under torchrun FSDP and DeepSpeed ZeRO-3', function () {
   this.timeout(300_000);
   let PY: string, dir: string, pipe: string, tanuki: StepMetrics[];
 
@@ -78,5 +81,73 @@ describe('a custom MoE class in both halves: pipec run and the exported program 
     console.log(`      plain Mixtral vs TanukiForCausalLM over 20 steps: losses apart by up to ${apart.toExponential(2)} (aux loss at step 1: ${auxApart.toExponential(2)}); the class's two halves agree to ${worst.toExponential(2)}`);
     assert.ok(apart > 1e-3 && apart > 1000 * worst, `the tempered router must change the loss: Mixtral and Tanuki differ by only ${apart}`);
     assert.ok(auxApart > 1e-4, `the tempered router must change the load-balancing loss: ${auxApart}`);
+  });
+
+  it('the exported trainer\'s checkpoint of the class loads in transformers with trust_remote_code (its package and auto_map beside the weights)', function () {
+    const tf = transformersPython();
+    if ('why' in tf) unavailable(this, tf.why, TRANSFORMERS_FIX);
+    const run = path.join(dir, 'torch', 'run', 'checkpoints');
+    assert.ok(fs.existsSync(run), 'the FSDP run above wrote checkpoints');
+    const lm = path.join(run, JSON.parse(fs.readFileSync(path.join(run, 'latest.json'), 'utf8')).checkpoint, 'lm');
+    assert.deepEqual(fs.readdirSync(lm).filter((f) => f.endsWith('.py')).sort(), ['configuration_tanuki.py', 'modeling_tanuki.py']);
+    const probe = [
+      'import json, sys, torch',
+      'from safetensors.torch import load_file',
+      'from transformers import AutoModelForCausalLM',
+      'm = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)',
+      'saved = load_file(sys.argv[1] + "/model.safetensors")',
+      'sd = m.state_dict()',
+      'worst = max(float((sd[n].float() - t.float()).abs().max()) for n, t in saved.items())',
+      'print(json.dumps({"class": type(m).__name__, "module": type(m).__module__, "config": type(m.config).__name__, "temperature": m.config.router_temperature, "same_names": sorted(sd) == sorted(saved), "worst": worst}))',
+    ].join('\n');
+    const got = JSON.parse(runPython(tf.python, ['-c', probe, lm], { env: { HF_HUB_OFFLINE: '1', HF_MODULES_CACHE: path.join(dir, 'hf-modules') } }).trim().split('\n').pop()!);
+    assert.equal(got.class, 'TanukiForCausalLM');
+    assert.match(got.module, /modeling_tanuki$/, 'the class came from the files beside the weights (remote code)');
+    assert.equal(got.config, 'TanukiConfig');
+    assert.ok(got.temperature > 0);
+    assert.ok(got.same_names, 'the model holds exactly the saved tensors');
+    assert.equal(got.worst, 0, 'the trained weights are the ones loaded');
+  });
+
+  // the program as a ZeRO-3 stage on 2 processes: each takes one of the micro-batches pipec's accumulate 2 takes
+  const ZERO3 = ['--set', 'stage.joint.accumulate=1', '--set', 'stage.joint.devices.count=2', '--set', 'stage.joint.sharding=zero3'];
+
+  it('launch.sh runs a ZeRO-3 stage under DeepSpeed where its Python imports it, FSDP otherwise, PIPEC_SHARDING forcing either', () => {
+    const out = path.join(dir, 'launch');
+    ok(['export', pipe, '--target', 'torch', '-o', out, ...ZERO3]);
+    // a torchrun that only says what it was asked to run, and Pythons that can or cannot import anything
+    const bin = path.join(dir, 'bin');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.writeFileSync(path.join(bin, 'torchrun'), '#!/bin/sh\necho "torchrun $*"\n', { mode: 0o755 });
+    const launch = (env: Record<string, string>) => {
+      const r = spawnSync('bash', [path.join(out, 'launch', 'launch.sh')], { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env } });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout.trim().split(' train.py ')[1];
+    };
+    assert.equal(launch({ PYTHON: '/bin/true' }), '--data data --out run --until joint --deepspeed launch/joint.deepspeed.json');
+    assert.equal(launch({ PYTHON: '/bin/false' }), '--data data --out run --until joint --fsdp full');
+    assert.equal(launch({ PYTHON: '/bin/true', PIPEC_SHARDING: 'fsdp' }), '--data data --out run --until joint --fsdp full');
+    assert.equal(launch({ PYTHON: '/bin/false', PIPEC_SHARDING: 'deepspeed' }), '--data data --out run --until joint --deepspeed launch/joint.deepspeed.json');
+  });
+
+  it('20 steps under DeepSpeed ZeRO-3 (train.py --deepspeed, 2 processes, CPU): pipec\'s losses, the MoE block kept whole', async function () {
+    const ds = deepspeedPython();
+    if ('why' in ds) {
+      console.log(`      skipped: DeepSpeed cannot be imported: ${ds.why}`);
+      this.skip();
+    }
+    const out = path.join(dir, 'deepspeed');
+    ok(['export', pipe, '--target', 'torch', '-o', out, ...ZERO3]);
+    ok(['prepare', pipe, '--world-size', '2', '-o', path.join(out, 'data'), ...ZERO3]);
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'launch', 'joint.deepspeed.json'), 'utf8'));
+    assert.deepEqual([config.train_batch_size, config.train_micro_batch_size_per_gpu, config.gradient_accumulation_steps, config.zero_optimization.stage], [8, 4, 1, 3]);
+    // the exported threshold (1e6 elements) would keep every parameter of this tiny model whole on each
+    // process; 0 partitions them all, so the gathering (and the leaf MoE block) is really exercised
+    config.zero_optimization.stage3_param_persistence_threshold = 0;
+    fs.writeFileSync(path.join(out, 'zero3.json'), JSON.stringify(config));
+    const log = await torchrun(ds.python, 2, path.join(out, 'train.py'), ['--data', path.join(out, 'data'), '--out', path.join(out, 'run'), '--deepspeed', path.join(out, 'zero3.json')], out);
+    assert.match(log, /stage joint: .*DeepSpeed ZeRO-3, leaf modules TanukiSparseMoeBlock, VisionLayer/);
+    assert.match(log, /component lm: TanukiForCausalLM from custom_lm\.modeling_tanuki/);
+    compareLosses(`TanukiForCausalLM: pipec vs exported under DeepSpeed ${ds.version} ZeRO-3 (2 processes)`, tanuki, readMetrics(path.join(out, 'run')), 20, 1e-4);
   });
 });
