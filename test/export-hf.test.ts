@@ -297,6 +297,9 @@ describe('export --target hf (tiny: CLIP-style vit, mlp2x_gelu, Llama)', functio
     refuse(variant((g) => (comp(g, 'vision').attrs['cls'] = false)), 'PIPE9081', /component `vision` .* a vit without a class token/, /^test\/runtime\/tiny\.pipe:9:\d+ - error PIPE9081/);
     refuse(variant((g) => (comp(g, 'proj').attrs['depth'] = 3)), 'PIPE9081', /mlp_gelu of depth 3/, /^test\/runtime\/tiny\.pipe:10:29 - error PIPE9081/);
     refuse(variant((g) => (comp(g, 'lm').custom = { class: 'MyLlama', module: './my.ts', base: 'llama' })), 'PIPE9081', /custom class MyLlama/, /tiny\.pipe:11:\d+/);
+    // a PyTorch half does not help: LLaVA builds its language model from a registered model type
+    const python = { file: 'my/modeling_my.py', package: 'my', module: 'modeling_my', files: ['my/modeling_my.py'], hash: 'sha256:0' };
+    refuse(variant((g) => (comp(g, 'lm').custom = { class: 'MyLlama', base: 'llama', python })), 'PIPE9081', /custom class MyLlama \(my\/modeling_my\.py\); transformers' LLaVA .* would not run the class's remote code/, /hint: .*trust_remote_code=True.*pipec export --target torch/);
     refuse(variant((g) => (g.models[0]!.components = g.models[0]!.components.filter((c) => c.role !== 'encoder'))), 'PIPE9080', /has no vision encoder/, /PIPE9080/);
     refuse(variant((g) => g.models[0]!.nodes.find((n) => n.op === 'llava_splice')!.attrs['image_tokens'] = 5), 'PIPE9083', /into 4 tokens, but the model takes 5/, /tiny\.pipe:9/);
     // a custom component is written as its base when asked

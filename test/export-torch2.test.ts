@@ -9,7 +9,7 @@ import { readSafetensorsHeader } from '../compiler/check/checkpoint-io.js';
 import type { Graph } from '../compiler/ir/graph.js';
 import { initBackend } from '../runtime/backend/backends.js';
 import { prepareStages } from '../runtime/export/prepare.js';
-import { exportTorch } from '../runtime/export/torch.js';
+import { MOE_BLOCK_CLASS, MOE_BLOCK_SUFFIX, zero3LeafClasses } from '../runtime/export/launch.js';
 import { ParamStore, paramSpecs } from '../runtime/params.js';
 import { checkpointName, loadComponents, saveCheckpoint } from '../runtime/train/checkpoint.js';
 import { readMetrics } from '../runtime/train/metrics.js';
@@ -26,7 +26,7 @@ const LOAD_EXPORTS = `
 import json, sys, torch
 out = {}
 for folder in sys.argv[1:]:
-    for m in ("model", "train"):
+    for m in [m for m in sys.modules if m in ("model", "train") or m.split(".")[0].startswith("custom_")]:
         sys.modules.pop(m, None)
     sys.path.insert(0, folder)
     import model, train
@@ -53,7 +53,7 @@ describe('export: model.py and train.py of every shipped pipeline load in PyTorc
   it('every model\'s state_dict holds exactly pipec\'s parameters (names, shapes), and train.py\'s stages are the graph\'s', async () => {
     const dir = tmpDir('torch2-load');
     const programs: [string, Graph][] = [...PIPELINES, 'test/runtime/tiny.pipe', 'test/export/tiny-moe.pipe'].map((rel) => [rel, graphOf(rel)]);
-    const folders = programs.map(([rel, g]) => writeExport(g, path.join(dir, path.basename(rel, '.pipe')), { customAsBase: true })); // tanuki's custom LM is Mixtral underneath
+    const folders = programs.map(([rel, g]) => writeExport(g, path.join(dir, path.basename(rel, '.pipe')))); // tanuki-8x8b's LM: the user's class, from its package
     const loaded = JSON.parse(runPython(PY, ['-c', LOAD_EXPORTS, ...folders])) as Loaded;
     programs.forEach(([rel, g], i) => {
       const got = loaded[folders[i]!]!;
@@ -95,17 +95,22 @@ describe('export: model.py and train.py of every shipped pipeline load in PyTorc
     assert.deepEqual(sorted(loaded[folder]!.models['tiny']!), sorted(written));
   });
 
-  it('the DeepSpeed leaf_module suffix names every MoE block of an exported model, and nothing else', () => {
-    const tanuki = exportTorch(graphOf('pipelines/tanuki-8x8b-vision.pipe'), { customAsBase: true });
-    const leaf = JSON.parse(tanuki.get('launch/align.deepspeed.json')!).zero_optimization.leaf_module as { name_suffixes: string[] };
-    const g = graphOf('test/export/tiny-moe.pipe');
-    const dir = writeExport(g, tmpDir('torch2-leaf'));
-    const names = JSON.parse(runPython(PY, ['-c', 'import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom model import MODELS\nprint(json.dumps([n for n, _ in list(MODELS.values())[0]().named_modules()]))', dir])) as string[];
-    // DeepSpeed's set_z3_leaf_modules_by_suffix: every named_modules() name that ends with a suffix
-    const matched = names.filter((n) => leaf.name_suffixes.some((x) => n.endsWith(x)));
-    const layers = Number(g.models[0]!.components.find((c) => c.name === 'lm')!.attrs['layers']);
-    assert.deepEqual(matched, Array.from({ length: layers }, (_, i) => `components.lm.model.layers.${i}.block_sparse_moe`));
-    assert.ok(names.includes('components.lm.model.layers.0.block_sparse_moe.experts.0.w1'), 'the experts are inside the leaf');
+  it('the MoE block suffix names every MoE block of an exported model; train.py --deepspeed keeps whole what launch.json lists (the user\'s MoE class, model.py\'s layers)', () => {
+    const probe = 'import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom model import MODELS\nimport train\nm = list(MODELS.values())[0]()\nprint(json.dumps({"names": [n for n, _ in m.named_modules()], "leaves": [c.__name__ for c in train.zero3_leaf_classes(m)]}))';
+    for (const rel of ['test/export/tiny-moe.pipe', 'pipelines/tanuki-8x8b-vision.pipe']) {
+      const g = graphOf(rel);
+      const dir = writeExport(g, tmpDir('torch2-leaf'));
+      const meta = rel.includes('tanuki') ? 'import torch\ntorch.set_default_device("meta")\n' : '';
+      const got = JSON.parse(runPython(PY, ['-c', meta + probe, dir])) as { names: string[]; leaves: string[] };
+      // DeepSpeed's suffix matching: every named_modules() name that ends with the suffix
+      const matched = got.names.filter((n) => n.endsWith(MOE_BLOCK_SUFFIX));
+      const layers = Number(g.models[0]!.components.find((c) => c.name === 'lm')!.attrs['layers']);
+      assert.deepEqual(matched, Array.from({ length: layers }, (_, i) => `components.lm.model.layers.${i}.block_sparse_moe`), rel);
+      assert.ok(got.names.includes('components.lm.model.layers.0.block_sparse_moe.experts.0.w1'), `${rel}: the experts are inside the leaf`);
+      // launch.json also names transformers' MixtralSparseMoeBlock for trainers built on transformers; model.py's
+      // own Mixtral block is inside its DecoderLayer, already whole
+      assert.deepEqual(got.leaves, zero3LeafClasses(g.models[0]).filter((c) => c !== MOE_BLOCK_CLASS), `${rel}: train.py's leaves are launch.json's`);
+    }
   });
 
 });

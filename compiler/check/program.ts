@@ -14,6 +14,8 @@ export interface Host {
   stdlibDir: string;
   /** How a path is shown in diagnostics (relative to the working directory). */
   display(path: string): string;
+  /** The path with symbolic links resolved, undefined when it does not exist (custom code must stay in the program's folder). */
+  realPath?(path: string): string | undefined;
 }
 
 export interface LoadedFile {
@@ -54,10 +56,30 @@ export interface TensorSpec {
 
 export interface CustomInfo {
   className: string;
-  module: string; // as written, relative to the .pipe file
-  modulePath: string; // absolute
+  /** The TypeScript/JavaScript half (what pipec's runtime runs): as written, relative to the .pipe file. */
+  module?: string;
+  modulePath?: string; // absolute
+  /** The PyTorch half (the modeling_*.py file defining the class, in its package folder): as written. */
+  python?: string;
+  pythonPath?: string; // absolute
+  /** `trust: true` in the program: a request to run the module; the person running pipec grants it. */
   trust: boolean;
   base: string;
+  /** Filled by the custom pass (custom.ts): the module's files, relative to the program's folder, and their content hash. */
+  code?: { module: string; files: string[]; hash: string };
+  /** Filled by the custom pass (custom.ts): the Python package and what the export needs of it. */
+  py?: {
+    file: string;
+    package: string;
+    module: string;
+    files: string[];
+    hash: string;
+    configClass?: { module: string; name: string };
+    modelType?: string;
+    moeBlock?: string;
+  };
+  /** Keys of the checkpoint's config.json that the base does not compute: the class's own settings. */
+  config?: Record<string, unknown>;
 }
 
 /** One `encoder vision = siglip_vit(...)` inside a model, after its parameters are bound. */

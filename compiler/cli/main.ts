@@ -56,6 +56,11 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
   const color = !values['no-color'] && values.format === 'text' && !!process.stdout.isTTY && !process.env.NO_COLOR;
   const base = { configFiles: values.config ?? [], sets: values.set ?? [] };
   try {
+    if (values.trust || command === 'run' || command === 'eval' || command === 'generate') {
+      // the trust decision for custom modules (runtime/trust.ts) knows what the person running pipec said
+      const { setSessionTrust } = await import('../../runtime/trust.js');
+      setSessionTrust({ trust: values.trust, program: files[0]?.endsWith('.pipe') ? files[0] : undefined });
+    }
     switch (command) {
       case 'check': {
         if (!files.length) throw new UsageError('check needs at least one .pipe file');
@@ -141,7 +146,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
           graph = rt.loadGraphFile(file);
         } else {
-          const r = compileOrThrow(file, base, true);
+          const r = compileOrThrow(file, base, true, 'run');
           if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
           report(r, io, color);
           graph = r.graph;
@@ -179,11 +184,11 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           const ex = await import('../../runtime/export/commands.js');
           return ex.exportHfCommand(file, values.output, io, { maxShardBytes, customAsBase: values['custom-as-base'] });
         }
-        const r = compileOrThrow(file, base, true);
+        const r = compileOrThrow(file, base, true, command === 'export' && !values['custom-as-base'] ? 'export' : undefined);
         if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
         report(r, io, color);
         const ex = await import('../../runtime/export/commands.js');
-        if (command === 'export') return ex.exportCommand(r.graph, values.output, values.target!, io, { customAsBase: values['custom-as-base'] });
+        if (command === 'export') return ex.exportCommand(r.graph, values.output, values.target!, io, { customAsBase: values['custom-as-base'], baseDir: path.dirname(path.resolve(file)) });
         return ex.prepareCommand(r.graph, path.dirname(path.resolve(file)), { out: values.output, stage: values.stage, init: values.init, worldSize: intOption(values['world-size'], '--world-size') }, io);
       }
       case 'eval': {
@@ -194,12 +199,19 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const rt = await import('../../runtime/cli/commands.js');
         const o = { stage: values.stage, data: values.dataset, backend: rt.backendChoice(values.backend), output: values.output, records: values.records };
         if (fs.statSync(target).isDirectory()) return await ev.evalRun(target, o, io);
-        const r = target.endsWith('.json') ? undefined : compileOrThrow(target, base, true);
+        const r = target.endsWith('.json') ? undefined : compileOrThrow(target, base, true, 'run');
         if (r && (hasErrors(r.diagnostics) || !r.graph)) return fail(r, io, color, values.format);
         if (r) report(r, io, color);
         const graph = r?.graph ?? rt.loadGraphFile(target);
         const baseDir = r ? path.dirname(path.resolve(target)) : path.dirname(path.resolve(fs.existsSync(graph.source) ? graph.source : target));
         return await ev.evalProgram(graph, baseDir, target, o, io);
+      }
+      case 'trust': {
+        const file = single(files, 'trust');
+        const r = compileOrThrow(file, base, true);
+        if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
+        const { trustCommand } = await import('../../runtime/trust-command.js');
+        return trustCommand(r.graph, file, { revoke: values.revoke }, io);
       }
       case 'backends': {
         const rt = await import('../../runtime/cli/commands.js');
@@ -243,6 +255,7 @@ function typed(v: OptionValues) {
     out: str('out'), resume: bool('resume'), overwrite: bool('overwrite'), 'stop-after': str('stop-after'),
     image: str('image'), prompt: str('prompt'), 'max-tokens': str('max-tokens'), temperature: str('temperature'), 'top-p': str('top-p'), seed: str('seed'),
     target: str('target'), stage: str('stage'), init: bool('init'), 'custom-as-base': bool('custom-as-base'), 'world-size': str('world-size'), 'max-shard-size': str('max-shard-size'),
+    trust: bool('trust'), revoke: bool('revoke'),
   };
 }
 
@@ -263,10 +276,10 @@ function single(files: string[], cmd: string): string {
   return files[0];
 }
 
-function compileOrThrow(file: string, base: { configFiles: string[]; sets: string[] }, lower: boolean): CompileResult {
+function compileOrThrow(file: string, base: { configFiles: string[]; sets: string[] }, lower: boolean, customNeeds?: 'run' | 'export'): CompileResult {
   if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
   if (fs.statSync(file).isDirectory()) throw new UsageError(`${file} is a directory; give a .pipe file`);
-  return compile({ file, ...base, lower });
+  return compile({ file, ...base, lower, customNeeds });
 }
 
 let verbose = false;

@@ -41,6 +41,11 @@ const backend: OptionSpec = {
   meaning: 'the TensorFlow.js backend (`pipec backends` lists those that load here); auto uses webgpu only on a hardware adapter',
 };
 
+/** run, generate, eval: the person running pipec lets the program's custom modules run (runtime/trust.ts). */
+const TRUST: OptionSpec = {
+  name: 'trust', meaning: "run the program's custom modules this once (they never run otherwise, unless `pipec trust` recorded them)",
+};
+
 /** Options of every command that compiles a program. */
 export const PROGRAM_OPTIONS: OptionSpec[] = [
   { name: 'config', value: 'RUN.yaml', multiple: true, meaning: 'override stage fields and paths from a run config (schema/run-config.schema.json); repeatable' },
@@ -113,6 +118,7 @@ export const COMMANDS: CommandSpec[] = [
       backend,
       { name: 'resume', meaning: "continue from the run directory's newest intact checkpoint" },
       { name: 'overwrite', meaning: "start again in a folder that holds a run (deletes that run's files, no others)" },
+      TRUST,
       { name: 'stop-after', value: 'N', meaning: 'stop, as if killed, after N optimizer steps in all (for tests and comparisons; --resume continues from the last checkpoint)' },
     ],
     examples: ['pipec run pipelines/quickstart.pipe', 'pipec run prog.pipe --out runs/exp1 --backend wasm --set stage.align.steps=100', 'pipec run prog.pipe --out runs/exp1 --resume'],
@@ -129,6 +135,7 @@ export const COMMANDS: CommandSpec[] = [
       { name: 'temperature', value: 'T', default: '0, greedy', meaning: 'sampling temperature' },
       { name: 'top-p', value: 'P', default: '1', meaning: 'nucleus sampling: the smallest set of tokens whose probability reaches P' },
       { name: 'seed', value: 'S', default: '0', meaning: "the sampler's seed" },
+      TRUST,
     ],
     examples: ['pipec generate runs/quickstart --image shape.png --prompt "what colour is the shape ?"', 'pipec generate runs/exp1 --prompt "describe it" --temperature 0.7 --top-p 0.9 --seed 1'],
   },
@@ -142,6 +149,7 @@ export const COMMANDS: CommandSpec[] = [
       backend,
       { name: 'output', short: 'o', value: 'RESULT.json', meaning: 'also write the result as JSON' },
       { name: 'records', meaning: 'per record: token ids, labels, loss, last-position logits and the answer (in the -o file)' },
+      TRUST,
     ],
     examples: ['pipec eval runs/quickstart -o result.json', 'pipec eval pipelines/quickstart.pipe --stage pretrain --data captions'],
   },
@@ -175,6 +183,13 @@ export const COMMANDS: CommandSpec[] = [
       { name: 'world-size', value: 'N', default: '1', meaning: 'the micro-batches for N torchrun processes' },
     ],
     examples: ['pipec prepare pipelines/quickstart.pipe -o out/quickstart/data', 'pipec prepare pipelines/quickstart.pipe --stage pretrain -o out/data/pretrain --init'],
+  },
+  {
+    name: 'trust', summary: "trust a program's custom modules, as their files are now", program: true,
+    usage: ['trust FILE.pipe [--revoke]'],
+    about: "Records, for the person running pipec, that the custom modules FILE names may run: keyed by the\nfiles' content hash, so any edit revokes it (docs/language.md §7). run, eval and generate run custom\nmodules only when trusted (or with --trust, this once).",
+    options: [{ name: 'revoke', meaning: 'forget the trust recorded for these modules' }],
+    examples: ['pipec trust pipelines/tanuki-8x8b-vision.pipe', 'pipec trust pipelines/tanuki-8x8b-vision.pipe --revoke'],
   },
   {
     name: 'help', summary: 'this list, or one command\'s help', program: false,

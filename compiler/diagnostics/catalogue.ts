@@ -110,6 +110,16 @@ export const M = {
   WeightsNotACheckpoint: def(6015, 'error', (dir: string) => `weights "${dir}" is a file but not a .safetensors file`),
   ImageTokenMismatch: def(6016, 'warning', (key: string, id: number, marker: string, markerId: string, tokenizer: string) => `config.json has ${key} = ${id} but the image marker "${marker}" has ${markerId} in "${tokenizer}"`),
   UnsupportedConfig: def(6017, 'error', (key: string, value: string, what: string) => `config.json has ${key} = ${value}, which pipec does not implement: ${what}`),
+  // custom code, read at check time (compiler/check/custom*.ts, code-files.ts)
+  CustomPythonNotFound: def(6030, 'error', (path: string) => `python half "${path}" does not exist`),
+  CustomPythonNoClass: def(6031, 'error', (cls: string, path: string) => `python half "${path}" does not define \`${cls}\``),
+  CustomPythonBadImport: def(6032, 'error', (path: string, why: string) => `python half "${path}": ${why}`),
+  CustomPathOutside: def(6033, 'error', (what: string, path: string, why: string) => `${what} "${path}" ${why}`),
+  CustomImportOutside: def(6034, 'error', (module: string, file: string, spec: string, why: string) => `custom module "${module}": ${file} imports "${spec}", which ${why}`),
+  CustomNeedsModule: def(6035, 'error', (cls: string, command: string) => `custom component \`${cls}\` has no TypeScript half (\`module:\`), which ${command} runs`),
+  CustomNeedsPython: def(6036, 'error', (cls: string) => `custom component \`${cls}\` has no PyTorch half (\`python:\`), so the export cannot build its class`),
+  CustomHalfMissing: def(6037, 'info', (cls: string, missing: string, what: string) => `custom component \`${cls}\` has no ${missing} half: ${what}`),
+  CustomImportMissing: def(6038, 'error', (module: string, file: string, spec: string) => `custom module "${module}": ${file} imports "${spec}", which does not exist`),
 
   // ---- 7xxx memory ----
   DoesNotFit: def(7001, 'error', (stage: string, need: string, have: string, breakdown: string) => `stage \`${stage}\` needs ${need} per device but each device has ${have} (${breakdown})`),
@@ -140,7 +150,7 @@ export const M = {
   ResumeMismatch: def(9024, 'error', (why: string) => `--resume: the checkpoint belongs to a different program: ${why}`),
   WeightShapeMismatch: def(9025, 'error', (tensor: string, file: string, actual: string, expected: string) => `tensor "${tensor}" in "${file}" is ${actual}, expected ${expected}`),
   CustomLoadFailed: def(9026, 'error', (module: string, why: string) => `cannot load custom module "${module}": ${why}`),
-  CustomNotTrustedAtRun: def(9027, 'error', (module: string) => `custom module "${module}" is not trusted; the runtime will not execute it`),
+  CustomNotTrustedAtRun: def(9027, 'error', (module: string, cls: string) => `custom module "${module}" (${cls}) is not trusted by you; pipec will not run it`),
   RunDirInvalid: def(9028, 'error', (dir: string, why: string) => `"${dir}" is not a usable run directory: ${why}`),
   GraphInvalid: def(9029, 'error', (file: string, why: string) => `"${file}" is not a valid pipec graph: ${why}`),
   RunDirLocked: def(9030, 'error', (dir: string, holder: string) => `run folder "${dir}" is in use by another pipec run (${holder})`),
@@ -160,6 +170,13 @@ export const M = {
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
   EvalBadArgument: def(9070, 'error', (why: string) => `pipec eval: ${why}`),
+  // custom code at run time: the trust decision and its enforcement before import (runtime/trust.ts, runtime/custom.ts)
+  CustomCodeChanged: def(9100, 'error', (module: string, recorded: string, now: string) => `custom module "${module}" changed since the graph was compiled (graph ${recorded}, files now ${now}); pipec will not run it`),
+  CustomPathOutsideAtRun: def(9101, 'error', (module: string, why: string) => `custom module "${module}" ${why}; pipec will not run it`),
+  CustomNoHash: def(9102, 'error', (module: string) => `the graph records no content hash for custom module "${module}"; pipec will not run it`),
+  CustomNoModule: def(9103, 'error', (cls: string) => `custom component \`${cls}\` has no TypeScript half (\`module:\`); pipec's runtime cannot run it`),
+  TrustStoreUnusable: def(9104, 'error', (dir: string, why: string) => `cannot use the trust records in "${dir}": ${why}`),
+  PythonCodeChanged: def(9105, 'error', (file: string, recorded: string, now: string) => `python half "${file}" changed since the graph was compiled (graph ${recorded}, files now ${now}); the export would carry other code than was checked`),
   // `pipec export RUN --target hf` (runtime/export/hf*.ts)
   HfNotLlava: def(9080, 'error', (model: string, why: string) => `model \`${model}\` cannot be written as a transformers LLaVA: ${why}`),
   HfNotExpressible: def(9081, 'error', (component: string, why: string) => `component \`${component}\` has no equivalent in transformers' LLaVA: ${why}`),

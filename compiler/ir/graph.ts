@@ -25,7 +25,33 @@ export interface ComponentDef {
   params: number;
   tensors: TensorDef[];
   weights?: string;
-  custom?: { class: string; module: string; base: string };
+  custom?: CustomDef;
+}
+
+/**
+ * A custom component: its class, the base whose shapes and tensors it follows, and its two halves, each
+ * optional: `module` (the TypeScript/JavaScript pipec's runtime runs) with the files it consists of and
+ * their content hash (what trust is keyed by; `pipec run GRAPH.json` re-checks it), and `python` (the
+ * PyTorch package the export carries). Paths are relative to the program's folder.
+ */
+export interface CustomDef {
+  class: string;
+  base: string;
+  module?: string;
+  files?: string[];
+  hash?: string;
+  python?: {
+    file: string;
+    package: string;
+    module: string;
+    files: string[];
+    hash: string;
+    config_class?: { module: string; name: string };
+    model_type?: string;
+    moe_block?: string;
+  };
+  /** The class's own config.json settings (from its checkpoint), beyond what the base computes. */
+  config?: Record<string, AttrValue>;
 }
 
 export interface NodeDef {

@@ -39,6 +39,14 @@ export function nodeHost(cwd: string = process.cwd(), overlay: ReadonlyMap<strin
         return false;
       }
     },
+    realPath: (p) => {
+      if (overlay.has(p)) return p;
+      try {
+        return fs.realpathSync.native(p);
+      } catch {
+        return undefined;
+      }
+    },
     display: (p) => {
       const rel = path.relative(cwd, p);
       return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel.split(path.sep).join('/') : p;
@@ -54,6 +62,8 @@ export interface CompileRequest {
   sets?: string[];
   skipWeights?: boolean;
   lower?: boolean;
+  /** What the command needs of custom components (checker option `customNeeds`). */
+  customNeeds?: CheckOptions['customNeeds'];
   cwd?: string;
   host?: Host;
 }
@@ -125,7 +135,7 @@ export function compile(req: CompileRequest): CompileResult {
 
   const text = req.text ?? host.readFile(abs);
   if (text === undefined) throw new UsageError(`cannot read ${req.file}: no such file`);
-  const check = checkProgram(abs, text, host, { ...(runConfig ? checkOptionsFrom(runConfig, cwd) : {}), skipWeights: req.skipWeights });
+  const check = checkProgram(abs, text, host, { ...(runConfig ? checkOptionsFrom(runConfig, cwd) : {}), skipWeights: req.skipWeights, customNeeds: req.customNeeds });
   for (const f of check.program.files) sources.set(f.source.path, f.source);
   for (const d of check.reporter.diagnostics) diagnostics.push(d); // a loop: push(...) of very many overflows the stack
   diagnostics.sort(compareDiagnostics);

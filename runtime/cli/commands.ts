@@ -6,6 +6,7 @@ import { validateGraph } from '../../compiler/ir/validate.js';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { BACKEND_NAMES, type BackendChoice, initBackend, probeBackends } from '../backend/backends.js';
 import { releaseWebgpu } from '../backend/webgpu.js';
+import { decideAllModules } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { runProgram, type RunOptions } from '../train/run.js';
 import { Progress } from '../train/progress.js';
@@ -49,6 +50,7 @@ export function defaultRunDir(graph: Graph, file: string): string {
 
 export async function runCommand(graph: Graph, baseDir: string, o: { file: string; out?: string; backend?: string; resume?: boolean; overwrite?: boolean; stopAfter?: number }, io: Io): Promise<number> {
   const runDir = path.resolve(o.out ?? defaultRunDir(graph, o.file));
+  decideAllModules(graph, baseDir); // custom code pipec may not run stops the run before it writes anything
   const summary = await runProgram({
     graph, baseDir, runDir, backend: backendChoice(o.backend), resume: o.resume, overwrite: o.overwrite,
     command: ['pipec', ...process.argv.slice(2)].join(' '),

@@ -16,7 +16,7 @@ export interface Io {
 export const EXPORT_TARGETS = ['torch', 'hf'] as const;
 
 /** Writes the exported files into `outDir` (created; existing files of the same names are replaced atomically). */
-export function exportCommand(graph: Graph, outDir: string, target: string, io: Io, o: TorchExportOptions = {}): number {
+export function exportCommand(graph: Graph, outDir: string, target: string, io: Io, o: TorchExportOptions & { baseDir?: string } = {}): number {
   if (!(EXPORT_TARGETS as readonly string[]).includes(target)) {
     io.err(`pipec: --target must be one of ${EXPORT_TARGETS.join(', ')}, got ${target}\n`);
     return 2;

@@ -71,9 +71,16 @@ export function planLlava(graph: Graph, model: ModelDef, o: LlavaOptions): Llava
   const notes: string[] = [];
   for (const c of [enc, proj, llm]) {
     if (!c.custom && c.op !== 'custom') continue;
-    if (!o.customAsBase || !c.custom)
-      throw runtimeError(M.HfNotExpressible, [c.name, `it is the custom class ${c.custom?.class ?? '?'} (${c.custom?.module ?? '?'}), whose forward is TypeScript; transformers would run its base, \`${c.custom?.base ?? '?'}\`, instead`], where(c.name),
-        `export with --custom-as-base to write it as ${c.custom?.base ?? 'its base'} (a different model wherever the class computes differently), or declare it with the base constructor`);
+    if (!o.customAsBase || !c.custom) {
+      // transformers' LLaVA builds its parts from registered model types, not from a checkpoint's remote code
+      const py = c.custom?.python;
+      const what = py
+        ? `it is the custom class ${c.custom!.class} (${py.file}); transformers' LLaVA builds its parts from registered model types and would not run the class's remote code`
+        : `it is the custom class ${c.custom?.class ?? '?'} (${c.custom?.module ?? '?'}), whose forward is TypeScript; transformers would run its base, \`${c.custom?.base ?? '?'}\`, instead`;
+      throw runtimeError(M.HfNotExpressible, [c.name, what], where(c.name),
+        `export with --custom-as-base to write it as ${c.custom?.base ?? 'its base'} (a different model wherever the class computes differently), or declare it with the base constructor` +
+        (py ? '; the class with its weights, loadable with trust_remote_code=True, is in the checkpoints of the exported PyTorch trainer (pipec export --target torch)' : ''));
+    }
     notes.push(`custom component \`${c.name}\` (${c.custom.class}) is written as its base, ${c.custom.base}: its own forward is not carried over`);
   }
 

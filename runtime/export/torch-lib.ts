@@ -494,6 +494,60 @@ def causal_lm_loss(logits, labels, ignore_index=-100):
     return F.cross_entropy(shifted[keep], t, reduction="sum") / count
 
 
+# --------------------------------------------------------------------------------------------------
+# Custom components with a PyTorch half: the user's own class, imported from the package the export
+# carries beside this file (custom_<component>/), so its relative imports work. It is built from its
+# config class (the component's config.json) and must hold exactly its base's parameters, under the
+# same Hugging Face names. It is called as a transformers causal LM: inputs_embeds and attention_mask
+# in, logits out, and for an MoE base the unscaled load-balancing loss as aux_loss.
+# --------------------------------------------------------------------------------------------------
+_NOT_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "torch_dtype", "dtype")
+
+
+def build_custom(spec):
+    import importlib
+    py = spec["python"]
+    module = importlib.import_module("%s.%s" % (py["package"], py["module"]))
+    cls = getattr(module, py["class"])
+    fields = {k: v for k, v in spec["hf_config"].items() if k not in _NOT_CONFIG_KEYS}
+    config_class = getattr(cls, "config_class", None)
+    model = cls(config_class(**fields)) if config_class is not None else cls(fields)
+    want = {}
+    for t in spec["tensors"]:
+        for n in expand_tensor_names(t["name"], t["repeat"]):
+            want[n] = list(t["shape"])
+    have = {n: list(p.shape) for n, p in model.named_parameters()}
+    if have != want:
+        missing = sorted(set(want) - set(have))[:3]
+        extra = sorted(set(have) - set(want))[:3]
+        shapes = sorted(n for n in set(want) & set(have) if want[n] != have[n])[:3]
+        raise ValueError("%s (component %s) must hold exactly its base's parameters (%s): missing %s, unexpected %s, other shapes %s" % (
+            py["class"], spec["name"], spec["op"], missing, extra, [(n, have[n], want[n]) for n in shapes]))
+    model.pipec_component = spec["name"]
+    model.pipec_aux_loss_coef = py.get("aux_loss_coef", 0)
+    return model
+
+
+def custom_embed(comp, input_ids):
+    return comp.get_input_embeddings()(input_ids.long())
+
+
+def custom_lm(comp, x, attention_mask, aux_losses):
+    """x [B, T, D] input embeddings -> logits [B, T, V]; an MoE class's aux_loss (times the coefficient) joins aux_losses."""
+    coef = comp.pipec_aux_loss_coef
+    kwargs = {"inputs_embeds": x, "attention_mask": attention_mask}
+    if coef > 0:
+        kwargs["output_router_logits"] = True
+    out = comp(**kwargs)
+    logits = out["logits"] if isinstance(out, dict) else getattr(out, "logits", None)
+    if logits is None:
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+    aux = out.get("aux_loss") if isinstance(out, dict) else getattr(out, "aux_loss", None)
+    if coef > 0 and aux is not None:
+        aux_losses.append(aux * coef)
+    return logits
+
+
 COMPONENT_CLASSES = {
     "vit": VisionEncoder, "clip_vit": VisionEncoder, "siglip_vit": VisionEncoder,
     "linear": Projector, "mlp_gelu": Projector, "identity": Projector,
@@ -515,6 +569,8 @@ def expand_tensor_names(name, repeat):
 
 
 def build_component(spec):
+    if spec.get("python"):
+        return build_custom(spec)
     tensors = []
     for t in spec["tensors"]:
         for n in expand_tensor_names(t["name"], t["repeat"]):
@@ -567,7 +623,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import GRAPH_HASH, MODELS, DecoderLayer, VisionLayer, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
+from model import GRAPH_HASH, MODELS, Component, DecoderLayer, Layer, VisionLayer, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------
 # Learning-rate schedules (runtime/train/schedule.ts, transformers' get_*_schedule_with_warmup):
@@ -726,10 +782,20 @@ def fsdp_available():
     return None
 
 
+def custom_layer_classes(model):
+    """The layer classes of the users' own components: those their class names in _no_split_modules (transformers' convention)."""
+    out = set()
+    for comp in model.components.values():
+        names = set(getattr(comp, "_no_split_modules", None) or [])
+        out.update(type(m) for m in comp.modules() if type(m).__name__ in names)
+    return out
+
+
 def fsdp_wrap(model, strategy, device):
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, ShardingStrategy
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-    return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({VisionLayer, DecoderLayer}), sharding_strategy=getattr(ShardingStrategy, FSDP_STRATEGIES[strategy]),
+    layers = {VisionLayer, DecoderLayer} | custom_layer_classes(model)
+    return FSDP(model, auto_wrap_policy=ModuleWrapPolicy(layers), sharding_strategy=getattr(ShardingStrategy, FSDP_STRATEGIES[strategy]),
                 use_orig_params=True, device_id=device, sync_module_states=False)
 
 
@@ -805,6 +871,102 @@ def fsdp_unwrap(wrapped, model_name, device):
         whole = {unwrapped_name(n): p for n, p in wrapped.module.named_parameters()}
         for n, p in plain.named_parameters():
             p.copy_(whole[n])
+    return plain
+
+
+# --------------------------------------------------------------------------------------------------
+# DeepSpeed (--deepspeed launch/<stage>.deepspeed.json, under torchrun; DeepSpeed >= 0.13, tested with
+# 0.16.5): deepspeed.initialize with the exported config and this trainer's own optimizer as torch's
+# AdamW / SGD (the same update as the written-out one above, decay groups included), ZeRO-1/2/3 from the
+# config. Leaf modules are set with deepspeed.utils.set_z3_leaf_modules before initialize (the API
+# every DeepSpeed from 0.13 has; the config's zero_optimization.leaf_module exists only from 0.18, and
+# older versions reject the key): pipec's own layers (their parameters are read by name inside the
+# layer's forward) and every block_sparse_moe of a user's class (an MoE block runs a different subset
+# of its experts each step, so ZeRO-3 gathers it whole). Parameters pipec's components read outside a
+# layer (embeddings, final norm, head, projector) are registered as external parameters of the model.
+# --------------------------------------------------------------------------------------------------
+def deepspeed_available():
+    """None when this Python can run --deepspeed, else why not."""
+    try:
+        import deepspeed  # noqa: F401
+        from deepspeed.utils import set_z3_leaf_modules  # noqa: F401
+    except ImportError as e:
+        return "--deepspeed needs DeepSpeed >= 0.13 (%s); launch/launch.sh takes FSDP where it is not installed" % e
+    return None
+
+
+def zero3_leaf_classes(model):
+    classes = {VisionLayer, DecoderLayer}
+    for name, m in model.named_modules():
+        if name.endswith(".block_sparse_moe") and type(m) is not torch.nn.Module and not isinstance(m, Layer):
+            classes.add(type(m))
+    return sorted((c for c in classes if any(type(m) is c for m in model.modules())), key=lambda c: c.__name__)
+
+
+def deepspeed_wrap(model, stage, trainable, config, device):
+    import deepspeed
+    from deepspeed.utils import set_z3_leaf_modules
+    zero = int(config.get("zero_optimization", {}).get("stage", 0))
+    leaves = zero3_leaf_classes(model)
+    if zero == 3 and leaves:
+        set_z3_leaf_modules(model, leaves)
+    if zero == 3:
+        in_layers = {id(p) for m in model.modules() if isinstance(m, Layer) or getattr(m, "_z3_leaf", False) for p in m.parameters()}
+        for comp in model.components.values():
+            if isinstance(comp, Component):
+                for p in comp.parameters():
+                    if id(p) not in in_layers:
+                        deepspeed.zero.register_external_parameter(model, p)
+    attrs = stage["optimizer"]["attrs"]
+    num = lambda k, d: float(attrs[k]) if isinstance(attrs.get(k), (int, float)) and not isinstance(attrs.get(k), bool) else d  # noqa: E731
+    wd = num("weight_decay", 0.0)
+    groups = [g for g in (
+        {"params": [p for n, p in trainable.items() if decays(n)], "weight_decay": wd},
+        {"params": [p for n, p in trainable.items() if not decays(n)], "weight_decay": 0.0},
+    ) if g["params"]]
+    lr = float(attrs["lr"])
+    if stage["optimizer"]["name"] == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr, betas=(num("beta1", 0.9), num("beta2", 0.999)), eps=num("eps", 1e-8))
+    else:
+        opt = torch.optim.SGD(groups, lr=lr, momentum=num("momentum", 0.9))
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=config, dist_init_required=False)
+    return engine, optimizer, zero, [c.__name__ for c in leaves] if zero == 3 else []
+
+
+def deepspeed_set_lr(optimizer, lr):
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def deepspeed_gather(engine, model, main_process):
+    """Whole weights and optimizer moments, under pipec's names, on process 0 (every process takes part)."""
+    import deepspeed
+    from deepspeed.utils import safe_get_full_optimizer_state
+    weights, moments = {}, {}
+    keys = [("exp_avg.", "exp_avg"), ("exp_avg_sq.", "exp_avg_sq")] if isinstance(engine.optimizer.optimizer, torch.optim.AdamW) else [("exp_avg.", "momentum_buffer")]
+    for cname, comp in model.components.items():
+        for n, p in comp.named_parameters():
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                if main_process:
+                    weights[(cname, n)] = p.detach().clone().float().cpu()
+            if p.requires_grad:
+                for prefix, key in keys:
+                    t = safe_get_full_optimizer_state(p, key)
+                    if main_process and t is not None:
+                        moments[prefix + n] = t.detach().clone().float().cpu().reshape(p.ds_shape if hasattr(p, "ds_shape") else p.shape)
+    return weights, moments
+
+
+@torch.no_grad()
+def deepspeed_unwrap(weights_by_process0, model_name, device):
+    """A plain model with the trained weights on every process (broadcast from process 0), for the next stage."""
+    plain = MODELS[model_name]().to(device)
+    for cname, comp in plain.components.items():
+        for n, p in comp.named_parameters():
+            t = weights_by_process0.get((cname, n)) if torch.distributed.get_rank() == 0 else torch.empty(p.shape)
+            t = t.to(device)
+            torch.distributed.broadcast(t, 0)
+            p.copy_(t)
     return plain
 
 
@@ -900,7 +1062,7 @@ def checkpoint_name(stage_index, stage, step):
     return "%02d-%s-step%06d" % (stage_index, stage, step)
 
 
-def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep):
+def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep, weights=None):
     root = os.path.join(run_dir, "checkpoints")
     os.makedirs(root, exist_ok=True)
     tmp = os.path.join(root, ".tmp-%s-%d" % (name, os.getpid()))
@@ -909,10 +1071,11 @@ def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep):
     for cname, comp in model.components.items():
         d = os.path.join(tmp, cname)
         os.makedirs(d)
-        tensors = {unwrapped_name(n): p for n, p in comp.named_parameters()}
+        tensors = {n: t for (c, n), t in weights.items() if c == cname} if weights is not None else {unwrapped_name(n): p for n, p in comp.named_parameters()}
         if tensors:
             write_safetensors(os.path.join(d, "model.safetensors"), tensors, {"pipec_component": cname})
         write_synced(os.path.join(d, "config.json"), json.dumps(model.hf_config(cname), indent=2) + "\n")
+        copy_custom_package(model, cname, d)
     if optimizer_tensors is not None:
         write_safetensors(os.path.join(tmp, "optimizer.safetensors"), optimizer_tensors)
     write_synced(os.path.join(tmp, "trainer_state.json"), json.dumps(state, indent=2) + "\n")
@@ -931,6 +1094,20 @@ def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep):
         if n.startswith(".tmp-") and not n.endswith("-%d" % os.getpid()):
             shutil.rmtree(os.path.join(root, n), ignore_errors=True)
     return final
+
+
+def copy_custom_package(model, cname, folder):
+    """A user's class is saved with its package's files beside config.json (whose auto_map names them), so
+    transformers loads the folder with trust_remote_code=True. Packages with sub-folders are not copied."""
+    spec = next(c for c in model.spec["components"] if c["name"] == cname)
+    if not spec.get("python"):
+        return
+    pkg = os.path.join(os.path.dirname(os.path.abspath(__file__)), spec["python"]["package"])
+    names = [n for n in sorted(os.listdir(pkg)) if n.endswith(".py") and n != "__init__.py"]
+    if any(os.path.isdir(os.path.join(pkg, n)) and not n.startswith("__") for n in os.listdir(pkg)):
+        return
+    for n in names:
+        shutil.copyfile(os.path.join(pkg, n), os.path.join(folder, n))
 
 
 def latest_checkpoint(run_dir):
@@ -975,20 +1152,36 @@ def train(args):
     # each step and the gradients are summed over processes (process 0 writes metrics and checkpoints).
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     device = torch.device(args.device)
+    if args.fsdp and args.deepspeed:
+        raise SystemExit("--fsdp and --deepspeed are two ways to shard: give one")
     if args.fsdp:
         why = fsdp_available()
         if why:
             raise SystemExit(why)
         if "WORLD_SIZE" not in os.environ:
             raise SystemExit("--fsdp runs under torchrun: torchrun --nproc_per_node N train.py --fsdp %s ..." % args.fsdp)
-    if world > 1 or args.fsdp:
+    if args.deepspeed:
+        if device.type == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed picks its accelerator on import
+        why = deepspeed_available()
+        if why:
+            raise SystemExit(why)
+        if "WORLD_SIZE" not in os.environ:
+            raise SystemExit("--deepspeed runs under torchrun: torchrun --nproc_per_node N train.py --deepspeed %s ..." % args.deepspeed)
+        with open(args.deepspeed) as f:
+            args.deepspeed_config = json.load(f)
+    if world > 1 or args.fsdp or args.deepspeed:
         import torch.distributed as dist
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if args.deepspeed:
+            import deepspeed
+            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+        else:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     main_process = rank == 0
-    distributed = world > 1 or bool(args.fsdp)
+    distributed = world > 1 or bool(args.fsdp) or bool(args.deepspeed)
     try:
         train_stages(args, device, world, rank, main_process)
         if distributed:  # every process done (e.g. --stop-after) before any takes the process group down
@@ -1033,6 +1226,10 @@ def train_stages(args, device, world, rank, main_process):
                 declared = model.spec["weights"].get(cname)
                 if declared:
                     model.load_component(cname, os.path.join(args.base_dir, declared))
+        if fresh and main_process:
+            for cname, comp in model.components.items():
+                if getattr(comp, "pipec_component", None):  # a user's class, from the package carried beside model.py
+                    print("component %s: %s from %s" % (cname, type(comp).__name__, type(comp).__module__), flush=True)
         if fresh and si > 0:
             for h in stage["handoff"]:
                 if h["from"] in stage_ckpts:
@@ -1053,12 +1250,20 @@ def train_stages(args, device, world, rank, main_process):
                     trainable[n] = prm
         # Sharded (--fsdp): wrapped after the weights are in and the freezing is set; the optimizer's state is
         # then made for (and kept as) this process's slices.
-        run_model = fsdp_wrap(model, args.fsdp, device) if args.fsdp else model
+        ds = None  # (engine, its optimizer, ZeRO stage) under --deepspeed
+        if args.deepspeed:
+            if here and here[1]["step"] > 0:
+                raise SystemExit("--deepspeed resumes at a stage's start; stage %s stopped at step %d: resume it with --fsdp or without sharding (the checkpoint is pipec's layout)" % (stage["name"], here[1]["step"]))
+            engine, ds_optimizer, zero, leaves = deepspeed_wrap(model, stage, trainable, args.deepspeed_config, device)
+            ds = (engine, ds_optimizer, zero)
+            run_model = engine
+        else:
+            run_model = fsdp_wrap(model, args.fsdp, device) if args.fsdp else model
         optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable)
         step = 0
         if here:
             step = here[1]["step"]
-            if here[1].get("optimizer"):
+            if here[1].get("optimizer") and not ds:
                 whole = read_safetensors(os.path.join(here[0], "optimizer.safetensors"))
                 if args.fsdp:
                     fsdp_load_optimizer(run_model, optimizer, whole, here[1]["optimizer"]["step"])
@@ -1076,7 +1281,8 @@ def train_stages(args, device, world, rank, main_process):
         if main_process:
             print("stage %s: train [%s], frozen [%s]; %d steps of %d samples (batch %d x accumulate %d x %d process(es))%s%s" % (
                 stage["name"], ", ".join(stage["train"]), ", ".join(stage["freeze"]), steps, stage["batch"] * acc * world, stage["batch"], acc, world,
-                (", sharded by FSDP (%s)" % FSDP_STRATEGIES[args.fsdp]) if args.fsdp else "", (", from step %d" % step) if step else ""), flush=True)
+                (", sharded by FSDP (%s)" % FSDP_STRATEGIES[args.fsdp]) if args.fsdp else (", DeepSpeed ZeRO-%d%s" % (ds[2], (", leaf modules %s" % ", ".join(leaves)) if leaves else "")) if ds else "",
+                (", from step %d" % step) if step else ""), flush=True)
         def checkpoint(final):
             name = checkpoint_name(si, stage["name"], step)
             if final:
@@ -1087,7 +1293,13 @@ def train_stages(args, device, world, rank, main_process):
                 "optimizer": {"name": optimizer.name, "step": optimizer.step_count},
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            if args.fsdp:  # every process takes part in gathering; process 0 writes
+            if ds:  # every process takes part in gathering; process 0 writes
+                weights, moments = deepspeed_gather(ds[0], model, main_process)
+                state["optimizer"]["step"] = step
+                if main_process:
+                    save_checkpoint(run_dir, name, model, moments, state, stage["checkpoint"]["keep"], weights=weights)
+                last_weights[0] = weights
+            elif args.fsdp:  # every process takes part in gathering; process 0 writes
                 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
                 opt_tensors = fsdp_optimizer_tensors(run_model, optimizer)
                 with FSDP.summon_full_params(run_model, writeback=False, rank0_only=True):
@@ -1098,6 +1310,7 @@ def train_stages(args, device, world, rank, main_process):
             if world > 1:
                 torch.distributed.barrier()
 
+        last_weights = [None]  # under --deepspeed: the weights the last checkpoint gathered (for the next stage)
         t0 = time.time()
         last = float("nan")
         while step < steps:
@@ -1109,11 +1322,18 @@ def train_stages(args, device, world, rank, main_process):
                 tokens += int(batch["attention_mask"].sum())
                 out = forward(run_model, batch, autocast_dtype)
                 loss = out["loss"]
-                if loss is None:
+                if ds:
+                    # DeepSpeed scales each micro-batch's loss by 1 / accumulate and averages over the processes
+                    ds[0].backward(loss if loss is not None and loss.requires_grad else out["logits"].sum() * 0)
+                    if a + 1 < acc:
+                        ds[0].step()  # within the accumulation: no update
+                    if loss is None:
+                        continue
+                elif loss is None:
                     if args.fsdp:  # no labelled token here, but the other processes' backward passes wait on this one's
                         (out["logits"].sum() * 0).backward()
                     continue
-                if loss.requires_grad:
+                elif loss.requires_grad:
                     loss.backward()  # gradients add up over the micro-batches
                 loss_sum += float(loss.detach())
                 lm_sum += float(out["lm_loss"].detach()) if out["lm_loss"] is not None else 0.0
@@ -1122,23 +1342,28 @@ def train_stages(args, device, world, rank, main_process):
                 sums = torch.tensor([loss_sum, lm_sum, aux_sum, float(tokens)], dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(sums)
                 loss_sum, lm_sum, aux_sum, tokens = sums[0].item(), sums[1].item(), sums[2].item(), int(sums[3].item())
-                if not args.fsdp:  # FSDP has already reduced (and averaged) them over the processes
+                if not args.fsdp and not ds:  # FSDP and DeepSpeed have already reduced (and averaged) them over the processes
                     all_reduce_grads(list(trainable.values()), world)
             n_micro = acc * world
             loss_v, lm_v, aux_v = loss_sum / n_micro, lm_sum / n_micro, aux_sum / n_micro
             if not math.isfinite(loss_v):
                 raise SystemExit("the loss is %s in stage %s at step %d; the last good checkpoint is kept" % (loss_v, stage["name"], step + 1))
-            divide = acc if args.fsdp else n_micro
-            if divide > 1:
-                with torch.no_grad():
-                    for prm in trainable.values():
-                        if prm.grad is not None:
-                            prm.grad.div_(divide)
-            grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"], sharded_on=device if args.fsdp else None)
             lr = base_lr * lr_multiplier(stage["schedule"], step, steps)
-            optimizer.apply(lr)
-            for prm in trainable.values():
-                prm.grad = None
+            if ds:  # the accumulation boundary: DeepSpeed clips (gradient_clipping) and updates
+                deepspeed_set_lr(ds[1], lr)
+                ds[0].step()
+                grad_norm = float(ds[0].get_global_grad_norm() or 0.0)
+            else:
+                divide = acc if args.fsdp else n_micro
+                if divide > 1:
+                    with torch.no_grad():
+                        for prm in trainable.values():
+                            if prm.grad is not None:
+                                prm.grad.div_(divide)
+                grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"], sharded_on=device if args.fsdp else None)
+                optimizer.apply(lr)
+                for prm in trainable.values():
+                    prm.grad = None
             step += 1
             total_steps += 1
             last = loss_v
@@ -1161,6 +1386,8 @@ def train_stages(args, device, world, rank, main_process):
             print("stage %s done: %d steps in %.1f s, final loss %.4f" % (stage["name"], steps, time.time() - t0, last), flush=True)
         if args.fsdp and args.until != stage["name"] and si + 1 < len(STAGES):
             model = fsdp_unwrap(run_model, model_name, device)
+        if ds and args.until != stage["name"] and si + 1 < len(STAGES):
+            model = deepspeed_unwrap(last_weights[0], model_name, device)
         if args.until == stage["name"]:
             return
 
@@ -1189,6 +1416,7 @@ def main(argv=None):
     ap.add_argument("--base-dir", default=".", help="where the program's relative weight paths resolve (the .pipe file's folder)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--fsdp", choices=sorted(FSDP_STRATEGIES), help="shard with FSDP under torchrun (PyTorch >= 2.0): full = FULL_SHARD (ZeRO-3), grad_op = SHARD_GRAD_OP (ZeRO-2)")
+    ap.add_argument("--deepspeed", metavar="CONFIG", help="train with DeepSpeed under torchrun, with this config (launch/<stage>.deepspeed.json; DeepSpeed >= 0.13)")
     ap.add_argument("--stop-after", type=int, help="stop (as if killed) after this many optimizer steps in total")
     ap.add_argument("--until", help="stop after this stage's final checkpoint (continue later with --resume)")
     ap.add_argument("--log-every", type=int, default=10)
