@@ -88,6 +88,10 @@ export const M = {
   ShardingNeedsDevices: def(5008, 'warning', (sharding: string) => `sharding ${sharding} has no effect on a single device`),
   FrozenUnusedTrained: def(5009, 'warning', (name: string, stage: string) => `component \`${name}\` is trained in stage \`${stage}\` but no loss gradient reaches it`),
   HandOffModelMissing: def(5010, 'error', (name: string, from: string) => `component \`${name}\` trained in \`${from}\` does not exist in this stage's model`),
+  MixtureShares: def(5011, 'error', (mixture: string, why: string) => `mixture \`${mixture}\` ${why}`),
+  MixtureNested: def(5012, 'error', (source: string, mixture: string) => `\`${source}\` is itself a mixture and cannot be a source of mixture \`${mixture}\`; name its datasets directly`),
+  MixtureRatioSum: def(5013, 'error', (mixture: string, sum: string) => `the ratios of mixture \`${mixture}\` add up to ${sum}, not 1`),
+  ImagesExceedLength: def(5014, 'error', (stage: string, maxLength: number, dataset: string, images: number, tokens: number) => `stage \`${stage}\`: max_length ${maxLength} cannot hold the ${images} images of a record of \`${dataset}\` (max_images ${images} x ${tokens} image tokens = ${images * tokens})`),
 
   // ---- 6xxx custom components and checkpoints ----
   CustomModuleNotFound: def(6001, 'error', (path: string) => `custom module "${path}" does not exist`),
@@ -151,6 +155,11 @@ export const M = {
   PreflightFailed: def(9054, 'error', (detail: string) => `data pre-flight failed (${detail}); no stage was started`),
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
+  DataImageMarkers: def(9090, 'error', (index: number, images: number, marker: string, markers: string) => `record ${index}: has ${images} images but ${markers} "${marker}" marker${markers === '1' ? '' : 's'}`),
+  DataTooManyImages: def(9091, 'error', (index: number, images: number, max: number) => `record ${index}: has ${images} images, more than the dataset's max_images ${max}`),
+  MixtureSourceEmpty: def(9092, 'error', (mixture: string, source: string, stage: string) => `mixture "${mixture}" of stage \`${stage}\` draws from "${source}", which has no usable record`),
+  DataChanged: def(9093, 'error', (file: string, when: string) => `"${file}" changed ${when}`),
+  DataWorkerFailed: def(9094, 'error', (why: string) => `the image decoding workers failed: ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;
