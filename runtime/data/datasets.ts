@@ -31,11 +31,16 @@ export function encoderOf(model: ModelDef): ComponentDef | undefined {
   return model.components.find((c) => c.role === 'encoder');
 }
 
-/** How the encoder takes images: its size, mean and std; SigLIP resizes to a square, CLIP crops. */
-export function preprocessFor(enc: ComponentDef): PreprocessOptions {
+/**
+ * How the encoder takes images: its size, mean and std; SigLIP resizes to a square, CLIP crops. With
+ * `aspect` "pad" (a dataset's `image_aspect: "pad"`, LLaVA-1.5's image_aspect_ratio) the image is first
+ * padded to a square of the mean colour, so nothing of it is cropped.
+ */
+export function preprocessFor(enc: ComponentDef, aspect: string = 'processor'): PreprocessOptions {
   return {
     size: Number(enc.attrs['image']), mean: enc.attrs['image_mean'] as number[], std: enc.attrs['image_std'] as number[],
     mode: enc.op === 'siglip_vit' ? 'squash' : 'shortest_edge_center_crop',
+    ...(aspect === 'pad' ? { pad: true } : {}),
   };
 }
 
@@ -102,7 +107,7 @@ export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
   const enc = encoderOf(ctx.model);
   const common = {
     name, tokenizer: ctx.tokenizer, vocab: vocabOf(ctx.model), maxLength: ctx.maxLength,
-    imageTokens: enc ? (ctx.model.image_tokens ?? 0) : 0, preprocess: enc ? preprocessFor(enc) : undefined,
+    imageTokens: enc ? (ctx.model.image_tokens ?? 0) : 0, preprocess: enc ? preprocessFor(enc, String(d.attrs['image_aspect'] ?? 'processor')) : undefined,
   };
   if (d.constructor === 'synthetic_shapes') {
     const o = synthOptions(d.attrs);
@@ -130,7 +135,7 @@ export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
         kind: 'llava',
         read: {
           file: path.resolve(base, display), images: path.resolve(base, imagesShown), imagesShown, marker, requireImage: attrs['require_image'] !== false,
-          skipBadRecords: skip, displayFile: display, roles: roleTable(attrs['roles'], name),
+          skipBadRecords: skip, displayFile: display, roles: roleTable(attrs['roles'], name), maxImages: Number(attrs['max_images'] ?? 1),
         },
       },
     };

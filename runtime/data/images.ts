@@ -2,6 +2,8 @@
 // processors (which use PIL) give for the same file, so weights trained in Python see the same inputs:
 //   CLIPImageProcessor:   resize (shorter side -> size, bicubic) -> center crop -> /255 -> (x-mean)/std
 //   SiglipImageProcessor: resize (both sides -> size, bicubic)   -> /255 -> (x-mean)/std
+//   LLaVA-1.5's `pad` (image_aspect_ratio "pad"): first expand2square -- the image pasted in the middle of a
+//   square of the processor's mean colour as integer RGB (int(mean * 255), truncated) -- then one of the above
 // Files are recognised by their first bytes, not their extension: datasets often hold JPEGs named .png.
 import * as fs from 'node:fs';
 import jpeg from 'jpeg-js';
@@ -178,6 +180,28 @@ export interface PreprocessOptions {
   std: number[];
   /** 'shortest_edge_center_crop': CLIP's processor. 'squash': SigLIP's (aspect ratio not kept). */
   mode: 'shortest_edge_center_crop' | 'squash';
+  /** LLaVA-1.5's `pad`: expand to a square of the mean colour before `mode` (so nothing is cropped or squashed). */
+  pad?: boolean;
+}
+
+/**
+ * LLaVA's expand2square: a non-square image pasted into a square of `background`, centred along its
+ * shorter side with the offset rounded down ((long - short) // 2), as PIL's paste in LLaVA's code does.
+ */
+export function expandToSquare(img: RgbImage, background: readonly [number, number, number]): RgbImage {
+  const { width: w, height: h } = img;
+  if (w === h) return img;
+  const side = Math.max(w, h);
+  const data = new Uint8Array(side * side * 3);
+  for (let p = 0; p < side * side; p++) data.set(background, p * 3);
+  const x0 = w < h ? Math.floor((h - w) / 2) : 0, y0 = h < w ? Math.floor((w - h) / 2) : 0;
+  for (let y = 0; y < h; y++) data.set(img.data.subarray(y * w * 3, (y + 1) * w * 3), ((y0 + y) * side + x0) * 3);
+  return { width: side, height: side, data };
+}
+
+/** The pad colour LLaVA uses: the processor's mean as integer RGB, `tuple(int(x * 255) for x in image_mean)`. */
+export function padColour(mean: readonly number[]): [number, number, number] {
+  return [Math.trunc(mean[0]! * 255), Math.trunc(mean[1]! * 255), Math.trunc(mean[2]! * 255)];
 }
 
 /** Returns float32 CHW [3, size, size]: (pixel / 255 - mean[c]) / std[c]. */
@@ -188,6 +212,7 @@ export function preprocessImage(rgb: RgbImage, opts: PreprocessOptions): Float32
     throw new Error(`image_mean and image_std need 3 values each (std non-zero), got [${mean}] and [${std}]`);
   if (rgb.data.length !== rgb.width * rgb.height * 3) throw new Error(`image data holds ${rgb.data.length} bytes, expected ${rgb.width}x${rgb.height}x3`);
 
+  if (opts.pad) rgb = expandToSquare(rgb, padColour(mean));
   let img: RgbImage;
   let left = 0, top = 0;
   if (mode === 'squash') {
