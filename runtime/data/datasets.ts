@@ -1,7 +1,7 @@
 // Datasets of a run, from the graph's dataset declarations: the samples each stage trains on, the
 // held-out part for evaluation, and the tokenizer they share.
 import * as path from 'node:path';
-import type { ComponentDef, Graph, ModelDef } from '../../compiler/ir/graph.js';
+import type { ComponentDef, Graph, MixtureSource, ModelDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
 import type { Sample } from './batch.js';
 import { PLAIN, type TemplateSpec } from './examples.js';
@@ -98,6 +98,13 @@ export interface DatasetContext {
 /** The llm's vocab: the size of its embedding table, so every token id must be below it. */
 export function vocabOf(model: ModelDef): number {
   return Number(model.components.find((c) => c.role === 'llm')?.attrs['vocab'] ?? Infinity);
+}
+
+/** The datasets a stage's `data` reads: the mixture's sources with their shares, or the one dataset. */
+export function stageSources(graph: Graph, data: string): { mixture?: string; sources: MixtureSource[] } {
+  const d = graph.datasets.find((x) => x.name === data);
+  if (d?.constructor === 'mixture' && d.sources) return { mixture: d.name, sources: d.sources };
+  return { sources: [{ dataset: data }] };
 }
 
 /** Interprets a dataset's arguments for the data pipeline (pipeline.ts), in the one place that reads them. */

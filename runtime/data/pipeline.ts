@@ -16,6 +16,7 @@ import { exampleProblem } from './example-checks.js';
 import { buildExample, type Example, type TemplateSpec } from './examples.js';
 import { preprocessImage, type PreprocessOptions } from './images.js';
 import { imageJobs, loadImage, LlavaSource, type ImageJob, type LlavaJsonOptions, type SkippedRecord } from './llava-json.js';
+import type { FileStamp } from './json-index.js';
 import { generateShapes, type ShapeRecord, type SyntheticOptions } from './synthetic-shapes.js';
 import type { TextTokenizer } from './vocab-tokenizer.js';
 
@@ -60,6 +61,8 @@ export interface DataPass {
   heldoutRecords?: ShapeRecord[];
   /** The images the records name (root folder, name), for the pre-flight's cache. */
   images: { root: string; name: string }[];
+  /** The data file's size, mtime and SHA-256 when the pass indexed it (llava_json). */
+  stamp?: FileStamp;
 }
 
 /** Stages 1-4 of one record: its example, and the images stage 5 turns into pixels. */
@@ -82,6 +85,8 @@ export interface RecordReader {
   readonly trainable: number;
   /** The data file as the program names it, or `<synthetic_shapes NAME>`. */
   readonly display: string;
+  /** The data file's size, mtime and SHA-256 as indexed (llava_json). */
+  readonly stamp?: FileStamp;
   /** Record i through stages 1-4; throws its failure as a located PipeRuntimeError. */
   example(i: number): RecordExample;
   close(): void;
@@ -132,6 +137,10 @@ class LlavaReader implements RecordReader {
     this.display = this.source.shown;
   }
 
+  get stamp(): FileStamp {
+    return this.source.index.stamp;
+  }
+
   example(index: number): RecordExample {
     const spec = this.spec;
     const r = this.source.record(index);
@@ -177,7 +186,7 @@ export function runDataPass(spec: DatasetSpec, mode: PassMode, opts: { cacheDir?
 
 function passOver(reader: RecordReader, mode: PassMode): DataPass {
   const spec = reader.spec;
-  const pass: DataPass = { spec, records: reader.count, lengths: [], recordLengths: new Int32Array(reader.count), failures: [], train: [], heldout: [], images: [] };
+  const pass: DataPass = { spec, records: reader.count, lengths: [], recordLengths: new Int32Array(reader.count), failures: [], train: [], heldout: [], images: [], ...(reader.stamp ? { stamp: reader.stamp } : {}) };
   const stopAtFirst = mode === 'train' && !spec.skipBadRecords;
   for (let index = 0; index < reader.count; index++) {
     let rec: RecordExample;
