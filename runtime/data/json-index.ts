@@ -495,24 +495,24 @@ function readCachedIndex(cacheFile: string, file: string, kind: IndexKind, st: f
     const head = 12 + len + ((8 - ((12 + len) % 8)) % 8);
     const n = h.count;
     if (h.file !== path.resolve(file) || h.kind !== kind || h.size !== st.size || buf.length !== head + n * 24) return undefined;
-    if (h.mtimeMs !== st.mtimeMs) {
-      // touched: the same bytes are still a hit
-      if (hashFile(file) !== h.sha256) return undefined;
-      try {
-        const copy = Buffer.from(buf);
-        const header = Buffer.from(JSON.stringify({ ...h, mtimeMs: st.mtimeMs }));
-        if (header.length === len) (header.copy(copy, 12), writeFileAtomic(cacheFile, copy));
-      } catch {
-        // only a cache
-      }
-    }
+    // touched: the same bytes are still a hit
+    const touched = h.mtimeMs !== st.mtimeMs;
+    if (touched && hashFile(file) !== h.sha256) return undefined;
     const view = (at: number, bytes: number) => buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + bytes);
     let p = head;
     const offset = new Float64Array(view(p, n * 8));
     const col = new Float64Array(view((p += n * 8), n * 8));
     const length = new Uint32Array(view((p += n * 8), n * 4));
     const line = new Uint32Array(view((p += n * 4), n * 4));
-    return { kind, count: n, offset, length, line, col, stamp: { size: h.size, mtimeMs: st.mtimeMs, sha256: h.sha256 } };
+    const index: RecordIndex = { kind, count: n, offset, length, line, col, stamp: { size: h.size, mtimeMs: st.mtimeMs, sha256: h.sha256 } };
+    if (touched) {
+      try {
+        writeFileAtomic(cacheFile, encodeIndex(index, h.file)); // with the new mtime: the next look costs a stat again
+      } catch {
+        // only a cache
+      }
+    }
+    return index;
   } catch {
     return undefined;
   }
