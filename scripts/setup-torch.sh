@@ -3,23 +3,24 @@
 # (git-ignored). It serves the exported trainer's FSDP mode (train.py --fsdp) and its tests (Debian 12's
 # python3-torch is 1.13, whose FSDP cannot even be imported under Python 3.11), and the independent
 # references of the numerical tests (test/reference/*.py: torch.optim, clip_grad_norm_, transformers'
-# schedules and modules such as CLIPVisionModel, LlamaForCausalLM, MixtralForCausalLM, LLaVA).
+# schedules and modules such as CLIPVisionModel, LlamaForCausalLM, MixtralForCausalLM, LLaVA, and
+# transformers' PIL-based CLIP image processor with LLaVA's expand2square: Pillow).
 #
 # pip installs only from what it is configured to reach (pip.conf's index / find-links: on this project's
 # machines a local wheel store that holds a CPU build of torch); nothing else is downloaded.
 #
 # Environment:
 #   PIPEC_PYTHON          the Python the environment is made from (default python3)
-#   PIPEC_TORCH_SPEC      what pip installs (default "torch>=2 numpy transformers safetensors tokenizers";
+#   PIPEC_TORCH_SPEC      what pip installs (default "torch>=2 numpy transformers safetensors tokenizers pillow";
 #                         numpy only quiets torch's warning)
 #   PIPEC_TORCH_FORCE=1   make the environment anew even if it works
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PIPEC_PYTHON:-python3}"
-SPEC="${PIPEC_TORCH_SPEC:-torch>=2 numpy transformers safetensors tokenizers}"
+SPEC="${PIPEC_TORCH_SPEC:-torch>=2 numpy transformers safetensors tokenizers pillow}"
 VENV="$PWD/.venv-torch"
 versions='import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'
-check='import sys, torch, transformers, safetensors, tokenizers; sys.exit(0 if int(torch.__version__.split(".")[0]) >= 2 else 1)'
+check='import sys, torch, transformers, safetensors, tokenizers, PIL; sys.exit(0 if int(torch.__version__.split(".")[0]) >= 2 else 1)'
 
 if [ "${PIPEC_TORCH_FORCE:-0}" != 1 ] && [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$check" 2>/dev/null; then
   echo "setup-torch: $VENV already has $("$VENV/bin/python" -c "$versions")"
@@ -35,5 +36,5 @@ if ! "$VENV/bin/pip" install --quiet --retries 0 --timeout 20 $SPEC 2> >(grep -v
   echo "setup-torch: pip could not install $SPEC from its configured index; the FSDP and reference tests will skip" >&2
   exit 1
 fi
-"$VENV/bin/python" -c "$check" || { echo "setup-torch: the environment lacks torch >= 2, transformers, safetensors or tokenizers" >&2; exit 1; }
+"$VENV/bin/python" -c "$check" || { echo "setup-torch: the environment lacks torch >= 2, transformers, safetensors, tokenizers or Pillow" >&2; exit 1; }
 echo "setup-torch: $("$VENV/bin/python" -c "$versions") in $VENV ($(($(date +%s) - t0)) s)"
