@@ -107,6 +107,12 @@ export function stageSources(graph: Graph, data: string): { mixture?: string; so
   return { sources: [{ dataset: data }] };
 }
 
+/** The dataset that stands for a stage's data in generation: the dataset, or a mixture's first source (its template, its image_aspect). */
+export function primaryDataset(graph: Graph, data: string): Graph['datasets'][number] | undefined {
+  const { sources } = stageSources(graph, data);
+  return graph.datasets.find((x) => x.name === sources[0]!.dataset);
+}
+
 /** Interprets a dataset's arguments for the data pipeline (pipeline.ts), in the one place that reads them. */
 export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
   const d = ctx.graph.datasets.find((x) => x.name === name);
