@@ -3,8 +3,9 @@
 # (git-ignored). It serves the exported trainer's FSDP mode (train.py --fsdp) and its tests (Debian 12's
 # python3-torch is 1.13, whose FSDP cannot even be imported under Python 3.11), and the independent
 # references of the numerical tests (test/reference/*.py: torch.optim, clip_grad_norm_, transformers'
-# schedules and modules such as CLIPVisionModel, LlamaForCausalLM, MixtralForCausalLM, LLaVA, and
-# transformers' PIL-based CLIP image processor with LLaVA's expand2square: Pillow).
+# schedules and modules such as CLIPVisionModel, LlamaForCausalLM, MixtralForCausalLM, LLaVA), the
+# Hugging Face layout and export tests, and the pad-mode reference (LLaVA's expand2square + transformers'
+# PIL-based CLIP image processor): Pillow, which transformers' image processors need.
 #
 # pip installs only from what it is configured to reach (pip.conf's index / find-links: on this project's
 # machines a local wheel store that holds a CPU build of torch); nothing else is downloaded.

@@ -174,18 +174,29 @@ const INDEX = 'model.safetensors.index.json';
  * dir/config.json (optional; bad JSON -> 'bad-json'), then tensors from dir/model.safetensors.index.json
  * when present (every shard it names must exist -> else 'shard-missing'; every tensor it maps to a shard
  * must be in that shard's header -> else 'bad-header'), else from every *.safetensors file in dir, sorted.
- * No safetensors at all -> no tensors and no files. A missing dir -> 'not-found'.
+ * No safetensors at all -> no tensors and no files. A missing dir -> 'not-found'. A path to one
+ * .safetensors file reads that file (and config.json beside it).
  */
-export function readCheckpointMeta(dir: string): CheckpointMeta {
-  const st = fs.statSync(dir, { throwIfNoEntry: false });
-  if (!st) throw new CheckpointError('not-found', dir, 'no such directory');
-  if (!st.isDirectory()) throw new CheckpointError('not-found', dir, 'it is not a directory');
+export function readCheckpointMeta(where: string): CheckpointMeta {
+  const st = fs.statSync(where, { throwIfNoEntry: false });
+  if (!st) throw new CheckpointError('not-found', where, 'no such directory');
+  // One .safetensors file (a standalone projector, one shard): its tensors, and config.json beside it.
+  const single = !st.isDirectory() && where.endsWith('.safetensors') ? path.basename(where) : undefined;
+  if (!st.isDirectory() && !single) throw new CheckpointError('not-found', where, 'it is not a directory or a .safetensors file');
+  const dir = single ? path.dirname(where) : where;
   const meta: CheckpointMeta = { dir, tensors: new Map(), files: [], bytesRead: 0 };
 
   const configFile = path.join(dir, 'config.json');
   if (fs.existsSync(configFile)) {
     meta.config = readJson(configFile);
     meta.configFile = configFile;
+  }
+  if (single) {
+    const h = readSafetensorsHeader(where);
+    meta.bytesRead = h.bytesRead;
+    meta.files.push(single);
+    meta.tensors = h.tensors;
+    return meta;
   }
 
   const indexFile = path.join(dir, INDEX);

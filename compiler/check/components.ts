@@ -4,7 +4,9 @@ import * as path from 'node:path';
 import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
 import type { Range } from '../diagnostics/source.js';
-import { configLookup } from './checkpoint-io.js';
+import { configSection, isLlavaConfig, sectionValue } from './hf-config-section.js';
+import { familyOf, splitWeightsRef } from './hf-layout.js';
+import { llavaVisionFields } from './hf-llava.js';
 import { bindCall, exprText, type CallContext, type Instance } from './instance.js';
 import type { ComponentInfo, CustomInfo, Host, LoadedFile, ModelInfo, Program, Reporter, SigInfo, TensorSpec } from './program.js';
 import { declKindWord } from './resolve.js';
@@ -88,8 +90,8 @@ function bindModel(
       ok: false,
     };
     const wo = weightOverrides.get(c.name.name);
-    if (wo) info.weights = { dir: wo.dir, abs: path.resolve(wo.dir), range: wo.range };
-    else if (c.weights) info.weights = { dir: c.weights.value, abs: path.resolve(path.dirname(file.path), c.weights.value), range: c.weights.range };
+    if (wo) info.weights = weightsRef(wo.dir, path.resolve(wo.dir), wo.range);
+    else if (c.weights) info.weights = weightsRef(c.weights.value, path.resolve(path.dirname(file.path), c.weights.value), c.weights.range);
     model.components.set(info.name, info);
     const inst = bindComponent(info, file, host, reporter, ctx, sigOf);
     if (inst) instances.set(info.name, inst);
@@ -106,6 +108,12 @@ function bindModel(
   }
 }
 
+/** `weights "DIR#ROOT"`: the path without the ROOT (hf-layout.ts picks the part of the checkpoint with it). */
+function weightsRef(dir: string, abs: string, range: Range): NonNullable<ComponentInfo['weights']> {
+  const { part } = splitWeightsRef(dir);
+  return { dir, abs: part === undefined ? abs : splitWeightsRef(abs).path, part, range };
+}
+
 function bindComponent(info: ComponentInfo, file: LoadedFile, host: Host, reporter: Reporter, ctx: CallContext, sigOf: (d: A.SignatureDecl) => SigInfo): Instance | undefined {
   const init = info.decl.init;
   if (init.kind === 'Missing') return undefined;
@@ -119,7 +127,9 @@ function bindComponent(info: ComponentInfo, file: LoadedFile, host: Host, report
   if (!sig) return undefined;
   info.sig = sig;
   info.op = opName(sig);
-  return bindCall(sig, init, ctx, info.name);
+  const inst = bindCall(sig, init, ctx, info.name);
+  fillFromConfig(info, inst, sig, init, host, reporter);
+  return inst;
 }
 
 const sigIndex = new WeakMap<LoadedFile, Map<string, A.SignatureDecl>>();
@@ -218,34 +228,66 @@ function bindCustom(info: ComponentInfo, call: A.CallExpr, file: LoadedFile, hos
   custom.base = sig.name;
   info.sig = sig;
   const inst = bindCall(sig, { ...call, args: rest }, ctx, info.name);
-  // Dimensions a custom model does not spell out come from its checkpoint's config.json.
-  if (info.weights) {
-    const cfgPath = path.join(info.weights.abs, 'config.json');
-    const text = host.readFile(cfgPath);
-    if (text !== undefined) {
-      let cfg: Record<string, unknown> | undefined;
-      try {
-        const parsed: unknown = JSON.parse(text);
-        if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) cfg = parsed as Record<string, unknown>;
-        else reporter.report(M.BadConfigJson, info.weights.range, host.display(cfgPath), 'it is not a JSON object');
-      } catch (e) {
-        reporter.report(M.BadConfigJson, info.weights.range, host.display(cfgPath), (e as Error).message);
-      }
-      if (cfg) {
-        for (const [param, keys] of hfConfigKeys(sig, reporter)) {
-          if (inst.has(param) && rest.some((a) => a.name?.name === param)) continue;
-          for (const key of keys) {
-            const raw = configLookup(cfg, key);
-            if (raw === undefined) continue;
-            const v = jsonToValue(raw);
-            if (v) inst.setValue(param, v, info.weights.range);
-            break;
-          }
-        }
-      }
-    }
-  }
+  fillFromConfig(info, inst, sig, { ...call, args: rest }, host, reporter);
   return inst;
+}
+
+/** config.json of a component's checkpoint: inside the folder, or beside a single .safetensors file. */
+export function weightsConfigFile(weights: NonNullable<ComponentInfo['weights']>, host: Host): string | undefined {
+  if (host.isDirectory(weights.abs)) return path.join(weights.abs, 'config.json');
+  if (weights.abs.endsWith('.safetensors')) return path.join(path.dirname(weights.abs), 'config.json');
+  return undefined;
+}
+
+/** Parameters the call gives itself: named or positional arguments, and a preset's. */
+function explicitParams(sig: SigInfo, call: A.CallExpr): Set<string> {
+  const out = new Set<string>();
+  let positional = 0;
+  for (const a of call.args) {
+    if (a.name?.name === 'preset') {
+      const preset = a.value.kind === 'String' ? sig.presets.get(a.value.value) : undefined;
+      for (const p of preset?.args ?? []) if (p.name) out.add(p.name.name);
+    } else if (a.name) out.add(a.name.name);
+    else if (positional < sig.order.length) out.add(sig.order[positional++]!);
+  }
+  return out;
+}
+
+/**
+ * Parameters the call leaves out (defaults) come from the checkpoint's config.json, through the
+ * signature's `hf_config` keys looked up in the component's section (hf-config-section.ts), and for an
+ * encoder under a LLaVA config, `select_layer` / `select` from its vision_feature_* fields (hf-llava.ts).
+ * What the call gives (arguments, a preset) stays, and the weights pass checks it against the config.
+ */
+function fillFromConfig(info: ComponentInfo, inst: Instance, sig: SigInfo, call: A.CallExpr, host: Host, reporter: Reporter): void {
+  if (!info.weights) return;
+  const cfgPath = weightsConfigFile(info.weights, host);
+  const text = cfgPath ? host.readFile(cfgPath) : undefined;
+  if (text === undefined || !cfgPath) return;
+  let cfg: Record<string, unknown> | undefined;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) cfg = parsed as Record<string, unknown>;
+    else reporter.report(M.BadConfigJson, info.weights.range, host.display(cfgPath), 'it is not a JSON object');
+  } catch (e) {
+    reporter.report(M.BadConfigJson, info.weights.range, host.display(cfgPath), (e as Error).message);
+  }
+  const family = familyOf(sig.name);
+  if (!cfg || !family) return;
+  const explicit = explicitParams(sig, call);
+  const section = configSection(cfg, family);
+  for (const [param, keys] of hfConfigKeys(sig, reporter)) {
+    if (explicit.has(param) || !sig.params.has(param)) continue;
+    const v = jsonToValue(sectionValue(cfg, section, keys)?.value);
+    if (v) inst.setValue(param, v, info.weights.range);
+  }
+  if (family === 'vision' && isLlavaConfig(cfg)) {
+    const clsValue = sig.params.has('cls') ? inst.get('cls') : undefined;
+    const cls = clsValue?.t === 'bool' ? clsValue.v : undefined;
+    const f = llavaVisionFields(cfg, sig.name, cls);
+    if (f.select_layer && typeof f.select_layer.value === 'number' && !explicit.has('select_layer') && sig.params.has('select_layer')) inst.setValue('select_layer', { t: 'num', v: f.select_layer.value }, info.weights.range);
+    if (f.select?.value && !explicit.has('select') && sig.params.has('select')) inst.setValue('select', { t: 'str', v: f.select.value }, info.weights.range);
+  }
 }
 
 /** `hf_config: { hidden: "hidden_size" | "vision_config.hidden_size" }` from a signature body. */

@@ -10,10 +10,12 @@
 //   6. weights   config.json and safetensors headers against the declarations         checkpoint.ts
 //   7. stages    datasets, stage fields, train/freeze, after, lengths                 stages.ts
 //   8. data      the files datasets name; the tokenizer's ids against the llm's vocab data-files.ts
+//                (and a LLaVA checkpoint's image token against the tokenizer)         checkpoint-llava.ts
 //   9. memory    per-device memory per stage; fit against the declared devices        memory.ts
 // Lowering (lower/) runs only on a program with no errors.
 import type * as A from '../ast/nodes.js';
 import { checkCheckpoints } from './checkpoint.js';
+import { checkLlavaImageTokens } from './checkpoint-llava.js';
 import { checkModels } from './components.js';
 import { checkCustomComponents } from './custom.js';
 import { checkDataFiles } from './data-files.js';
@@ -74,6 +76,7 @@ export function checkProgram(entryPath: string, entryText: string, host: Host, o
   checkDatasets(program, reporter, sigOf, options.dataOverrides ?? new Map());
   checkStages(program, reporter, sigOf, options.stageOverrides ?? []);
   if (!options.skipWeights) checkDataFiles(program, host, reporter);
+  if (!options.skipWeights) checkLlavaImageTokens(program, host, reporter); // a LLaVA config's image token vs the tokenizer
   const estimates = checkMemory(program, reporter);
   return { program, reporter, estimates };
 }

@@ -1,10 +1,19 @@
 // Human-readable views of a lowered graph: text with the shape at every edge, and Graphviz DOT.
 import { formatCount } from '../check/values.js';
+import type { CheckResult } from '../check/passes.js';
 import type { Dim, Graph } from '../ir/graph.js';
+
+/** The detected checkpoint layout of every component with weights, by `model/component`. */
+export function layoutsOf(check: CheckResult | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of check?.program.models.values() ?? []) for (const c of m.components.values()) if (c.layout) out.set(`${m.name}/${c.name}`, c.layout);
+  return out;
+}
 
 const dims = (s: Dim[]) => `[${s.join(', ')}]`;
 
-export function renderGraph(g: Graph): string {
+/** `layouts`: the checkpoint layout the checker detected per `model/component` (hf-layout.ts). */
+export function renderGraph(g: Graph, layouts: ReadonlyMap<string, string> = new Map()): string {
   const lines: string[] = [];
   for (const m of g.models) {
     lines.push(`model ${m.name}${m.image_tokens ? ` (${m.image_tokens} image tokens per image)` : ''}`);
@@ -19,6 +28,8 @@ export function renderGraph(g: Graph): string {
       const comp = n.component && n.id === n.component ? comps.get(n.component) : undefined;
       const extra = comp ? `  (${comp.constructor === 'custom' ? `custom ${comp.custom?.class}` : comp.constructor}, ${formatCount(comp.params)} params)` : '';
       lines.push(`  ${n.id} = ${n.op}(${ins}) -> ${dims(n.shape)}${extra}`);
+      const layout = comp?.weights ? layouts.get(`${m.name}/${comp.name}`) : undefined;
+      if (comp?.weights) lines.push(`      weights "${comp.weights}"${layout ? `: ${layout}` : ''}`);
       shapes.set(n.id, n.shape);
     }
     lines.push('');

@@ -11,7 +11,7 @@ import { format } from '../format/format.js';
 import type { Graph } from '../ir/graph.js';
 import { compile, graphJson, UsageError, type CompileResult } from '../service/service.js';
 import { PipeRuntimeError } from '../../runtime/errors.js';
-import { renderDot, renderGraph } from './graph-view.js';
+import { layoutsOf, renderDot, renderGraph } from './graph-view.js';
 
 const USAGE = `pipec - compile and run .pipe programs for multimodal models
 
@@ -26,9 +26,14 @@ usage:
   pipec lsp --stdio               the language server (editors start it)
   pipec run FILE|GRAPH.json       train, stage by stage, into a run directory (--out, default runs/NAME)
   pipec generate RUN --prompt P   generate from a finished run (--image x.png)
+  pipec eval FILE|RUN [--stage S] [--data DATASET] [-o result.json]
+                                  loss (and exact-match accuracy) of a program's weights or a finished
+                                  run on a dataset, no training; --records: per-record ids and logits
   pipec backends                  which TensorFlow.js backends load here, and which auto picks
   pipec export FILE --target torch -o DIR   a PyTorch program (model.py, train.py, launch/) from the graph
                                   (--custom-as-base: custom components as their base op)
+  pipec export RUN --target hf -o DIR       a finished run as a transformers LLaVA folder (weights, config,
+                                  tokenizer, processor); --max-shard-size 5GB as save_pretrained
   pipec prepare FILE [--stage S] -o DIR     a stage's micro-batches as shards for it (--init: fresh weights,
                                   --world-size N: for N torchrun processes)
 
@@ -37,7 +42,7 @@ options:
   --config RUN.yaml               override stage fields and paths (schema/run-config.schema.json)
   --set stage.NAME.FIELD=VALUE    one override, e.g. --set stage.align.optimizer.lr=2e-4
   --no-color                      plain text
-  --backend auto|tensorflow-gpu|webgpu|tensorflow|wasm|cpu   (run, generate; default auto;
+  --backend auto|tensorflow-gpu|webgpu|tensorflow|wasm|cpu   (run, generate, eval; default auto;
                                   webgpu on a software adapter only when named)
   --resume                        run: continue from the run directory's newest intact checkpoint
   --overwrite                     run: start again in a folder that holds a run (deletes that run's files)
@@ -55,7 +60,8 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      // `eval --data DATASET` names a dataset, where `check --data` is a switch
+      args: argv[0] === 'eval' ? argv.map((a) => a.replace(/^--data(?==|$)/, '--dataset')) : argv,
       allowPositionals: true,
       options: {
         format: { type: 'string', default: 'text' },
@@ -69,6 +75,8 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         stdio: { type: 'boolean', default: false },
         check: { type: 'boolean', default: false },
         data: { type: 'boolean', default: false },
+        dataset: { type: 'string' },
+        records: { type: 'boolean', default: false },
         backend: { type: 'string' },
         out: { type: 'string' },
         resume: { type: 'boolean', default: false },
@@ -85,6 +93,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         init: { type: 'boolean', default: false },
         'custom-as-base': { type: 'boolean', default: false },
         'world-size': { type: 'string' },
+        'max-shard-size': { type: 'string' },
       },
     });
   } catch (e) {
@@ -147,7 +156,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const r = compileOrThrow(single(files, 'graph'), base, true);
         if (!r.graph) return fail(r, io, color, values.format);
         report(r, io, color);
-        io.out(values.dot ? renderDot(r.graph) : renderGraph(r.graph));
+        io.out(values.dot ? renderDot(r.graph) : renderGraph(r.graph, layoutsOf(r.check)));
         return 0;
       }
       case 'estimate': {
@@ -220,13 +229,40 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
       case 'prepare': {
         const file = single(files, command);
         if (!values.output) throw new UsageError(`${command} needs -o DIR`);
-        if (command === 'export' && !values.target) throw new UsageError('export needs --target torch');
+        if (command === 'export' && !values.target) throw new UsageError('export needs --target torch (a program) or --target hf (a run)');
+        if (command === 'export' && values.target === 'hf') {
+          // from a finished run, not a program: its graph, final checkpoint and tokenizer
+          if (!fs.existsSync(file) || !fs.statSync(file).isDirectory()) throw new UsageError(`export --target hf takes a run directory (pipec run's --out), and ${file} is not one`);
+          let maxShardBytes: number | undefined;
+          if (values['max-shard-size'] !== undefined) {
+            const { parseSize } = await import('../../runtime/weights/shards.js');
+            maxShardBytes = parseSize(values['max-shard-size']);
+            if (maxShardBytes === undefined) throw new UsageError(`--max-shard-size needs a size such as 5GB, 500MB or 2GiB, got "${values['max-shard-size']}"`);
+          }
+          const ex = await import('../../runtime/export/commands.js');
+          return ex.exportHfCommand(file, values.output, io, { maxShardBytes, customAsBase: values['custom-as-base'] });
+        }
         const r = compileOrThrow(file, base, true);
         if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
         report(r, io, color);
         const ex = await import('../../runtime/export/commands.js');
         if (command === 'export') return ex.exportCommand(r.graph, values.output, values.target!, io, { customAsBase: values['custom-as-base'] });
         return ex.prepareCommand(r.graph, path.dirname(path.resolve(file)), { out: values.output, stage: values.stage, init: values.init, worldSize: intOption(values['world-size'], '--world-size') }, io);
+      }
+      case 'eval': {
+        const target = single(files, 'eval');
+        if (!fs.existsSync(target)) throw new UsageError(`cannot read ${target}: no such file or run directory`);
+        if (values.output && !fs.existsSync(path.dirname(path.resolve(values.output)))) throw new UsageError(`cannot write ${values.output}: its folder does not exist`);
+        const ev = await import('../../runtime/eval/command.js');
+        const rt = await import('../../runtime/cli/commands.js');
+        const o = { stage: values.stage, data: values.dataset, backend: rt.backendChoice(values.backend), output: values.output, records: values.records };
+        if (fs.statSync(target).isDirectory()) return await ev.evalRun(target, o, io);
+        const r = target.endsWith('.json') ? undefined : compileOrThrow(target, base, true);
+        if (r && (hasErrors(r.diagnostics) || !r.graph)) return fail(r, io, color, values.format);
+        if (r) report(r, io, color);
+        const graph = r?.graph ?? rt.loadGraphFile(target);
+        const baseDir = r ? path.dirname(path.resolve(target)) : path.dirname(path.resolve(fs.existsSync(graph.source) ? graph.source : target));
+        return await ev.evalProgram(graph, baseDir, target, o, io);
       }
       case 'backends': {
         const rt = await import('../../runtime/cli/commands.js');

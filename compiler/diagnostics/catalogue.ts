@@ -26,6 +26,9 @@ export const M = {
   UnexpectedToken: def(1011, 'error', (found: string, context: string) => `unexpected ${found}: expected ${context}`),
   TrailingInput: def(1012, 'error', (found: string) => `unexpected ${found} after the end of the declaration`),
   BadEscape: def(1013, 'error', (esc: string) => `unknown escape sequence '${esc}' in string`),
+  NestingTooDeep: def(1014, 'error', (limit: number) => `this expression nests more than ${limit} levels deep; the rest of it is not read`),
+  /** Stands for the diagnostics of a file past the first MAX_PER_FILE; its severity is the worst of theirs. */
+  TooManyDiagnostics: def(1015, 'error', (more: number, shown: number) => `${more} more diagnostic${more === 1 ? '' : 's'} in this file, not shown (the first ${shown} are)`),
 
   // ---- 2xxx names and imports ----
   ImportNotFound: def(2001, 'error', (path: string) => `cannot find import "${path}"`),
@@ -39,7 +42,7 @@ export const M = {
   UnknownStageField: def(2009, 'error', (field: string) => `unknown stage field \`${field}\``),
   DuplicateField: def(2010, 'error', (field: string) => `field \`${field}\` is given twice`),
   WrongDeclKind: def(2011, 'error', (name: string, actual: string, expected: string) => `\`${name}\` is ${actual}, but ${expected} is expected here`),
-  ImportCycle: def(2012, 'warning', (path: string) => `import of "${path}" forms a cycle; it is imported once`),
+  ImportCycle: def(2012, 'error', (cycle: string) => `this import closes a cycle: ${cycle}`),
   DataFileNotFound: def(2013, 'error', (dataset: string, file: string, why: string) => `data file "${file}" of dataset \`${dataset}\` ${why}`),
   ImagesFolderNotFound: def(2014, 'error', (dataset: string, dir: string, why: string) => `images folder "${dir}" of dataset \`${dataset}\` ${why}`),
   TokenizerNotFound: def(2015, 'error', (dataset: string, file: string, why: string) => `tokenizer file "${file}" of dataset \`${dataset}\` ${why}`),
@@ -106,6 +109,11 @@ export const M = {
   BadConfigJson: def(6010, 'error', (file: string, why: string) => `cannot read "${file}": ${why}`),
   ShardMissing: def(6011, 'error', (shard: string, index: string) => `"${index}" names shard "${shard}", which does not exist`),
   NoTensorsInWeights: def(6012, 'info', (dir: string) => `weights directory "${dir}" has config.json but no safetensors; tensor shapes were not checked`),
+  LayoutDetected: def(6013, 'info', (component: string, dir: string, layout: string) => `\`${component}\` reads checkpoint "${dir}" as ${layout}`),
+  AmbiguousLayout: def(6014, 'error', (component: string, dir: string, layouts: string) => `checkpoint "${dir}" holds every tensor of \`${component}\` more than once: as ${layouts}`),
+  WeightsNotACheckpoint: def(6015, 'error', (dir: string) => `weights "${dir}" is a file but not a .safetensors file`),
+  ImageTokenMismatch: def(6016, 'warning', (key: string, id: number, marker: string, markerId: string, tokenizer: string) => `config.json has ${key} = ${id} but the image marker "${marker}" has ${markerId} in "${tokenizer}"`),
+  UnsupportedConfig: def(6017, 'error', (key: string, value: string, what: string) => `config.json has ${key} = ${value}, which pipec does not implement: ${what}`),
 
   // ---- 7xxx memory ----
   DoesNotFit: def(7001, 'error', (stage: string, need: string, have: string, breakdown: string) => `stage \`${stage}\` needs ${need} per device but each device has ${have} (${breakdown})`),
@@ -155,6 +163,13 @@ export const M = {
   PreflightFailed: def(9054, 'error', (detail: string) => `data pre-flight failed (${detail}); no stage was started`),
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
+  EvalBadArgument: def(9070, 'error', (why: string) => `pipec eval: ${why}`),
+  // `pipec export RUN --target hf` (runtime/export/hf*.ts)
+  HfNotLlava: def(9080, 'error', (model: string, why: string) => `model \`${model}\` cannot be written as a transformers LLaVA: ${why}`),
+  HfNotExpressible: def(9081, 'error', (component: string, why: string) => `component \`${component}\` has no equivalent in transformers' LLaVA: ${why}`),
+  HfNoImageToken: def(9082, 'error', (marker: string, why: string) => `the exported tokenizer needs "${marker}" as one token of its own: ${why}`),
+  HfImageTokenCount: def(9083, 'error', (processor: number, model: number) => `transformers' LLaVA processor would expand the image marker into ${processor} tokens, but the model takes ${model} image features`),
+  HfOutputExists: def(9084, 'error', (dir: string) => `"${dir}" exists and is not a folder that \`pipec export --target hf\` wrote; nothing was written`),
   DataImageMarkers: def(9090, 'error', (index: number, images: number, marker: string, markers: string) => `record ${index}: has ${images} images but ${markers} "${marker}" marker${markers === '1' ? '' : 's'}`),
   DataTooManyImages: def(9091, 'error', (index: number, images: number, max: number) => `record ${index}: has ${images} images, more than the dataset's max_images ${max}`),
   MixtureSourceEmpty: def(9092, 'error', (mixture: string, source: string, stage: string) => `mixture "${mixture}" of stage \`${stage}\` draws from "${source}", which has no usable record`),

@@ -39,6 +39,7 @@ export function hoverFor(sym: Sym, check: CheckResult): string | undefined {
       const lines = [`\`\`\`pipe\n${c.role} ${c.name} = ${exprText(c.decl.init)}\n\`\`\``];
       if (c.input && c.output) lines.push(`shape: ${showDims(c.input)} -> ${showDims(c.resolvedOutput ?? c.output)}`);
       lines.push(`parameters: ${formatCount(c.paramCount)} (${c.paramCount})`);
+      if (c.weights) lines.push(`weights "${c.weights.dir}"${c.layout ? `: read as ${c.layout}` : ''}`);
       if (c.params.size) lines.push([...c.params].map(([k, v]) => `${k}: ${show(v)}`).join(', '));
       return lines.join('\n\n');
     }

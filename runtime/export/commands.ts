@@ -1,8 +1,10 @@
-// The CLI commands `pipec export` and `pipec prepare`, loaded by compiler/cli/main.ts only when needed.
+// The CLI commands `pipec export` (--target torch: from a program; --target hf: from a run) and
+// `pipec prepare`, loaded by compiler/cli/main.ts only when needed.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { prepareStages } from './prepare.js';
+import { exportHf, type HfExportOptions } from './hf.js';
 import { ExportError, exportTorch, type TorchExportOptions } from './torch.js';
 
 export interface Io {
@@ -10,12 +12,16 @@ export interface Io {
   err: (s: string) => void;
 }
 
-export const EXPORT_TARGETS = ['torch'] as const;
+export const EXPORT_TARGETS = ['torch', 'hf'] as const;
 
 /** Writes the exported files into `outDir` (created; existing files of the same names are replaced atomically). */
 export function exportCommand(graph: Graph, outDir: string, target: string, io: Io, o: TorchExportOptions = {}): number {
   if (!(EXPORT_TARGETS as readonly string[]).includes(target)) {
     io.err(`pipec: --target must be one of ${EXPORT_TARGETS.join(', ')}, got ${target}\n`);
+    return 2;
+  }
+  if (target === 'hf') {
+    io.err('pipec: --target hf exports a finished run: pipec export RUN_DIR --target hf -o DIR\n');
     return 2;
   }
   let files: Map<string, string>;
@@ -36,6 +42,15 @@ export function exportCommand(graph: Graph, outDir: string, target: string, io: 
   }
   io.err(`wrote ${[...files.keys()].map((f) => path.join(outDir, f)).join(', ')}\n`);
   if (files.has('launch/launch.sh')) fs.chmodSync(path.join(outDir, 'launch/launch.sh'), 0o755);
+  return 0;
+}
+
+/** `pipec export RUN --target hf -o DIR`: the run's final checkpoint as a transformers LLaVA folder (hf.ts). */
+export function exportHfCommand(runDir: string, outDir: string, io: Io, o: HfExportOptions = {}): number {
+  const r = exportHf(runDir, outDir, o);
+  for (const n of r.notes) io.err(`note: ${n}\n`);
+  const shown = path.relative(process.cwd(), r.dir);
+  io.err(`wrote ${shown.startsWith('..') ? r.dir : shown}: ${r.files.join(', ')} (${(r.bytes / 1048576).toFixed(1)} MiB of tensors)\n`);
   return 0;
 }
 

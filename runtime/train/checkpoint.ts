@@ -17,7 +17,9 @@ import { M, runtimeError } from '../errors.js';
 import type { ParamStore } from '../params.js';
 import { ensureRealDir, fsyncDir, refuseLink, writeFileAtomic } from '../weights/atomic.js';
 import { hfConfig } from '../weights/hf-config.js';
-import { encodeSafetensors, readWeights } from '../weights/safetensors.js';
+import { readCheckpointMeta } from '../../compiler/check/checkpoint-io.js';
+import { describeLayout, detectLayout, elsewhere, familyOfTensors, sliceRange, slicedShape, sourceOf, splitWeightsRef } from '../../compiler/check/hf-layout.js';
+import { encodeSafetensors, readWeights, TensorReader } from '../weights/safetensors.js';
 import { ManifestWriter } from './manifest.js';
 import type { Optimizer } from './optimizer.js';
 
@@ -195,17 +197,50 @@ export function loadComponents(dir: string, components: readonly string[], param
   for (const c of components) loadWeightsInto(path.join(dir, c), params.ofComponent(c), params);
 }
 
-/** Loads tensors by name from one HF weights folder; every name must be there with the right shape. */
-export function loadWeightsInto(dir: string, names: readonly string[], params: ParamStore, display = dir): void {
+/**
+ * Loads a component's tensors (by pipec's names) from one Hugging Face checkpoint: a folder or one
+ * .safetensors file, `#ROOT` picking a part (`weights "DIR#ROOT"`). The checkpoint's layout -- which names
+ * it uses -- is detected by the same module the checker uses (compiler/check/hf-layout.ts); every tensor
+ * must be there with the right shape. F32, F16 and BF16 load as float32.
+ */
+export function loadWeightsInto(ref: string, names: readonly string[], params: ParamStore, display = ref): void {
   if (names.length === 0) return;
-  const got = readWeights(dir, names);
-  for (const n of names) {
-    const t = got.get(n);
-    if (!t) throw runtimeError(M.TensorMissing, [n, display], { file: display });
-    const want = params.get(n).shape;
-    if (t.info.shape.join(',') !== want.join(','))
-      throw runtimeError(M.WeightShapeMismatch, [n, display, `[${t.info.shape.join(', ')}]`, `[${want.join(', ')}]`], { file: display });
-    params.assign(n, t.data);
+  const { path: where, part } = splitWeightsRef(ref);
+  const meta = readCheckpointMeta(where);
+  const family = familyOfTensors(names);
+  const has = (n: string) => meta.tensors.has(n);
+  const det = detectLayout(family, names, has, part);
+  if (det.alsoComplete.length) {
+    const choices = [det.layout, ...det.alsoComplete];
+    throw runtimeError(M.AmbiguousLayout, [params.specs.get(names[0]!)?.component ?? family, display, choices.map((l) => describeLayout(l, meta.config)).join('; or ')], { file: display },
+      `pick the part with ${choices.map((l) => `"${splitWeightsRef(display).path}#${l.root}"`).join(' or ')}`);
+  }
+  const reader = new TensorReader(meta);
+  const whole = new Map<string, Float32Array>(); // a fused expert tensor is read once for all its slices
+  try {
+    for (const n of names) {
+      const src = sourceOf(det.layout, n, has);
+      const info = src && meta.tensors.get(src.name);
+      if (!src || !info) {
+        const moved = elsewhere(family, n, meta.tensors.keys());
+        throw runtimeError(M.TensorMissing, [src?.name ?? n, display], { file: display },
+          moved ? `the checkpoint has "${moved.found}": its tensors are under \`${moved.root}.\`; use "${splitWeightsRef(display).path}#${moved.root}"` : det.found ? `read as ${describeLayout(det.layout, meta.config)}` : undefined);
+      }
+      const want = params.get(n).shape;
+      const got = slicedShape(info.shape, src);
+      if (!got || got.join(',') !== want.join(','))
+        throw runtimeError(M.WeightShapeMismatch, [src.name, display, `[${(got ?? info.shape).join(', ')}]`, `[${want.join(', ')}]`], { file: display });
+      if (src.expert === undefined) {
+        params.assign(n, reader.read(info));
+        continue;
+      }
+      let data = whole.get(src.name);
+      if (!data) whole.set(src.name, (data = reader.read(info)));
+      const [begin, end] = sliceRange(info.shape, src);
+      params.assign(n, data.slice(begin, end));
+    }
+  } finally {
+    reader.close();
   }
 }
 

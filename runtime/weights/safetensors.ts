@@ -4,7 +4,7 @@
 // this adds the data. F32, F16 and BF16 load as float32; we write F32.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readCheckpointMeta, type TensorInfo } from '../../compiler/check/checkpoint-io.js';
+import { readCheckpointMeta, type CheckpointMeta, type TensorInfo } from '../../compiler/check/checkpoint-io.js';
 
 function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
@@ -47,44 +47,64 @@ export interface LoadedTensor {
 
 /**
  * Reads the named tensors of a Hugging Face weights folder (model.safetensors, or shards through
- * model.safetensors.index.json). `names` absent = every tensor. Missing names are simply absent from the result.
+ * model.safetensors.index.json) or of one .safetensors file. `names` absent = every tensor. Missing names
+ * are simply absent from the result.
  */
 export function readWeights(dir: string, names?: Iterable<string>): Map<string, LoadedTensor> {
   const meta = readCheckpointMeta(dir);
-  const wanted = names ? [...names] : [...meta.tensors.keys()];
-  const out = new Map<string, LoadedTensor>();
-  const fds = new Map<string, number>();
+  const reader = new TensorReader(meta);
   try {
-    for (const name of wanted) {
+    const out = new Map<string, LoadedTensor>();
+    for (const name of names ? [...names] : [...meta.tensors.keys()]) {
       const info = meta.tensors.get(name);
-      if (!info?.byteRange) continue;
-      let fd = fds.get(info.file);
-      if (fd === undefined) fds.set(info.file, (fd = fs.openSync(path.join(dir, info.file), 'r')));
-      const [begin, end] = info.byteRange;
-      const buf = Buffer.alloc(end - begin);
-      fs.readSync(fd, buf, 0, end - begin, begin);
-      out.set(name, { info, data: decodeTensor(info, buf) });
+      if (info?.byteRange) out.set(name, { info, data: reader.read(info) });
     }
+    return out;
   } finally {
-    for (const fd of fds.values()) fs.closeSync(fd);
+    reader.close();
   }
-  return out;
+}
+
+/** Reads tensors of one checkpoint as float32, keeping each shard file open until `close`. */
+export class TensorReader {
+  private readonly fds = new Map<string, number>();
+
+  constructor(readonly meta: CheckpointMeta) {}
+
+  read(info: TensorInfo): Float32Array {
+    let fd = this.fds.get(info.file);
+    if (fd === undefined) this.fds.set(info.file, (fd = fs.openSync(path.join(this.meta.dir, info.file), 'r')));
+    const [begin, end] = info.byteRange!;
+    const buf = Buffer.alloc(end - begin);
+    fs.readSync(fd, buf, 0, end - begin, begin);
+    return decodeTensor(info, buf);
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+  }
+}
+
+/** The JSON header of a file of F32 tensors written in `names` order (8-byte aligned with spaces, as the reference writer). */
+function f32Header(entries: readonly { name: string; shape: number[] }[], metadata: Record<string, string>): { header: Buffer; dataBytes: number } {
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt', ...metadata } };
+  let offset = 0;
+  for (const e of entries) {
+    const bytes = e.shape.reduce((a, b) => a * b, 1) * 4;
+    header[e.name] = { dtype: 'F32', shape: e.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  return { header: Buffer.from(json, 'utf8'), dataBytes: offset };
 }
 
 /** Serialises float32 tensors to safetensors bytes (sorted names, 8-byte aligned header as the reference writer). */
 export function encodeSafetensors(tensors: ReadonlyMap<string, { shape: number[]; data: Float32Array }>, metadata: Record<string, string> = {}): Buffer {
   const names = [...tensors.keys()].sort();
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt', ...metadata } };
-  let offset = 0;
-  for (const name of names) {
-    const t = tensors.get(name)!;
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.length * 4] };
-    offset += t.data.length * 4;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const hb = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(8 + hb.length + offset);
+  const { header: hb, dataBytes } = f32Header(names.map((name) => ({ name, shape: tensors.get(name)!.shape })), metadata);
+  const out = Buffer.alloc(8 + hb.length + dataBytes);
   out.writeBigUInt64LE(BigInt(hb.length), 0);
   hb.copy(out, 8);
   let p = 8 + hb.length;
@@ -94,4 +114,41 @@ export function encodeSafetensors(tensors: ReadonlyMap<string, { shape: number[]
     p += d.byteLength;
   }
   return out;
+}
+
+/** A tensor to stream into a file: its data is read only when it is written, so a file never sits whole in memory. */
+export interface StreamedTensor {
+  name: string;
+  shape: number[];
+  read: () => Float32Array;
+}
+
+/**
+ * Writes F32 tensors to `file` one at a time, in the order given, and fsyncs it (a shard of a large
+ * model can exceed what one Buffer holds). Returns the bytes of tensor data written.
+ */
+export function writeSafetensorsFile(file: string, tensors: readonly StreamedTensor[], metadata: Record<string, string> = {}): number {
+  const { header, dataBytes } = f32Header(tensors, metadata);
+  const fd = fs.openSync(file, 'w');
+  try {
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length), 0);
+    writeAll(fd, len);
+    writeAll(fd, header);
+    for (const t of tensors) {
+      const d = t.read();
+      const want = t.shape.reduce((a, b) => a * b, 1);
+      if (d.length !== want) throw new Error(`tensor "${t.name}" has ${d.length} values, its shape [${t.shape.join(', ')}] needs ${want}`);
+      writeAll(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength)); // little-endian hosts (x86, arm)
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return dataBytes;
+}
+
+/** writeSync may write less than asked (large buffers); this loops until all is written. */
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
 }

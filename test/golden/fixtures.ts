@@ -33,6 +33,23 @@ export function tinyVitTensors(hidden = 64, mlp = 128, layers = 2): Record<strin
   return t;
 }
 
+/** Tensors of a tiny `llama(vocab: 512, hidden, layers: 2, heads: 4, mlp: 256)` (kv_heads = heads), under `prefix` (`model.` by default). */
+export function tinyLlamaTensors(hidden = 64, prefix = 'model.', head = 'lm_head.weight', layers = 2, mlp = 256, vocab = 512): Record<string, { shape: number[] }> {
+  const t: Record<string, { shape: number[] }> = { [`${prefix}embed_tokens.weight`]: { shape: [vocab, hidden] }, [`${prefix}norm.weight`]: { shape: [hidden] }, [head]: { shape: [vocab, hidden] } };
+  for (let i = 0; i < layers; i++) {
+    const p = `${prefix}layers.${i}`;
+    for (const n of ['input_layernorm', 'post_attention_layernorm']) t[`${p}.${n}.weight`] = { shape: [hidden] };
+    for (const n of ['q_proj', 'k_proj', 'v_proj', 'o_proj']) t[`${p}.self_attn.${n}.weight`] = { shape: [hidden, hidden] };
+    t[`${p}.mlp.gate_proj.weight`] = { shape: [mlp, hidden] };
+    t[`${p}.mlp.up_proj.weight`] = { shape: [mlp, hidden] };
+    t[`${p}.mlp.down_proj.weight`] = { shape: [hidden, mlp] };
+  }
+  return t;
+}
+
+/** The tiny vit's tensors with `vision_model.` replaced by `prefix`. */
+const vitUnder = (prefix: string) => Object.fromEntries(Object.entries(tinyVitTensors()).map(([k, v]) => [prefix + k.slice('vision_model.'.length), v]));
+
 export function makeGoldenFixtures(): void {
   const cases = repo('test/golden/cases');
   // checkpoint-mismatch: config.json disagrees on hidden size; one tensor has the wrong shape; two are missing.
@@ -67,4 +84,17 @@ export function makeGoldenFixtures(): void {
   }
   // checkpoint-bad-header: a file whose header length (1000) is larger than the file (64 bytes).
   writeRawSafetensors(path.join(cases, 'checkpoint-bad-header/ckpt/model.safetensors'), '', 56, 1000n);
+  // checkpoint-wrong-prefix (and ok-checkpoint-root): a vision tower saved inside another model, under `visual.`
+  writeSafetensors(path.join(cases, 'checkpoint-wrong-prefix/ckpt/model.safetensors'), vitUnder('visual.'));
+  // checkpoint-ambiguous: the tower twice, as a CLIPVisionModel (vision_model.*) and as LLaVA's (vision_tower.vision_model.*)
+  writeSafetensors(path.join(cases, 'checkpoint-ambiguous/ckpt/model.safetensors'), { ...tinyVitTensors(), ...vitUnder('vision_tower.vision_model.') });
+  // checkpoint-llava-config: a LlavaForConditionalGeneration folder, transformers 4.x names
+  writeSafetensors(path.join(cases, 'checkpoint-llava-config/llava/model.safetensors'), {
+    ...vitUnder('vision_tower.vision_model.'),
+    ...tinyLlamaTensors(64, 'language_model.model.', 'language_model.lm_head.weight'),
+    'multi_modal_projector.linear_1.weight': { shape: [64, 64] }, 'multi_modal_projector.linear_1.bias': { shape: [64] },
+    'multi_modal_projector.linear_2.weight': { shape: [64, 64] }, 'multi_modal_projector.linear_2.bias': { shape: [64] },
+  });
+  // custom-config-mismatch: a Llama checkpoint of hidden 64 under a custom llm that says 96
+  writeSafetensors(path.join(cases, 'custom-config-mismatch/ckpt/model.safetensors'), tinyLlamaTensors(64));
 }

@@ -51,6 +51,25 @@ export function torch2Python(): TorchPython | undefined {
   return probe('2', [process.env.PIPEC_TORCH2_PYTHON, repo('.venv-torch/bin/python')], (v) => Number(v.split('.')[0]) >= 2);
 }
 
+/**
+ * A Python with torch >= 2 and transformers >= 5 (with safetensors, tokenizers and Pillow), for the
+ * references and the Hugging Face layout and export tests: PIPEC_REFERENCE_PYTHON, else .venv-torch (`npm run setup:torch`).
+ * Returns why not when there is none.
+ */
+export function transformersPython(): { python: string } | { why: string } {
+  if (transformers === undefined) {
+    const python = process.env.PIPEC_REFERENCE_PYTHON ?? repo('.venv-torch/bin/python');
+    const probe = 'import sys, torch, transformers, safetensors, tokenizers, PIL\nsys.exit(0 if int(transformers.__version__.split(".")[0]) >= 5 and int(torch.__version__.split(".")[0]) >= 2 else 3)';
+    const r = fs.existsSync(python) ? spawnSync(python, ['-c', probe], { encoding: 'utf8', env: childEnv() }) : undefined;
+    transformers =
+      r?.status === 0 ? { python }
+      : { why: `${!r ? `${python} does not exist` : r.status === 3 ? `${python} has torch < 2 or transformers < 5` : `${python} cannot import torch, transformers, safetensors, tokenizers and PIL (Pillow)`} (${TRANSFORMERS_FIX})` };
+  }
+  return transformers;
+}
+let transformers: { python: string } | { why: string } | undefined;
+
+export const TRANSFORMERS_FIX = 'npm run setup:torch makes .venv-torch with them, or set PIPEC_REFERENCE_PYTHON';
 export const TORCH1_FIX = 'apt-get install -y python3-torch (Debian 12: torch 1.13), or set PIPEC_TEST_PYTHON';
 export const TORCH2_FIX = 'npm run setup:torch makes .venv-torch, or set PIPEC_TORCH2_PYTHON';
 

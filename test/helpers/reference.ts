@@ -1,29 +1,21 @@
 // Independent references computed live by PyTorch and transformers: test/reference/*.py run with the
-// Python of .venv-torch (npm run setup:torch; PIPEC_REFERENCE_PYTHON overrides) into a temporary
+// Python helpers/python.ts finds (.venv-torch, or PIPEC_REFERENCE_PYTHON) into a temporary
 // folder, writing safetensors that the tests read back here. Nothing is recorded in the repository.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSafetensorsHeader } from '../../compiler/check/checkpoint-io.js';
 import { repo } from '../paths.js';
+import { runPython, transformersPython } from './python.js';
 
-export const REFERENCE_PYTHON = process.env.PIPEC_REFERENCE_PYTHON ?? repo('.venv-torch/bin/python');
-const NEEDS = ['torch', 'transformers', 'safetensors'];
-
-let unavailable: string | null | undefined;
+/** Quiet, offline and deterministic transformers. */
+export const PYTHON_ENV = { PYTHONHASHSEED: '0', TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false' };
 
 /** Why the references cannot be computed here (a sentence for the skip message), or null when they can. */
 export function referenceUnavailable(): string | null {
-  if (unavailable !== undefined) return unavailable;
-  if (!fs.existsSync(REFERENCE_PYTHON)) {
-    unavailable = `${REFERENCE_PYTHON} does not exist (npm run setup:torch makes it, or set PIPEC_REFERENCE_PYTHON)`;
-    return unavailable;
-  }
-  const r = spawnSync(REFERENCE_PYTHON, ['-c', `import ${NEEDS.join(', ')}`], { encoding: 'utf8' });
-  unavailable = r.status === 0 ? null : `${REFERENCE_PYTHON} cannot import ${NEEDS.join(', ')}: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()} (npm run setup:torch installs them)`;
-  return unavailable;
+  const found = transformersPython();
+  return 'why' in found ? found.why : null;
 }
 
 /** Files under `dir`, relative, sorted. */
@@ -51,11 +43,9 @@ export function runReference(script: string, spec: unknown, dir: string): void {
       return;
     }
   }
-  const r = spawnSync(REFERENCE_PYTHON, [repo('test/reference', script), specFile, dir], {
-    encoding: 'utf8',
-    env: { ...process.env, PYTHONHASHSEED: '0', TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false' },
-  });
-  assert.equal(r.status, 0, `${script} failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
+  const found = transformersPython();
+  if ('why' in found) assert.fail(found.why);
+  runPython(found.python, [repo('test/reference', script), specFile, dir], { env: PYTHON_ENV });
   if (cached) fs.cpSync(dir, cached, { recursive: true });
 }
 
