@@ -188,6 +188,9 @@ function passOver(reader: RecordReader, mode: PassMode): DataPass {
   const spec = reader.spec;
   const pass: DataPass = { spec, records: reader.count, lengths: [], recordLengths: new Int32Array(reader.count), failures: [], train: [], heldout: [], images: [], ...(reader.stamp ? { stamp: reader.stamp } : {}) };
   const stopAtFirst = mode === 'train' && !spec.skipBadRecords;
+  // check mode: a file that opened and decoded once in this pass is not decoded again for the next
+  // record naming it (LLaVA's mixes name one image from several records); one that failed is tried again
+  const checked = new Set<string>();
   for (let index = 0; index < reader.count; index++) {
     let rec: RecordExample;
     const pixels: Float32Array[] = [];
@@ -195,7 +198,10 @@ function passOver(reader: RecordReader, mode: PassMode): DataPass {
       rec = reader.example(index);
       for (const f of rec.files) pass.images.push(f);
       for (const job of rec.jobs) {
+        const key = `${job.root.dir}\0${job.name}`;
+        if (mode === 'check' && checked.has(key)) continue;
         const p = imagePixels(job, spec.preprocess, mode);
+        if (mode === 'check') checked.add(key);
         if (p) pixels.push(p);
       }
     } catch (e) {
