@@ -6,9 +6,10 @@
 //   - steady samples/s: the steps after the first `warm` ones, from metrics.jsonl's elapsed_s, with the
 //     time those steps waited on the image workers (metrics' data_wait_s);
 //   - peak memory: the child's maximum resident set (/usr/bin/time's %M, worker threads included).
-// The images are a few small PNGs of several sizes, shared by path across records: what is measured is
-// the data path (read by index, decode + preprocess in workers), which does the same work per record
-// whether or not two records name the same file. Records are LLaVA's shape: an id, an image, a
+// The images are a few small PNGs of several sizes, shared by path across records: training's data path
+// (read by index, decode + preprocess in workers) does the same work per record whether or not two
+// records name the same file; the pre-flight decodes a file once per pass, so with unique images its
+// time to the first step grows by one small-PNG decode per record. Records are LLaVA's shape: an id, an image, a
 // conversation of 1 to 5 turns; the big array's records are longer (multi-turn, ~1.5 KB as LLaVA-665k's).
 //   node dist/bench/data.bench.js [--records 10000,100000] [--big-mb 640] [--steps 60] [--warm 10]
 //                                 [--batch 8] [--repeat 1] [--backend auto] [--keep]
