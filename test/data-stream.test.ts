@@ -18,6 +18,7 @@ import { preflightStages } from '../runtime/data/preflight.js';
 import { openStageData } from '../runtime/data/stage-data.js';
 import { loadTokenizer } from '../runtime/data/tokenizer.js';
 import { PipeRuntimeError } from '../runtime/errors.js';
+import { prepareStages } from '../runtime/export/prepare.js';
 import { Rng } from '../runtime/random.js';
 import { epochOrder, microBatch, stageSteps } from '../runtime/train/run.js';
 import { pathsOpenedDuring, writeTokenizer } from './data-fixtures.js';
@@ -257,5 +258,15 @@ describe('mixtures through the compiler and the pre-flight', function () {
     const checks = preflightStages({ graph: r.graph, baseDir: dir, tokenizer: loadTokenizer(path.join(dir, 'tokenizer.json')) });
     assert.deepEqual(checks.map((c) => [c.dataset, c.mixture?.name, c.mixture?.ratio, c.problem?.code]), [['a', 'mix', 0.75, undefined], ['b', 'mix', 0.25, 'PIPE9092']]);
     assert.match(checks[1]!.problem!.message, /mixture "mix" of stage `s` draws from "b", which has no usable record/);
+    // the exported trainer's shards hold one dataset's seeded order: prepare refuses, before reading any record
+    assert.throws(() => prepareStages({ graph: r.graph!, baseDir: dir, outDir: path.join(dir, 'shards') }), (e: PipeRuntimeError) =>
+      e.code === 'PIPE9095' && /the data of stage `s` cannot be written for the exported trainer: it is the mixture "mix"/.test(e.message));
+    const grouped = { ...r.graph, stages: [{ ...r.graph.stages[0]!, data: 'a' }] };
+    assert.throws(() => prepareStages({ graph: grouped, baseDir: dir, outDir: path.join(dir, 'shards') }), (e: PipeRuntimeError) =>
+      e.code === 'PIPE9095' && /groups batches by length/.test(e.message));
+    const multi = { ...grouped, stages: [{ ...grouped.stages[0]!, group_by_length: false }], datasets: r.graph.datasets.map((d) => (d.name === 'a' ? { ...d, attrs: { ...d.attrs, max_images: 2 } } : d)) };
+    assert.throws(() => prepareStages({ graph: multi, baseDir: dir, outDir: path.join(dir, 'shards') }), (e: PipeRuntimeError) =>
+      e.code === 'PIPE9095' && /dataset "a" has up to 2 images per record/.test(e.message));
+    assert.ok(!fs.existsSync(path.join(dir, 'shards', 's')), 'nothing written');
   });
 });

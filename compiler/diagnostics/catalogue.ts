@@ -175,6 +175,7 @@ export const M = {
   MixtureSourceEmpty: def(9092, 'error', (mixture: string, source: string, stage: string) => `mixture "${mixture}" of stage \`${stage}\` draws from "${source}", which has no usable record`),
   DataChanged: def(9093, 'error', (file: string, when: string) => `"${file}" changed ${when}`),
   DataWorkerFailed: def(9094, 'error', (why: string) => `the image decoding workers failed: ${why}`),
+  PrepareUnsupportedData: def(9095, 'error', (stage: string, why: string) => `pipec prepare: the data of stage \`${stage}\` cannot be written for the exported trainer: ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;
