@@ -4,8 +4,9 @@
 # python3-torch is 1.13, whose FSDP cannot even be imported under Python 3.11), and the independent
 # references of the numerical tests (test/reference/*.py: torch.optim, clip_grad_norm_, transformers'
 # schedules and modules such as CLIPVisionModel, LlamaForCausalLM, MixtralForCausalLM, LLaVA), the
-# Hugging Face layout and export tests (Pillow: transformers' image processors need it), and TensorBoard,
-# whose own event-file reader checks the event files `pipec run` writes (test/dashboard.test.ts).
+# Hugging Face layout and export tests and the pad-mode reference (LLaVA's expand2square + transformers'
+# PIL-based CLIP image processor): Pillow, which transformers' image processors need. TensorBoard, whose
+# own event-file reader checks the event files `pipec run` writes (test/dashboard.test.ts).
 #
 # pip installs only from what it is configured to reach (pip.conf's index / find-links: on this project's
 # machines a local wheel store that holds a CPU build of torch); nothing else is downloaded.
@@ -44,6 +45,6 @@ if ! "$VENV/bin/pip" install --quiet --retries 0 --timeout 20 $SPEC 2> >(grep -v
   echo "setup-torch: pip could not install $SPEC from its configured index; the FSDP and reference tests will skip" >&2
   exit 1
 fi
-"$VENV/bin/python" -c "$check" || { echo "setup-torch: the environment lacks torch >= 2, transformers, safetensors or tokenizers" >&2; exit 1; }
+"$VENV/bin/python" -c "$check" || { echo "setup-torch: the environment lacks torch >= 2, transformers, safetensors, tokenizers or Pillow" >&2; exit 1; }
 "$VENV/bin/python" -c "$tb_check" || { echo "setup-torch: the environment lacks tensorboard" >&2; exit 1; }
 echo "setup-torch: $("$VENV/bin/python" -c "$versions") in $VENV ($(($(date +%s) - t0)) s)"

@@ -28,7 +28,7 @@ export interface LoadedFile {
 }
 
 export type ParamType =
-  | { k: 'int' | 'float' | 'string' | 'bool' | 'path' | 'size' | 'Template' | 'Roles' }
+  | { k: 'int' | 'float' | 'string' | 'bool' | 'path' | 'size' | 'Template' | 'Roles' | 'Mixture' }
   | { k: 'enum'; values: string[] };
 
 export interface ParamInfo {
@@ -137,6 +137,8 @@ export interface DatasetInfo {
   params: Map<string, Value>;
   /** Where each bound argument came from (the call, a run config, or a default in the stdlib). */
   paramRanges?: Map<string, Range>;
+  /** A mixture's sources in the order written, with their ratio or count (checked: datasets, not mixtures). */
+  sources?: { dataset: DatasetInfo; ratio?: number; count?: number }[];
   ok: boolean;
 }
 
@@ -162,6 +164,8 @@ export interface StageInfo {
   devices?: { nodes: number; perNode: number; device: string; memory?: number; range: Range };
   sharding: Sharding;
   gradientCheckpointing: boolean;
+  /** LLaVA's group_by_modality_length (order.ts at run time). */
+  groupByLength: boolean;
   clipGrad: number;
   seed: number;
   checkpoint: { every: number; keep: number };

@@ -50,6 +50,7 @@ export const STAGE_FIELDS: Record<string, StageFieldDoc> = {
   gradient_checkpointing: { meaning: 'recompute activations in backward to save memory', type: 'bool', default: '`false`', inherited: 'yes' },
   clip_grad: { meaning: 'gradient-norm clipping threshold (0 disables)', type: 'number ≥ 0', default: '`1.0`', inherited: 'yes' },
   seed: { meaning: 'seed for initialisation and data order', type: 'int ≥ 0', default: '0', inherited: 'yes' },
+  group_by_length: { meaning: "batches of similar length, records with and without images apart (LLaVA's `group_by_modality_length`)", type: 'bool', default: '`false`', inherited: 'yes' },
 };
 
 /** Markdown without its code marks, for plain-text places (hints, completion details). */
@@ -93,6 +94,71 @@ export function checkDatasets(program: Program, reporter: Reporter, sigOf: (d: A
       info.paramRanges = inst.ranges;
     }
   }
+  // Mixtures, once every dataset is known: their sources must be datasets, not mixtures.
+  for (const info of program.datasets.values()) if (info.ctor === 'mixture' && info.ok) checkMixture(info, program, reporter);
+}
+
+/**
+ * A mixture: exactly one of `ratios` (shares of every epoch, adding up to 1) and `counts` (records per
+ * epoch, whole numbers), each key a dataset of the program that is not itself a mixture.
+ */
+function checkMixture(info: DatasetInfo, program: Program, reporter: Reporter): void {
+  const call = info.decl.init as A.CallExpr;
+  const given = (['ratios', 'counts'] as const).filter((k) => {
+    const v = info.params.get(k);
+    return v?.t === 'obj' && v.fields.size > 0;
+  });
+  if (given.length !== 1) {
+    const d = reporter.report(M.MixtureShares, call.range, info.name, given.length ? 'gives both `ratios` and `counts`' : 'names no sources');
+    d.hint = 'give `ratios: { a: 0.7, b: 0.3 }` (shares of every epoch) or `counts: { a: 5000, b: 2000 }` (records per epoch)';
+    info.ok = false;
+    return;
+  }
+  const by = given[0]!;
+  const shares = info.params.get(by) as Extract<Value, { t: 'obj' }>;
+  const arg = call.args.find((a) => a.name?.name === by);
+  const rangeOf = (key: string): Range => {
+    const obj = arg?.value.kind === 'Object' ? arg.value : undefined;
+    return obj?.fields.find((f) => f.name.name === key)?.name.range ?? info.paramRanges?.get(by) ?? call.range;
+  };
+  const file = program.files.find((f) => f.ast.decls.includes(info.decl));
+  const sources: NonNullable<DatasetInfo['sources']> = [];
+  let sum = 0;
+  for (const [key, v] of shares.fields) {
+    const share = (v as { v: number }).v;
+    const range = rangeOf(key);
+    const decl = file?.scope.get(key);
+    const target = program.datasets.get(key);
+    if (!decl || decl.kind !== 'Dataset' || !target) {
+      if (decl) reporter.report(M.WrongDeclKind, range, key, declKindWord(decl), 'a dataset');
+      else reporter.report(M.UnknownName, range, 'dataset', key).hint = didYouMean(key, [...program.datasets.keys()].filter((n) => n !== info.name));
+      info.ok = false;
+      continue;
+    }
+    if (target.ctor === 'mixture') {
+      reporter.report(M.MixtureNested, range, key, info.name);
+      info.ok = false;
+      continue;
+    }
+    if (by === 'counts' && !Number.isSafeInteger(share)) {
+      reporter.report(M.OutOfRange, range, `\`${key}\` in \`counts\``, 'a whole number of records', String(share));
+      info.ok = false;
+      continue;
+    }
+    if (by === 'ratios' && share > 1) {
+      reporter.report(M.OutOfRange, range, `\`${key}\` in \`ratios\``, 'at most 1 (a share of every epoch)', String(share));
+      info.ok = false;
+      continue;
+    }
+    sum += share;
+    sources.push({ dataset: target, ...(by === 'ratios' ? { ratio: share } : { count: share }) });
+  }
+  if (info.ok && by === 'ratios' && Math.abs(sum - 1) > 1e-9) {
+    const d = reporter.report(M.MixtureRatioSum, arg?.value.range ?? call.range, info.name, String(Math.round(sum * 1e9) / 1e9));
+    d.hint = 'ratios are shares of every epoch; make them add up to 1, or give `counts` (records per epoch) instead';
+    info.ok = false;
+  }
+  if (info.ok) info.sources = sources;
 }
 
 function wordScope(reporter: Reporter): Scope {
@@ -219,6 +285,7 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     precision: 'fp32',
     sharding: 'none',
     gradientCheckpointing: false,
+    groupByLength: false,
     clipGrad: 1.0,
     seed: 0,
     checkpoint: { every: 0, keep: 1 },
@@ -425,6 +492,11 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     if (gc.v.t === 'bool') info.gradientCheckpointing = gc.v.v;
     else reporter.report(M.TypeMismatch, gc.range, 'stage field `gradient_checkpointing`', 'bool', typeName(gc.v));
   }
+  const gl = value('group_by_length');
+  if (gl) {
+    if (gl.v.t === 'bool') info.groupByLength = gl.v.v;
+    else reporter.report(M.TypeMismatch, gl.range, 'stage field `group_by_length`', 'bool', typeName(gl.v));
+  }
   checkpointField(info, fields.get('checkpoint'), ov, ctx);
   devicesField(info, fields.get('devices'), file, ov, ctx);
   const world = info.devices ? info.devices.nodes * info.devices.perNode : 1;
@@ -452,10 +524,31 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
         const d = reporter.report(M.ImageTokensExceedLength, mlRange, model.imageTokens, ml);
         d.hint = `each sample holds ${model.imageTokens} image tokens plus its text; raise max_length above ${model.imageTokens}`;
         info.ok = false;
+      } else if (model.imageTokens !== undefined) {
+        // A multi-image dataset: each of a record's images takes the image tokens (`max_images` of them)
+        for (const d of dataSources(info.data)) {
+          const k = maxImagesOf(d);
+          if (k <= 1 || k * model.imageTokens < ml) continue;
+          const diag = reporter.report(M.ImagesExceedLength, mlRange, name, ml, d.name, k, model.imageTokens);
+          diag.hint = `raise max_length above ${k * model.imageTokens}, or lower \`max_images\` of \`${d.name}\``;
+          info.ok = false;
+        }
       }
     }
   }
   return info;
+}
+
+/** The datasets a stage's data reads: a mixture's sources, or the dataset itself. */
+export function dataSources(d: DatasetInfo | undefined): DatasetInfo[] {
+  if (!d) return [];
+  return d.sources ? d.sources.map((x) => x.dataset) : [d];
+}
+
+/** A dataset's `max_images` (1 for datasets that have none). */
+export function maxImagesOf(d: DatasetInfo): number {
+  const v = d.params.get('max_images');
+  return v?.t === 'num' ? v.v : 1;
 }
 
 function refTo(e: A.Expr, want: 'model' | 'dataset', file: LoadedFile, ctx: Ctx): string | undefined {

@@ -91,6 +91,10 @@ export const M = {
   ShardingNeedsDevices: def(5008, 'warning', (sharding: string) => `sharding ${sharding} has no effect on a single device`),
   FrozenUnusedTrained: def(5009, 'warning', (name: string, stage: string) => `component \`${name}\` is trained in stage \`${stage}\` but no loss gradient reaches it`),
   HandOffModelMissing: def(5010, 'error', (name: string, from: string) => `component \`${name}\` trained in \`${from}\` does not exist in this stage's model`),
+  MixtureShares: def(5011, 'error', (mixture: string, why: string) => `mixture \`${mixture}\` ${why}`),
+  MixtureNested: def(5012, 'error', (source: string, mixture: string) => `\`${source}\` is itself a mixture and cannot be a source of mixture \`${mixture}\`; name its datasets directly`),
+  MixtureRatioSum: def(5013, 'error', (mixture: string, sum: string) => `the ratios of mixture \`${mixture}\` add up to ${sum}, not 1`),
+  ImagesExceedLength: def(5014, 'error', (stage: string, maxLength: number, dataset: string, images: number, tokens: number) => `stage \`${stage}\`: max_length ${maxLength} cannot hold the ${images} images of a record of \`${dataset}\` (max_images ${images} x ${tokens} image tokens = ${images * tokens})`),
 
   // ---- 6xxx custom components and checkpoints ----
   CustomModuleNotFound: def(6001, 'error', (path: string) => `custom module "${path}" does not exist`),
@@ -183,6 +187,12 @@ export const M = {
   HfNoImageToken: def(9082, 'error', (marker: string, why: string) => `the exported tokenizer needs "${marker}" as one token of its own: ${why}`),
   HfImageTokenCount: def(9083, 'error', (processor: number, model: number) => `transformers' LLaVA processor would expand the image marker into ${processor} tokens, but the model takes ${model} image features`),
   HfOutputExists: def(9084, 'error', (dir: string) => `"${dir}" exists and is not a folder that \`pipec export --target hf\` wrote; nothing was written`),
+  DataImageMarkers: def(9090, 'error', (index: number, images: number, marker: string, markers: string) => `record ${index}: has ${images} images but ${markers} "${marker}" marker${markers === '1' ? '' : 's'}`),
+  DataTooManyImages: def(9091, 'error', (index: number, images: number, max: number) => `record ${index}: has ${images} images, more than the dataset's max_images ${max}`),
+  MixtureSourceEmpty: def(9092, 'error', (mixture: string, source: string, stage: string) => `mixture "${mixture}" of stage \`${stage}\` draws from "${source}", which has no usable record`),
+  DataChanged: def(9093, 'error', (file: string, when: string) => `"${file}" changed ${when}`),
+  DataWorkerFailed: def(9094, 'error', (why: string) => `the image decoding workers failed: ${why}`),
+  PrepareUnsupportedData: def(9095, 'error', (stage: string, why: string) => `pipec prepare: the data of stage \`${stage}\` cannot be written for the exported trainer: ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;

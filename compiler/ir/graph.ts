@@ -94,6 +94,8 @@ export interface StagePlan {
   gradient_checkpointing: boolean;
   clip_grad: number;
   seed: number;
+  /** LLaVA's group_by_modality_length: batches of similar length, records with and without images apart. Absent: false. */
+  group_by_length?: boolean;
   checkpoint: { every: number; keep: number };
   memory: {
     total_params: number;
@@ -102,12 +104,30 @@ export interface StagePlan {
   };
 }
 
+export interface DatasetDef {
+  name: string;
+  constructor: string;
+  attrs: Record<string, AttrValue>;
+  /**
+   * A mixture's sources (constructor "mixture"), in the order written: each a dataset of the graph (not
+   * a mixture) with its `ratio` of every epoch (the ratios add up to 1) or its `count` of records per
+   * epoch; all ratios or all counts.
+   */
+  sources?: MixtureSource[];
+}
+
+export interface MixtureSource {
+  dataset: string;
+  ratio?: number;
+  count?: number;
+}
+
 export interface Graph {
   format: typeof GRAPH_FORMAT;
   version: number;
   source: string;
   models: ModelDef[];
-  datasets: { name: string; constructor: string; attrs: Record<string, AttrValue> }[];
+  datasets: DatasetDef[];
   templates: { name: string; fields: Record<string, AttrValue> }[];
   stages: StagePlan[];
 }

@@ -4,7 +4,7 @@
 import type { StageEstimate } from '../check/memory.js';
 import type { ComponentInfo, ModelInfo, Program, StageInfo } from '../check/program.js';
 import { evaluate, type Value } from '../check/values.js';
-import type { AttrValue, ComponentDef, CustomDef, Dim, Graph, ModelDef, NodeDef, StagePlan } from '../ir/graph.js';
+import type { AttrValue, ComponentDef, CustomDef, DatasetDef, Dim, Graph, ModelDef, NodeDef, StagePlan } from '../ir/graph.js';
 import { GRAPH_FORMAT, GRAPH_VERSION } from '../ir/graph.js';
 
 /** Signature fields that describe the compiler's bookkeeping, not the component the runtime builds. */
@@ -193,6 +193,7 @@ function lowerStage(s: StageInfo, est: StageEstimate | undefined): StagePlan {
     },
   };
   if (s.after) plan.after = s.after.name;
+  if (s.groupByLength) plan.group_by_length = true;
   if (s.epochs !== undefined) plan.epochs = s.epochs;
   else plan.steps = s.steps;
   // Keep `after` next to `model` in the JSON for readability.
@@ -204,10 +205,11 @@ export function lower(program: Program, estimates: Map<string, StageEstimate>, s
   const usedModels = new Set(program.stages.map((s) => s.model?.name));
   const models = [...program.models.values()].filter((m) => usedModels.has(m.name) || program.stages.length === 0);
   const usedTemplates = new Set<string>();
-  const datasets = [...program.datasets.values()].map((d) => {
+  const datasets = [...program.datasets.values()].map((d): DatasetDef => {
     const attrs = attrsOf(d.params);
     if (typeof attrs.template === 'string') usedTemplates.add(attrs.template);
-    return { name: d.name, constructor: d.ctor, attrs };
+    if (!d.sources) return { name: d.name, constructor: d.ctor, attrs };
+    return { name: d.name, constructor: d.ctor, attrs, sources: d.sources.map((x) => ({ dataset: x.dataset.name, ...(x.ratio !== undefined ? { ratio: x.ratio } : { count: x.count! }) })) };
   });
   const templates = [...program.templates.values()]
     .filter((t) => usedTemplates.has(t.name.name))

@@ -50,6 +50,8 @@ export interface TrainerState {
   stages_done?: StageSummary[];
   /** Training time and tokens up to this checkpoint, across the processes of the run. */
   elapsed?: { run_seconds: number; stage_seconds: number; stage_tokens: number };
+  /** Where the stage's data stands: its samples per epoch and the next micro-batch (step x accumulate). */
+  data?: { samples_per_epoch: number; micro_batch: number };
 }
 
 export const LATEST_FILE = 'latest.json';

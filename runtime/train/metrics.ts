@@ -21,6 +21,8 @@ export interface StepMetrics {
   tokens: number;
   tokens_per_s: number;
   elapsed_s: number;
+  /** Seconds the step waited for its micro-batches (0 when the data feed kept ahead). */
+  data_wait_s?: number;
 }
 
 /** One figure of an evaluation, e.g. name "accuracy/shape", measured after `step` of `stage`. */

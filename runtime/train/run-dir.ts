@@ -20,7 +20,7 @@ import { LOCK_FILE, LOCK_TEMP, RunLock } from './lock.js';
 export const RUN_MARKER = 'run.json';
 /** Everything a run writes at the top of its folder; --overwrite removes these and nothing else. */
 // loss.html: the page runs wrote before dashboard.html, still removed by --overwrite
-export const RUN_FILES = [RUN_MARKER, 'graph.json', 'tokenizer.json', 'metrics.jsonl', 'eval.jsonl', 'dashboard.html', 'tb', 'loss.html', 'summary.json', 'preflight.json', 'checkpoints'];
+export const RUN_FILES = [RUN_MARKER, 'graph.json', 'tokenizer.json', 'metrics.jsonl', 'eval.jsonl', 'dashboard.html', 'tb', 'loss.html', 'summary.json', 'preflight.json', 'data-index', 'checkpoints'];
 /** writeFileAtomic's temporaries (`.NAME.tmp-PID`) and checkpoint temporaries (`.tmp-NAME-PID`). */
 const TEMPORARY = /^\..+\.tmp-\d+$|^\.tmp-.+-\d+$/;
 
