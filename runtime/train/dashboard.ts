@@ -19,7 +19,7 @@ export const DASHBOARD_FILE = 'dashboard.html';
 
 export type RunStatus = 'running' | 'finished' | 'stopped';
 
-/** metrics.jsonl as columns, one entry per line (aux_loss: null where a line has none). */
+/** metrics.jsonl as columns, one entry per line (aux_loss, data_wait_s: null where a line has none). */
 export interface MetricsColumns {
   stage_index: number[];
   step: number[];
@@ -31,6 +31,8 @@ export interface MetricsColumns {
   tokens: number[];
   tokens_per_s: number[];
   elapsed_s: number[];
+  /** seconds the step waited for its batch (the image workers falling behind) */
+  data_wait_s: (number | null)[];
 }
 
 export interface DashboardData {
@@ -51,12 +53,13 @@ export interface DashboardData {
 const NUMERIC = ['stage_index', 'step', 'loss', 'lm_loss', 'lr', 'grad_norm', 'tokens', 'tokens_per_s', 'elapsed_s'] as const;
 
 export function emptyColumns(): MetricsColumns {
-  return { stage_index: [], step: [], loss: [], lm_loss: [], aux_loss: [], lr: [], grad_norm: [], tokens: [], tokens_per_s: [], elapsed_s: [] };
+  return { stage_index: [], step: [], loss: [], lm_loss: [], aux_loss: [], lr: [], grad_norm: [], tokens: [], tokens_per_s: [], elapsed_s: [], data_wait_s: [] };
 }
 
 export function pushMetrics(c: MetricsColumns, m: StepMetrics): void {
   for (const k of NUMERIC) c[k].push(m[k]);
   c.aux_loss.push(m.aux_loss ?? null);
+  c.data_wait_s.push(m.data_wait_s ?? null);
 }
 
 /** The metrics.jsonl lines a page's columns hold (the inverse of pushMetrics: the tests' check). */
@@ -65,9 +68,11 @@ export function metricsOf(d: Pick<DashboardData, 'stages' | 'metrics'>): StepMet
   return c.step.map((_, i) => {
     const si = c.stage_index[i]!;
     const aux = c.aux_loss[i];
+    const wait = c.data_wait_s[i];
     return {
       stage: d.stages[si]!.name, stage_index: si, step: c.step[i]!, loss: c.loss[i]!, lm_loss: c.lm_loss[i]!, ...(aux !== null && aux !== undefined ? { aux_loss: aux } : {}),
       lr: c.lr[i]!, grad_norm: c.grad_norm[i]!, tokens: c.tokens[i]!, tokens_per_s: c.tokens_per_s[i]!, elapsed_s: c.elapsed_s[i]!,
+      ...(wait !== null && wait !== undefined ? { data_wait_s: wait } : {}),
     };
   });
 }

@@ -28,6 +28,7 @@ export function stepScalars(m: StepMetrics): Scalar[] {
     { tag: 'train/lr', value: m.lr },
     { tag: 'train/grad_norm', value: m.grad_norm },
     { tag: 'train/tokens_per_s', value: m.tokens_per_s },
+    ...(m.data_wait_s !== undefined ? [{ tag: 'train/data_wait_s', value: m.data_wait_s }] : []),
     { tag: 'train/stage', value: m.stage_index },
   ].map((s) => ({ tag: s.tag, value: s.value ?? NaN })); // null: a NaN that metrics.jsonl's JSON could not hold
 }

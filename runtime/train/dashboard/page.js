@@ -403,6 +403,13 @@ if (typeof document !== 'undefined') (function (D, uPlot) {
       yLabel: 'tokens / s', columns: [m.tokens_per_s, sm(m.tokens_per_s)], yRange: function (u, lo, hi) { return [0, hi > 0 ? hi * 1.08 : 1]; },
       series: [{ label: 'tokens/s', stroke: faint(PALETTE[4]), width: 1 }, { label: 'smoothed', stroke: PALETTE[4], width: 2 }],
     }));
+    if (m.data_wait_s && m.data_wait_s.some(function (v) { return v > 0; })) {
+      boxes.wait = panel('wait', 'Waiting for data', 'train/data_wait_s: seconds the step waited for its batch (image workers behind the step)');
+      charts.push(makeChart(boxes.wait, {
+        yLabel: 'seconds', columns: [m.data_wait_s], yRange: function (u, lo, hi) { return [0, hi > 0 ? hi * 1.08 : 1]; },
+        series: [{ label: 'data wait (s)', stroke: PALETTE[6 % PALETTE.length], width: 1.5 }],
+      }));
+    }
     if (hasAux) {
       boxes.aux = panel('aux', 'Auxiliary loss', 'train/aux_loss: the mixture-of-experts load-balancing loss');
       charts.push(makeChart(boxes.aux, {
