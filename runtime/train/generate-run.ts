@@ -70,6 +70,16 @@ export function checkPromptWords(tok: TextTokenizer, prompt: string): void {
   );
 }
 
+function loadFinalWeights(ckpt: string, model: ModelDef): ParamStore {
+  const params = new ParamStore(paramSpecs(model.components), 0);
+  loadComponents(ckpt, model.components.map((c) => c.name), params);
+  return params;
+}
+
+async function runnerFor(graph: Graph, model: ModelDef, params: ParamStore): Promise<ModelRunner> {
+  return new ModelRunner(model, params, await loadCustomOps(model, path.dirname(path.resolve(graph.source))));
+}
+
 export async function generateFromRun(runDir: string, o: GenerateRunOptions): Promise<string> {
   const graphFile = path.join(runDir, 'graph.json');
   if (!fs.existsSync(graphFile)) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no graph.json (was it written by `pipec run`?)'], { file: runDir });
@@ -86,8 +96,7 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
   // One sequence, one token a step once the prompt is in: the wasm backend's thread count follows that size
   const backend = await initBackend(o.backend, { work: microBatchWork(last.memory.total_params, 1, last.max_length) });
   o.log(backend.note);
-  const params = new ParamStore(paramSpecs(model.components), 0);
-  loadComponents(ckpt, model.components.map((c) => c.name), params);
+  const params = loadFinalWeights(ckpt, model);
   let pixels: Float32Array | undefined;
   if (o.image) {
     if (!enc) throw runtimeError(M.RunDirInvalid, [runDir, 'its model has no vision encoder, so --image cannot be used'], { file: runDir });
@@ -102,8 +111,7 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
   }
   const text = pixels && !o.prompt.includes('<image>') ? `<image>\n${o.prompt}` : o.prompt;
   const prompt = buildPrompt([{ role: 'user', text }], runTemplate(graph), tok, '<image>', pixels ? (model.image_tokens ?? 0) : 0);
-  const custom = await loadCustomOps(model, path.dirname(path.resolve(graph.source)));
-  const [ids] = generate(new ModelRunner(model, params, custom), [{ ids: prompt.ids, imageStart: prompt.imageStart, pixels }], {
+  const [ids] = generate(await runnerFor(graph, model, params), [{ ids: prompt.ids, imageStart: prompt.imageStart, pixels }], {
     maxNewTokens: o.maxNewTokens, eosId: tok.eosId, temperature: o.temperature, topP: o.topP, seed: o.seed, imageShape: imageShapeOf(model),
   });
   params.dispose();
