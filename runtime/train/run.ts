@@ -32,6 +32,7 @@ import { clipByGlobalNorm, Optimizer } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
 import { findResumePoint, type ResumePoint } from './resume.js';
+import { type PackageFile, runPythonPackages } from './python-package.js';
 import { openRunDir, writeRunMarker, type OpenRunDir } from './run-dir.js';
 import { lrMultiplier } from './schedule.js';
 
@@ -88,9 +89,11 @@ export function microBatch(samples: readonly Sample[], stage: StagePlan, microPe
 }
 
 export async function runProgram(o: RunOptions): Promise<RunSummary> {
+  // read (and checked against the graph) before the folder is touched: every checkpoint carries these bytes
+  const packages = runPythonPackages(o.graph, o.baseDir);
   const run = openRunDir(o.runDir, { hash: graphHash(o.graph), policy: o.resume ? 'resume' : o.overwrite ? 'overwrite' : 'new', command: o.command ?? process.argv.slice(1).join(' ') });
   try {
-    return await trainInRunDir({ ...o, runDir: run.dir }, run);
+    return await trainInRunDir({ ...o, runDir: run.dir }, run, packages);
   } finally {
     run.close();
   }
@@ -109,7 +112,7 @@ function startRun(o: RunOptions, run: OpenRunDir, hash: string, out: Progress): 
   return resumeFrom;
 }
 
-async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary> {
+async function trainInRunDir(o: RunOptions, run: OpenRunDir, packages: ReadonlyMap<string, readonly PackageFile[]>): Promise<RunSummary> {
   const t0 = performance.now();
   const out = o.out ?? new Progress(process.stderr);
   // The size of the largest stage's micro-batch, for the wasm backend's thread count (wasm-threads.ts)
@@ -198,7 +201,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
       };
       run.lock.verify(); // a lock removed by hand under this process: stop before writing
       saveCheckpoint({
-        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep,
+        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep, packages,
         beforePublish: () => o.hooks?.beforePublish?.(name), phase: (p) => o.hooks?.checkpointPhase?.(p, name),
       });
     };
