@@ -159,6 +159,13 @@ describe('a custom MoE class in both halves: pipec run and the exported program 
     assert.deepEqual(got.problems, {}, 'no missing, unexpected or mismatched tensors');
     console.log(`      pipec's run checkpoint in transformers (trust_remote_code): logits differ by ${got.worst.toExponential(2)} (largest ${got.scale.toFixed(2)})`);
     assert.ok(got.worst <= 1e-4, `logits differ by ${got.worst}`);
+
+    // transformers' LLaVA cannot hold the class (docs/export.md): --target hf refuses, pointing at this folder
+    const hf = pipec(['export', path.join(dir, 'pipec'), '--target', 'hf', '-o', path.join(dir, 'hf')]);
+    assert.equal(hf.status, 1, hf.stderr);
+    assert.match(hf.stderr, /PIPE9081/);
+    assert.ok(hf.stderr.includes(`AutoModelForCausalLM.from_pretrained("${lm}", trust_remote_code=True)`), hf.stderr);
+    assert.ok(!fs.existsSync(path.join(dir, 'hf')), 'nothing was written');
   });
 
   it('a graph.json run whose Python half changed since it was compiled is refused before the run folder is written (PIPE9106)', () => {
