@@ -10,7 +10,11 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { collate } from '../runtime/data/batch.js';
+import { imageShapeOf } from '../runtime/data/datasets.js';
+import { verifyManifest } from '../runtime/train/manifest.js';
 import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
+import { evaluateBatch, loadRunModel, openRun } from '../runtime/train/open-run.js';
 import { compareLosses, rel, torchrun } from './export/helpers.js';
 import { pipec } from './helpers/cli.js';
 import { deepspeedPython, runPython, TORCH2_FIX, torch2Python, TRANSFORMERS_FIX, transformersPython } from './helpers/python.js';
@@ -107,6 +111,73 @@ describe('a custom MoE class in both halves: pipec run and the exported program 
     assert.ok(got.temperature > 0);
     assert.ok(got.same_names, 'the model holds exactly the saved tensors');
     assert.equal(got.worst, 0, 'the trained weights are the ones loaded');
+  });
+
+  it('pipec\'s own run checkpoint of the class loads in transformers with trust_remote_code and computes pipec\'s logits', async function () {
+    const tf = transformersPython();
+    if ('why' in tf) unavailable(this, tf.why, TRANSFORMERS_FIX);
+    const run = openRun(path.join(dir, 'pipec'));
+    const lm = path.join(run.checkpoint, 'lm');
+    // exactly the package files the graph records, beside the weights, and in the checkpoint's manifest
+    for (const f of ['configuration_tanuki.py', 'modeling_tanuki.py'])
+      assert.equal(fs.readFileSync(path.join(lm, f), 'utf8'), fs.readFileSync(repo('pipelines/models/tanuki', f), 'utf8'), f);
+    assert.deepEqual(fs.readdirSync(lm).sort(), ['config.json', 'configuration_tanuki.py', 'model.safetensors', 'modeling_tanuki.py']);
+    const manifest = JSON.parse(fs.readFileSync(path.join(run.checkpoint, 'manifest.json'), 'utf8')) as { files: Record<string, unknown> };
+    assert.ok(manifest.files['lm/modeling_tanuki.py'] && manifest.files['lm/configuration_tanuki.py'], 'the package files are in the manifest');
+    assert.equal(verifyManifest(run.checkpoint), null);
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(lm, 'config.json'), 'utf8')).auto_map,
+      { AutoConfig: 'configuration_tanuki.TanukiConfig', AutoModelForCausalLM: 'modeling_tanuki.TanukiForCausalLM' });
+
+    // pipec's logits for text-only rows (no image: the splice passes the text through), right-padded
+    const rows = [[7, 20, 33, 41, 9, 100, 56, 12, 88, 5, 64, 27], [3, 90, 15, 15, 70, 2, 121]];
+    const loaded = await loadRunModel(run, { backend: 'cpu' });
+    let ev: ReturnType<typeof evaluateBatch>, T: number;
+    try {
+      const batch = collate(rows.map((ids, index) => ({ ids, labels: ids, imageStart: -1, source: { dataset: 'probe', index } })), 0, imageShapeOf(run.model));
+      T = batch.info.length;
+      ev = evaluateBatch(loaded.runner, batch);
+    } finally {
+      loaded.dispose();
+    }
+    const file = path.join(dir, 'pipec-logits.json');
+    fs.writeFileSync(file, JSON.stringify({ rows, T, V: ev.shape[2], logits: [...ev.logits] }));
+    const probe = [
+      'import json, sys, torch',
+      'from transformers import AutoModelForCausalLM',
+      'm, info = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True, output_loading_info=True)',
+      'ref = json.load(open(sys.argv[2])); T, V = ref["T"], ref["V"]',
+      'ours = torch.tensor(ref["logits"]).reshape(len(ref["rows"]), T, V)',
+      'ids = torch.zeros(len(ref["rows"]), T, dtype=torch.long); mask = torch.zeros_like(ids)',
+      'for b, r in enumerate(ref["rows"]): ids[b, : len(r)] = torch.tensor(r); mask[b, : len(r)] = 1',
+      'with torch.no_grad(): theirs = m.eval()(input_ids=ids, attention_mask=mask).logits',
+      'worst = max(float((theirs[b, : len(r)] - ours[b, : len(r)]).abs().max()) for b, r in enumerate(ref["rows"]))',
+      'print(json.dumps({"class": type(m).__name__, "module": type(m).__module__, "problems": {k: [str(x) for x in v] for k, v in info.items() if v}, "worst": worst, "scale": float(theirs.abs().max())}))',
+    ].join('\n');
+    const got = JSON.parse(runPython(tf.python, ['-c', probe, lm, file], { env: { HF_HUB_OFFLINE: '1', HF_MODULES_CACHE: path.join(dir, 'hf-modules-run') } }).trim().split('\n').pop()!);
+    assert.equal(got.class, 'TanukiForCausalLM');
+    assert.match(got.module, /modeling_tanuki$/, 'the class came from the files beside the weights (remote code)');
+    assert.deepEqual(got.problems, {}, 'no missing, unexpected or mismatched tensors');
+    console.log(`      pipec's run checkpoint in transformers (trust_remote_code): logits differ by ${got.worst.toExponential(2)} (largest ${got.scale.toFixed(2)})`);
+    assert.ok(got.worst <= 1e-4, `logits differ by ${got.worst}`);
+
+    // transformers' LLaVA cannot hold the class (docs/export.md): --target hf refuses, pointing at this folder
+    const hf = pipec(['export', path.join(dir, 'pipec'), '--target', 'hf', '-o', path.join(dir, 'hf')]);
+    assert.equal(hf.status, 1, hf.stderr);
+    assert.match(hf.stderr, /PIPE9081/);
+    assert.ok(hf.stderr.includes(`AutoModelForCausalLM.from_pretrained("${lm}", trust_remote_code=True)`), hf.stderr);
+    assert.ok(!fs.existsSync(path.join(dir, 'hf')), 'nothing was written');
+  });
+
+  it('a graph.json run whose Python half changed since it was compiled is refused before the run folder is written (PIPE9106)', () => {
+    const d = tinyTanukiFolder('tanuki-py-changed');
+    const graph = path.join(d, 'graph.json');
+    ok(['compile', path.join(d, 'tiny-tanuki.pipe'), '-o', graph]);
+    ok(['trust', path.join(d, 'tiny-tanuki.pipe')]);
+    fs.appendFileSync(path.join(d, 'models', 'tanuki', 'configuration_tanuki.py'), '\n# edited after compiling\n');
+    const r = pipec(['run', graph, '--out', path.join(d, 'run'), '--backend', 'cpu']);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /PIPE9106.*python half "models\/tanuki\/modeling_tanuki\.py" changed since the graph was compiled/);
+    assert.ok(!fs.existsSync(path.join(d, 'run')), 'nothing was written');
   });
 
   // the program as a ZeRO-3 stage on 2 processes: each takes one of the micro-batches pipec's accumulate 2 takes

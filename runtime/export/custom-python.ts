@@ -29,6 +29,24 @@ export function inPackage(c: ComponentDef, rel: string): string {
 }
 
 /**
+ * One component's package files as they are now, read from the program's folder `root`: each file inside
+ * the folder (links followed; PIPE9101 otherwise), with the hash they have now (the caller compares it
+ * with the graph's `python.hash`). `unreadable` names the first file that cannot be read.
+ */
+export function readPythonPackage(c: ComponentDef, root: string): { files: CodeFile[]; hash: string; unreadable?: string } {
+  const files: CodeFile[] = [];
+  for (const rel of c.custom!.python!.files) {
+    const abs = path.resolve(root, rel);
+    const v = confineResolved(abs, root, diskFs);
+    if (v.kind === 'refused') throw runtimeError(M.CustomPathOutsideAtRun, [rel, v.why]);
+    const text = diskFs.readFile(abs);
+    if (text === undefined) return { files, hash: '', unreadable: rel };
+    files.push({ abs, rel, text });
+  }
+  return { files, hash: contentHash(files) };
+}
+
+/**
  * Every carried component's package files, read from the program's folder `o.baseDir` and checked: each
  * file inside the folder (links followed) and the whole package hashing as the graph recorded
  * (PIPE9105 otherwise). Keyed by component name.
@@ -40,16 +58,8 @@ export function readPythonHalves(g: Graph, o: { customAsBase?: boolean; baseDir?
       if (!exportsPython(c, o) || out.has(c.name)) continue;
       const py = c.custom!.python!;
       if (!o.baseDir) throw new ExportError(`component "${c.name}" carries its PyTorch class (${py.file}); the export needs the program's folder to read it (baseDir)`);
-      const root = path.resolve(o.baseDir);
-      const files: CodeFile[] = py.files.map((rel) => {
-        const abs = path.resolve(root, rel);
-        const v = confineResolved(abs, root, diskFs);
-        if (v.kind === 'refused') throw runtimeError(M.CustomPathOutsideAtRun, [rel, v.why]);
-        const text = diskFs.readFile(abs);
-        if (text === undefined) throw new ExportError(`python half of "${c.name}": ${rel} cannot be read`);
-        return { abs, rel, text };
-      });
-      const hash = contentHash(files);
+      const { files, hash, unreadable } = readPythonPackage(c, path.resolve(o.baseDir));
+      if (unreadable) throw new ExportError(`python half of "${c.name}": ${unreadable} cannot be read`);
       if (hash !== py.hash) throw runtimeError(M.PythonCodeChanged, [py.file, shortHash(py.hash), shortHash(hash)], { file: py.file }, 'export from the .pipe program again: it is checked and read in one go');
       out.set(c.name, files);
     }

@@ -37,6 +37,7 @@ import { clipByGlobalNorm, Optimizer } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
 import { findResumePoint, type ResumePoint } from './resume.js';
+import { type PackageFile, runPythonPackages } from './python-package.js';
 import { openRunDir, writeRunMarker, type OpenRunDir } from './run-dir.js';
 import { lrMultiplier } from './schedule.js';
 
@@ -93,11 +94,13 @@ export function microBatch(samples: readonly Sample[], stage: StagePlan, microPe
 }
 
 export async function runProgram(o: RunOptions): Promise<RunSummary> {
+  // read (and checked against the graph) before the folder is touched: every checkpoint carries these bytes
+  const packages = runPythonPackages(o.graph, o.baseDir);
   const run = openRunDir(o.runDir, { hash: graphHash(o.graph), policy: o.resume ? 'resume' : o.overwrite ? 'overwrite' : 'new', command: o.command ?? process.argv.slice(1).join(' ') });
   const pool = new ImagePool();
   const opened: StageData[] = [];
   try {
-    return await trainInRunDir({ ...o, runDir: run.dir }, run, pool, opened);
+    return await trainInRunDir({ ...o, runDir: run.dir }, run, pool, opened, packages);
   } finally {
     try {
       for (const d of opened) d.close();
@@ -127,7 +130,7 @@ function startRun(o: RunOptions, run: OpenRunDir, hash: string, out: Progress): 
   return resumeFrom;
 }
 
-async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, opened: StageData[]): Promise<RunSummary> {
+async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, opened: StageData[], packages: ReadonlyMap<string, readonly PackageFile[]>): Promise<RunSummary> {
   const t0 = performance.now();
   const out = o.out ?? new Progress(process.stderr);
   // The size of the largest stage's micro-batch, for the wasm backend's thread count (wasm-threads.ts)
@@ -222,7 +225,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       };
       run.lock.verify(); // a lock removed by hand under this process: stop before writing
       saveCheckpoint({
-        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep,
+        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep, packages,
         beforePublish: () => o.hooks?.beforePublish?.(name), phase: (p) => o.hooks?.checkpointPhase?.(p, name),
       });
     };
