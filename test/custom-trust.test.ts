@@ -14,6 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { isTrusted, trustDir } from '../runtime/trust.js';
 import { pipec } from './helpers/cli.js';
 import { LspClient } from './helpers/lsp-client.js';
+import { solid, writePng } from './helpers/png.js';
 import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
@@ -133,8 +134,11 @@ describe('custom code runs only when the person running pipec trusts it', functi
     assert.ok(ran(p));
     assert.equal(fs.existsSync(trustDir()) ? fs.readdirSync(trustDir()).length : 0, before);
     fs.rmSync(p.marker);
-    // the finished run's generate and eval need trust again
-    for (const args of [['generate', path.join(p.dir, 'run'), '--prompt', 'what colour is the shape ?'], ['eval', path.join(p.dir, 'run'), '--backend', 'wasm']]) {
+    // the finished run's generate and eval need trust again (generate asked about an image: the model
+    // trained on images only, so a prompt without one is a usage error before trust is asked)
+    const image = path.join(p.dir, 'red.png');
+    writePng(image, solid(32, 32, [220, 30, 30]));
+    for (const args of [['generate', path.join(p.dir, 'run'), '--prompt', 'what colour is the shape ?', '--image', image], ['eval', path.join(p.dir, 'run'), '--backend', 'wasm']]) {
       const g = pipec(args);
       assert.equal(g.status, 1, `${args[0]}: ${g.stderr}`);
       assert.match(g.stderr, /PIPE9027/);
