@@ -5,9 +5,9 @@
 // each child process loads the compiler anew (about a second of CPU).
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import { parseCommandLine } from '../compiler/cli/args.js';
-import { main } from '../compiler/cli/main.js';
-import { BACKEND_CHOICES, COMMANDS, EXPORT_TARGETS, optionsOf } from '../compiler/cli/spec.js';
+import { parseCommandLine } from '../cli/args.js';
+import { main } from '../cli/main.js';
+import { BACKEND_CHOICES, COMMANDS, EXPORT_TARGETS, optionsOf } from '../cli/spec.js';
 import { BACKEND_NAMES } from '../runtime/backend/backends.js';
 import { EXPORT_TARGETS as RUNTIME_EXPORT_TARGETS } from '../runtime/export/commands.js';
 import { pipec as pipecProcess } from './helpers/cli.js';

@@ -4,7 +4,7 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../compiler/cli/main.js';
+import { main } from '../cli/main.js';
 import { readMetrics } from '../runtime/train/metrics.js';
 import { tmpDir } from './helpers/tmp.js';
 

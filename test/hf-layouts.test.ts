@@ -8,7 +8,7 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../compiler/cli/main.js';
+import { main } from '../cli/main.js';
 import { compile } from '../compiler/service/service.js';
 import { pipec } from './helpers/cli.js';
 import { unavailable } from './helpers/required.js';

@@ -35,7 +35,8 @@ const data = m.runSamples(opened);
 const batch = m.collate(data.train.slice(0, 4), opened.tokenizer.padId ?? 0, m.imageShapeOf(opened.model));
 const ev = m.evaluateBatch(model.runner, batch);
 model.dispose();
-console.log(JSON.stringify({ sameCompile: m.compile === c.compile, steps: summary.stages.map((s) => s.steps), loss: ev.loss, lmLoss: ev.lmLoss, shape: ev.shape, exports: Object.keys(m).length }));
+const torch = m.exportTorch(r.graph);
+console.log(JSON.stringify({ sameCompile: m.compile === c.compile, steps: summary.stages.map((s) => s.steps), loss: ev.loss, lmLoss: ev.lmLoss, shape: ev.shape, exports: Object.keys(m).length, modelPy: torch.get('model.py'), trainPy: torch.get('train.py') }));
 `;
 
 const TYPED = `
@@ -64,7 +65,7 @@ describe('the package as a library (npm pack, install, import)', function () {
     assert.equal(r.status, 0, r.stderr);
     const [info] = JSON.parse(r.stdout) as { filename: string; files: { path: string }[] }[];
     const files = new Set(info!.files.map((f) => f.path));
-    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/compiler/index.js', 'dist/compiler/index.d.ts', 'bin/pipec.js', 'stdlib/vision.pipe', 'schema/graph.schema.json', 'docs/api.md', 'runtime/train/dashboard/page.js'])
+    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/compiler/index.js', 'dist/compiler/index.d.ts', 'bin/pipec.js', 'stdlib/vision.pipe', 'schema/graph.schema.json', 'docs/api.md', 'runtime/train/dashboard/page.js', 'runtime/export/python/model_lib.py', 'runtime/export/python/train_lib.py'])
       assert.ok(files.has(f), `${f} is in the package`);
     assert.ok(![...files].some((f) => f.startsWith('dist/test/') || f.startsWith('dist/bench/')), 'no tests or benchmarks');
     const pkg = JSON.parse(fs.readFileSync(repo('package.json'), 'utf8')) as { exports: Record<string, string | Record<string, string>> };
@@ -97,8 +98,12 @@ describe('the package as a library (npm pack, install, import)', function () {
 
     const r = run(process.execPath, ['--input-type=module', '-e', CONSUMER], consumer);
     assert.equal(r.status, 0, r.stderr.slice(-3000));
-    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { sameCompile: boolean; steps: number[]; loss: number; lmLoss: number; shape: number[]; exports: number };
+    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { sameCompile: boolean; steps: number[]; loss: number; lmLoss: number; shape: number[]; exports: number; modelPy: string; trainPy: string };
     assert.equal(got.sameCompile, true, 'pipec and pipec/compiler export the same compile');
+    // the exported PyTorch program, its fixed part read from the package's runtime/export/python
+    assert.match(got.modelPy, /^def write_safetensors\(path, tensors, metadata=None\):$/m);
+    assert.match(got.trainPy, /^STAGES = \[\n {4}\{\n {8}"name": "align",$/m);
+    assert.doesNotMatch(got.trainPy, /@STAGES@/);
     assert.deepEqual(got.steps, [2, 1]);
     assert.ok(Number.isFinite(got.loss) && got.loss > 0);
     // the run's dashboard, made from the package's own page files and its uplot dependency

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { initBackend } from '../runtime/backend/backends.js';
-import { defaultRunDir } from '../runtime/cli/commands.js';
+import { defaultRunDir } from '../cli/runtime-commands.js';
 import { PipeRuntimeError } from '../runtime/errors.js';
 import { LOCK_FILE, RunLock, type LockHolder } from '../runtime/train/lock.js';
 import { pipec } from './helpers/cli.js';

@@ -1,5 +1,5 @@
 // The CLI commands `pipec export` (--target torch: from a program; --target hf: from a run) and
-// `pipec prepare`, loaded by compiler/cli/main.ts only when needed.
+// `pipec prepare`, loaded by cli/main.ts only when needed.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';

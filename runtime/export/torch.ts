@@ -11,7 +11,7 @@ import { hfConfig } from '../weights/hf-config.js';
 import { customPackageFiles, exportsPython, pythonPackageName, readPythonHalves } from './custom-python.js';
 import { ExportError } from './export-error.js';
 import { launchFiles } from './launch.js';
-import { MODEL_LIB, TRAIN_LIB } from './torch-lib.js';
+import { modelLib, trainLib } from './torch-lib.js';
 
 export { ExportError };
 
@@ -194,7 +194,7 @@ export function exportTorch(g: Graph, o: TorchExportOptions = {}): Map<string, s
   const models = g.models.map((m) => modelClass(m, o));
   const modelPy = [
     header(g, hash, 'model.py: the models of the program, under pipec\'s Hugging Face parameter names.', carried),
-    MODEL_LIB.trimEnd(),
+    modelLib().trimEnd(),
     '',
     '',
     '# --------------------------------------------------------------------------------------------------',
@@ -231,7 +231,7 @@ export function exportTorch(g: Graph, o: TorchExportOptions = {}): Map<string, s
     '    python3 train.py --data data --out run [--resume] [--init DIR]',
     '"""',
   ].join('\n');
-  const trainPy = [header(g, hash, 'train.py: the training program.', carried), usage, TRAIN_LIB.replace('@STAGES@\n', stageBlock).trimEnd(), ''].join('\n');
+  const trainPy = [header(g, hash, 'train.py: the training program.', carried), usage, trainLib(stageBlock).trimEnd(), ''].join('\n');
   return new Map([
     ['model.py', modelPy],
     ['train.py', trainPy],

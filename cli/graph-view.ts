@@ -1,7 +1,7 @@
 // Human-readable views of a lowered graph: text with the shape at every edge, and Graphviz DOT.
-import { formatCount } from '../check/values.js';
-import type { CheckResult } from '../check/passes.js';
-import type { Dim, Graph } from '../ir/graph.js';
+import { formatCount } from '../compiler/check/values.js';
+import type { CheckResult } from '../compiler/check/passes.js';
+import type { Dim, Graph } from '../compiler/ir/graph.js';
 
 /** The detected checkpoint layout of every component with weights, by `model/component`. */
 export function layoutsOf(check: CheckResult | undefined): Map<string, string> {

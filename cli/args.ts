@@ -4,8 +4,8 @@
 // closest one, an option of another command, a missing or unexpected value, a value not among the
 // choices. Every refusal is a UsageError (exit 2).
 import { parseArgs } from 'node:util';
-import { closest } from '../check/suggest.js';
-import { UsageError } from '../service/service.js';
+import { closest } from '../compiler/check/suggest.js';
+import { UsageError } from '../compiler/service/service.js';
 import { COMMANDS, commandSpec, optionsOf, TOP_OPTIONS, type CommandSpec, type OptionSpec } from './spec.js';
 
 /** A usage error found in the command line, with the command it was for (if one was recognised). */

@@ -61,9 +61,9 @@ function wrap(text: string, width: number): string[] {
   return [...lines, line];
 }
 
-/** The version in pipec's package.json (this file is dist/compiler/cli/help.js, three folders below the root). */
+/** The version in pipec's package.json (this file is dist/cli/help.js, two folders below the root). */
 export function version(): string {
-  for (const rel of ['../../../package.json', '../../package.json']) {
+  for (const rel of ['../../package.json', '../package.json']) {
     try {
       const pkg = JSON.parse(fs.readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string };
       if (pkg.name === 'pipec' && pkg.version) return pkg.version;

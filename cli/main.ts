@@ -3,14 +3,14 @@
 // what, and where the usage is), 3 an internal error. The commands and their options: spec.ts.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { StageEstimate } from '../check/memory.js';
-import { formatBytes, formatCount } from '../check/values.js';
-import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.js';
-import { renderAll, summary } from '../diagnostics/render.js';
-import { format } from '../format/format.js';
-import type { Graph } from '../ir/graph.js';
-import { compile, graphJson, UsageError, type CompileResult } from '../service/service.js';
-import { PipeRuntimeError } from '../../runtime/errors.js';
+import type { StageEstimate } from '../compiler/check/memory.js';
+import { formatBytes, formatCount } from '../compiler/check/values.js';
+import { hasErrors, type Diagnostic } from '../compiler/diagnostics/diagnostic.js';
+import { renderAll, summary } from '../compiler/diagnostics/render.js';
+import { format } from '../compiler/format/format.js';
+import type { Graph } from '../compiler/ir/graph.js';
+import { compile, graphJson, UsageError, type CompileResult } from '../compiler/service/service.js';
+import { PipeRuntimeError } from '../runtime/errors.js';
 import { CommandLineError, parseCommandLine, unknownCommand, type CommandLine, type OptionValues } from './args.js';
 import { layoutsOf, renderDot, renderGraph } from './graph-view.js';
 import { commandHelp, globalHelp, version } from './help.js';
@@ -58,7 +58,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
   try {
     if (values.trust || command === 'run' || command === 'eval' || command === 'generate') {
       // the trust decision for custom modules (runtime/trust.ts) knows what the person running pipec said
-      const { setSessionTrust } = await import('../../runtime/trust.js');
+      const { setSessionTrust } = await import('../runtime/trust.js');
       setSessionTrust({ trust: values.trust, program: files[0]?.endsWith('.pipe') ? files[0] : undefined });
     }
     switch (command) {
@@ -73,7 +73,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           if (values.format !== 'json') report(r, io, color);
           // --data: the data pre-flight, once the program itself is sound (runtime/data/preflight-report.ts)
           if (values.data && r.graph && !hasErrors(r.diagnostics)) {
-            const pf = await import('../../runtime/data/preflight-report.js');
+            const pf = await import('../runtime/data/preflight-report.js');
             const d = pf.preflightCommand(r.graph, path.dirname(path.resolve(file)), { format: values.format as 'text' | 'json' }, io);
             failed ||= d.failed;
             entry.data = d.json;
@@ -133,14 +133,14 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
       }
       case 'lsp': {
         // The language server answers on stdio until the editor sends `exit` (which ends the process).
-        const { startServer } = await import('../lsp/server.js');
+        const { startServer } = await import('../compiler/lsp/server.js');
         startServer();
         return await new Promise<number>(() => undefined);
       }
       case 'run': {
         const file = single(files, 'run');
         if (values.resume && values.overwrite) throw new UsageError('--resume continues the run in the folder and --overwrite deletes it: give one of them');
-        const rt = await import('../../runtime/cli/commands.js');
+        const rt = await import('./runtime-commands.js');
         let graph: Graph;
         if (file.endsWith('.json')) {
           if (!fs.existsSync(file)) throw new UsageError(`cannot read ${file}: no such file`);
@@ -161,7 +161,7 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const dir = single(files, 'generate');
         if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UsageError(`${dir} is not a run directory`);
         if (values.image && !fs.existsSync(values.image)) throw new UsageError(`cannot read ${values.image}: no such file`);
-        const rt = await import('../../runtime/cli/commands.js');
+        const rt = await import('./runtime-commands.js');
         return await rt.generateCommand(dir, {
           image: values.image, prompt: values.prompt, backend: values.backend, maxTokens: intOption(values['max-tokens'], '--max-tokens'),
           temperature: numOption(values.temperature, '--temperature'), topP: numOption(values['top-p'], '--top-p'), seed: intOption(values.seed, '--seed'),
@@ -177,17 +177,17 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
           if (!fs.existsSync(file) || !fs.statSync(file).isDirectory()) throw new UsageError(`export --target hf takes a run directory (pipec run's --out), and ${file} is not one`);
           let maxShardBytes: number | undefined;
           if (values['max-shard-size'] !== undefined) {
-            const { parseSize } = await import('../../runtime/weights/shards.js');
+            const { parseSize } = await import('../runtime/weights/shards.js');
             maxShardBytes = parseSize(values['max-shard-size']);
             if (maxShardBytes === undefined) throw new UsageError(`--max-shard-size needs a size such as 5GB, 500MB or 2GiB, got "${values['max-shard-size']}"`);
           }
-          const ex = await import('../../runtime/export/commands.js');
+          const ex = await import('../runtime/export/commands.js');
           return ex.exportHfCommand(file, values.output, io, { maxShardBytes, customAsBase: values['custom-as-base'] });
         }
         const r = compileOrThrow(file, base, true, command === 'export' && !values['custom-as-base'] ? 'export' : undefined);
         if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
         report(r, io, color);
-        const ex = await import('../../runtime/export/commands.js');
+        const ex = await import('../runtime/export/commands.js');
         if (command === 'export') return ex.exportCommand(r.graph, values.output, values.target!, io, { customAsBase: values['custom-as-base'], baseDir: path.dirname(path.resolve(file)) });
         return ex.prepareCommand(r.graph, path.dirname(path.resolve(file)), { out: values.output, stage: values.stage, init: values.init, worldSize: intOption(values['world-size'], '--world-size') }, io);
       }
@@ -195,8 +195,8 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const target = single(files, 'eval');
         if (!fs.existsSync(target)) throw new UsageError(`cannot read ${target}: no such file or run directory`);
         if (values.output && !fs.existsSync(path.dirname(path.resolve(values.output)))) throw new UsageError(`cannot write ${values.output}: its folder does not exist`);
-        const ev = await import('../../runtime/eval/command.js');
-        const rt = await import('../../runtime/cli/commands.js');
+        const ev = await import('../runtime/eval/command.js');
+        const rt = await import('./runtime-commands.js');
         const o = { stage: values.stage, data: values.dataset, backend: rt.backendChoice(values.backend), output: values.output, records: values.records };
         if (fs.statSync(target).isDirectory()) return await ev.evalRun(target, o, io);
         const r = target.endsWith('.json') ? undefined : compileOrThrow(target, base, true, 'run');
@@ -210,11 +210,11 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const file = single(files, 'trust');
         const r = compileOrThrow(file, base, true);
         if (hasErrors(r.diagnostics) || !r.graph) return fail(r, io, color, values.format);
-        const { trustCommand } = await import('../../runtime/trust-command.js');
+        const { trustCommand } = await import('../runtime/trust-command.js');
         return trustCommand(r.graph, file, { revoke: values.revoke }, io);
       }
       case 'backends': {
-        const rt = await import('../../runtime/cli/commands.js');
+        const rt = await import('./runtime-commands.js');
         return await rt.backendsCommand(io);
       }
       default:

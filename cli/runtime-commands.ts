@@ -1,17 +1,17 @@
-// The runtime's CLI commands, loaded by compiler/cli/main.ts only when needed (so `pipec check` never
+// The CLI commands that train and sample (runtime/), loaded by main.ts only when needed (so `pipec check` never
 // loads TensorFlow.js): run, generate, backends.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { validateGraph } from '../../compiler/ir/validate.js';
-import type { Graph } from '../../compiler/ir/graph.js';
-import { BACKEND_NAMES, type BackendChoice, initBackend, probeBackends } from '../backend/backends.js';
-import { releaseWebgpu } from '../backend/webgpu.js';
-import { decideAllModules } from '../custom.js';
-import { UsageError } from '../../compiler/service/service.js';
-import { M, runtimeError } from '../errors.js';
-import { runProgram, type RunOptions } from '../train/run.js';
-import { Progress } from '../train/progress.js';
-import { generateFromRun } from '../train/generate-run.js';
+import { validateGraph } from '../compiler/ir/validate.js';
+import type { Graph } from '../compiler/ir/graph.js';
+import { BACKEND_NAMES, type BackendChoice, initBackend, probeBackends } from '../runtime/backend/backends.js';
+import { releaseWebgpu } from '../runtime/backend/webgpu.js';
+import { decideAllModules } from '../runtime/custom.js';
+import { UsageError } from '../compiler/service/service.js';
+import { M, runtimeError } from '../runtime/errors.js';
+import { runProgram, type RunOptions } from '../runtime/train/run.js';
+import { Progress } from '../runtime/train/progress.js';
+import { generateFromRun } from '../runtime/train/generate-run.js';
 
 export interface Io {
   out: (s: string) => void;
