@@ -10,13 +10,13 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
-import { compareLosses, rel, torchrun } from './export/helpers.js';
-import { pipec } from './helpers/cli.js';
-import { deepspeedPython, runPython, TORCH2_FIX, torch2Python, TRANSFORMERS_FIX, transformersPython } from './helpers/python.js';
-import { unavailable } from './helpers/required.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { readMetrics, type StepMetrics } from '../../runtime/train/metrics.js';
+import { compareLosses, rel, torchrun } from '../export/helpers.js';
+import { pipec } from '../helpers/cli.js';
+import { deepspeedPython, runPython, TORCH2_FIX, torch2Python, TRANSFORMERS_FIX, transformersPython } from '../helpers/python.js';
+import { unavailable } from '../helpers/required.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 /** The tiny program beside a copy of the shipped class (custom code lives in the program's folder). */
 export function tinyTanukiFolder(name: string): string {
