@@ -6,7 +6,7 @@
 # schedules and modules such as CLIPVisionModel, LlamaForCausalLM, MixtralForCausalLM, LLaVA), the
 # Hugging Face layout and export tests and the pad-mode reference (LLaVA's expand2square + transformers'
 # PIL-based CLIP image processor): Pillow, which transformers' image processors need. TensorBoard, whose
-# own event-file reader checks the event files `pipec run` writes (test/dashboard.test.ts).
+# own event-file reader checks the event files `pipec run` writes (test/e2e/dashboard.test.ts).
 #
 # pip installs only from what it is configured to reach (pip.conf's index / find-links: on this project's
 # machines a local wheel store that holds a CPU build of torch); nothing else is downloaded.

@@ -2,8 +2,8 @@
 // program is deterministic, names its source, and compiles as Python for every shipped pipeline; the
 // launch files (JSON, YAML, launch.sh: data) equal reviewed goldens (UPDATE_GOLDEN=1 rewrites them);
 // the CLI's exit codes; the shards hold pipec's own micro-batches in pipec's order, for one process or
-// --world-size N. The generated Python is tested by running it: test/export-torch1.test.ts (the
-// trainer against pipec on Debian's torch 1.13) and test/export-torch2.test.ts (model.py of every
+// --world-size N. The generated Python is tested by running it: test/e2e/export-torch1.test.ts (the
+// trainer against pipec on Debian's torch 1.13) and test/e2e/export-torch2.test.ts (model.py of every
 // shipped pipeline loaded in torch >= 2; FSDP).
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';

@@ -1,5 +1,5 @@
 // A custom LLM class split across two files (test/runtime/custom-llm: a relative import) loads, runs
-// and trains when trusted (--trust here; test/custom-trust.test.ts has the trust model); without
+// and trains when trusted (--trust here; test/e2e/custom-trust.test.ts has the trust model); without
 // `trust: true` in the program the run stops at compile time, before any of its code runs.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';

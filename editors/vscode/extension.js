@@ -131,5 +131,5 @@ function deactivate() {
   return stopClient();
 }
 
-// resolvePipec is exported for test/vscode-package.test.ts.
+// resolvePipec is exported for test/e2e/vscode-package.test.ts.
 module.exports = { activate, deactivate, resolvePipec };

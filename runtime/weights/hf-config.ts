@@ -1,6 +1,6 @@
 // config.json for each saved component, in the shape transformers' config classes read (4.x and 5.x),
 // so a run's component folder loads with CLIPVisionModel / SiglipVisionModel / LlamaForCausalLM /
-// MistralForCausalLM / MixtralForCausalLM and computes what pipec computed (test/export-hf.test.ts).
+// MistralForCausalLM / MixtralForCausalLM and computes what pipec computed (test/e2e/export-hf.test.ts).
 // Two components have no transformers class of their own, and their config says so instead of letting
 // transformers load a different model: the projector (LLaVA's projector is a module of
 // LlavaForConditionalGeneration, with no from_pretrained; `pipec export RUN --target hf` writes the whole

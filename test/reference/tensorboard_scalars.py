@@ -3,7 +3,7 @@
 Usage: tensorboard_scalars.py LOGDIR  ->  JSON {"tag": [[step, value], ...], ...} on stdout.
 EventAccumulator is what `tensorboard --logdir` loads a run with: it checks each record's masked
 CRC-32C, parses the Event protos, and applies a restarted run's SessionLog START (purging the events
-it replaces), so what it returns is what TensorBoard would chart. The test (test/dashboard.test.ts)
+it replaces), so what it returns is what TensorBoard would chart. The test (test/e2e/dashboard.test.ts)
 compares that with metrics.jsonl and eval.jsonl.
 """
 import json

@@ -4,7 +4,7 @@
 # experts and renormalises their weights as Mixtral does; the same probabilities feed the
 # load-balancing loss. Parameters are named as Mixtral's (model.layers.N.block_sparse_moe.experts.E.w1,
 # ...). modeling_tanuki.ts is the same class for pipec's runtime; the two compute the same numbers
-# (test/custom-moe.test.ts). Its configuration is a relative import: this file works as part of a
+# (test/e2e/custom-moe.test.ts). Its configuration is a relative import: this file works as part of a
 # package (the exported program carries it as one; transformers' remote code loads it as one).
 import math
 

@@ -4,7 +4,7 @@
 // does. The same probabilities feed the load-balancing loss. Everything else (attention, RoPE, norms,
 // the experts, the LM head) is Mixtral's, reused from pipec's building blocks (ctx.blocks), under
 // Mixtral's tensor names. modeling_tanuki.py is the same class for PyTorch / transformers; the two
-// compute the same numbers (test/custom-moe.test.ts).
+// compute the same numbers (test/e2e/custom-moe.test.ts).
 import { readTanukiConfig, type TanukiConfig } from './configuration_tanuki.js';
 
 // The tensors and kernels come from pipec's runtime (docs/runtime.md, "Custom components"); only the

@@ -4,7 +4,7 @@
 // <script id="pipec-run-data" type="application/json"> (metrics.jsonl's columns, eval.jsonl's points),
 // draws one uPlot chart per panel on the run's global step axis, and keeps the view (smoothing, log
 // scales, zoom, reloading) in the URL's #hash, so the page's own reload while a run goes on keeps it.
-// Node loads this file too (test/dashboard.test.ts): the functions it exports must not touch the DOM.
+// Node loads this file too (test/e2e/dashboard.test.ts): the functions it exports must not touch the DOM.
 'use strict';
 var PipecDashboard = (function () {
   /**

@@ -10,17 +10,17 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { collate } from '../runtime/data/batch.js';
-import { imageShapeOf } from '../runtime/data/datasets.js';
-import { verifyManifest } from '../runtime/train/manifest.js';
-import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
-import { evaluateBatch, loadRunModel, openRun } from '../runtime/train/open-run.js';
-import { compareLosses, rel, torchrun } from './export/helpers.js';
-import { pipec } from './helpers/cli.js';
-import { deepspeedPython, runPython, TORCH2_FIX, torch2Python, TRANSFORMERS_FIX, transformersPython } from './helpers/python.js';
-import { unavailable } from './helpers/required.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { collate } from '../../runtime/data/batch.js';
+import { imageShapeOf } from '../../runtime/data/datasets.js';
+import { verifyManifest } from '../../runtime/train/manifest.js';
+import { readMetrics, type StepMetrics } from '../../runtime/train/metrics.js';
+import { evaluateBatch, loadRunModel, openRun } from '../../runtime/train/open-run.js';
+import { compareLosses, rel, torchrun } from '../export/helpers.js';
+import { pipec } from '../helpers/cli.js';
+import { deepspeedPython, runPython, TORCH2_FIX, torch2Python, TRANSFORMERS_FIX, transformersPython } from '../helpers/python.js';
+import { unavailable } from '../helpers/required.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 /** The tiny program beside a copy of the shipped class (custom code lives in the program's folder). */
 export function tinyTanukiFolder(name: string): string {

@@ -9,9 +9,9 @@ import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { unavailable } from './helpers/required.js';
-import { childEnv, tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { unavailable } from '../helpers/required.js';
+import { childEnv, tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 const EXT = repo('editors/vscode');
 

@@ -8,14 +8,14 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../cli/main.js';
-import { compile } from '../compiler/service/service.js';
-import { pipec } from './helpers/cli.js';
-import { unavailable } from './helpers/required.js';
-import { runPython, transformersPython } from './helpers/python.js';
-import { PYTHON_ENV } from './helpers/reference.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { main } from '../../cli/main.js';
+import { compile } from '../../compiler/service/service.js';
+import { pipec } from '../helpers/cli.js';
+import { unavailable } from '../helpers/required.js';
+import { runPython, transformersPython } from '../helpers/python.js';
+import { PYTHON_ENV } from '../helpers/reference.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 const SCRIPT = repo('test/reference/hf_layouts.py');
 const TOL = 1e-4;

@@ -5,22 +5,22 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Graph } from '../compiler/ir/graph.js';
-import { initBackend } from '../runtime/backend/backends.js';
-import { encoderOf, imageShapeOf, preprocessFor } from '../runtime/data/datasets.js';
-import { buildPrompt } from '../runtime/data/examples.js';
-import { loadImageFile, preprocessImage } from '../runtime/data/images.js';
-import { drawShape } from '../runtime/data/synthetic-shapes.js';
-import { generate, pickToken } from '../runtime/generate.js';
-import { ModelRunner } from '../runtime/model.js';
-import { ParamStore, paramSpecs } from '../runtime/params.js';
-import { Rng } from '../runtime/random.js';
-import { latestCheckpoint, loadComponents } from '../runtime/train/checkpoint.js';
-import { readRunTokenizer, runTemplate } from '../runtime/train/generate-run.js';
-import { pipec } from './helpers/cli.js';
-import { writePng } from './helpers/png.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import type { Graph } from '../../compiler/ir/graph.js';
+import { initBackend } from '../../runtime/backend/backends.js';
+import { encoderOf, imageShapeOf, preprocessFor } from '../../runtime/data/datasets.js';
+import { buildPrompt } from '../../runtime/data/examples.js';
+import { loadImageFile, preprocessImage } from '../../runtime/data/images.js';
+import { drawShape } from '../../runtime/data/synthetic-shapes.js';
+import { generate, pickToken } from '../../runtime/generate.js';
+import { ModelRunner } from '../../runtime/model.js';
+import { ParamStore, paramSpecs } from '../../runtime/params.js';
+import { Rng } from '../../runtime/random.js';
+import { latestCheckpoint, loadComponents } from '../../runtime/train/checkpoint.js';
+import { readRunTokenizer, runTemplate } from '../../runtime/train/generate-run.js';
+import { pipec } from '../helpers/cli.js';
+import { writePng } from '../helpers/png.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 /** How often each token is drawn in `n` draws from `logits`, as fractions. */
 function frequencies(logits: number[], temperature: number, topP: number, n = 4000, seed = 7): number[] {

@@ -11,12 +11,12 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { isTrusted, trustDir } from '../runtime/trust.js';
-import { pipec } from './helpers/cli.js';
-import { LspClient } from './helpers/lsp-client.js';
-import { solid, writePng } from './helpers/png.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { isTrusted, trustDir } from '../../runtime/trust.js';
+import { pipec } from '../helpers/cli.js';
+import { LspClient } from '../helpers/lsp-client.js';
+import { solid, writePng } from '../helpers/png.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 

@@ -5,19 +5,19 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readSafetensorsHeader } from '../compiler/check/checkpoint-io.js';
-import type { Graph } from '../compiler/ir/graph.js';
-import { initBackend } from '../runtime/backend/backends.js';
-import { prepareStages } from '../runtime/export/prepare.js';
-import { MOE_BLOCK_CLASS, MOE_BLOCK_SUFFIX, zero3LeafClasses } from '../runtime/export/launch.js';
-import { ParamStore, paramSpecs } from '../runtime/params.js';
-import { checkpointName, loadComponents, saveCheckpoint } from '../runtime/train/checkpoint.js';
-import { readMetrics } from '../runtime/train/metrics.js';
-import { graphOf, pipecReference, sameLosses, tensorsAgree, tinyAccumulate2, torchrun, writeExport } from './export/helpers.js';
-import { runPython, TORCH2_FIX, torch2Python } from './helpers/python.js';
-import { unavailable } from './helpers/required.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { readSafetensorsHeader } from '../../compiler/check/checkpoint-io.js';
+import type { Graph } from '../../compiler/ir/graph.js';
+import { initBackend } from '../../runtime/backend/backends.js';
+import { prepareStages } from '../../runtime/export/prepare.js';
+import { MOE_BLOCK_CLASS, MOE_BLOCK_SUFFIX, zero3LeafClasses } from '../../runtime/export/launch.js';
+import { ParamStore, paramSpecs } from '../../runtime/params.js';
+import { checkpointName, loadComponents, saveCheckpoint } from '../../runtime/train/checkpoint.js';
+import { readMetrics } from '../../runtime/train/metrics.js';
+import { graphOf, pipecReference, sameLosses, tensorsAgree, tinyAccumulate2, torchrun, writeExport } from '../export/helpers.js';
+import { runPython, TORCH2_FIX, torch2Python } from '../helpers/python.js';
+import { unavailable } from '../helpers/required.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 const PIPELINES = fs.readdirSync(repo('pipelines')).filter((f) => f.endsWith('.pipe')).sort().map((f) => `pipelines/${f}`);
 

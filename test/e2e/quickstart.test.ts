@@ -5,12 +5,12 @@ import { strict as assert } from 'node:assert';
 import type { SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { COLOURS, drawShape } from '../runtime/data/synthetic-shapes.js';
-import { Rng } from '../runtime/random.js';
-import { pipec } from './helpers/cli.js';
-import { writePng } from './helpers/png.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { COLOURS, drawShape } from '../../runtime/data/synthetic-shapes.js';
+import { Rng } from '../../runtime/random.js';
+import { pipec } from '../helpers/cli.js';
+import { writePng } from '../helpers/png.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 describe('quickstart (the README main job)', function () {
   this.timeout(20 * 60_000);

@@ -1,7 +1,7 @@
 // The exported PyTorch trainer (pipec export --target torch) against pipec itself, on the oldest torch the
 // export supports: Debian 12's python3-torch 1.13 for /usr/bin/python3 (PIPEC_TEST_PYTHON names another
 // 1.x). That Python has torch alone, no safetensors package, so the program's own safetensors reader and
-// writer run here (torch >= 2 with safetensors runs in test/export-torch2.test.ts). Per-step losses to
+// writer run here (torch >= 2 with safetensors runs in test/e2e/export-torch2.test.ts). Per-step losses to
 // 1e-4 (wasm, fp32), also data-parallel under the real torchrun (2 gloo processes; the generated launch.sh
 // trains the quickstart's two stages), checkpoints that load back into pipec with the same logits,
 // resume, and the refusals 1.13 needs. Without torch 1.x the suite is skipped locally and fails in CI.
@@ -9,15 +9,15 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { initBackend } from '../runtime/backend/backends.js';
-import { prepareStages } from '../runtime/export/prepare.js';
-import { readMetrics } from '../runtime/train/metrics.js';
-import { graphHash } from '../runtime/train/run.js';
-import { compareLosses, freePort, graphOf, maxRelDiff, meanLoss, pipecLogits, pipecReference, readF32, rel, tinyAccumulate2, TORCHRUN_FIX, torchrun, writeExport } from './export/helpers.js';
-import { runPython, spawnPython, TORCH1_FIX, TORCH1_PYTHON, torch1Python } from './helpers/python.js';
-import { unavailable } from './helpers/required.js';
-import { childEnv, tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { initBackend } from '../../runtime/backend/backends.js';
+import { prepareStages } from '../../runtime/export/prepare.js';
+import { readMetrics } from '../../runtime/train/metrics.js';
+import { graphHash } from '../../runtime/train/run.js';
+import { compareLosses, freePort, graphOf, maxRelDiff, meanLoss, pipecLogits, pipecReference, readF32, rel, tinyAccumulate2, TORCHRUN_FIX, torchrun, writeExport } from '../export/helpers.js';
+import { runPython, spawnPython, TORCH1_FIX, TORCH1_PYTHON, torch1Python } from '../helpers/python.js';
+import { unavailable } from '../helpers/required.js';
+import { childEnv, tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 describe('export: the exported trainer reproduces pipec on torch 1.x (Debian 12: torch 1.13, torch alone)', function () {
   this.timeout(600_000);

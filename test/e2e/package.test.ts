@@ -9,13 +9,13 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { initBackend } from '../runtime/backend/backends.js';
-import { collate } from '../runtime/data/batch.js';
-import { imageShapeOf } from '../runtime/data/datasets.js';
-import { evaluateBatch, loadRunModel, openRun, runSamples } from '../runtime/train/open-run.js';
-import { REQUIRE_ALL } from './helpers/required.js';
-import { tmpDir } from './helpers/tmp.js';
-import { repo } from './paths.js';
+import { initBackend } from '../../runtime/backend/backends.js';
+import { collate } from '../../runtime/data/batch.js';
+import { imageShapeOf } from '../../runtime/data/datasets.js';
+import { evaluateBatch, loadRunModel, openRun, runSamples } from '../../runtime/train/open-run.js';
+import { REQUIRE_ALL } from '../helpers/required.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { repo } from '../paths.js';
 
 function run(cmd: string, args: string[], cwd: string, timeout = 300_000) {
   return spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, NO_COLOR: '1', npm_config_update_notifier: 'false' } });

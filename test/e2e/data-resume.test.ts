@@ -7,10 +7,10 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeTokenizer } from './data-fixtures.js';
-import { pipec } from './helpers/cli.js';
-import { tmpDir } from './helpers/tmp.js';
-import { records, streamProgram, WORDS, writeImages, writeJson } from './stream-fixtures.js';
+import { writeTokenizer } from '../data-fixtures.js';
+import { pipec } from '../helpers/cli.js';
+import { tmpDir } from '../helpers/tmp.js';
+import { records, streamProgram, WORDS, writeImages, writeJson } from '../stream-fixtures.js';
 
 /** Every step's figures that do not depend on the clock. */
 function stepRows(dir: string): unknown[] {
