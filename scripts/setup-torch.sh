@@ -14,25 +14,27 @@
 # Environment:
 #   PIPEC_PYTHON          the Python the environment is made from (default python3)
 #   PIPEC_TORCH_SPEC      what pip installs (default "torch>=2 numpy transformers safetensors tokenizers pillow
-#                         tensorboard"; numpy only quiets torch's warning)
+#                         tensorboard pyflakes"; numpy only quiets torch's warning; pyflakes lints the
+#                         exported program's Python, test/export-python.test.ts)
 #   PIPEC_TORCH_FORCE=1   make the environment anew even if it works
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PIPEC_PYTHON:-python3}"
-SPEC="${PIPEC_TORCH_SPEC:-torch>=2 numpy transformers safetensors tokenizers pillow tensorboard}"
+SPEC="${PIPEC_TORCH_SPEC:-torch>=2 numpy transformers safetensors tokenizers pillow tensorboard pyflakes}"
 VENV="$PWD/.venv-torch"
 versions='import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'
 check='import sys, torch, transformers, safetensors, tokenizers, PIL; sys.exit(0 if int(torch.__version__.split(".")[0]) >= 2 else 1)'
 
-# TensorBoard's reader, added to the environment later than torch: an environment without it gets it alone
-tb_check='from tensorboard.backend.event_processing.event_accumulator import EventAccumulator'
+# TensorBoard's reader and pyflakes, added to the environment later than torch: an environment without
+# them gets them alone
+tb_check='import pyflakes; from tensorboard.backend.event_processing.event_accumulator import EventAccumulator'
 
 if [ "${PIPEC_TORCH_FORCE:-0}" != 1 ] && [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$check" 2>/dev/null; then
   if ! "$VENV/bin/python" -c "$tb_check" 2>/dev/null; then
-    "$VENV/bin/pip" install --quiet --retries 0 --timeout 20 tensorboard ||
-      { echo "setup-torch: pip could not install tensorboard from its configured index" >&2; exit 1; }
+    "$VENV/bin/pip" install --quiet --retries 0 --timeout 20 tensorboard pyflakes ||
+      { echo "setup-torch: pip could not install tensorboard and pyflakes from its configured index" >&2; exit 1; }
   fi
-  echo "setup-torch: $VENV already has $("$VENV/bin/python" -c "$versions"), tensorboard"
+  echo "setup-torch: $VENV already has $("$VENV/bin/python" -c "$versions"), tensorboard, pyflakes"
   exit 0
 fi
 t0=$(date +%s)
@@ -46,5 +48,5 @@ if ! "$VENV/bin/pip" install --quiet --retries 0 --timeout 20 $SPEC 2> >(grep -v
   exit 1
 fi
 "$VENV/bin/python" -c "$check" || { echo "setup-torch: the environment lacks torch >= 2, transformers, safetensors, tokenizers or Pillow" >&2; exit 1; }
-"$VENV/bin/python" -c "$tb_check" || { echo "setup-torch: the environment lacks tensorboard" >&2; exit 1; }
+"$VENV/bin/python" -c "$tb_check" || { echo "setup-torch: the environment lacks tensorboard or pyflakes" >&2; exit 1; }
 echo "setup-torch: $("$VENV/bin/python" -c "$versions") in $VENV ($(($(date +%s) - t0)) s)"
