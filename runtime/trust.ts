@@ -14,36 +14,13 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { confineResolved, confineWritten, contentHash, shortHash, type CodeFile, type CodeFs } from '../compiler/check/code-files.js';
+import { confineResolved, confineWritten, contentHash, diskFs, shortHash, type CodeFile } from '../compiler/check/code-files.js';
 import { resolveModule, tsModuleClosure } from '../compiler/check/custom-module.js';
 import type { ComponentDef } from '../compiler/ir/graph.js';
 import { M, runtimeError } from './errors.js';
 
-/** The file system as the decision reads it: text, existence, links resolved. */
-export const diskFs: CodeFs = {
-  readFile: (p) => {
-    try {
-      return fs.readFileSync(p, 'utf8');
-    } catch {
-      return undefined;
-    }
-  },
-  exists: (p) => fs.existsSync(p),
-  isDirectory: (p) => {
-    try {
-      return fs.statSync(p).isDirectory();
-    } catch {
-      return false;
-    }
-  },
-  realPath: (p) => {
-    try {
-      return fs.realpathSync.native(p);
-    } catch {
-      return undefined;
-    }
-  },
-};
+/** The file system as the decision reads it (compiler/check/code-files.ts): text, existence, links resolved. */
+export { diskFs };
 
 /** The user's trust folder: $PIPEC_TRUST_DIR (tests point it at a temp folder), $XDG_CONFIG_HOME/pipec/trust, ~/.config/pipec/trust. */
 export function trustDir(env: NodeJS.ProcessEnv = process.env): string {

@@ -4,6 +4,7 @@
 // both decide with these functions, so what `pipec check` accepts is what `pipec run` re-checks before
 // it imports.
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 /** What these functions read: the checker's Host, or the file system at run time. */
@@ -14,6 +15,32 @@ export interface CodeFs {
   /** The path after symbolic links, or undefined when it does not exist (absent: links are not followed). */
   realPath?(p: string): string | undefined;
 }
+
+/** The file system as it is on disk (the compiler's host layers its editor overlay on it; the runtime reads it as is). */
+export const diskFs: Required<CodeFs> = {
+  readFile: (p) => {
+    try {
+      return fs.readFileSync(p, 'utf8');
+    } catch {
+      return undefined;
+    }
+  },
+  exists: (p) => fs.existsSync(p),
+  isDirectory: (p) => {
+    try {
+      return fs.statSync(p).isDirectory();
+    } catch {
+      return false;
+    }
+  },
+  realPath: (p) => {
+    try {
+      return fs.realpathSync.native(p);
+    } catch {
+      return undefined;
+    }
+  },
+};
 
 export type PathVerdict = { kind: 'inside'; abs: string } | { kind: 'refused'; why: string };
 
