@@ -49,7 +49,9 @@ function imageProcessorConfig(v: VisionInput): Record<string, unknown> {
   return { image_processor_type: 'CLIPImageProcessor', ...common, do_center_crop: true, crop_size: { height: v.image, width: v.image }, size: { shortest_edge: v.image } };
 }
 
-function tensorSource(run: OpenedRun, t: LlavaTensor): StreamedTensor {
+/** Tensor `t` of the LLaVA folder, read when written from `checkpointDir` (one sub-folder per component, as a
+ * run's checkpoint or `pipec prepare --init`'s initial weights). */
+export function tensorSource(checkpointDir: string, t: LlavaTensor): StreamedTensor {
   const from = t.from;
   const read = (): Float32Array => {
     if ('identity' in from) {
@@ -58,7 +60,7 @@ function tensorSource(run: OpenedRun, t: LlavaTensor): StreamedTensor {
       return eye;
     }
     if ('zeros' in from) return new Float32Array(from.zeros);
-    const dir = path.join(run.checkpoint, from.component);
+    const dir = path.join(checkpointDir, from.component);
     const got = readWeights(dir, [from.source]).get(from.source);
     if (!got) throw runtimeError(M.TensorMissing, [from.source, dir], { file: dir });
     if (got.info.shape.join(',') !== t.shape.join(','))
@@ -97,7 +99,7 @@ export function planHfExport(run: OpenedRun, o: HfExportOptions = {}): { plan: L
     format: HF_EXPORT_FORMAT, version: 1, run: run.dir, checkpoint: path.basename(run.checkpoint), graph_hash: run.state.graph_hash,
     source: run.graph.source, model: run.model.name, notes,
   }, null, 2) + '\n');
-  return { plan, files, tensors: plan.tensors.map((t) => tensorSource(run, t)), notes };
+  return { plan, files, tensors: plan.tensors.map((t) => tensorSource(run.checkpoint, t)), notes };
 }
 
 /** Exports the run in `runDir` into `outDir`. */

@@ -74,26 +74,38 @@ class Optimizer:
         self.step_count += 1
         t = self.step_count
         wd = self.num("weight_decay", 0.0)
-        for name, p in self.params.items():
-            g = p.grad
-            if g is None:
-                continue
+        live = [(name, p) for name, p in self.params.items() if p.grad is not None]
+        if self.name == "adamw":
+            # AdamW over all parameters at once (torch._foreach_*: one kernel launch per operation for the
+            # whole list instead of one per parameter), the same arithmetic as one parameter at a time:
+            # p *= 1 - lr * wd (decayed ones); p -= m / (sqrt(v) / sqrt(1 - b2^t) + eps) * lr / (1 - b1^t)
+            if not live:
+                return
+            b1, b2, eps = self.num("beta1", 0.9), self.num("beta2", 0.999), self.num("eps", 1e-8)
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            params = [p for _, p in live]
+            grads = [p.grad for _, p in live]
+            m = [self.m[name] for name, _ in live]
+            v = [self.v[name] for name, _ in live]
+            torch._foreach_mul_(m, b1)
+            torch._foreach_add_(m, grads, alpha=1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, math.sqrt(bc2))
+            torch._foreach_add_(denom, eps)
+            decayed = [p for name, p in live if decays(name)]
+            if wd and decayed:
+                torch._foreach_mul_(decayed, 1 - lr * wd)
+            torch._foreach_addcdiv_(params, m, denom, value=-(lr / bc1))
+            return
+        for name, p in live:
             decay = wd if decays(name) else 0.0
-            if self.name == "adamw":
-                b1, b2, eps = self.num("beta1", 0.9), self.num("beta2", 0.999), self.num("eps", 1e-8)
-                m = self.m[name].mul_(b1).add_(g, alpha=1 - b1)
-                v = self.v[name].mul_(b2).addcmul_(g, g, value=1 - b2)
-                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
-                denom = v.sqrt() / math.sqrt(bc2) + eps
-                if decay:
-                    p.mul_(1 - lr * decay)
-                p.sub_(m / denom * (lr / bc1))
-            else:
-                mom = self.num("momentum", 0.9)
-                gd = g + p * decay if decay else g
-                buf = gd.clone() if t == 1 else self.m[name].mul(mom).add(gd)
-                self.m[name].copy_(buf)
-                p.sub_(buf * lr)
+            mom = self.num("momentum", 0.9)
+            gd = p.grad + p * decay if decay else p.grad
+            buf = gd.clone() if t == 1 else self.m[name].mul(mom).add(gd)
+            self.m[name].copy_(buf)
+            p.sub_(buf * lr)
 
     def parts(self):
         """The per-parameter state, each part with the prefix of its tensor names in optimizer.safetensors."""
@@ -140,7 +152,10 @@ def clip_by_global_norm(params, max_norm, sharded_on=None):
     grads = [p.grad for p in params if p.grad is not None]
     if not grads and sharded_on is None:
         return 0.0
-    sq = sum(float(g.double().pow(2).sum()) for g in grads)
+    if grads and hasattr(torch, "_foreach_norm"):  # one pass over all gradients, one read back
+        sq = float(torch.stack(torch._foreach_norm(grads)).double().pow(2).sum())
+    else:
+        sq = sum(float(g.double().pow(2).sum()) for g in grads)
     if sharded_on is not None:  # every process takes part, with or without a slice of its own
         total = torch.tensor([sq], dtype=torch.float64, device=sharded_on)
         torch.distributed.all_reduce(total)
@@ -148,8 +163,8 @@ def clip_by_global_norm(params, max_norm, sharded_on=None):
     norm = math.sqrt(sq)
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
-        for g in grads:
-            g.mul_(scale)
+        if grads:
+            torch._foreach_mul_(grads, scale)
     return norm
 
 

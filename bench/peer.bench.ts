@@ -1,19 +1,29 @@
-// npm run bench:export -- the same training steps in pipec's runtime and in the exported PyTorch program, in
-// one run: pipelines/quickstart.pipe is exported (`pipec export --target torch`), its first stage prepared
-// (`pipec prepare --stage pretrain --init`: pipec's micro-batches and pipec's initial weights), then the first
-// N steps run with `pipec run --stop-after N` on each backend (wasm, and tensorflow when it loads here) and with
-// the exported train.py (one process, fp32, CPU, `--init` from the prepared weights). Each side's per-step time
-// comes from its own metrics.jsonl (differences of consecutive `elapsed_s`; median after 2 warm-up steps) and
-// its tokens from the `tokens` field; the largest relative loss difference over the common steps is the
-// sanity check that both computed the same thing. Each side runs in its own process, one after another.
-//   node dist/bench/export.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]
+// npm run bench:peer -- the same training steps in pipec's runtime, in the exported PyTorch program, and in
+// what users run instead of pipec (the real peer), in one run. pipelines/quickstart.pipe is exported (`pipec
+// export --target torch`) and its first stage prepared (`pipec prepare --stage pretrain --init`: pipec's
+// micro-batches and initial weights); then the first N steps run
+//   - with `pipec run --stop-after N` on each backend (wasm, and tensorflow when it loads here),
+//   - with the exported train.py (one process, fp32, CPU, `--init` from the prepared weights), and
+//   - with transformers' LlavaForConditionalGeneration in a plain PyTorch loop (bench/peer/transformers_loop.py:
+//     torch's AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup) from the same initial weights, written
+//     as a LLaVA folder by the HF exporter's mapping, on the same micro-batches.
+// Each side's per-step time comes from its own metrics.jsonl (differences of consecutive `elapsed_s`; median
+// after 2 warm-up steps) and its tokens from the `tokens` field; the largest relative loss difference over the
+// common steps is the sanity check that all computed the same thing. Each side runs in its own process, one
+// after another. The peer needs torch and transformers (`npm run setup:torch`); without them it is left out
+// and the output says so.
+//   node dist/bench/peer.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BACKEND_NAMES, probeBackends, type BackendProbe, type ConcreteBackend } from '../runtime/backend/backends.js';
+import { compile } from '../compiler/service/service.js';
+import { tensorSource } from '../runtime/export/hf.js';
+import { planLlava } from '../runtime/export/hf-llava.js';
 import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
+import { writeShardedSafetensors } from '../runtime/weights/shards.js';
 import { repo } from '../test/paths.js';
 import { median } from './stats.js';
 
@@ -41,13 +51,14 @@ function fail(msg: string): never {
 }
 
 function usage(msg: string): never {
-  console.error(`bench:export: ${msg}\nusage: node dist/bench/export.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]`);
+  console.error(`bench:peer: ${msg}\nusage: node dist/bench/peer.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]`);
   process.exit(2);
 }
 
 const STEPS = Number(option('--steps').pop() ?? 30);
 if (!Number.isInteger(STEPS) || STEPS < WARMUP + 3) usage(`--steps must be an integer of at least ${WARMUP + 3} (2 warm-up steps, then the timed ones), got ${option('--steps').pop()}`);
-const PY_ARG = option('--python').pop() ?? process.env.PIPEC_PYTHON ?? '/usr/bin/python3'; // Debian's python3-torch lives here
+// The project's venv (`npm run setup:torch`: torch and transformers) when there, else Debian's python3-torch (no transformers: no peer)
+const PY_ARG = option('--python').pop() ?? process.env.PIPEC_PYTHON ?? (fs.existsSync(repo('.venv-torch/bin/python')) ? repo('.venv-torch/bin/python') : '/usr/bin/python3');
 const PY = PY_ARG.includes('/') ? path.resolve(PY_ARG) : PY_ARG; // the trainer runs in another folder
 const KEEP = args.includes('--keep');
 const asked = option('--backend').flatMap((b) => b.split(',')).filter(Boolean);
@@ -89,20 +100,36 @@ function throughput(s: Side): { ms: number; tokensPerSec: number; how: string } 
   return { ms, tokensPerSec: tokens / (ms / 1000), how: 'wall time incl. start-up (no per-step timing)' };
 }
 
+/** The quickstart's initial weights (`pipec prepare --init`) as a transformers LLaVA folder (config.json and
+ * model.safetensors, the HF exporter's names and config) that LlavaForConditionalGeneration loads. */
+function writeLlavaFolder(prepared: string, out: string): void {
+  const graph = compile({ file: repo(PROGRAM), configFiles: [], sets: [], lower: true }).graph;
+  if (!graph) fail(`${PROGRAM} does not compile`);
+  const tokenizer = JSON.parse(fs.readFileSync(path.join(prepared, 'tokenizer.json'), 'utf8')) as { added_tokens?: { id: number; content: string }[]; model?: { vocab?: Record<string, number> } };
+  const imageTokenId = tokenizer.added_tokens?.find((t) => t.content === '<image>')?.id ?? tokenizer.model?.vocab?.['<image>'];
+  if (imageTokenId === undefined) fail(`${path.join(prepared, 'tokenizer.json')} has no <image> token`);
+  const plan = planLlava(graph, graph.models[0]!, { imageTokenId, tokenIds: {}, graphFile: '' });
+  fs.mkdirSync(out, { recursive: true });
+  writeShardedSafetensors(out, plan.tensors.map((t) => tensorSource(path.join(prepared, 'init'), t)), Infinity, { format: 'pt' });
+  fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(plan.config, null, 2) + '\n');
+}
+
 const torchProbe = fs.existsSync(PY) ? spawnSync(PY, ['-c', 'import torch; print(torch.__version__, torch.get_num_threads())'], { encoding: 'utf8' }) : undefined;
 if (!torchProbe || torchProbe.status !== 0) {
   const why = torchProbe ? torchProbe.stderr.trim().split('\n').pop() : `${PY} does not exist`;
-  console.log(`export benchmark skipped: ${PY} cannot import torch (${why}).`);
+  console.log(`peer benchmark skipped: ${PY} cannot import torch (${why}).`);
   console.log('Install PyTorch for it (Debian: apt-get install -y python3-torch) or name another interpreter with --python PATH.');
   process.exit(0);
 }
 const [torchVersion, torchThreads] = torchProbe.stdout.trim().split(/\s+/);
+const transformersProbe = spawnSync(PY, ['-c', 'import transformers; print(transformers.__version__)'], { encoding: 'utf8' });
+const transformersVersion = transformersProbe.status === 0 ? transformersProbe.stdout.trim() : undefined;
 
 // Backends: the ones asked for, else wasm (the fresh-clone default) and tensorflow when it loads here.
 const probeRun = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--probe-backends'], { encoding: 'utf8' });
 const probeLine = probeRun.stdout.split('\n').reverse().find((l) => l.startsWith('['));
 if (probeRun.status !== 0 || !probeLine) {
-  console.error(`bench:export: probing the backends failed (exit ${probeRun.status}):\n${probeRun.stderr.trim().split('\n').slice(-10).join('\n')}`);
+  console.error(`bench:peer: probing the backends failed (exit ${probeRun.status}):\n${probeRun.stderr.trim().split('\n').slice(-10).join('\n')}`);
   process.exit(1);
 }
 const probes = JSON.parse(probeLine) as BackendProbe[];
@@ -110,10 +137,10 @@ const wanted: ConcreteBackend[] = asked.length ? (asked as ConcreteBackend[]) : 
 const unavailable = wanted.map((b) => probes.find((p) => p.name === b)!).filter((p) => !p.available);
 const backends = wanted.filter((b) => !unavailable.some((p) => p.name === b));
 
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-bench-export-'));
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-bench-peer-'));
 const pipec = repo('bin/pipec.js');
 try {
-  console.log(`export benchmark: ${PROGRAM}, stage ${STAGE}, the first ${STEPS} training steps in pipec and in the exported PyTorch program; ${new Date().toISOString()}`);
+  console.log(`peer benchmark: ${PROGRAM}, stage ${STAGE}, the first ${STEPS} training steps in pipec, in the exported PyTorch program and in transformers' LLaVA with a plain PyTorch loop; ${new Date().toISOString()}`);
   console.log(`${os.availableParallelism()} cores here (${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}); torch ${torchVersion} from ${PY} (${torchThreads} thread${torchThreads === '1' ? '' : 's'} by its default here, one process, fp32, CPU); Node ${process.version}`);
   for (const p of unavailable) console.log(`(backend ${p.name} not measured: ${p.detail})`);
   if (!asked.length && !backends.includes('tensorflow')) console.log(`(backend tensorflow not measured: ${probes.find((p) => p.name === 'tensorflow')?.detail ?? 'unknown'})`);
@@ -133,19 +160,27 @@ try {
   const t = run(PY, [path.join(exportDir, 'train.py'), '--data', data, '--out', torchDir, '--init', path.join(data, STAGE, 'init'), '--stop-after', String(STEPS), '--device', 'cpu'], exportDir, 'the exported train.py');
   const torch: Side = { label: 'torch (exported train.py)', runDir: torchDir, wallS: t.seconds, note: `torch ${torchVersion}, ${torchThreads} thread${torchThreads === '1' ? '' : 's'} (torch.get_num_threads())`, rows: readMetrics(torchDir) };
   sides.push(torch);
+  if (transformersVersion) {
+    const hfDir = path.join(work, 'peer-llava'), peerDir = path.join(work, 'peer-run');
+    writeLlavaFolder(path.join(data, STAGE), hfDir);
+    const p = run(PY, [repo('bench/peer/transformers_loop.py'), '--hf', hfDir, '--export', exportDir, '--data', data, '--stage', STAGE, '--steps', String(STEPS), '--out', peerDir], work, 'the transformers loop');
+    const note = p.out.split('\n').find((l) => l.startsWith('peer: '))?.slice(6) ?? '';
+    sides.push({ label: 'transformers LLaVA loop', runDir: peerDir, wallS: p.seconds, note: `transformers ${transformersVersion}; ${note}`, rows: readMetrics(peerDir) });
+  } else console.log(`(transformers loop not measured: ${PY} cannot import transformers; npm run setup:torch installs it)`);
   for (const s of sides) if (s.rows.length !== STEPS || s.rows.some((m) => m.stage !== STAGE)) fail(`${s.label} wrote ${s.rows.length} metric rows (stages ${[...new Set(s.rows.map((m) => m.stage))].join(', ')}) in ${s.runDir}, expected ${STEPS} of stage ${STAGE}`);
 
   const stats = sides.map((s) => ({ s, ...throughput(s) }));
-  const ref = stats[stats.length - 1]!;
+  const ref = stats[stats.length - 1]!; // the transformers loop where it ran, else the exported program
   const hows = [...new Set(stats.map((x) => x.how))];
   console.log(`\nper-step time: ${hows.includes('median step') ? `median over steps ${WARMUP + 1}..${STEPS} (${WARMUP} warm-up steps dropped) of the difference of consecutive elapsed_s in each side's metrics.jsonl` : ''}${hows.filter((h) => h !== 'median step').map((h) => `; ${h}`).join('')}`);
   console.log(`tokens/s: mean \`tokens\` per step over those steps / median step time (${Math.round(ref.s.rows.slice(WARMUP).reduce((a, m) => a + m.tokens, 0) / (STEPS - WARMUP))} tokens a step, batch 16)`);
-  console.log('  side                         step ms   tokens/s   vs torch   process s (incl. start-up)');
+  console.log(`ratios: tokens/s over the ${ref.s.label}'s`);
+  console.log('  side                         step ms   tokens/s      ratio   process s (incl. start-up)');
   for (const x of stats) {
     console.log(`  ${x.s.label.padEnd(26)} ${x.ms.toFixed(1).padStart(9)} ${x.tokensPerSec.toFixed(0).padStart(10)} ${`${(x.tokensPerSec / ref.tokensPerSec).toFixed(2)}x`.padStart(10)}   ${x.s.wallS.toFixed(1).padStart(8)}${x.how === 'median step' ? '' : `  (${x.how})`}`);
   }
   for (const x of stats) console.log(`  ${x.s.label}: ${x.s.note}`);
-  for (const x of stats.slice(0, -1)) {
+  for (const x of stats.filter((x) => x.s !== torch)) {
     const n = Math.min(x.s.rows.length, torch.rows.length);
     let worst = 0, at = 0;
     for (let i = 0; i < n; i++) {
@@ -154,12 +189,12 @@ try {
       if (r > worst) (worst = r), (at = i + 1);
     }
     const sameTokens = x.s.rows.every((m, i) => m.tokens === torch.rows[i]!.tokens);
-    console.log(`loss check, ${x.s.label} vs torch: max relative loss difference ${worst.toExponential(2)} over ${n} common steps (at step ${at}); tokens per step ${sameTokens ? 'identical' : 'DIFFER'}`);
+    console.log(`loss check, ${x.s.label} vs the exported program: max relative loss difference ${worst.toExponential(2)} over ${n} common steps (at step ${at}); tokens per step ${sameTokens ? 'identical' : 'DIFFER'}`);
   }
   if (KEEP) console.log(`\nkept ${work}`);
 } catch (e) {
   if (!(e instanceof BenchError)) throw e;
-  console.error(`bench:export: ${e.message}${KEEP ? `\n(kept ${work})` : ''}`);
+  console.error(`bench:peer: ${e.message}${KEEP ? `\n(kept ${work})` : ''}`);
   process.exitCode = 1;
 } finally {
   if (!KEEP) fs.rmSync(work, { recursive: true, force: true });
