@@ -107,7 +107,8 @@ export function repeatKv(x: tf.Tensor3D, batch: number, n: number): tf.Tensor3D 
   if (n === 1) return x;
   const [BHk, T, d] = x.shape;
   const Hk = BHk / batch;
-  // rank 4, because tfjs has no gradient for a rank-5 tile; head h reads kv head floor(h / n) as in HF.
+  // head h reads kv head floor(h / n) as in HF. n copies concatenated, not tf.tile: tfjs-wasm's Tile took
+  // 6.8 ms for [16, 2, 1, 736] -> [16, 2, 2, 736] where Concat took 0.11 ms (measured here, alternating).
   const x4 = tf.reshape(x, [batch, Hk, 1, T * d]);
-  return tf.reshape(tf.tile(x4, [1, 1, n, 1]), [batch * Hk * n, T, d]) as tf.Tensor3D;
+  return tf.reshape(tf.concat(new Array<tf.Tensor>(n).fill(x4), 2), [batch * Hk * n, T, d]) as tf.Tensor3D;
 }
