@@ -6,7 +6,7 @@
 // PIPE1014) instead of recursing further, so the parser and the AST builder recurse a bounded depth
 // whatever the input. Flat chains (`1 + 1 + ...`, `a.b.c`) are read in loops; the AST builder bounds how
 // deep suffix chains nest.
-import { CstParser, EOF, tokenMatcher, type IToken, type TokenType } from 'chevrotain';
+import { CstParser, EOF, tokenMatcher, type CstNode, type IToken, type TokenType } from 'chevrotain';
 import * as T from '../lexer/tokens.js';
 
 const { Kw } = T;
@@ -90,6 +90,17 @@ export class PipeGrammar extends CstParser {
   private leave(levels: number): void {
     if (this.depth > MAX_NESTING && this.depth - levels <= MAX_NESTING) this.epoch++;
     this.depth -= levels;
+  }
+
+  /** A CST node, as Chevrotain makes it but for `children`: there `Object.create(null)`, which V8 keeps as a
+   * hash table (a slow, several-times-larger object per node, most of the CST's memory and so of the
+   * collector's work); here a plain object. The keys are rule and token names (`expression`, `Kw_if`),
+   * none of them a name Object.prototype has. */
+  cstInvocationStateUpdate(fullRuleName: string): void {
+    const self = this as unknown as { setInitialNodeLocation(n: CstNode): void; CST_STACK: CstNode[] };
+    const node: CstNode = { name: fullRuleName, children: {} };
+    self.setInitialNodeLocation(node);
+    self.CST_STACK.push(node);
   }
 
   /** Deep in an expression, no follow set: single-token insertion is off there, deletion still works. */
