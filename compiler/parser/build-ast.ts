@@ -14,6 +14,9 @@ const PRECEDENCE: Record<string, number> = { '|': 0, or: 1, and: 2, '==': 4, '!=
 /** `not` takes everything that binds tighter than `and`. */
 const NOT_PRECEDENCE = 3;
 
+/** No children under a key (read-only, like every array toks() and nodes() return). */
+const NONE: readonly CstElement[] = Object.freeze([]);
+
 function isToken(e: CstElement): e is IToken {
   return (e as IToken).image !== undefined;
 }
@@ -85,15 +88,23 @@ export class AstBuilder {
     const e = c[key]?.[i];
     return e && isToken(e) && !e.isInsertedInRecovery ? e : undefined;
   }
+  // A key of `children` holds tokens only or nodes only (a token name or label, or a rule name or label), so
+  // the CST's own array is handed out, not copied, where nothing is to be left out. Callers only read it.
   private toks(c: Children, key: string): IToken[] {
-    return (c[key] ?? []).filter((e): e is IToken => isToken(e) && !e.isInsertedInRecovery);
+    const all = c[key];
+    if (!all) return NONE as IToken[];
+    for (const e of all) if (!isToken(e) || e.isInsertedInRecovery) return all.filter((e): e is IToken => isToken(e) && !e.isInsertedInRecovery);
+    return all as IToken[];
   }
   private node(c: Children, key: string, i = 0): CstNode | undefined {
     const e = c[key]?.[i];
     return e && !isToken(e) ? e : undefined;
   }
   private nodes(c: Children, key: string): CstNode[] {
-    return (c[key] ?? []).filter((e): e is CstNode => !isToken(e));
+    const all = c[key];
+    if (!all) return NONE as CstNode[];
+    for (const e of all) if (isToken(e)) return all.filter((e): e is CstNode => !isToken(e));
+    return all as CstNode[];
   }
 
   private ident(t: IToken | undefined): A.Ident {
@@ -259,6 +270,7 @@ export class AstBuilder {
     type Item = { kind: 'not'; tok: IToken } | { kind: 'operand'; expr: A.Expr } | { kind: 'op'; tok: IToken };
     const c = n.children;
     const operands = this.nodes(c, 'power');
+    if (operands.length === 1 && !c['Kw_not'] && !c['op']) return this.power(operands[0]); // the common case: one operand
     const nots = this.toks(c, 'Kw_not');
     if (operands.length === 1 && !nots.length) return this.power(operands[0]);
     const items: Item[] = [];
