@@ -117,38 +117,48 @@ export class AstBuilder {
 
   // ---- declarations ----
 
+  private readonly imports: A.ImportDecl[] = [];
+  private readonly decls: A.Decl[] = [];
+
+  /** The whole file's AST from its CST. */
   file(cst: CstNode): A.FileNode {
-    const c = cst.children;
-    const imports: A.ImportDecl[] = [];
-    const decls: A.Decl[] = [];
     // Children of `file` are grouped by rule name; restore source order so the AST reads like the file.
-    const all = Object.values(c)
+    const all = Object.values(cst.children)
       .flat()
       .filter((e): e is CstNode => !!e && !isToken(e))
       .sort((a, b) => (a.location?.startOffset ?? 0) - (b.location?.startOffset ?? 0));
-    for (const n of all) {
-      switch (n.name) {
-        case 'importDecl':
-          imports.push({ kind: 'Import', path: this.string(this.tok(n.children, 'StringLit')), range: this.nodeRange(n) });
-          break;
-        case 'modelDecl':
-          decls.push(this.model(n));
-          break;
-        case 'datasetDecl':
-          decls.push({ kind: 'Dataset', name: this.ident(this.tok(n.children, 'Identifier')), init: this.expr(this.node(n.children, 'expression')), range: this.nodeRange(n) });
-          break;
-        case 'stageDecl':
-          decls.push({ kind: 'Stage', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
-          break;
-        case 'templateDecl':
-          decls.push({ kind: 'Template', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
-          break;
-        case 'signatureDecl':
-          decls.push(this.signature(n));
-          break;
-      }
+    for (const n of all) this.topLevel(n);
+    return this.finish();
+  }
+
+  /** One top-level declaration, in source order: parse() hands each over as soon as it is parsed (see
+   * PipeGrammar.onTopLevel), so its CST is garbage before the next one is read. */
+  topLevel(n: CstNode): void {
+    switch (n.name) {
+      case 'importDecl':
+        this.imports.push({ kind: 'Import', path: this.string(this.tok(n.children, 'StringLit')), range: this.nodeRange(n) });
+        break;
+      case 'modelDecl':
+        this.decls.push(this.model(n));
+        break;
+      case 'datasetDecl':
+        this.decls.push({ kind: 'Dataset', name: this.ident(this.tok(n.children, 'Identifier')), init: this.expr(this.node(n.children, 'expression')), range: this.nodeRange(n) });
+        break;
+      case 'stageDecl':
+        this.decls.push({ kind: 'Stage', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
+        break;
+      case 'templateDecl':
+        this.decls.push({ kind: 'Template', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
+        break;
+      case 'signatureDecl':
+        this.decls.push(this.signature(n));
+        break;
     }
-    return { kind: 'File', path: this.src.path, imports, decls, range: this.src.range(0, this.src.text.length) };
+  }
+
+  /** The file of the declarations handed over so far. */
+  finish(): A.FileNode {
+    return { kind: 'File', path: this.src.path, imports: this.imports, decls: this.decls, range: this.src.range(0, this.src.text.length) };
   }
 
   private model(n: CstNode): A.ModelDecl {

@@ -103,6 +103,22 @@ export class PipeGrammar extends CstParser {
     self.CST_STACK.push(node);
   }
 
+  /** Where each top-level declaration goes once parsed, instead of into the `file` node (parse() builds its
+   * AST there and then, so no whole-file CST outlives the parse: less for the collector to copy). */
+  onTopLevel: ((node: CstNode) => void) | undefined;
+
+  /** A finished child node, added to its parent; a top-level one goes to onTopLevel where that is set. The
+   * `file` node's location still covers it. Chevrotain calls this for partial nodes of a failed rule too. */
+  cstPostNonTerminal(ruleCstResult: CstNode, ruleName: string): void {
+    const self = this as unknown as { CST_STACK: CstNode[]; setNodeLocationFromNode(parent: CstNode['location'], child: CstNode['location']): void };
+    if (this.onTopLevel && self.CST_STACK.length === 1) {
+      self.setNodeLocationFromNode(self.CST_STACK[0].location, ruleCstResult.location);
+      this.onTopLevel(ruleCstResult);
+      return;
+    }
+    (CstParser.prototype as unknown as { cstPostNonTerminal(r: CstNode, n: string): void }).cstPostNonTerminal.call(this, ruleCstResult, ruleName);
+  }
+
   /** Deep in an expression, no follow set: single-token insertion is off there, deletion still works. */
   getFollowsForInRuleRecovery(tokType: TokenType, tokIdxInRule: number): TokenType[] {
     if (this.depth > IN_RULE_RECOVERY_LEVELS) return [];

@@ -136,21 +136,31 @@ export function lexPipe(source: SourceFile, diagnostics: Diagnostic[]): IToken[]
   return tokens;
 }
 
-/** What the parser made of the tokens: the CST (absent only if the parser gave up entirely) and where it
- * cut too deep an expression short (the AST builder reports those places once, see buildAst). */
+/** What the parser made of the tokens: the CST (absent only if the parser gave up entirely), the builder
+ * that was handed its top-level declarations if one was, and where the parser cut too deep an expression
+ * short (the AST builder reports those places once, see buildAst). */
 export interface SyntaxTree {
   cst: CstNode | undefined;
+  builder: AstBuilder | undefined;
   cuts: number[];
 }
 
-/** The second phase: tokens -> CST; syntax errors become diagnostics. */
-export function parseTokens(source: SourceFile, tokens: IToken[], diagnostics: Diagnostic[]): SyntaxTree {
+/** The second phase: tokens -> CST; syntax errors become diagnostics. Given a builder, each top-level
+ * declaration goes to it as soon as it is parsed and the CST keeps none (parse() does this; the two
+ * phases are then one pass). */
+export function parseTokens(source: SourceFile, tokens: IToken[], diagnostics: Diagnostic[], builder?: AstBuilder): SyntaxTree {
   const text = source.text;
   const parser = grammar();
   parser.text = text;
   parser.input = tokens;
-  const cst = parser.file();
-  parser.text = ''; // the grammar is shared: do not keep this file's text alive
+  parser.onTopLevel = builder && ((n) => builder.topLevel(n));
+  let cst: CstNode | undefined;
+  try {
+    cst = parser.file();
+  } finally {
+    parser.text = ''; // the grammar is shared: do not keep this file's text alive
+    parser.onTopLevel = undefined;
+  }
 
   for (const { after, token } of parser.missingCommas) {
     const d = make(M.ExpectedToken, source.range(token.startOffset, token.startOffset + token.image.length), "','", foundWord(token));
@@ -182,15 +192,16 @@ export function parseTokens(source: SourceFile, tokens: IToken[], diagnostics: D
       diagnostics.push(make(M.UnexpectedToken, range, found, expectationFor(e)));
     }
   }
-  return { cst, cuts: parser.tooDeep.map((s) => s.start) };
+  return { cst, builder, cuts: parser.tooDeep.map((s) => s.start) };
 }
 
-/** The third phase: CST -> AST (a recovered, partial one where the file has errors). */
+/** The third phase: CST -> AST (a recovered, partial one where the file has errors), or, where the parser
+ * has handed the declarations to a builder already, that builder's file. */
 export function buildAst(source: SourceFile, tree: SyntaxTree, diagnostics: Diagnostic[]): FileNode {
   const { text, path } = source;
   if (!tree.cst) return { kind: 'File', path, imports: [], decls: [], range: source.range(0, text.length) };
-  const builder = new AstBuilder(source);
-  const ast = builder.file(tree.cst);
+  const builder = tree.builder ?? new AstBuilder(source);
+  const ast = tree.builder ? builder.finish() : builder.file(tree.cst);
   // The builder may find too deep an expression the parser has already cut short and reported: a cut
   // inside its range, or just after it (what the parser skipped is in no CST node, so the range stops
   // before it), is the same place, reported once.
@@ -206,7 +217,7 @@ export function parse(path: string, text: string): ParseResult {
   const source = new SourceFile(path, text);
   const diagnostics: Diagnostic[] = [];
   const tokens = lexPipe(source, diagnostics);
-  const tree = parseTokens(source, tokens, diagnostics);
+  const tree = parseTokens(source, tokens, diagnostics, new AstBuilder(source));
   const ast = buildAst(source, tree, diagnostics);
   return { ast, source, diagnostics };
 }
