@@ -28,16 +28,30 @@ export class SourceFile {
     return this.lineStarts.length;
   }
 
+  /** The line (0-based) of the last position asked for: the parser asks in near source order, so the next
+   * one is most often on that line or the one after, found without a search. */
+  private lastLine = 0;
+
   position(offset: number): Position {
     const clamped = Math.max(0, Math.min(offset, this.text.length));
+    const starts = this.lineStarts;
+    const l = this.lastLine;
+    if (starts[l] <= clamped) {
+      if (l + 1 === starts.length || clamped < starts[l + 1]) return { line: l + 1, column: clamped - starts[l] + 1, offset: clamped };
+      if (l + 2 === starts.length || clamped < starts[l + 2]) {
+        this.lastLine = l + 1;
+        return { line: l + 2, column: clamped - starts[l + 1] + 1, offset: clamped };
+      }
+    }
     let lo = 0;
-    let hi = this.lineStarts.length - 1;
+    let hi = starts.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (this.lineStarts[mid] <= clamped) lo = mid;
+      if (starts[mid] <= clamped) lo = mid;
       else hi = mid - 1;
     }
-    return { line: lo + 1, column: clamped - this.lineStarts[lo] + 1, offset: clamped };
+    this.lastLine = lo;
+    return { line: lo + 1, column: clamped - starts[lo] + 1, offset: clamped };
   }
 
   range(startOffset: number, endOffset: number): Range {

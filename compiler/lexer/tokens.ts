@@ -1,6 +1,6 @@
 // Token vocabulary of .pipe. Keywords belong to the `Name` category so that a keyword may still be used
 // wherever a plain name is expected (a stage field called `data`, an argument called `template`).
-import { createToken, Lexer, type TokenType } from 'chevrotain';
+import { createToken, Lexer, type IToken, type TokenType } from 'chevrotain';
 
 export const Name = createToken({ name: 'Name', pattern: Lexer.NA });
 export const Identifier = createToken({ name: 'Identifier', pattern: /[A-Za-z_][A-Za-z0-9_]*/, categories: [Name] });
@@ -119,3 +119,14 @@ export const allTokens: TokenType[] = [
 /** Offsets only: SourceFile turns them into lines and columns where needed; tracking them here too made
  * lexing two to three times slower. */
 export const PipeLexer = new Lexer(allTokens, { positionTracking: 'onlyOffset', ensureOptimizations: false });
+
+/** The parser's node locations need each token's end offset, which 'onlyOffset' leaves out. Adding it to a
+ * made token (as parse() once did) gives every token a second, out-of-object property store: garbage the
+ * collector then copies. So the token is made with it, through the lexer's (untyped, internal) factory. */
+(PipeLexer as unknown as { createTokenInstance: unknown }).createTokenInstance = (image: string, startOffset: number, tokenTypeIdx: number, tokenType: TokenType): IToken => ({
+  image,
+  startOffset,
+  endOffset: startOffset + image.length - 1,
+  tokenTypeIdx,
+  tokenType,
+});

@@ -14,6 +14,9 @@ const PRECEDENCE: Record<string, number> = { '|': 0, or: 1, and: 2, '==': 4, '!=
 /** `not` takes everything that binds tighter than `and`. */
 const NOT_PRECEDENCE = 3;
 
+/** No children under a key (read-only, like every array toks() and nodes() return). */
+const NONE: readonly CstElement[] = Object.freeze([]);
+
 function isToken(e: CstElement): e is IToken {
   return (e as IToken).image !== undefined;
 }
@@ -85,15 +88,23 @@ export class AstBuilder {
     const e = c[key]?.[i];
     return e && isToken(e) && !e.isInsertedInRecovery ? e : undefined;
   }
+  // A key of `children` holds tokens only or nodes only (a token name or label, or a rule name or label), so
+  // the CST's own array is handed out, not copied, where nothing is to be left out. Callers only read it.
   private toks(c: Children, key: string): IToken[] {
-    return (c[key] ?? []).filter((e): e is IToken => isToken(e) && !e.isInsertedInRecovery);
+    const all = c[key];
+    if (!all) return NONE as IToken[];
+    for (const e of all) if (!isToken(e) || e.isInsertedInRecovery) return all.filter((e): e is IToken => isToken(e) && !e.isInsertedInRecovery);
+    return all as IToken[];
   }
   private node(c: Children, key: string, i = 0): CstNode | undefined {
     const e = c[key]?.[i];
     return e && !isToken(e) ? e : undefined;
   }
   private nodes(c: Children, key: string): CstNode[] {
-    return (c[key] ?? []).filter((e): e is CstNode => !isToken(e));
+    const all = c[key];
+    if (!all) return NONE as CstNode[];
+    for (const e of all) if (isToken(e)) return all.filter((e): e is CstNode => !isToken(e));
+    return all as CstNode[];
   }
 
   private ident(t: IToken | undefined): A.Ident {
@@ -106,38 +117,48 @@ export class AstBuilder {
 
   // ---- declarations ----
 
+  private readonly imports: A.ImportDecl[] = [];
+  private readonly decls: A.Decl[] = [];
+
+  /** The whole file's AST from its CST. */
   file(cst: CstNode): A.FileNode {
-    const c = cst.children;
-    const imports: A.ImportDecl[] = [];
-    const decls: A.Decl[] = [];
     // Children of `file` are grouped by rule name; restore source order so the AST reads like the file.
-    const all = Object.values(c)
+    const all = Object.values(cst.children)
       .flat()
       .filter((e): e is CstNode => !!e && !isToken(e))
       .sort((a, b) => (a.location?.startOffset ?? 0) - (b.location?.startOffset ?? 0));
-    for (const n of all) {
-      switch (n.name) {
-        case 'importDecl':
-          imports.push({ kind: 'Import', path: this.string(this.tok(n.children, 'StringLit')), range: this.nodeRange(n) });
-          break;
-        case 'modelDecl':
-          decls.push(this.model(n));
-          break;
-        case 'datasetDecl':
-          decls.push({ kind: 'Dataset', name: this.ident(this.tok(n.children, 'Identifier')), init: this.expr(this.node(n.children, 'expression')), range: this.nodeRange(n) });
-          break;
-        case 'stageDecl':
-          decls.push({ kind: 'Stage', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
-          break;
-        case 'templateDecl':
-          decls.push({ kind: 'Template', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
-          break;
-        case 'signatureDecl':
-          decls.push(this.signature(n));
-          break;
-      }
+    for (const n of all) this.topLevel(n);
+    return this.finish();
+  }
+
+  /** One top-level declaration, in source order: parse() hands each over as soon as it is parsed (see
+   * PipeGrammar.onTopLevel), so its CST is garbage before the next one is read. */
+  topLevel(n: CstNode): void {
+    switch (n.name) {
+      case 'importDecl':
+        this.imports.push({ kind: 'Import', path: this.string(this.tok(n.children, 'StringLit')), range: this.nodeRange(n) });
+        break;
+      case 'modelDecl':
+        this.decls.push(this.model(n));
+        break;
+      case 'datasetDecl':
+        this.decls.push({ kind: 'Dataset', name: this.ident(this.tok(n.children, 'Identifier')), init: this.expr(this.node(n.children, 'expression')), range: this.nodeRange(n) });
+        break;
+      case 'stageDecl':
+        this.decls.push({ kind: 'Stage', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
+        break;
+      case 'templateDecl':
+        this.decls.push({ kind: 'Template', name: this.ident(this.tok(n.children, 'Identifier')), fields: this.nodes(n.children, 'field').map((f) => this.field(f)), range: this.nodeRange(n) });
+        break;
+      case 'signatureDecl':
+        this.decls.push(this.signature(n));
+        break;
     }
-    return { kind: 'File', path: this.src.path, imports, decls, range: this.src.range(0, this.src.text.length) };
+  }
+
+  /** The file of the declarations handed over so far. */
+  finish(): A.FileNode {
+    return { kind: 'File', path: this.src.path, imports: this.imports, decls: this.decls, range: this.src.range(0, this.src.text.length) };
   }
 
   private model(n: CstNode): A.ModelDecl {
@@ -259,6 +280,7 @@ export class AstBuilder {
     type Item = { kind: 'not'; tok: IToken } | { kind: 'operand'; expr: A.Expr } | { kind: 'op'; tok: IToken };
     const c = n.children;
     const operands = this.nodes(c, 'power');
+    if (operands.length === 1 && !c['Kw_not'] && !c['op']) return this.power(operands[0]); // the common case: one operand
     const nots = this.toks(c, 'Kw_not');
     if (operands.length === 1 && !nots.length) return this.power(operands[0]);
     const items: Item[] = [];

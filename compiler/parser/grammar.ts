@@ -6,7 +6,7 @@
 // PIPE1014) instead of recursing further, so the parser and the AST builder recurse a bounded depth
 // whatever the input. Flat chains (`1 + 1 + ...`, `a.b.c`) are read in loops; the AST builder bounds how
 // deep suffix chains nest.
-import { CstParser, EOF, tokenMatcher, type IToken, type TokenType } from 'chevrotain';
+import { CstParser, EOF, tokenMatcher, type CstNode, type IToken, type TokenType } from 'chevrotain';
 import * as T from '../lexer/tokens.js';
 
 const { Kw } = T;
@@ -90,6 +90,33 @@ export class PipeGrammar extends CstParser {
   private leave(levels: number): void {
     if (this.depth > MAX_NESTING && this.depth - levels <= MAX_NESTING) this.epoch++;
     this.depth -= levels;
+  }
+
+  /** A CST node, as Chevrotain makes it but for `children`: there `Object.create(null)`, which V8 keeps as a
+   * hash table (a slow, several-times-larger object per node, most of the CST's memory and so of the
+   * collector's work); here a plain object. The keys are rule and token names (`expression`, `Kw_if`),
+   * none of them a name Object.prototype has. */
+  cstInvocationStateUpdate(fullRuleName: string): void {
+    const self = this as unknown as { setInitialNodeLocation(n: CstNode): void; CST_STACK: CstNode[] };
+    const node: CstNode = { name: fullRuleName, children: {} };
+    self.setInitialNodeLocation(node);
+    self.CST_STACK.push(node);
+  }
+
+  /** Where each top-level declaration goes once parsed, instead of into the `file` node (parse() builds its
+   * AST there and then, so no whole-file CST outlives the parse: less for the collector to copy). */
+  onTopLevel: ((node: CstNode) => void) | undefined;
+
+  /** A finished child node, added to its parent; a top-level one goes to onTopLevel where that is set. The
+   * `file` node's location still covers it. Chevrotain calls this for partial nodes of a failed rule too. */
+  cstPostNonTerminal(ruleCstResult: CstNode, ruleName: string): void {
+    const self = this as unknown as { CST_STACK: CstNode[]; setNodeLocationFromNode(parent: CstNode['location'], child: CstNode['location']): void };
+    if (this.onTopLevel && self.CST_STACK.length === 1) {
+      self.setNodeLocationFromNode(self.CST_STACK[0].location, ruleCstResult.location);
+      this.onTopLevel(ruleCstResult);
+      return;
+    }
+    (CstParser.prototype as unknown as { cstPostNonTerminal(r: CstNode, n: string): void }).cstPostNonTerminal.call(this, ruleCstResult, ruleName);
   }
 
   /** Deep in an expression, no follow set: single-token insertion is off there, deletion still works. */
@@ -364,40 +391,60 @@ export class PipeGrammar extends CstParser {
     (tok) => ({ ALT: () => this.CONSUME(tok, { LABEL: 'op' }) }),
   );
 
+  // The loops below are made once, not per operand: closures made on every call were a fifth of what
+  // parsing allocates. A prefix loop (`not`s, `-`s) recurses into no rule, so the one counter below
+  // serves each loop while it runs; the rule copies it out right after.
+
+  /** `not`s or `-`s read by the prefix loop now running. */
+  private prefixes = 0;
+  /** Set by the `-` loop of `power` when one `-` more would be too deep. */
+  private prefixesFull = false;
+
+  /** `not`s before the first operand; one past the limit, for `power` to skip. */
+  private readonly firstNots = {
+    GATE: () => this.depth + this.prefixes <= MAX_NESTING,
+    DEF: () => {
+      this.CONSUME(Kw.not);
+      this.prefixes++;
+    },
+  };
+
+  /** `not`s before a later operand. */
+  private readonly laterNots = {
+    GATE: () => this.depth + this.prefixes <= MAX_NESTING,
+    DEF: () => {
+      this.CONSUME2(Kw.not);
+      this.prefixes++;
+    },
+  };
+
+  /** An operator and the operand after it. */
+  private readonly laterOperand = () => {
+    this.OR(this.binaryOps);
+    this.prefixes = 0;
+    this.MANY3(this.laterNots);
+    const more = this.prefixes;
+    this.depth += more;
+    try {
+      this.SUBRULE2(this.power);
+    } finally {
+      this.leave(more);
+    }
+  };
+
   /** `not` binds looser than comparisons (`not a == b` is `not (a == b)`); the AST builder applies that.
    * Each `not` is a level: past the limit `power` skips the rest, `not`s included. */
   expression = this.RULE('expression', () => {
-    let nots = 0;
-    this.MANY({
-      GATE: () => this.depth + nots <= MAX_NESTING, // one `not` past the limit, for `power` to skip
-      DEF: () => {
-        this.CONSUME(Kw.not);
-        nots++;
-      },
-    });
+    this.prefixes = 0;
+    this.MANY(this.firstNots);
+    const nots = this.prefixes;
     this.depth += nots;
     try {
       this.SUBRULE(this.power);
     } finally {
       this.leave(nots);
     }
-    this.MANY2(() => {
-      this.OR(this.binaryOps);
-      let more = 0;
-      this.MANY3({
-        GATE: () => this.depth + more <= MAX_NESTING,
-        DEF: () => {
-          this.CONSUME2(Kw.not);
-          more++;
-        },
-      });
-      this.depth += more;
-      try {
-        this.SUBRULE2(this.power);
-      } finally {
-        this.leave(more);
-      }
-    });
+    this.MANY2(this.laterOperand);
   });
 
   private readonly atoms = [
@@ -419,37 +466,45 @@ export class PipeGrammar extends CstParser {
     { ALT: () => this.SUBRULE(this.indexSuffix) },
   ];
 
+  /** The `-`s of an operand; the atom is at level depth - 1 + prefixes. */
+  private readonly minuses = {
+    GATE: () => {
+      if (this.depth + this.prefixes <= MAX_NESTING) return true;
+      this.prefixesFull = true; // never set while Chevrotain records the grammar
+      return false;
+    },
+    DEF: () => {
+      this.CONSUME(T.Minus);
+      this.prefixes++;
+    },
+  };
+
+  private readonly suffix = () => this.OR2(this.suffixes);
+
+  private readonly exponent = () => {
+    this.CONSUME(T.StarStar);
+    this.SUBRULE(this.power);
+  };
+
   /** One operand: `-`s, an atom, suffixes (`.x`, `(...)`, `[...]`, read in a loop; the AST builder bounds
    * how deep they nest), and `** power`: right-associative, and binding tighter than a `-` on its left
    * (-2 ** 2 == -4). Each `-` is a level. */
   power = this.RULE('power', () => {
     if (!this.enter()) return;
     let minus = 0;
-    let full = false; // a `-` more would be too deep (never set while Chevrotain records the grammar)
     try {
-      this.MANY({
-        GATE: () => {
-          // The atom is at level depth - 1 + minus.
-          if (this.depth + minus <= MAX_NESTING) return true;
-          full = true;
-          return false;
-        },
-        DEF: () => {
-          this.CONSUME(T.Minus);
-          minus++;
-        },
-      });
+      this.prefixes = 0;
+      this.prefixesFull = false;
+      this.MANY(this.minuses);
+      minus = this.prefixes;
       this.depth += minus;
-      if (full && this.LA(1).tokenType === T.Minus) {
+      if (this.prefixesFull && this.LA(1).tokenType === T.Minus) {
         this.skipTooDeep();
         return;
       }
       this.OR(this.atoms);
-      this.MANY2(() => this.OR2(this.suffixes));
-      this.OPTION(() => {
-        this.CONSUME(T.StarStar);
-        this.SUBRULE(this.power);
-      });
+      this.MANY2(this.suffix);
+      this.OPTION(this.exponent);
     } finally {
       this.leave(minus + 1);
     }

@@ -1,6 +1,6 @@
 // parse(): text -> { ast, diagnostics }. Never throws: lexing and parsing errors become diagnostics and the
 // recovered, partial AST is still returned so later passes can report what they can.
-import type { IRecognitionException, IToken } from 'chevrotain';
+import type { CstNode, IRecognitionException, IToken } from 'chevrotain';
 import type { FileNode } from '../ast/nodes.js';
 import { M, type MessageDef } from '../diagnostics/catalogue.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
@@ -96,9 +96,10 @@ function expectationFor(e: IRecognitionException): string {
   return 'an expression';
 }
 
-export function parse(path: string, text: string): ParseResult {
-  const source = new SourceFile(path, text);
-  const diagnostics: Diagnostic[] = [];
+/** The tokens of a file, for the parser; lexing errors (and escapes a string may not hold) become
+ * diagnostics. The first of parse()'s three phases, exported so the benchmark can time each. */
+export function lexPipe(source: SourceFile, diagnostics: Diagnostic[]): IToken[] {
+  const text = source.text;
   const lexed = T.PipeLexer.tokenize(text);
 
   for (const err of lexed.errors) {
@@ -106,19 +107,22 @@ export function parse(path: string, text: string): ParseResult {
     diagnostics.push(make(M.UnexpectedCharacter, source.range(err.offset, err.offset + (err.length || 1)), ch.length > 12 ? `${ch.slice(0, 12)}...` : ch));
   }
 
-  const tokens: IToken[] = [];
-  for (const tok of lexed.tokens) {
-    tok.endOffset = tok.startOffset + tok.image.length - 1; // the lexer tracks start offsets only (tokens.ts)
-    if (tok.tokenType === T.UnterminatedString) {
+  // The lexer's own array is handed on unless a token must be replaced or dropped (rare: only in broken files).
+  const tokens = lexed.tokens;
+  let kept = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    const tok = tokens[i];
+    const type = tok.tokenType;
+    if (type === T.UnterminatedString) {
       diagnostics.push(make(M.UnterminatedString, source.range(tok.startOffset, tok.startOffset + tok.image.length)));
-      tokens.push({ ...tok, tokenType: T.StringLit, tokenTypeIdx: T.StringLit.tokenTypeIdx!, image: `${tok.image}"` });
+      tokens[kept++] = { ...tok, tokenType: T.StringLit, tokenTypeIdx: T.StringLit.tokenTypeIdx!, image: `${tok.image}"` };
       continue;
     }
-    if (tok.tokenType === T.UnterminatedComment) {
+    if (type === T.UnterminatedComment) {
       diagnostics.push(make(M.UnterminatedComment, source.range(tok.startOffset, tok.startOffset + 2)));
       continue;
     }
-    if (tok.tokenType === T.StringLit) {
+    if (type === T.StringLit && tok.image.includes('\\')) {
       for (const m of tok.image.matchAll(/\\(.)/g)) {
         if (!'ntr"\\0'.includes(m[1])) {
           const at = tok.startOffset + (m.index ?? 0);
@@ -126,14 +130,37 @@ export function parse(path: string, text: string): ParseResult {
         }
       }
     }
-    tokens.push(tok);
+    tokens[kept++] = tok;
   }
+  tokens.length = kept;
+  return tokens;
+}
 
+/** What the parser made of the tokens: the CST (absent only if the parser gave up entirely), the builder
+ * that was handed its top-level declarations if one was, and where the parser cut too deep an expression
+ * short (the AST builder reports those places once, see buildAst). */
+export interface SyntaxTree {
+  cst: CstNode | undefined;
+  builder: AstBuilder | undefined;
+  cuts: number[];
+}
+
+/** The second phase: tokens -> CST; syntax errors become diagnostics. Given a builder, each top-level
+ * declaration goes to it as soon as it is parsed and the CST keeps none (parse() does this; the two
+ * phases are then one pass). */
+export function parseTokens(source: SourceFile, tokens: IToken[], diagnostics: Diagnostic[], builder?: AstBuilder): SyntaxTree {
+  const text = source.text;
   const parser = grammar();
   parser.text = text;
   parser.input = tokens;
-  const cst = parser.file();
-  parser.text = ''; // the grammar is shared: do not keep this file's text alive
+  parser.onTopLevel = builder && ((n) => builder.topLevel(n));
+  let cst: CstNode | undefined;
+  try {
+    cst = parser.file();
+  } finally {
+    parser.text = ''; // the grammar is shared: do not keep this file's text alive
+    parser.onTopLevel = undefined;
+  }
 
   for (const { after, token } of parser.missingCommas) {
     const d = make(M.ExpectedToken, source.range(token.startOffset, token.startOffset + token.image.length), "','", foundWord(token));
@@ -165,20 +192,32 @@ export function parse(path: string, text: string): ParseResult {
       diagnostics.push(make(M.UnexpectedToken, range, found, expectationFor(e)));
     }
   }
+  return { cst, builder, cuts: parser.tooDeep.map((s) => s.start) };
+}
 
-  let ast: FileNode = { kind: 'File', path, imports: [], decls: [], range: source.range(0, text.length) };
-  if (cst) {
-    const builder = new AstBuilder(source);
-    ast = builder.file(cst);
-    // The builder may find too deep an expression the parser has already cut short and reported: a cut
-    // inside its range, or just after it (what the parser skipped is in no CST node, so the range stops
-    // before it), is the same place, reported once.
-    const cuts = parser.tooDeep.map((s) => s.start);
-    for (const d of builder.diagnostics) {
-      const at = cuts.find((x) => x >= d.range.start.offset);
-      if (at !== undefined && (at <= d.range.end.offset || !text.slice(d.range.end.offset, at).trim())) continue;
-      diagnostics.push({ ...d, hint: NESTING_HINT });
-    }
+/** The third phase: CST -> AST (a recovered, partial one where the file has errors), or, where the parser
+ * has handed the declarations to a builder already, that builder's file. */
+export function buildAst(source: SourceFile, tree: SyntaxTree, diagnostics: Diagnostic[]): FileNode {
+  const { text, path } = source;
+  if (!tree.cst) return { kind: 'File', path, imports: [], decls: [], range: source.range(0, text.length) };
+  const builder = tree.builder ?? new AstBuilder(source);
+  const ast = tree.builder ? builder.finish() : builder.file(tree.cst);
+  // The builder may find too deep an expression the parser has already cut short and reported: a cut
+  // inside its range, or just after it (what the parser skipped is in no CST node, so the range stops
+  // before it), is the same place, reported once.
+  for (const d of builder.diagnostics) {
+    const at = tree.cuts.find((x) => x >= d.range.start.offset);
+    if (at !== undefined && (at <= d.range.end.offset || !text.slice(d.range.end.offset, at).trim())) continue;
+    diagnostics.push({ ...d, hint: NESTING_HINT });
   }
+  return ast;
+}
+
+export function parse(path: string, text: string): ParseResult {
+  const source = new SourceFile(path, text);
+  const diagnostics: Diagnostic[] = [];
+  const tokens = lexPipe(source, diagnostics);
+  const tree = parseTokens(source, tokens, diagnostics, new AstBuilder(source));
+  const ast = buildAst(source, tree, diagnostics);
   return { ast, source, diagnostics };
 }
