@@ -65,7 +65,7 @@ export const MUTATIONS: Mutation[] = [
     file: 'runtime/ops/nn.js',
     edits: [
       { find: 'tf.reshape(x, [batch, Hk, 1, T * d])', replace: 'tf.reshape(x, [batch, 1, Hk, T * d])' },
-      { find: 'tf.tile(x4, [1, 1, n, 1])', replace: 'tf.tile(x4, [1, n, 1, 1])' },
+      { find: 'tf.concat(new Array(n).fill(x4), 2)', replace: 'tf.concat(new Array(n).fill(x4), 1)' },
     ],
     caughtBy: [{ file: OPS, grep: 'repeatKv gives' }, { file: COMPONENTS, grep: 'clip-llama: the language model' }],
   },
