@@ -72,7 +72,8 @@ export function syntheticTokenizer(graph: Graph, vocabSize: number): VocabTokeni
       for (const r of generateShapes({ ...synthOptions(d.attrs), task, count: Math.min(400, Number(d.attrs['count'] ?? 2000)) })) for (const t of r.turns) texts.push(t.text);
   }
   // every colour/shape word in both languages, whatever the sample happened to draw
-  return VocabTokenizer.fromTexts(texts.concat(allShapeWords()), vocabSize);
+  // lowercased: users type "What color ...", the generator writes "what color ..."
+  return VocabTokenizer.fromTexts(texts.concat(allShapeWords()), vocabSize, { lowercase: true });
 }
 
 function allShapeWords(): string[] {
