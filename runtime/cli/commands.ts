@@ -6,6 +6,7 @@ import { validateGraph } from '../../compiler/ir/validate.js';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { BACKEND_NAMES, type BackendChoice, initBackend, probeBackends } from '../backend/backends.js';
 import { releaseWebgpu } from '../backend/webgpu.js';
+import { UsageError } from '../../compiler/service/service.js';
 import { M, runtimeError } from '../errors.js';
 import { runProgram, type RunOptions } from '../train/run.js';
 import { Progress } from '../train/progress.js';
@@ -73,8 +74,10 @@ export async function backendsCommand(io: Io): Promise<number> {
 }
 
 export async function generateCommand(runDir: string, o: { image?: string; prompt?: string; backend?: string; maxTokens?: number; temperature?: number; topP?: number; seed?: number }, io: Io): Promise<number> {
+  // Without a prompt the model would continue an empty chat turn: text, but not an answer to anything
+  if (o.prompt === undefined) throw new UsageError('generate needs --prompt "..." (the question or instruction; --prompt "" for none, e.g. a captioning run)');
   const text = await generateFromRun(runDir, {
-    backend: backendChoice(o.backend), image: o.image, prompt: o.prompt ?? '', maxNewTokens: o.maxTokens ?? 32,
+    backend: backendChoice(o.backend), image: o.image, prompt: o.prompt, maxNewTokens: o.maxTokens ?? 32,
     temperature: o.temperature ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0, log: (s) => io.err(s + '\n'),
   }).finally(releaseWebgpu);
   io.out(text + '\n');

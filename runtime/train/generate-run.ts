@@ -1,15 +1,19 @@
 // `pipec generate RUN_DIR --image x.png --prompt "..."`: loads a finished run (its graph, tokenizer and
-// final checkpoint), lays the prompt out with the last stage's template, and generates.
+// final checkpoint), lays the prompt out with the last stage's template, and generates. What the model
+// cannot answer is refused before any weights load (a UsageError, exit 2): no image for a model that
+// always trained with one, or words its word-level vocabulary does not have (they would be <unk>, which
+// it never saw, and the answer would be a silent guess).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Graph } from '../../compiler/ir/graph.js';
+import type { Graph, ModelDef } from '../../compiler/ir/graph.js';
+import { UsageError } from '../../compiler/service/service.js';
 import { type BackendChoice, initBackend } from '../backend/backends.js';
 import { microBatchWork } from '../backend/wasm-threads.js';
 import { encoderOf, imageShapeOf, preprocessFor, SHAPES_CHAT, templateFor } from '../data/datasets.js';
 import { buildPrompt, PLAIN, type TemplateSpec } from '../data/examples.js';
 import { loadImageFile, preprocessImage } from '../data/images.js';
 import { loadTokenizer } from '../data/tokenizer.js';
-import { vocabTokenizerFromJson, type TextTokenizer } from '../data/vocab-tokenizer.js';
+import { SPECIALS, VocabTokenizer, vocabTokenizerFromJson, type TextTokenizer } from '../data/vocab-tokenizer.js';
 import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { generate } from '../generate.js';
@@ -43,21 +47,47 @@ export function runTemplate(graph: Graph): TemplateSpec {
   return SHAPES_CHAT;
 }
 
+/**
+ * Whether the run's model needs an image: it has a vision encoder and its last stage trained on data
+ * whose every record has one (generated shapes, or llava_json unless `require_image: false`).
+ */
+export function needsImage(graph: Graph, model: ModelDef): boolean {
+  if (!encoderOf(model)) return false;
+  const d = graph.datasets.find((x) => x.name === graph.stages[graph.stages.length - 1]!.data);
+  return !(d?.constructor === 'llava_json' && d.attrs['require_image'] === false);
+}
+
+/** Refuses a prompt with words a word-level vocabulary does not have, naming them and the words it has. */
+export function checkPromptWords(tok: TextTokenizer, prompt: string): void {
+  if (!(tok instanceof VocabTokenizer)) return; // subword tokenizers spell any word
+  const unknown = tok.unknownWords(prompt).filter((w) => w !== '<image>');
+  if (!unknown.length) return;
+  const known = tok.vocab.filter((w) => !(SPECIALS as readonly string[]).includes(w));
+  const shown = known.length > 60 ? `${known.slice(0, 60).join(' ')} ...` : known.join(' ');
+  throw new UsageError(
+    `the prompt has ${unknown.length === 1 ? 'a word' : 'words'} this run's vocabulary does not have: ${unknown.map((w) => JSON.stringify(w)).join(', ')} ` +
+      `(read as <unk>, which the model never trained on, the answer would be a guess)\n   hint: rephrase with the ${known.length} words it knows${tok.lowercase ? ' (any case)' : ''}: ${shown}`,
+  );
+}
+
 export async function generateFromRun(runDir: string, o: GenerateRunOptions): Promise<string> {
   const graphFile = path.join(runDir, 'graph.json');
   if (!fs.existsSync(graphFile)) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no graph.json (was it written by `pipec run`?)'], { file: runDir });
   const graph = JSON.parse(fs.readFileSync(graphFile, 'utf8')) as Graph;
   const ckpt = latestCheckpoint(runDir);
   if (!ckpt || !readTrainerState(ckpt).final) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no final checkpoint; finish the run first (`pipec run --resume`)'], { file: runDir });
-  // One sequence, one token a step once the prompt is in: the wasm backend's thread count follows that size
   const last = graph.stages[graph.stages.length - 1]!;
+  const model = graph.models.find((m) => m.name === last.model)!;
+  const enc = encoderOf(model);
+  if (!o.image && needsImage(graph, model))
+    throw new UsageError(`this run's model reads an image with every prompt (its encoder \`${enc!.name}\` trained on images only): give one with --image FILE`);
+  const tok = readRunTokenizer(runDir);
+  checkPromptWords(tok, o.prompt);
+  // One sequence, one token a step once the prompt is in: the wasm backend's thread count follows that size
   const backend = await initBackend(o.backend, { work: microBatchWork(last.memory.total_params, 1, last.max_length) });
   o.log(backend.note);
-  const model = graph.models.find((m) => m.name === graph.stages[graph.stages.length - 1]!.model)!;
   const params = new ParamStore(paramSpecs(model.components), 0);
   loadComponents(ckpt, model.components.map((c) => c.name), params);
-  const tok = readRunTokenizer(runDir);
-  const enc = encoderOf(model);
   let pixels: Float32Array | undefined;
   if (o.image) {
     if (!enc) throw runtimeError(M.RunDirInvalid, [runDir, 'its model has no vision encoder, so --image cannot be used'], { file: runDir });
