@@ -247,8 +247,8 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
 
   if (o.evaluate !== false && lastData?.data.heldoutRecords && params) {
     const runner = new ModelRunner(lastData.model, params, await loadCustomOps(lastData.model, o.baseDir));
-    summary.evaluation = evaluateShapes(runner, lastData.data, tokenizer, imageShapeOf(lastData.model), lastData.model.image_tokens ?? 0);
-    for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions: ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
+    summary.evaluation = evaluateShapes({ runner, tokenizer, template: lastData.data.template, imageShape: imageShapeOf(lastData.model), imageTokens: lastData.model.image_tokens ?? 0 }, lastData.data);
+    for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions (${e.language}): ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
   }
   summary.seconds = carriedSeconds + (performance.now() - t0) / 1000;
   run.lock.verify();
