@@ -2,8 +2,14 @@
 import { strict as assert } from 'node:assert';
 import type * as A from '../compiler/ast/nodes.js';
 import { parse } from '../compiler/parser/parse.js';
+import { MAX_NESTING } from '../compiler/parser/grammar.js';
 import { evaluate } from '../compiler/check/values.js';
+import { exprText } from '../compiler/check/instance.js';
 import { closest } from '../compiler/check/suggest.js';
+import { M } from '../compiler/diagnostics/catalogue.js';
+import { renderAll } from '../compiler/diagnostics/render.js';
+import { compile, MAX_DIAGNOSTICS_PER_FILE } from '../compiler/service/service.js';
+import { repo } from './paths.js';
 
 function expr(text: string): A.Expr {
   const r = parse('t.pipe', `stage s { x: ${text} }`);
@@ -63,6 +69,96 @@ describe('parser', () => {
     for (const text of ['', '\u0000', '{{{{', '"', '/*', 'model', 'stage s { x: ((((((((1', '@#$%^&', 'x'.repeat(10000)]) {
       const r = parse('c.pipe', text);
       for (const d of r.diagnostics) assert.ok(d.range.start.offset >= 0 && d.range.end.offset <= text.length);
+    }
+  });
+});
+
+describe('nesting and long input', () => {
+  // Each builds an expression whose deepest part is `k` levels down (docs/language.md, "Nesting").
+  const NESTED: Record<string, (k: number) => string> = {
+    parentheses: (k) => `${'('.repeat(k)}1${')'.repeat(k)}`,
+    lists: (k) => `${'['.repeat(k)}1${']'.repeat(k)}`,
+    objects: (k) => `${'{a: '.repeat(k)}1${'}'.repeat(k)}`,
+    calls: (k) => `${'f('.repeat(k)}1${')'.repeat(k)}`,
+    'unary minus': (k) => `${'- '.repeat(k)}1`,
+    not: (k) => `${'not '.repeat(k)}true`,
+    '**': (k) => Array(k + 1).fill('2').join(' ** '),
+    'if ... else': (k) => `${'if true then 1 else '.repeat(k)}1`,
+    'member suffixes': (k) => `y${'.a'.repeat(k)}`,
+    'call suffixes': (k) => `f${'(1)'.repeat(k)}`,
+  };
+
+  for (const [what, nested] of Object.entries(NESTED)) {
+    it(`${what}: ${MAX_NESTING} levels parse; one more is PIPE1014, and parsing goes on after it`, () => {
+      assert.deepEqual(parse('n.pipe', `stage s { x: ${nested(MAX_NESTING)} }`).diagnostics, []);
+      const text = `stage s { x: ${nested(MAX_NESTING + 1)} y: 2 }\nstage t { batch: 4 }\n`;
+      const r = parse('n.pipe', text);
+      assert.deepEqual(r.diagnostics.map((d) => d.code), [M.NestingTooDeep.code]);
+      const [s, t] = r.ast.decls as A.StageDecl[];
+      assert.deepEqual(s.fields.map((f) => f.name.name), ['x', 'y']);
+      assert.deepEqual(s.fields[1].value, { ...s.fields[1].value, kind: 'Number', value: 2 });
+      assert.equal(t.name.name, 't');
+    });
+  }
+
+  it('PIPE1014 points at what is past the limit', () => {
+    const text = `stage s { x: f(${'('.repeat(MAX_NESTING + 5)}1${')'.repeat(MAX_NESTING + 5)}) }`;
+    const [d] = parse('n.pipe', text).diagnostics;
+    // Inside `f(` is level 1, so the parenthesis at index i (from 0) is at level i + 1.
+    const first = text.indexOf('(', text.indexOf('f(') + 2) + MAX_NESTING;
+    assert.equal(d.range.start.offset, first);
+    assert.equal(text.slice(d.range.start.offset, d.range.end.offset), '(((((1)))))');
+  });
+
+  it('an operand missing past the limit is PIPE1014 too, not silence', () => {
+    const text = `stage s { x: ${'('.repeat(MAX_NESTING + 1)}${')'.repeat(MAX_NESTING + 1)} }`;
+    const [d, ...more] = parse('n.pipe', text).diagnostics;
+    assert.deepEqual([d.code, more], [M.NestingTooDeep.code, []]);
+    assert.equal(d.range.start.offset, text.indexOf(')'));
+  });
+
+  it('deeply nested unclosed brackets and 100,000 of one bracket end in a few located errors', () => {
+    for (const text of [`stage s { x: ${'[('.repeat(5000)}`, `dataset d = ${'{a: '.repeat(3000)}`, `dataset d = ${'('.repeat(100_000)}`, '('.repeat(100_000)]) {
+      const r = parse('u.pipe', text);
+      if (text.startsWith('dataset') || text.startsWith('stage')) assert.ok(r.diagnostics.some((d) => d.code === M.NestingTooDeep.code));
+      assert.ok(r.diagnostics.length <= 3, r.diagnostics.map((d) => `${d.code} ${d.message}`).join('\n'));
+      for (const d of r.diagnostics) assert.ok(d.range.start.offset >= 0 && d.range.end.offset <= text.length);
+    }
+  });
+
+  it('evaluates a 10,000-term expression on one line, left to right', () => {
+    const n = 10_000;
+    assert.deepEqual(evaluate(expr(Array(n).fill('1').join(' + ')), plainScope), { t: 'num', v: n });
+    assert.deepEqual(evaluate(expr(`${n} ${'- 1 '.repeat(n - 1)}`), plainScope), { t: 'num', v: 1 });
+    assert.deepEqual(evaluate(expr(`${Array(n).fill('true').join(' and ')} and false`), plainScope), { t: 'bool', v: false });
+    const list = evaluate(expr(Array(n).fill('2').join(' | ')), plainScope);
+    assert.ok(list?.t === 'list' && list.items.length === n);
+    assert.equal(exprText(expr(Array(n).fill('x1').join(' * '))), `${'x1 * '.repeat(40)}x1 ...`.slice(0, 197) + '...');
+  });
+});
+
+describe('diagnostics of hostile files', () => {
+  it('a file reports at most 100 diagnostics, then one PIPE1015 for the rest, as severe as they are', () => {
+    const text = `${'@ '.repeat(250)}\n`;
+    const r = compile({ file: repo('pipelines/__hostile__.pipe'), text, cwd: repo('.'), lower: false });
+    assert.equal(r.diagnostics.length, MAX_DIAGNOSTICS_PER_FILE + 1);
+    assert.ok(r.diagnostics.slice(0, -1).every((d) => d.code === M.UnexpectedCharacter.code));
+    const last = r.diagnostics[r.diagnostics.length - 1];
+    assert.deepEqual([last.code, last.severity, last.message], [M.TooManyDiagnostics.code, 'error', '150 more diagnostics in this file, not shown (the first 100 are)']);
+    assert.equal(last.range.start.offset, 2 * MAX_DIAGNOSTICS_PER_FILE); // where the 101st `@` is
+  });
+
+  it('a very long line is shown as a window around the column, underlined there', () => {
+    const before = '1 + '.repeat(10_000);
+    const text = `dataset d = f(count: ${before}1@ + 1)\n`;
+    const r = compile({ file: repo('pipelines/__hostile__.pipe'), text, cwd: repo('.'), lower: false });
+    assert.deepEqual(r.diagnostics.map((d) => d.code), [M.UnexpectedCharacter.code]);
+    for (const style of ['cli', 'baseline'] as const) {
+      const out = renderAll(r.diagnostics, r.sources, { style });
+      assert.ok(out.length < 600, `${out.length} characters`);
+      const [, shown, underline] = out.split('\n').slice(1);
+      assert.match(shown, /^1 \.\.\.[ +1]+1@ \+ 1\)$/);
+      assert.equal(underline.indexOf('^'), shown.indexOf('@'));
     }
   });
 });

@@ -22,6 +22,8 @@ function checkModelFlows(model: ModelInfo, reporter: Reporter): void {
   }
   model.llm = llms[0];
   const connected = new Set<string>();
+  /** The edges so far, from -> tos: a set, not a search of all edges for each new one. */
+  const edgesFrom = new Map<ComponentInfo, Set<ComponentInfo>>();
   for (const flow of model.decl.flows) {
     const chain: ComponentInfo[] = [];
     let ok = true;
@@ -51,7 +53,9 @@ function checkModelFlows(model: ModelInfo, reporter: Reporter): void {
         continue;
       }
       // The same edge written twice (in two flows) is one edge.
-      if (model.edges.some((e) => e.from === from && e.to === to)) continue;
+      const tos = edgesFrom.get(from) ?? new Set<ComponentInfo>();
+      if (tos.has(to)) continue;
+      edgesFrom.set(from, tos.add(to));
       model.edges.push({ from, to, at: into ? flow.at?.value : undefined, range });
       checkEdge(from, to, into, range, reporter, model);
     }

@@ -247,32 +247,55 @@ export function coerce(v: Value, type: ParamType, what: string, range: Range, ct
   }
 }
 
-export function namesIn(e: A.Expr): string[] {
-  switch (e.kind) {
-    case 'Ref':
-      return [e.name];
-    case 'Binary':
-      return [...namesIn(e.left), ...namesIn(e.right)];
-    case 'Unary':
-      return namesIn(e.operand);
-    case 'If':
-      return [...namesIn(e.cond), ...namesIn(e.then), ...namesIn(e.else)];
-    case 'Call':
-      return e.args.flatMap((a) => namesIn(a.value));
-    case 'List':
-    case 'Index':
-      return e.items.flatMap(namesIn);
-    case 'Member':
-      return namesIn(e.object);
-    default:
-      return [];
+/** The names an expression reads (constructor names of calls and the shape of `Tensor[...]` aside), in
+ * order. A loop over a stack, so a long chain `a + b + c + ...` (as deep as it is long) costs no stack. */
+export function namesIn(root: A.Expr): string[] {
+  const names: string[] = [];
+  const todo: A.Expr[] = [root];
+  const push = (xs: readonly A.Expr[]) => {
+    for (let i = xs.length - 1; i >= 0; i--) todo.push(xs[i]);
+  };
+  for (let e = todo.pop(); e; e = todo.pop()) {
+    switch (e.kind) {
+      case 'Ref':
+        names.push(e.name);
+        break;
+      case 'Binary':
+        push([e.left, e.right]);
+        break;
+      case 'Unary':
+        todo.push(e.operand);
+        break;
+      case 'If':
+        push([e.cond, e.then, e.else]);
+        break;
+      case 'Call':
+        push(e.args.map((a) => a.value));
+        break;
+      case 'List':
+      case 'Index':
+        push(e.items);
+        break;
+      case 'Member':
+        todo.push(e.object);
+        break;
+    }
   }
+  return names;
 }
 
 const PRECEDENCE: Record<A.BinaryOp, number> = { '|': 0, or: 1, and: 2, '==': 3, '!=': 3, '<': 3, '<=': 3, '>': 3, '>=': 3, '+': 4, '-': 4, '*': 5, '/': 5, '%': 5, x: 5, '**': 6 };
 
-/** Source text of an expression, for messages (`image % patch == 0`). */
+/** Messages and hovers show at most this much of an expression. */
+const EXPR_TEXT_MAX = 200;
+
+/** Source text of an expression, for messages (`image % patch == 0`); a long one is cut short with `...`. */
 export function exprText(e: A.Expr): string {
+  const text = fullText(e);
+  return text.length > EXPR_TEXT_MAX ? `${text.slice(0, EXPR_TEXT_MAX - 3)}...` : text;
+}
+
+function fullText(e: A.Expr): string {
   switch (e.kind) {
     case 'Number':
       return e.text;
@@ -285,24 +308,34 @@ export function exprText(e: A.Expr): string {
     case 'Ref':
       return e.name;
     case 'Member':
-      return `${exprText(e.object)}.${e.member.name}`;
+      return `${fullText(e.object)}.${e.member.name}`;
     case 'Call':
-      return `${exprText(e.callee)}(${e.args.map((a) => (a.name ? `${a.name.name}: ` : '') + exprText(a.value)).join(', ')})`;
+      return `${fullText(e.callee)}(${e.args.map((a) => (a.name ? `${a.name.name}: ` : '') + fullText(a.value)).join(', ')})`;
     case 'Index':
-      return `${exprText(e.object)}[${e.items.map(exprText).join(', ')}]`;
+      return `${fullText(e.object)}[${e.items.map(fullText).join(', ')}]`;
     case 'List':
-      return `[${e.items.map(exprText).join(', ')}]`;
+      return `[${e.items.map(fullText).join(', ')}]`;
     case 'Object':
-      return `{ ${e.fields.map((f) => `${f.name.name}: ${exprText(f.value)}`).join(', ')} }`;
+      return `{ ${e.fields.map((f) => `${f.name.name}: ${fullText(f.value)}`).join(', ')} }`;
     case 'Binary': {
-      const wrap = (x: A.Expr, right: boolean) =>
-        x.kind === 'Binary' && (PRECEDENCE[x.op] < PRECEDENCE[e.op] || (right && PRECEDENCE[x.op] === PRECEDENCE[e.op])) ? `(${exprText(x)})` : exprText(x);
-      return `${wrap(e.left, false)} ${e.op} ${wrap(e.right, true)}`;
+      // The left operands of a chain are binary again: walk them in a loop, from the leftmost.
+      const spine: A.BinaryExpr[] = [];
+      let x: A.Expr = e;
+      for (; x.kind === 'Binary'; x = x.left) spine.push(x);
+      let text = fullText(x);
+      for (let i = spine.length - 1; i >= 0; i--) {
+        const b = spine[i];
+        if (b.left.kind === 'Binary' && PRECEDENCE[b.left.op] < PRECEDENCE[b.op]) text = `(${text})`;
+        const r = b.right;
+        const right = r.kind === 'Binary' && PRECEDENCE[r.op] <= PRECEDENCE[b.op] ? `(${fullText(r)})` : fullText(r);
+        text = `${text} ${b.op} ${right}`;
+      }
+      return text;
     }
     case 'Unary':
-      return e.op === 'not' ? `not ${exprText(e.operand)}` : `-${exprText(e.operand)}`;
+      return e.op === 'not' ? `not ${fullText(e.operand)}` : `-${fullText(e.operand)}`;
     case 'If':
-      return `if ${exprText(e.cond)} then ${exprText(e.then)} else ${exprText(e.else)}`;
+      return `if ${fullText(e.cond)} then ${fullText(e.then)} else ${fullText(e.else)}`;
     case 'Missing':
       return '?';
   }

@@ -41,17 +41,25 @@ export interface StageEstimate {
   fits?: boolean;
 }
 
+/** Per program, optimizer name -> its `states` field: read once, not once per stage (thousands of stages). */
+const statesByProgram = new WeakMap<Program, Map<string, number>>();
+
 /** States per parameter kept by each optimizer (AdamW: first and second moment). */
 function optimizerStates(stage: StageInfo, program: Program): number {
   const name = stage.optimizer?.name;
   if (!name) return 2;
-  for (const f of program.files)
-    for (const d of f.ast.decls)
-      if (d.kind === 'Signature' && d.sigKind === 'optimizer' && d.name.name === name) {
-        const field = d.items.find((i) => i.kind === 'Field' && i.name.name === 'states');
-        if (field && field.kind === 'Field' && field.value.kind === 'Number') return field.value.value;
-      }
-  return 2;
+  let states = statesByProgram.get(program);
+  if (!states) {
+    states = new Map();
+    for (const f of program.files)
+      for (const d of f.ast.decls)
+        if (d.kind === 'Signature' && d.sigKind === 'optimizer' && !states.has(d.name.name)) {
+          const field = d.items.find((i) => i.kind === 'Field' && i.name.name === 'states');
+          if (field && field.kind === 'Field' && field.value.kind === 'Number') states.set(d.name.name, field.value.value);
+        }
+    statesByProgram.set(program, states);
+  }
+  return states.get(name) ?? 2;
 }
 
 function tokensThrough(c: ComponentInfo, stage: StageInfo): number {
@@ -68,11 +76,13 @@ export function estimateStage(stage: StageInfo, program: Program): StageEstimate
   const trainable = new Set(stage.train);
   // Walk the flow edges: anything downstream of a trainable component must keep its activations.
   const stores = new Set<ComponentInfo>(trainable);
-  let changed = true;
-  while (changed) {
-    changed = false;
-    for (const e of model.edges) if (stores.has(e.from) && !stores.has(e.to)) (stores.add(e.to), (changed = true));
+  const next = new Map<ComponentInfo, ComponentInfo[]>();
+  for (const e of model.edges) {
+    const tos = next.get(e.from) ?? [];
+    tos.push(e.to);
+    next.set(e.from, tos);
   }
+  for (const c of stores) for (const to of next.get(c) ?? []) stores.add(to); // a Set visits what is added while iterating
   const devices = stage.devices ? stage.devices.nodes * stage.devices.perNode : 1;
   const mixed = stage.precision !== 'fp32';
   const w = mixed ? 2 : 4;

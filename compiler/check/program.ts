@@ -151,6 +151,8 @@ export interface StageInfo {
 /** Collects diagnostics; every pass reports through it so that codes and messages come from the catalogue. */
 export class Reporter {
   readonly diagnostics: Diagnostic[] = [];
+  /** `file:offset` of every "cannot evaluate" so far (a set, not a search: there can be very many). */
+  private readonly evalErrorsAt = new Set<string>();
 
   report<Args extends unknown[]>(m: MessageDef<Args>, range: Range, ...args: Args): Diagnostic {
     const d: Diagnostic = { code: m.code, severity: m.severity, message: m.format(...args), range };
@@ -158,14 +160,16 @@ export class Reporter {
     return d;
   }
 
-  /** A "cannot evaluate" problem, unless recovery already produced an error at the same place. */
+  /** A "cannot evaluate" problem, unless one was already reported at the same place. */
   evalError(range: Range, why: string): void {
-    if (this.diagnostics.some((d) => d.range.file === range.file && d.range.start.offset === range.start.offset && d.code === M.CannotEvaluate.code)) return;
+    const at = `${range.file}:${range.start.offset}`;
+    if (this.evalErrorsAt.has(at)) return;
     if (why.startsWith('unknown unit')) {
       const m = /`([^`]*)`; use one of (.*)$/.exec(why);
       this.report(M.UnknownUnit, range, m?.[1] ?? '?', m?.[2] ?? '');
       return;
     }
+    this.evalErrorsAt.add(at);
     this.report(M.CannotEvaluate, range, why);
   }
 }

@@ -3,7 +3,6 @@
 import * as path from 'node:path';
 import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
-import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import { parse, type ParseResult } from '../parser/parse.js';
 import type { Host, LoadedFile, ParamType, Reporter, SigInfo } from './program.js';
 import { didYouMean } from './suggest.js';
@@ -50,18 +49,30 @@ export function loadProgram(entryPath: string, entryText: string, host: Host, re
   const byPath = new Map<string, LoadedFile>();
   const stdPrefix = host.stdlibDir.endsWith(path.sep) ? host.stdlibDir : host.stdlibDir + path.sep;
 
+  /** The files being loaded, each importing the next: an import of one of them closes a cycle. */
+  const loading: LoadedFile[] = [];
+
   const load = (abs: string, text: string): LoadedFile => {
     const isStdlib = abs.startsWith(stdPrefix);
     const result = parseCached(host.display(abs), text, isStdlib);
     const file: LoadedFile = { path: abs, source: result.source, ast: result.ast, imports: [], scope: new Map(), isStdlib };
     byPath.set(abs, file);
     files.push(file);
-    reporter.diagnostics.push(...result.diagnostics.map((d): Diagnostic => ({ ...d })));
+    for (const d of result.diagnostics) reporter.diagnostics.push({ ...d }); // not push(...): there may be very many
+    loading.push(file);
     for (const imp of result.ast.imports) {
       if (!imp.path.value) continue;
       const target = resolveImportPath(imp.path.value, abs, host);
       const known = byPath.get(target);
       if (known) {
+        const from = loading.indexOf(known);
+        if (from >= 0) {
+          // Still loading, so it imports this file, directly or not. Its names stay visible here (fewer
+          // follow-on errors), but a cycle is an error: neither file can be read first.
+          const cycle = [...loading.slice(from), known].map((f) => host.display(f.path)).join(' -> ');
+          const d = reporter.report(M.ImportCycle, imp.range, cycle);
+          d.hint = 'move what both files need into a third file that both import';
+        }
         if (!file.imports.includes(known)) file.imports.push(known);
         continue;
       }
@@ -76,6 +87,7 @@ export function loadProgram(entryPath: string, entryText: string, host: Host, re
       }
       file.imports.push(load(target, t));
     }
+    loading.pop();
     return file;
   };
 
@@ -145,13 +157,15 @@ function paramType(e: A.Expr, reporter: Reporter): ParamType | undefined {
     return undefined;
   }
   const values: string[] = [];
-  const collect = (x: A.Expr): boolean => {
-    if (x.kind === 'String') {
-      values.push(x.value);
-      return true;
-    }
-    if (x.kind === 'Binary' && x.op === '|') return collect(x.left) && collect(x.right);
-    return false;
+  // `"a" | "b" | "c"`: a chain whose left operands are `|` again, walked in a loop (it may be long).
+  const collect = (top: A.Expr): boolean => {
+    const rights: A.Expr[] = [];
+    let x = top;
+    for (; x.kind === 'Binary' && x.op === '|'; x = x.left) rights.push(x.right);
+    if (x.kind !== 'String') return false;
+    values.push(x.value);
+    for (let i = rights.length - 1; i >= 0; i--) if (!collect(rights[i])) return false;
+    return true;
   };
   if (e.kind !== 'Missing' && collect(e)) return { k: 'enum', values };
   if (e.kind !== 'Missing') reporter.report(M.UnknownType, e.range, 'expression');

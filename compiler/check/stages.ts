@@ -120,25 +120,31 @@ export function checkStages(program: Program, reporter: Reporter, sigOf: (d: A.S
   const order: string[] = [];
   const state = new Map<string, 'busy' | 'done'>();
   const inCycle = new Set<string>();
-  const visit = (name: string, trail: string[]): void => {
-    if (state.get(name) === 'done') return;
-    if (state.get(name) === 'busy') {
-      const cycle = [...trail.slice(trail.indexOf(name)), name];
-      const first = cycle[0];
-      if (!inCycle.has(first)) {
-        cycle.forEach((c) => inCycle.add(c));
-        const a = afterOf.get(cycle[cycle.length - 2]);
-        reporter.report(M.AfterCycle, a?.range ?? decls.get(first)!.decl.name.range, cycle.join(' -> '));
+  // Each stage has at most one `after`, so its dependencies are a chain: follow it in a loop (a chain of
+  // thousands of stages costs no stack), then emit the chain from its far end, dependencies first.
+  for (const start of decls.keys()) {
+    const trail: string[] = [];
+    const at = new Map<string, number>(); // name -> index in trail
+    for (let name: string | undefined = start; name !== undefined && state.get(name) !== 'done'; name = afterOf.get(name)?.name) {
+      if (state.get(name) === 'busy') {
+        const cycle = [...trail.slice(at.get(name)), name];
+        const first = cycle[0];
+        if (!inCycle.has(first)) {
+          cycle.forEach((c) => inCycle.add(c));
+          const a = afterOf.get(cycle[cycle.length - 2]);
+          reporter.report(M.AfterCycle, a?.range ?? decls.get(first)!.decl.name.range, cycle.join(' -> '));
+        }
+        break;
       }
-      return;
+      state.set(name, 'busy');
+      at.set(name, trail.length);
+      trail.push(name);
     }
-    state.set(name, 'busy');
-    const a = afterOf.get(name);
-    if (a) visit(a.name, [...trail, name]);
-    state.set(name, 'done');
-    order.push(name);
-  };
-  for (const name of decls.keys()) visit(name, []);
+    for (let i = trail.length - 1; i >= 0; i--) {
+      state.set(trail[i], 'done');
+      order.push(trail[i]);
+    }
+  }
 
   const infos = new Map<string, StageInfo>();
   for (const name of order) {

@@ -226,11 +226,12 @@ export function evaluate(e: A.Expr, scope: Scope): Value | undefined {
 }
 
 /** Arithmetic helpers usable in shape contracts, e.g. `floor(image / patch) ** 2`. */
-const BUILTINS: Record<string, (...xs: number[]) => number> = {
-  floor: Math.floor,
-  ceil: Math.ceil,
-  min: Math.min,
-  max: Math.max,
+const BUILTINS: Record<string, (xs: number[]) => number> = {
+  floor: (xs) => Math.floor(xs[0]),
+  ceil: (xs) => Math.ceil(xs[0]),
+  // A loop, not Math.min(...xs): spreading a very long argument list overflows the stack.
+  min: (xs) => xs.reduce((a, b) => Math.min(a, b)),
+  max: (xs) => xs.reduce((a, b) => Math.max(a, b)),
 };
 
 function builtin(e: A.CallExpr, scope: Scope): Value | undefined {
@@ -243,19 +244,31 @@ function builtin(e: A.CallExpr, scope: Scope): Value | undefined {
     xs.push(v.v);
   }
   if (xs.length === 0 || ((name === 'floor' || name === 'ceil') && xs.length !== 1)) return bad(scope, e.range, `${name}() takes ${name === 'floor' || name === 'ceil' ? 'one number' : 'numbers'}`);
-  return num(BUILTINS[name](...xs));
+  return num(BUILTINS[name](xs));
 }
 
+/** A chain `a + b + c + ...` is a tree whose left operands are binary again: it is folded in a loop from
+ * its leftmost operand, so a chain of any length costs no stack. */
 function binary(e: A.BinaryExpr, scope: Scope): Value | undefined {
-  const v = binaryRaw(e, scope);
+  const spine: A.BinaryExpr[] = [];
+  let x: A.Expr = e;
+  for (; x.kind === 'Binary'; x = x.left) spine.push(x);
+  let v = evaluate(x, scope);
+  for (let i = spine.length - 1; i >= 0; i--) v = binaryStep(spine[i], v, i < spine.length - 1 && spine[i + 1].op === '|', scope);
+  return v;
+}
+
+/** One operator of a chain, given the value of its left operand (undefined: that failed). `owned`: that
+ * value is a list the previous `|` of this chain made, which nothing else holds, so `|` may extend it. */
+function binaryStep(e: A.BinaryExpr, l: Value | undefined, owned: boolean, scope: Scope): Value | undefined {
+  const v = binaryRaw(e, l, owned, scope);
   if (v && v.t === 'num' && !Number.isFinite(v.v)) return bad(scope, e.range, 'the result is too large for a number');
   if (v && v.t === 'size' && !Number.isFinite(v.bytes)) return bad(scope, e.range, 'the result is too large for a size');
   return v;
 }
 
-function binaryRaw(e: A.BinaryExpr, scope: Scope): Value | undefined {
+function binaryRaw(e: A.BinaryExpr, l: Value | undefined, owned: boolean, scope: Scope): Value | undefined {
   if (e.op === 'and' || e.op === 'or') {
-    const l = evaluate(e.left, scope);
     if (!l) return undefined;
     if (l.t !== 'bool') return bad(scope, e.left.range, `\`${e.op}\` needs true or false, got ${typeName(l)}`);
     if (e.op === 'and' && !l.v) return l;
@@ -265,7 +278,6 @@ function binaryRaw(e: A.BinaryExpr, scope: Scope): Value | undefined {
     if (r.t !== 'bool') return bad(scope, e.right.range, `\`${e.op}\` needs true or false, got ${typeName(r)}`);
     return r;
   }
-  const l = evaluate(e.left, scope);
   const r = evaluate(e.right, scope);
   if (!l || !r) return undefined;
   switch (e.op) {
@@ -285,8 +297,12 @@ function binaryRaw(e: A.BinaryExpr, scope: Scope): Value | undefined {
       return { ...r, nodes: n.length === 2 ? n[0] : 1, perNode: n[n.length - 1] };
     }
     case '|': {
-      const items = [...(l.t === 'list' ? l.items : [l]), r];
-      return { t: 'list', items };
+      // `a | b | c` is one list; extending it in place keeps a long chain linear.
+      if (owned && l.t === 'list') {
+        l.items.push(r);
+        return l;
+      }
+      return { t: 'list', items: [...(l.t === 'list' ? l.items : [l]), r] };
     }
   }
   if (l.t === 'size' || r.t === 'size') return sizeArith(e, l, r, scope);

@@ -26,6 +26,9 @@ export const M = {
   UnexpectedToken: def(1011, 'error', (found: string, context: string) => `unexpected ${found}: expected ${context}`),
   TrailingInput: def(1012, 'error', (found: string) => `unexpected ${found} after the end of the declaration`),
   BadEscape: def(1013, 'error', (esc: string) => `unknown escape sequence '${esc}' in string`),
+  NestingTooDeep: def(1014, 'error', (limit: number) => `this expression nests more than ${limit} levels deep; the rest of it is not read`),
+  /** Stands for the diagnostics of a file past the first MAX_PER_FILE; its severity is the worst of theirs. */
+  TooManyDiagnostics: def(1015, 'error', (more: number, shown: number) => `${more} more diagnostic${more === 1 ? '' : 's'} in this file, not shown (the first ${shown} are)`),
 
   // ---- 2xxx names and imports ----
   ImportNotFound: def(2001, 'error', (path: string) => `cannot find import "${path}"`),
@@ -39,7 +42,7 @@ export const M = {
   UnknownStageField: def(2009, 'error', (field: string) => `unknown stage field \`${field}\``),
   DuplicateField: def(2010, 'error', (field: string) => `field \`${field}\` is given twice`),
   WrongDeclKind: def(2011, 'error', (name: string, actual: string, expected: string) => `\`${name}\` is ${actual}, but ${expected} is expected here`),
-  ImportCycle: def(2012, 'warning', (path: string) => `import of "${path}" forms a cycle; it is imported once`),
+  ImportCycle: def(2012, 'error', (cycle: string) => `this import closes a cycle: ${cycle}`),
   DataFileNotFound: def(2013, 'error', (dataset: string, file: string, why: string) => `data file "${file}" of dataset \`${dataset}\` ${why}`),
   ImagesFolderNotFound: def(2014, 'error', (dataset: string, dir: string, why: string) => `images folder "${dir}" of dataset \`${dataset}\` ${why}`),
   TokenizerNotFound: def(2015, 'error', (dataset: string, file: string, why: string) => `tokenizer file "${file}" of dataset \`${dataset}\` ${why}`),

@@ -63,19 +63,35 @@ function lowerComponent(c: ComponentInfo): ComponentDef {
 function flowOrder(model: ModelInfo): ComponentInfo[] {
   const comps = [...model.components.values()];
   const indeg = new Map(comps.map((c) => [c, 0]));
-  for (const e of model.edges) indeg.set(e.to, (indeg.get(e.to) ?? 0) + 1);
+  const outgoing = new Map<ComponentInfo, ComponentInfo[]>(); // in edge order, as a scan of all edges would find them
+  for (const e of model.edges) {
+    indeg.set(e.to, (indeg.get(e.to) ?? 0) + 1);
+    const tos = outgoing.get(e.from) ?? [];
+    tos.push(e.to);
+    outgoing.set(e.from, tos);
+  }
   const out: ComponentInfo[] = [];
   const ready = comps.filter((c) => indeg.get(c) === 0);
-  while (ready.length) {
-    const c = ready.shift()!;
+  for (let i = 0; i < ready.length; i++) {
+    const c = ready[i];
     out.push(c);
-    for (const e of model.edges)
-      if (e.from === c) {
-        indeg.set(e.to, indeg.get(e.to)! - 1);
-        if (indeg.get(e.to) === 0) ready.push(e.to);
-      }
+    for (const to of outgoing.get(c) ?? []) {
+      indeg.set(to, indeg.get(to)! - 1);
+      if (indeg.get(to) === 0) ready.push(to);
+    }
   }
   return out;
+}
+
+/** Edges into each component, in edge order. */
+function incomingEdges(model: ModelInfo): Map<ComponentInfo, ModelInfo['edges']> {
+  const into = new Map<ComponentInfo, ModelInfo['edges']>();
+  for (const e of model.edges) {
+    const list = into.get(e.to) ?? [];
+    list.push(e);
+    into.set(e.to, list);
+  }
+  return into;
 }
 
 function lowerModel(model: ModelInfo): ModelDef {
@@ -89,8 +105,9 @@ function lowerModel(model: ModelInfo): ModelDef {
 
   const nodes: NodeDef[] = [];
   const llm = model.llm!;
+  const into = incomingEdges(model);
   for (const c of order) {
-    const incoming = model.edges.filter((e) => e.to === c);
+    const incoming = into.get(c) ?? [];
     if (c.role !== 'llm') {
       const out: Dim[] = c.resolvedOutput ?? c.output ?? [];
       nodes.push({ id: c.name, op: c.op, component: c.name, inputs: c.role === 'encoder' ? ['pixel_values'] : incoming.map((e) => e.from.name), attrs: {}, shape: ['B', ...out] });

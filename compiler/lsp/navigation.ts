@@ -89,10 +89,15 @@ export class SymbolIndex {
       case 'Member':
         if (e.object.kind === 'Ref' && comps) this.ref(comps.get(e.object.name), e.object.range);
         return;
-      case 'Binary':
-        this.walkExpr(e.left, f, comps);
-        this.walkExpr(e.right, f, comps);
+      case 'Binary': {
+        // A chain `a + b + c + ...` nests to the left as deep as it is long: walk that spine in a loop.
+        const rights: A.Expr[] = [];
+        let x: A.Expr = e;
+        for (; x.kind === 'Binary'; x = x.left) rights.push(x.right);
+        this.walkExpr(x, f, comps);
+        for (let i = rights.length - 1; i >= 0; i--) this.walkExpr(rights[i], f, comps);
         return;
+      }
       case 'Unary':
         this.walkExpr(e.operand, f, comps);
         return;

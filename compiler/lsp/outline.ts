@@ -37,10 +37,19 @@ export function documentSymbols(ast: A.FileNode): DocumentSymbol[] {
 export function foldingRanges(ast: A.FileNode, text: string): FoldingRange[] {
   const out: FoldingRange[] = [];
   for (const d of ast.decls) if (d.range.end.line > d.range.start.line) out.push({ startLine: d.range.start.line - 1, endLine: d.range.end.line - 1 });
+  // Lines counted on from the previous comment, not from the top for each one (many comments, long file).
+  let line = 0;
+  let counted = 0;
+  const newlines = (from: number, to: number) => {
+    let n = 0;
+    for (let i = from; i < to; i++) if (text.charCodeAt(i) === 10) n++;
+    return n;
+  };
   for (const m of text.matchAll(/\/\*[\s\S]*?\*\//g)) {
-    const start = text.slice(0, m.index).split('\n').length - 1;
-    const end = start + m[0].split('\n').length - 1;
-    if (end > start) out.push({ startLine: start, endLine: end, kind: 'comment' });
+    line += newlines(counted, m.index);
+    counted = m.index;
+    const end = line + newlines(m.index, m.index + m[0].length);
+    if (end > line) out.push({ startLine: line, endLine: end, kind: 'comment' });
   }
   return out;
 }
@@ -68,8 +77,17 @@ export function semanticTokens(ast: A.FileNode, text: string): number[] {
   const rows: number[] = [];
   let prevLine = 0;
   let prevChar = 0;
+  // The lexer tracks offsets only: count lines on from token to token (they are in order).
+  let scanned = 0;
+  let lineNo = 0;
+  let lineStart = 0;
   const all = [...lexed.tokens, ...(lexed.groups.comments ?? [])].sort((a, b) => a.startOffset - b.startOffset);
   for (const t of all) {
+    for (; scanned < t.startOffset; scanned++) {
+      if (text.charCodeAt(scanned) !== 10) continue;
+      lineNo++;
+      lineStart = scanned + 1;
+    }
     const name = t.tokenType.name;
     let type: TokenType | undefined = byOffset.get(t.startOffset);
     if (!type) {
@@ -82,8 +100,8 @@ export function semanticTokens(ast: A.FileNode, text: string): number[] {
     if (!type) continue;
     // Multi-line tokens (block comments) are sent line by line, as the protocol requires.
     const lines = t.image.split('\n');
-    let line = (t.startLine ?? 1) - 1;
-    let char = (t.startColumn ?? 1) - 1;
+    let line = lineNo;
+    let char = t.startOffset - lineStart;
     for (const piece of lines) {
       if (piece.length) {
         rows.push(line - prevLine, line === prevLine ? char - prevChar : char, piece.length, TOKEN_TYPES.indexOf(type), 0);

@@ -2,7 +2,10 @@
 // yields a `Missing` expression or skips the declaration rather than throwing.
 import type { CstElement, CstNode, IToken } from 'chevrotain';
 import type * as A from '../ast/nodes.js';
+import { M } from '../diagnostics/catalogue.js';
+import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type { Range, SourceFile } from '../diagnostics/source.js';
+import { MAX_NESTING } from './grammar.js';
 
 type Children = Record<string, CstElement[] | undefined>;
 
@@ -21,7 +24,39 @@ function ok(n: number | undefined): n is number {
 
 export class AstBuilder {
   private lastGoodOffset = 0;
+  /** How many levels each expression nests (absent: 0). The grammar bounds nesting through brackets and
+   * prefix operators; suffix chains (`a.b.c`, `f(x)(y)`) it reads flat, so they are bounded here. The left
+   * operand of a binary operator is no deeper (long chains `1 + 1 + ...` are walked in loops). */
+  private readonly levels = new Map<A.Expr, number>();
+  /** PIPE1014 where the grammar's count cannot see the nesting: suffix chains, and `not`s that each take
+   * the rest of a chain (see climb). */
+  readonly diagnostics: Diagnostic[] = [];
   constructor(private readonly src: SourceFile) {}
+
+  /** How many levels below `e` its deepest atom is: 0 for an atom, -1 for nothing (what the parser
+   * skipped as too deep is Missing, and must not count as a level once more). */
+  private level(e: A.Expr): number {
+    return e.kind === 'Missing' ? -1 : (this.levels.get(e) ?? 0);
+  }
+
+  /** `e`, one level above the deepest of `inner`; past MAX_NESTING, reported and replaced by Missing. */
+  private nest(e: A.Expr, inner: Iterable<A.Expr>): A.Expr {
+    let deepest = -1;
+    for (const x of inner) deepest = Math.max(deepest, this.level(x));
+    if (deepest + 1 > MAX_NESTING) {
+      this.diagnostics.push({ code: M.NestingTooDeep.code, severity: M.NestingTooDeep.severity, message: M.NestingTooDeep.format(MAX_NESTING), range: e.range });
+      return { kind: 'Missing', range: e.range };
+    }
+    this.levels.set(e, deepest + 1);
+    return e;
+  }
+
+  /** A binary node is as deep as its deeper operand. */
+  private flat(e: A.BinaryExpr): A.Expr {
+    const l = Math.max(this.level(e.left), this.level(e.right));
+    if (l > 0) this.levels.set(e, l);
+    return e;
+  }
 
   // ---- ranges ----
 
@@ -205,24 +240,11 @@ export class AstBuilder {
 
   expr(n: CstNode | undefined): A.Expr {
     if (!n) return { kind: 'Missing', range: this.nodeRange(undefined) };
-    const c = n.children;
     switch (n.name) {
       case 'expression':
         return this.climb(n);
-      case 'unary':
-        if (c['Minus']) return { kind: 'Unary', op: '-', operand: this.expr(this.node(c, 'unary')), range: this.nodeRange(n) };
-        return this.expr(this.node(c, 'power'));
-      case 'power': {
-        const base = this.expr(this.node(c, 'postfix'));
-        if (!c['StarStar']) return base;
-        const star = this.tok(c, 'StarStar');
-        const exp = this.expr(this.node(c, 'unary'));
-        return { kind: 'Binary', op: '**', left: base, right: exp, opRange: this.tokRange(star), range: this.span(base, exp) };
-      }
-      case 'postfix':
-        return this.postfix(n);
-      case 'primary':
-        return this.primary(n);
+      case 'power':
+        return this.power(n);
       default:
         return { kind: 'Missing', range: this.nodeRange(n) };
     }
@@ -232,26 +254,42 @@ export class AstBuilder {
     return { file: a.range.file, start: a.range.start, end: b.range.end.offset >= a.range.start.offset ? b.range.end : a.range.start };
   }
 
-  /** Precedence climbing over the flat `operand (op operand)*` list of an `expression`. */
+  /** Precedence climbing over the flat `not* power (op not* power)*` list of an `expression`. */
   private climb(n: CstNode): A.Expr {
     type Item = { kind: 'not'; tok: IToken } | { kind: 'operand'; expr: A.Expr } | { kind: 'op'; tok: IToken };
-    const operands = this.nodes(n.children, 'operand');
-    if (operands.length === 1 && !operands[0].children['Kw_not']) return this.expr(this.node(operands[0].children, 'unary'));
+    const c = n.children;
+    const operands = this.nodes(c, 'power');
+    const nots = this.toks(c, 'Kw_not');
+    if (operands.length === 1 && !nots.length) return this.power(operands[0]);
     const items: Item[] = [];
-    const ops = (n.children['op'] ?? []).filter(isToken);
+    const ops = (c['op'] ?? []).filter(isToken);
+    let k = 0; // the next `not`; those before op i belong to operand i
     operands.forEach((o, i) => {
-      for (const t of this.toks(o.children, 'Kw_not')) items.push({ kind: 'not', tok: t });
-      items.push({ kind: 'operand', expr: this.expr(this.node(o.children, 'unary')) });
+      const before = i < ops.length ? ops[i].startOffset : Infinity;
+      for (; k < nots.length && nots[k].startOffset < before; k++) items.push({ kind: 'not', tok: nots[k] });
+      items.push({ kind: 'operand', expr: this.power(o) });
       if (i < ops.length) items.push({ kind: 'op', tok: ops[i] });
     });
     let at = 0;
+    // A `not` takes what follows up to a looser operator, `not`s in it included: `not a + not b + ...`
+    // nests once per `not` although each operand has one. Past the limit the rest is one PIPE1014.
+    let open = 0;
     const parse = (minPrec: number): A.Expr => {
       let left: A.Expr;
       const first = items[at++];
       if (!first) return { kind: 'Missing', range: this.nodeRange(n) };
       if (first.kind === 'not') {
+        if (open === MAX_NESTING) {
+          const start = this.src.position(first.tok.startOffset);
+          const range = { ...this.nodeRange(n), start };
+          at = items.length;
+          this.diagnostics.push({ code: M.NestingTooDeep.code, severity: M.NestingTooDeep.severity, message: M.NestingTooDeep.format(MAX_NESTING), range });
+          return { kind: 'Missing', range };
+        }
+        open++;
         const operand = parse(NOT_PRECEDENCE);
-        left = { kind: 'Unary', op: 'not', operand, range: this.span({ range: this.tokRange(first.tok) }, operand) };
+        open--;
+        left = this.nest({ kind: 'Unary', op: 'not', operand, range: this.span({ range: this.tokRange(first.tok) }, operand) }, [operand]);
       } else if (first.kind === 'operand') left = first.expr;
       else left = { kind: 'Missing', range: this.tokRange(first.tok) };
       for (;;) {
@@ -261,14 +299,34 @@ export class AstBuilder {
         if (prec < minPrec) return left;
         at++;
         const right = parse(prec + 1);
-        left = { kind: 'Binary', op: next.tok.image as A.BinaryOp, left, right, opRange: this.tokRange(next.tok), range: this.span(left, right) };
+        left = this.flat({ kind: 'Binary', op: next.tok.image as A.BinaryOp, left, right, opRange: this.tokRange(next.tok), range: this.span(left, right) });
       }
     };
     return parse(0);
   }
 
+  /** One operand: `-`s, an atom, its suffixes, `** power`. */
+  private power(n: CstNode): A.Expr {
+    const c = n.children;
+    let e = this.postfix(n);
+    if (c['StarStar']) {
+      const star = this.tok(c, 'StarStar');
+      const exp = this.expr(this.node(c, 'power'));
+      e = this.flat({ kind: 'Binary', op: '**', left: e, right: exp, opRange: this.tokRange(star), range: this.span(e, exp) });
+    }
+    const minus = this.toks(c, 'Minus');
+    if (!minus.length) return e;
+    const end = this.nodeRange(n).end;
+    for (let i = minus.length - 1; i >= 0; i--) {
+      const start = this.src.position(minus[i].startOffset);
+      e = this.nest({ kind: 'Unary', op: '-', operand: e, range: { file: this.src.path, start, end: end.offset >= start.offset ? end : start } }, [e]);
+    }
+    return e;
+  }
+
+  /** The atom of a `power` node and its suffixes, applied from the left. */
   private postfix(n: CstNode): A.Expr {
-    let e = this.expr(this.node(n.children, 'primary'));
+    let e = this.primary(n);
     const c = n.children;
     if (!c['memberSuffix'] && !c['callSuffix'] && !c['indexSuffix']) return e; // the common case: no suffix
     const suffixes = [...this.nodes(n.children, 'memberSuffix'), ...this.nodes(n.children, 'callSuffix'), ...this.nodes(n.children, 'indexSuffix')].sort(
@@ -277,13 +335,24 @@ export class AstBuilder {
     for (const s of suffixes) {
       const end = this.nodeRange(s).end;
       const range = { file: e.range.file, start: e.range.start, end: end.offset >= e.range.end.offset ? end : e.range.end };
-      if (s.name === 'memberSuffix') e = { kind: 'Member', object: e, member: this.ident(this.tok(s.children, 'Name')), range };
-      else if (s.name === 'callSuffix') e = { kind: 'Call', callee: e, args: this.args(this.node(s.children, 'args')), range };
-      else e = { kind: 'Index', object: e, items: this.exprList(this.node(s.children, 'exprList')), range };
+      if (s.name === 'memberSuffix') e = this.nest({ kind: 'Member', object: e, member: this.ident(this.tok(s.children, 'Name')), range }, [e]);
+      else if (s.name === 'callSuffix') {
+        const args = this.args(this.node(s.children, 'args'));
+        e = this.nest({ kind: 'Call', callee: e, args, range }, [e, ...args.map((a) => a.value)]);
+      } else {
+        const items = this.exprList(this.node(s.children, 'exprList'));
+        e = this.nest({ kind: 'Index', object: e, items, range }, [e, ...items]);
+      }
+      if (e.kind === 'Missing') {
+        // The rest of the chain is as deep or deeper: one report for the chain, and the whole chain is missing.
+        e.range = { ...e.range, end: this.nodeRange(n).end };
+        break;
+      }
     }
     return e;
   }
 
+  /** The atom of a `power` node: a literal, a name, or a bracketed or `if` expression. */
   private primary(n: CstNode): A.Expr {
     const c = n.children;
     let t: IToken | undefined;
@@ -298,16 +367,24 @@ export class AstBuilder {
     if ((t = this.tok(c, 'Identifier'))) return { kind: 'Ref', name: t.image, range: this.tokRange(t) };
     let s: CstNode | undefined;
     if ((s = this.node(c, 'parenExpr'))) return this.expr(this.node(s.children, 'expression'));
-    if ((s = this.node(c, 'listExpr'))) return { kind: 'List', items: this.exprList(this.node(s.children, 'exprList')), range: this.nodeRange(s) };
-    if ((s = this.node(c, 'objectExpr'))) return { kind: 'Object', fields: this.nodes(s.children, 'field').map((f) => this.field(f)), range: this.nodeRange(s) };
-    if ((s = this.node(c, 'ifExpr')))
-      return {
+    if ((s = this.node(c, 'listExpr'))) {
+      const items = this.exprList(this.node(s.children, 'exprList'));
+      return this.nest({ kind: 'List', items, range: this.nodeRange(s) }, items);
+    }
+    if ((s = this.node(c, 'objectExpr'))) {
+      const fields = this.nodes(s.children, 'field').map((f) => this.field(f));
+      return this.nest({ kind: 'Object', fields, range: this.nodeRange(s) }, fields.map((f) => f.value));
+    }
+    if ((s = this.node(c, 'ifExpr'))) {
+      const e: A.IfExpr = {
         kind: 'If',
         cond: this.expr(this.node(s.children, 'cond')),
         then: this.expr(this.node(s.children, 'then')),
         else: this.expr(this.node(s.children, 'else')),
         range: this.nodeRange(s),
       };
+      return this.nest(e, [e.cond, e.then, e.else]);
+    }
     return { kind: 'Missing', range: this.nodeRange(n) };
   }
 }

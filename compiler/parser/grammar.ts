@@ -1,13 +1,117 @@
 // The .pipe grammar: syntax only, no actions. `build-ast.ts` turns the CST into the typed AST.
-import { CstParser, type TokenType } from 'chevrotain';
+//
+// Nesting is bounded. Every operand is a `power` node, one level deeper than the expression it is in (so
+// each bracket, `if` and right side of `**` opens a level), and each unary `-` and `not` opens a level too;
+// past MAX_NESTING levels the parser skips the rest of that expression (recorded in `tooDeep`, reported as
+// PIPE1014) instead of recursing further, so the parser and the AST builder recurse a bounded depth
+// whatever the input. Flat chains (`1 + 1 + ...`, `a.b.c`) are read in loops; the AST builder bounds how
+// deep suffix chains nest.
+import { CstParser, EOF, tokenMatcher, type IToken, type TokenType } from 'chevrotain';
 import * as T from '../lexer/tokens.js';
 
 const { Kw } = T;
 
+/** Expression levels the parser reads; a human writes a handful, generated code a few dozen. The node
+ * stack allows several hundred, so this leaves room for the passes that walk the tree after parsing. */
+export const MAX_NESTING = 64;
+
+const OPENERS = new Set<TokenType>([T.LParen, T.LBracket, T.LBrace]);
+const CLOSERS = new Set<TokenType>([T.RParen, T.RBracket, T.RBrace]);
+/** Past this many expression levels, a missing or extra token is recovered from by skipping ahead (re-sync)
+ * only: Chevrotain's single-token insertion walks the grammar along the whole rule stack, recursively, which
+ * would double the stack a deep parse needs. */
+const IN_RULE_RECOVERY_LEVELS = 16;
+
+/** The part of Chevrotain's recovery (an internal method, not in its typings) that the grammar limits. */
+interface InRuleRecovery {
+  getFollowsForInRuleRecovery(tokType: TokenType, tokIdxInRule: number): TokenType[];
+}
+
+/** Tokens that never occur inside an expression at its own bracket level: a too-deep expression ends
+ * before them (keywords only when not after `.`, where they are member names). */
+const ENDS_EXPRESSION = new Set<TokenType>([
+  T.Comma, T.Colon, T.Equals, T.Arrow,
+  Kw.import, Kw.model, Kw.encoder, Kw.projector, Kw.llm, Kw.flow, Kw.at, Kw.dataset, Kw.stage, Kw.weights, Kw.where,
+  Kw.preset, Kw.tensor, Kw.template, Kw.data, Kw.optimizer, Kw.schedule, Kw.device, Kw.for,
+]);
+
 export class PipeGrammar extends CstParser {
+  /** Expression levels open at the current token (see the header). */
+  private depth = 0;
+  /** Where expressions went deeper than MAX_NESTING, as offsets of what was skipped (empty where nothing
+   * was left to skip): one span per operand at the deepest allowed level (its `if` condition and branches,
+   * say, may each be skipped; one report). */
+  tooDeep: Array<{ start: number; end: number; epoch: number }> = [];
+  /** Counts the times the parser came back up from past the limit, to tell those operands apart. */
+  private epoch = 0;
+
   constructor() {
     super(T.allTokens, { recoveryEnabled: true, maxLookahead: 2, nodeLocationTracking: 'onlyOffset' });
     this.performSelfAnalysis();
+  }
+
+  override reset(): void {
+    super.reset();
+    this.depth = 0;
+    this.tooDeep = [];
+    this.epoch = 0;
+  }
+
+  /** Close `levels` expression levels. */
+  private leave(levels: number): void {
+    if (this.depth > MAX_NESTING && this.depth - levels <= MAX_NESTING) this.epoch++;
+    this.depth -= levels;
+  }
+
+  /** Deep in an expression, no follow set: single-token insertion is off there, deletion still works. */
+  getFollowsForInRuleRecovery(tokType: TokenType, tokIdxInRule: number): TokenType[] {
+    if (this.depth > IN_RULE_RECOVERY_LEVELS) return [];
+    return (CstParser.prototype as unknown as InRuleRecovery).getFollowsForInRuleRecovery.call(this, tokType, tokIdxInRule);
+  }
+
+  /** Open one more expression level, or, past the limit, skip the rest of this expression and say no. */
+  private enter(): boolean {
+    // The outermost operand is level 0 (depth 1), so an operand may be entered at depth MAX_NESTING.
+    if (this.depth <= MAX_NESTING) {
+      this.depth++;
+      return true;
+    }
+    this.skipTooDeep();
+    return false;
+  }
+
+  /** Skip to the end of the expression that starts here: the closer of a bracket opened before it, or a
+   * token that cannot be inside it, or the end of the file. The skipped tokens are in no CST node. */
+  private skipTooDeep(): void {
+    const first = this.LA(1);
+    let last: IToken | undefined;
+    let open = 0;
+    let ifs = 0; // `if`s begun in the skipped part: their `then` and `else` belong to it
+    for (let t = first; t.tokenType !== EOF; t = this.LA(1)) {
+      const type = t.tokenType;
+      if (OPENERS.has(type)) open++;
+      else if (CLOSERS.has(type)) {
+        if (open === 0) break;
+        open--;
+      } else if (open === 0 && last && last.tokenType !== T.Dot) {
+        if (ENDS_EXPRESSION.has(type)) break;
+        if (tokenMatcher(t, T.Name) && this.LA(2).tokenType === T.Colon) break; // the next `field: value`
+        if (type === Kw.then || type === Kw.else) {
+          if (ifs === 0) break; // the condition or a branch of an `if` around this expression ends here
+          if (type === Kw.else) ifs--;
+        }
+      }
+      if (type === Kw.if && last?.tokenType !== T.Dot) ifs++;
+      last = t;
+      this.SKIP_TOKEN();
+    }
+    // Nothing to skip (`(((...()...)))`): the operand that is missing here is still too deep.
+    const before = this.LA(0);
+    const at = first.tokenType !== EOF ? first.startOffset : Number.isFinite(before.startOffset) ? before.startOffset + before.image.length : 0;
+    const end = last ? last.startOffset + last.image.length : at;
+    const prev = this.tooDeep[this.tooDeep.length - 1];
+    if (prev?.epoch === this.epoch) prev.end = Math.max(prev.end, end);
+    else this.tooDeep.push({ start: last ? first.startOffset : at, end, epoch: this.epoch });
   }
 
   file = this.RULE('file', () => {
@@ -214,56 +318,104 @@ export class PipeGrammar extends CstParser {
 
   // ---- expressions ----
   // Binary operators are parsed flat (operand (op operand)*) and given their precedence when the AST is
-  // built (build-ast.ts): a rule per precedence level would make a dozen CST nodes per literal.
+  // built (build-ast.ts); an operand is one `power` node, whatever its prefixes and suffixes. A rule per
+  // precedence level, or per prefix, would cost a dozen rule calls and CST nodes per literal, and a long
+  // expression is mostly literals.
 
+  /** The binary operators, made once: Chevrotain recommends not building alternatives on every call. */
+  private readonly binaryOps = ([T.Pipe, Kw.or, Kw.and, T.EqEq, T.NotEq, T.LtEq, T.GtEq, T.Lt, T.Gt, T.Plus, T.Minus, T.Star, T.Slash, T.Percent, Kw.x] as TokenType[]).map(
+    (tok) => ({ ALT: () => this.CONSUME(tok, { LABEL: 'op' }) }),
+  );
+
+  /** `not` binds looser than comparisons (`not a == b` is `not (a == b)`); the AST builder applies that.
+   * Each `not` is a level: past the limit `power` skips the rest, `not`s included. */
   expression = this.RULE('expression', () => {
-    this.SUBRULE(this.operand);
-    this.MANY(() => {
-      this.OR(
-        ([T.Pipe, Kw.or, Kw.and, T.EqEq, T.NotEq, T.LtEq, T.GtEq, T.Lt, T.Gt, T.Plus, T.Minus, T.Star, T.Slash, T.Percent, Kw.x] as TokenType[]).map((tok) => ({
-          ALT: () => this.CONSUME(tok, { LABEL: 'op' }),
-        })),
-      );
-      this.SUBRULE2(this.operand);
-    });
-  });
-
-  /** `not` binds looser than comparisons (`not a == b` is `not (a == b)`); the AST builder applies that. */
-  operand = this.RULE('operand', () => {
-    this.MANY(() => this.CONSUME(Kw.not));
-    this.SUBRULE(this.unary);
-  });
-
-  unary = this.RULE('unary', () => {
-    this.OR([
-      {
-        ALT: () => {
-          this.CONSUME(T.Minus);
-          this.SUBRULE(this.unary);
-        },
+    let nots = 0;
+    this.MANY({
+      GATE: () => this.depth + nots <= MAX_NESTING, // one `not` past the limit, for `power` to skip
+      DEF: () => {
+        this.CONSUME(Kw.not);
+        nots++;
       },
-      { ALT: () => this.SUBRULE(this.power) },
-    ]);
-  });
-
-  // Right-associative, and binds tighter than unary minus on its left: -2 ** 2 == -4.
-  power = this.RULE('power', () => {
-    this.SUBRULE(this.postfix);
-    this.OPTION(() => {
-      this.CONSUME(T.StarStar);
-      this.SUBRULE(this.unary);
+    });
+    this.depth += nots;
+    try {
+      this.SUBRULE(this.power);
+    } finally {
+      this.leave(nots);
+    }
+    this.MANY2(() => {
+      this.OR(this.binaryOps);
+      let more = 0;
+      this.MANY3({
+        GATE: () => this.depth + more <= MAX_NESTING,
+        DEF: () => {
+          this.CONSUME2(Kw.not);
+          more++;
+        },
+      });
+      this.depth += more;
+      try {
+        this.SUBRULE2(this.power);
+      } finally {
+        this.leave(more);
+      }
     });
   });
 
-  postfix = this.RULE('postfix', () => {
-    this.SUBRULE(this.primary);
-    this.MANY(() =>
-      this.OR([
-        { ALT: () => this.SUBRULE(this.memberSuffix) },
-        { ALT: () => this.SUBRULE(this.callSuffix) },
-        { ALT: () => this.SUBRULE(this.indexSuffix) },
-      ]),
-    );
+  private readonly atoms = [
+    { ALT: () => this.CONSUME(T.NumberLit) },
+    { ALT: () => this.CONSUME(T.Quantity) },
+    { ALT: () => this.CONSUME(T.StringLit) },
+    { ALT: () => this.CONSUME(Kw.true) },
+    { ALT: () => this.CONSUME(Kw.false) },
+    { ALT: () => this.CONSUME(T.Identifier) },
+    { ALT: () => this.SUBRULE(this.parenExpr) },
+    { ALT: () => this.SUBRULE(this.listExpr) },
+    { ALT: () => this.SUBRULE(this.objectExpr) },
+    { ALT: () => this.SUBRULE(this.ifExpr) },
+  ];
+
+  private readonly suffixes = [
+    { ALT: () => this.SUBRULE(this.memberSuffix) },
+    { ALT: () => this.SUBRULE(this.callSuffix) },
+    { ALT: () => this.SUBRULE(this.indexSuffix) },
+  ];
+
+  /** One operand: `-`s, an atom, suffixes (`.x`, `(...)`, `[...]`, read in a loop; the AST builder bounds
+   * how deep they nest), and `** power`: right-associative, and binding tighter than a `-` on its left
+   * (-2 ** 2 == -4). Each `-` is a level. */
+  power = this.RULE('power', () => {
+    if (!this.enter()) return;
+    let minus = 0;
+    let full = false; // a `-` more would be too deep (never set while Chevrotain records the grammar)
+    try {
+      this.MANY({
+        GATE: () => {
+          // The atom is at level depth - 1 + minus.
+          if (this.depth + minus <= MAX_NESTING) return true;
+          full = true;
+          return false;
+        },
+        DEF: () => {
+          this.CONSUME(T.Minus);
+          minus++;
+        },
+      });
+      this.depth += minus;
+      if (full && this.LA(1).tokenType === T.Minus) {
+        this.skipTooDeep();
+        return;
+      }
+      this.OR(this.atoms);
+      this.MANY2(() => this.OR2(this.suffixes));
+      this.OPTION(() => {
+        this.CONSUME(T.StarStar);
+        this.SUBRULE(this.power);
+      });
+    } finally {
+      this.leave(minus + 1);
+    }
   });
 
   memberSuffix = this.RULE('memberSuffix', () => {
@@ -281,21 +433,6 @@ export class PipeGrammar extends CstParser {
     this.CONSUME(T.LBracket);
     this.SUBRULE(this.exprList);
     this.CONSUME(T.RBracket);
-  });
-
-  primary = this.RULE('primary', () => {
-    this.OR([
-      { ALT: () => this.CONSUME(T.NumberLit) },
-      { ALT: () => this.CONSUME(T.Quantity) },
-      { ALT: () => this.CONSUME(T.StringLit) },
-      { ALT: () => this.CONSUME(Kw.true) },
-      { ALT: () => this.CONSUME(Kw.false) },
-      { ALT: () => this.CONSUME(T.Identifier) },
-      { ALT: () => this.SUBRULE(this.parenExpr) },
-      { ALT: () => this.SUBRULE(this.listExpr) },
-      { ALT: () => this.SUBRULE(this.objectExpr) },
-      { ALT: () => this.SUBRULE(this.ifExpr) },
-    ]);
   });
 
   parenExpr = this.RULE('parenExpr', () => {

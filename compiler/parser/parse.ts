@@ -7,7 +7,7 @@ import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import { SourceFile, type Range } from '../diagnostics/source.js';
 import * as T from '../lexer/tokens.js';
 import { AstBuilder } from './build-ast.js';
-import { grammar } from './grammar.js';
+import { grammar, MAX_NESTING } from './grammar.js';
 
 export interface ParseResult {
   ast: FileNode;
@@ -18,6 +18,8 @@ export interface ParseResult {
 function make<A extends unknown[]>(m: MessageDef<A>, range: Range, ...args: A): Diagnostic {
   return { code: m.code, severity: m.severity, message: m.format(...args), range };
 }
+
+const NESTING_HINT = 'each bracket, `if`, unary `-` or `not`, right side of `**` and suffix `.x` / `(...)` / `[...]` nests one level; write it flatter';
 
 const TOKEN_WORDS: Record<string, string> = {
   Identifier: 'a name',
@@ -87,7 +89,7 @@ function expectationFor(e: IRecognitionException): string {
     if (r) {
       // Inside an expression rule the most useful thing to say is "an expression".
       const inner = stack[stack.length - 1];
-      if (['primary', 'postfix', 'unary', 'power', 'expression', 'operand'].includes(inner)) return 'an expression';
+      if (inner === 'power' || inner === 'expression') return 'an expression';
       return r;
     }
   }
@@ -106,9 +108,9 @@ export function parse(path: string, text: string): ParseResult {
 
   const tokens: IToken[] = [];
   for (const tok of lexed.tokens) {
-    const range = source.range(tok.startOffset, tok.startOffset + tok.image.length);
+    tok.endOffset = tok.startOffset + tok.image.length - 1; // the lexer tracks start offsets only (tokens.ts)
     if (tok.tokenType === T.UnterminatedString) {
-      diagnostics.push(make(M.UnterminatedString, range));
+      diagnostics.push(make(M.UnterminatedString, source.range(tok.startOffset, tok.startOffset + tok.image.length)));
       tokens.push({ ...tok, tokenType: T.StringLit, tokenTypeIdx: T.StringLit.tokenTypeIdx!, image: `${tok.image}"` });
       continue;
     }
@@ -131,6 +133,12 @@ export function parse(path: string, text: string): ParseResult {
   parser.input = tokens;
   const cst = parser.file();
 
+  for (const { start, end } of parser.tooDeep) {
+    const d = make(M.NestingTooDeep, source.range(start, end), MAX_NESTING);
+    d.hint = NESTING_HINT;
+    diagnostics.push(d);
+  }
+
   const seen = new Set<number>();
   for (const e of parser.errors) {
     const tok = e.token;
@@ -150,6 +158,19 @@ export function parse(path: string, text: string): ParseResult {
     }
   }
 
-  const ast = cst ? new AstBuilder(source).file(cst) : { kind: 'File' as const, path, imports: [], decls: [], range: source.range(0, text.length) };
+  let ast: FileNode = { kind: 'File', path, imports: [], decls: [], range: source.range(0, text.length) };
+  if (cst) {
+    const builder = new AstBuilder(source);
+    ast = builder.file(cst);
+    // The builder may find too deep an expression the parser has already cut short and reported: a cut
+    // inside its range, or just after it (what the parser skipped is in no CST node, so the range stops
+    // before it), is the same place, reported once.
+    const cuts = parser.tooDeep.map((s) => s.start);
+    for (const d of builder.diagnostics) {
+      const at = cuts.find((x) => x >= d.range.start.offset);
+      if (at !== undefined && (at <= d.range.end.offset || !text.slice(d.range.end.offset, at).trim())) continue;
+      diagnostics.push({ ...d, hint: NESTING_HINT });
+    }
+  }
   return { ast, source, diagnostics };
 }

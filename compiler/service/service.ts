@@ -8,6 +8,7 @@ import type { Host } from '../check/program.js';
 import type { StageOverride } from '../check/stages.js';
 import { parseSize, type Value } from '../check/values.js';
 import { loadRunConfig, mergeRunConfigs, parseRunConfig, parseSetOptions, SET_FILE, type RunConfig } from '../config/run-config.js';
+import { M } from '../diagnostics/catalogue.js';
 import { compareDiagnostics, hasErrors, type Diagnostic } from '../diagnostics/diagnostic.js';
 import { SourceFile, type Range } from '../diagnostics/source.js';
 import type { Graph } from '../ir/graph.js';
@@ -120,16 +121,16 @@ export function compile(req: CompileRequest): CompileResult {
     sources.set(SET_FILE, new SourceFile(SET_FILE, req.sets.join(' ')));
   }
   const runConfig = configs.length ? mergeRunConfigs(...configs) : undefined;
-  if (runConfig) diagnostics.push(...runConfig.diagnostics);
+  if (runConfig) for (const d of runConfig.diagnostics) diagnostics.push(d);
 
   const text = req.text ?? host.readFile(abs);
   if (text === undefined) throw new UsageError(`cannot read ${req.file}: no such file`);
   const check = checkProgram(abs, text, host, { ...(runConfig ? checkOptionsFrom(runConfig, cwd) : {}), skipWeights: req.skipWeights });
   for (const f of check.program.files) sources.set(f.source.path, f.source);
-  diagnostics.push(...check.reporter.diagnostics);
+  for (const d of check.reporter.diagnostics) diagnostics.push(d); // a loop: push(...) of very many overflows the stack
   diagnostics.sort(compareDiagnostics);
 
-  const result: CompileResult = { diagnostics: dedupe(diagnostics), sources, check, runConfig };
+  const result: CompileResult = { diagnostics: capPerFile(dedupe(diagnostics)), sources, check, runConfig };
   if (req.lower !== false && !hasErrors(diagnostics)) {
     const graph = lower(check.program, check.estimates, host.display(abs));
     const problems = validateGraph(graph);
@@ -137,6 +138,50 @@ export function compile(req: CompileRequest): CompileResult {
     result.graph = graph;
   }
   return result;
+}
+
+/** A file reports at most this many diagnostics; one more (PIPE1015) stands for the rest. Random bytes
+ * give one per few characters, and nobody reads the ten-thousandth. */
+export const MAX_DIAGNOSTICS_PER_FILE = 100;
+
+const SEVERITY_RANK = { info: 0, warning: 1, error: 2 } as const;
+
+/** Keep each file's first MAX_DIAGNOSTICS_PER_FILE diagnostics (they are sorted by position) and put one
+ * PIPE1015 where the rest begin; it is as severe as the worst of them, so the exit code does not change. */
+function capPerFile(diags: Diagnostic[]): Diagnostic[] {
+  const kept: Diagnostic[] = [];
+  const perFile = new Map<string, { count: number; summary?: Diagnostic }>();
+  for (const d of diags) {
+    const f = perFile.get(d.range.file) ?? { count: 0 };
+    perFile.set(d.range.file, f);
+    f.count++;
+    if (f.count <= MAX_DIAGNOSTICS_PER_FILE) {
+      kept.push(shorten(d));
+      continue;
+    }
+    if (!f.summary) {
+      const at = { ...d.range, end: d.range.start };
+      f.summary = { code: M.TooManyDiagnostics.code, severity: d.severity, message: '', range: at };
+      kept.push(f.summary);
+    }
+    if (SEVERITY_RANK[d.severity] > SEVERITY_RANK[f.summary.severity]) f.summary.severity = d.severity;
+  }
+  for (const f of perFile.values()) if (f.summary) f.summary.message = M.TooManyDiagnostics.format(f.count - MAX_DIAGNOSTICS_PER_FILE, MAX_DIAGNOSTICS_PER_FILE);
+  return kept;
+}
+
+/** A message or hint quotes the program (a value, a cycle, an expression), which may be megabytes long. */
+const MAX_MESSAGE = 500;
+
+function shorten(d: Diagnostic): Diagnostic {
+  const cut = (s: string) => {
+    let end = MAX_MESSAGE - 3;
+    if ((s.charCodeAt(end - 1) & 0xfc00) === 0xd800) end--; // not inside a surrogate pair
+    return `${s.slice(0, end)}...`;
+  };
+  if (d.message.length > MAX_MESSAGE) d.message = cut(d.message);
+  if (d.hint && d.hint.length > MAX_MESSAGE) d.hint = cut(d.hint);
+  return d;
 }
 
 function dedupe(diags: Diagnostic[]): Diagnostic[] {

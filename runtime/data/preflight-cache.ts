@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { writeFileAtomic } from '../weights/atomic.js';
+import { sha256File } from '../weights/file-hash.js';
 import type { DatasetSpec } from './pipeline.js';
 import type { Failure } from './preflight.js';
 import { VocabTokenizer, type TextTokenizer } from './vocab-tokenizer.js';
@@ -134,22 +135,13 @@ function sha256(text: string | Buffer): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-/** SHA-256 of a file, read in 1 MiB pieces (data files reach gigabytes). */
+/** SHA-256 of a file, or undefined when it cannot be read. */
 function hashFile(file: string): string | undefined {
-  const h = createHash('sha256');
-  let fd: number;
   try {
-    fd = fs.openSync(file, 'r');
+    return sha256File(file);
   } catch {
     return undefined;
   }
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
 }
 
 let code: string | undefined;

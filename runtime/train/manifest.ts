@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileSynced } from '../weights/atomic.js';
+import { sha256File } from '../weights/file-hash.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -63,16 +64,4 @@ export function verifyManifest(dir: string): string | null {
 /** 'a/b.json': no absolute path, no empty, '.' or '..' segment. */
 function plainRelative(rel: string): boolean {
   return rel.length > 0 && !rel.includes('\\') && rel.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
-}
-
-function sha256File(file: string): string {
-  const h = createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(4 << 20);
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
 }

@@ -22,11 +22,11 @@ carry no rounding of their own. Per case, CASE_DIR/reference.safetensors holds t
 Gradient names are pipec's; a parameter the loss does not reach has no entry.
 """
 import json
-import math
 import os
 import sys
 
 import torch
+from tiny_weights import randomize
 from safetensors.torch import load_file, save_file
 from transformers import (AutoConfig, CLIPVisionModel, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration,
                           MixtralForCausalLM, SiglipVisionModel)
@@ -63,19 +63,6 @@ def float64_throughout():
     torch.Tensor.float = lambda self, *a, **k: self.double(*a, **k)
     torch.nn.functional.softmax = softmax64
 
-
-def randomize(model, gen):
-    """Weights large enough that every nonlinearity and the attention pattern matter."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif name.endswith("bias"):
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-            elif "embed" in name or p.dim() < 2:  # token, position and class embeddings
-                p.copy_(torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
 
 
 def f32(t):

@@ -40,7 +40,6 @@ Layouts (name -> what; where the names come from):
   fused-experts   (Mixtral only) the llm as MixtralForCausalLM's 5.x state_dict, experts fused
 """
 import json
-import math
 import os
 import shutil
 import sys
@@ -50,6 +49,7 @@ import zlib
 
 import torch
 from safetensors.torch import save_file
+from tiny_weights import randomize
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, LlavaConfig,
                           LlavaForConditionalGeneration, MixtralConfig, MixtralForCausalLM, SiglipConfig, SiglipModel, SiglipVisionConfig,
@@ -131,20 +131,6 @@ def configs(family, image_token):
                         vision_feature_select_strategy="full" if siglip else "default", projector_hidden_act="gelu", image_seq_length=4)
     return vision, text, llava
 
-
-def randomize(model, gen):
-    """Weights large enough that every nonlinearity and the attention pattern matter, rounded to bfloat16."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif name.endswith("bias"):
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-            elif "embed" in name or p.dim() < 2:
-                p.copy_(torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
-            p.copy_(p.bfloat16().float())
 
 
 def parts(model):
@@ -273,7 +259,7 @@ def build_family(root, family, seed):
     data_files(data, gen)
     vcfg, tcfg, lcfg = configs(family, vocab["<image>"])
     model = LlavaForConditionalGeneration(lcfg)
-    randomize(model, gen)
+    randomize(model, gen, bfloat16=True)
     vision, proj, llm5 = parts(model)
     llm = unfuse(llm5)
     VisionModel, TwoTower, TwoTowerConfig = (SiglipVisionModel, SiglipModel, SiglipConfig) if siglip else (CLIPVisionModel, CLIPModel, CLIPConfig)
@@ -321,7 +307,7 @@ def build_family(root, family, seed):
     d = os.path.join(out, "two-tower")
     small_text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50, max_position_embeddings=16)
     two = TwoTower(TwoTowerConfig(text_config=small_text, vision_config=vcfg.to_dict()))
-    randomize(two, gen)
+    randomize(two, gen, bfloat16=True)
     sd = {k: x.detach().clone().contiguous() for k, x in two.state_dict().items()}
     assert any(k.startswith("vision_model.") for k in sd) and any(k.startswith("text_model.") for k in sd)
     sd.update({f"vision_model.{k}": x for k, x in vision.items()})
