@@ -1,13 +1,16 @@
 // Sampling in `pipec generate`: nucleus (top-p) sampling with a temperature on hand-made logits
 // (pickToken), then the CLI's --temperature, --top-p, --seed and --max-tokens on a finished run of
-// tiny.pipe trained for 3 steps (near-random weights: many tokens are likely, so seeds differ).
+// tiny.pipe trained for 3 steps (near-random weights: many tokens are likely, so seeds differ); and its
+// usage errors: a missing --prompt or --image, words the run's vocabulary lacks.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../compiler/ir/graph.js';
 import { initBackend } from '../runtime/backend/backends.js';
-import { imageShapeOf } from '../runtime/data/datasets.js';
+import { encoderOf, imageShapeOf, preprocessFor } from '../runtime/data/datasets.js';
 import { buildPrompt } from '../runtime/data/examples.js';
+import { loadImageFile, preprocessImage } from '../runtime/data/images.js';
+import { drawShape } from '../runtime/data/synthetic-shapes.js';
 import { generate, pickToken } from '../runtime/generate.js';
 import { ModelRunner } from '../runtime/model.js';
 import { ParamStore, paramSpecs } from '../runtime/params.js';
@@ -15,6 +18,7 @@ import { Rng } from '../runtime/random.js';
 import { latestCheckpoint, loadComponents } from '../runtime/train/checkpoint.js';
 import { readRunTokenizer, runTemplate } from '../runtime/train/generate-run.js';
 import { pipec } from './helpers/cli.js';
+import { writePng } from './helpers/png.js';
 import { tmpDir } from './helpers/tmp.js';
 import { repo } from './paths.js';
 
@@ -69,17 +73,19 @@ describe('generate: sampling a token (pickToken)', () => {
 describe('pipec generate: --temperature, --top-p, --seed, --max-tokens', function () {
   this.timeout(300_000);
   const PROMPT = 'what colour is the shape ?';
-  let run: string;
+  let run: string, image: string;
 
   before(() => {
     run = path.join(tmpDir('generate'), 'run');
+    image = path.join(tmpDir('generate-image'), 'shape.png');
+    writePng(image, { width: 16, height: 16, rgb: drawShape(new Rng(5), 16, 0, 1) });
     const r = pipec(['run', repo('test/runtime/tiny.pipe'), '--out', run, '--backend', 'wasm', '--set', 'stage.align.steps=2', '--set', 'stage.finetune.steps=1']);
     assert.equal(r.status, 0, r.stderr);
   });
 
   /** stdout of `pipec generate RUN --prompt PROMPT ...args` (wasm), which must exit 0. */
   const gen = (...args: string[]) => {
-    const r = pipec(['generate', run, '--prompt', PROMPT, '--backend', 'wasm', ...args]);
+    const r = pipec(['generate', run, '--image', image, '--prompt', PROMPT, '--backend', 'wasm', ...args]);
     assert.equal(r.status, 0, r.stderr);
     return r.stdout.replace(/\n$/, '');
   };
@@ -106,8 +112,9 @@ describe('pipec generate: --temperature, --top-p, --seed, --max-tokens', functio
     const params = new ParamStore(paramSpecs(model.components), 0);
     loadComponents(latestCheckpoint(run)!, model.components.map((c) => c.name), params);
     const tok = readRunTokenizer(run);
-    const prompt = buildPrompt([{ role: 'user', text: PROMPT }], runTemplate(graph), tok, '<image>', 0);
-    const [ids] = generate(new ModelRunner(model, params), [{ ids: prompt.ids, imageStart: prompt.imageStart }], { maxNewTokens: 16, eosId: tok.eosId, imageShape: imageShapeOf(model) });
+    const pixels = preprocessImage(loadImageFile(image), preprocessFor(encoderOf(model)!));
+    const prompt = buildPrompt([{ role: 'user', text: `<image>\n${PROMPT}` }], runTemplate(graph), tok, '<image>', model.image_tokens ?? 0);
+    const [ids] = generate(new ModelRunner(model, params), [{ ids: prompt.ids, imageStart: prompt.imageStart, pixels }], { maxNewTokens: 16, eosId: tok.eosId, imageShape: imageShapeOf(model) });
     params.dispose();
     assert.equal(ids!.length, 16, 'no end of text within 16 tokens');
     // some tokens print nothing (ids past the small vocabulary): check the caps N where token N and the
@@ -120,9 +127,32 @@ describe('pipec generate: --temperature, --top-p, --seed, --max-tokens', functio
 
   it('a value that is not a number is a usage error (exit 2)', () => {
     for (const args of [['--max-tokens', '1.5'], ['--top-p', 'most']]) { // a whole number, a number
-      const r = pipec(['generate', run, '--prompt', PROMPT, ...args]);
+      const r = pipec(['generate', run, '--image', image, '--prompt', PROMPT, ...args]);
       assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, new RegExp(`^pipec: ${args[0]}`), r.stderr);
     }
+  });
+
+  it('no --prompt, or no --image for a model that always trained with one, is a usage error (exit 2) saying what to add', () => {
+    const noPrompt = pipec(['generate', run, '--image', image]);
+    assert.equal(noPrompt.status, 2, noPrompt.stderr);
+    assert.match(noPrompt.stderr, /^pipec: generate needs --prompt/, noPrompt.stderr);
+    assert.equal(noPrompt.stdout, '');
+    const noImage = pipec(['generate', run, '--prompt', PROMPT]);
+    assert.equal(noImage.status, 2, noImage.stderr);
+    assert.match(noImage.stderr, /reads an image with every prompt .*--image FILE/, noImage.stderr);
+    assert.equal(noImage.stdout, '');
+  });
+
+  it('words the run\'s vocabulary lacks are a usage error naming them; case does not matter', () => {
+    const unknown = pipec(['generate', run, '--image', image, '--prompt', 'What hue is the shape?']);
+    assert.equal(unknown.status, 2, unknown.stderr);
+    assert.match(unknown.stderr, /vocabulary does not have: "hue" \(read as <unk>/, unknown.stderr);
+    assert.match(unknown.stderr, /hint: rephrase with the \d+ words it knows \(any case\): .*colour/, unknown.stderr);
+    assert.equal(unknown.stdout, '');
+    // the data's own question, as a person types it: capitals, no space before the mark
+    const typed = pipec(['generate', run, '--image', image, '--prompt', 'What colour is the shape?', '--backend', 'wasm']);
+    assert.equal(typed.status, 0, typed.stderr);
+    assert.equal(typed.stdout, pipec(['generate', run, '--image', image, '--prompt', PROMPT, '--backend', 'wasm']).stdout, 'read as the data\'s lowercase words');
   });
 });

@@ -20,6 +20,7 @@ import { generate } from '../generate.js';
 import { ModelRunner } from '../model.js';
 import { ParamStore, paramSpecs } from '../params.js';
 import { latestCheckpoint, loadComponents, readTrainerState } from './checkpoint.js';
+import type { AskContext } from './evaluate.js';
 
 export interface GenerateRunOptions {
   backend: BackendChoice;
@@ -70,6 +71,26 @@ export function checkPromptWords(tok: TextTokenizer, prompt: string): void {
   );
 }
 
+function loadFinalWeights(ckpt: string, model: ModelDef): ParamStore {
+  const params = new ParamStore(paramSpecs(model.components), 0);
+  loadComponents(ckpt, model.components.map((c) => c.name), params);
+  return params;
+}
+
+async function runnerFor(graph: Graph, model: ModelDef, params: ParamStore): Promise<ModelRunner> {
+  return new ModelRunner(model, params, await loadCustomOps(model, path.dirname(path.resolve(graph.source))));
+}
+
+/** A finished run's last model with its final weights, as an AskContext (evaluate.ts) to put questions to; the caller has started a backend. */
+export async function loadRunForQuestions(runDir: string): Promise<AskContext & { model: ModelDef; params: ParamStore }> {
+  const graph = JSON.parse(fs.readFileSync(path.join(runDir, 'graph.json'), 'utf8')) as Graph;
+  const ckpt = latestCheckpoint(runDir);
+  if (!ckpt || !readTrainerState(ckpt).final) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no final checkpoint; finish the run first (`pipec run --resume`)'], { file: runDir });
+  const model = graph.models.find((m) => m.name === graph.stages[graph.stages.length - 1]!.model)!;
+  const params = loadFinalWeights(ckpt, model);
+  return { model, params, runner: await runnerFor(graph, model, params), tokenizer: readRunTokenizer(runDir), template: runTemplate(graph), imageShape: imageShapeOf(model), imageTokens: model.image_tokens ?? 0 };
+}
+
 export async function generateFromRun(runDir: string, o: GenerateRunOptions): Promise<string> {
   const graphFile = path.join(runDir, 'graph.json');
   if (!fs.existsSync(graphFile)) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no graph.json (was it written by `pipec run`?)'], { file: runDir });
@@ -86,8 +107,7 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
   // One sequence, one token a step once the prompt is in: the wasm backend's thread count follows that size
   const backend = await initBackend(o.backend, { work: microBatchWork(last.memory.total_params, 1, last.max_length) });
   o.log(backend.note);
-  const params = new ParamStore(paramSpecs(model.components), 0);
-  loadComponents(ckpt, model.components.map((c) => c.name), params);
+  const params = loadFinalWeights(ckpt, model);
   let pixels: Float32Array | undefined;
   if (o.image) {
     if (!enc) throw runtimeError(M.RunDirInvalid, [runDir, 'its model has no vision encoder, so --image cannot be used'], { file: runDir });
@@ -101,8 +121,7 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
   }
   const text = pixels && !o.prompt.includes('<image>') ? `<image>\n${o.prompt}` : o.prompt;
   const prompt = buildPrompt([{ role: 'user', text }], runTemplate(graph), tok, '<image>', pixels ? (model.image_tokens ?? 0) : 0);
-  const custom = await loadCustomOps(model, path.dirname(path.resolve(graph.source)));
-  const [ids] = generate(new ModelRunner(model, params, custom), [{ ids: prompt.ids, imageStart: prompt.imageStart, pixels }], {
+  const [ids] = generate(await runnerFor(graph, model, params), [{ ids: prompt.ids, imageStart: prompt.imageStart, pixels }], {
     maxNewTokens: o.maxNewTokens, eosId: tok.eosId, temperature: o.temperature, topP: o.topP, seed: o.seed, imageShape: imageShapeOf(model),
   });
   params.dispose();
