@@ -41,7 +41,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { loadChatTemplate, renderChatTemplate, type ChatMessage } from '../runtime/data/chat-template.js';
 import { loadTokenizer, tokenizerFromJSON, type Tokenizer } from '../runtime/data/tokenizer.js';
-import { VocabTokenizer } from '../runtime/data/vocab-tokenizer.js';
+import { VocabTokenizer, vocabTokenizerFromJson } from '../runtime/data/vocab-tokenizer.js';
 import { PipeRuntimeError } from '../runtime/errors.js';
 import { tmpDir } from './helpers/tmp.js';
 
@@ -203,6 +203,20 @@ describe('tokenizer: WordLevel', () => {
     const tok = tokenizerFromJSON(vocab.toTokenizerJson());
     for (const t of texts) assert.deepEqual(tok.encode(t), vocab.encode(t), t);
     assert.deepEqual([tok.padId, tok.bosId, tok.eosId, tok.unkId], [vocab.padId, vocab.bosId, vocab.eosId, vocab.unkId]);
+  });
+
+  it('a lowercasing VocabTokenizer reads any case as the data\'s words, names unknown words, and round-trips through tokenizer.json', () => {
+    const vocab = VocabTokenizer.fromTexts(['what colour is the shape ?', 'この図形は何色ですか？'], 64, { lowercase: true });
+    assert.deepEqual(vocab.encode('What COLOUR is the shape?'), vocab.encode('what colour is the shape ?'));
+    assert.ok(!vocab.encode('What colour is the shape?').includes(vocab.unkId));
+    assert.deepEqual(vocab.unknownWords('What hue is the Shape? Hue!'), ['hue', 'Hue', '!']);
+    assert.deepEqual(vocab.encode('</s>'), [vocab.eosId], 'specials are not lowercased');
+    const json = vocab.toTokenizerJson();
+    assert.deepEqual((json as { normalizer: unknown }).normalizer, { type: 'Lowercase' });
+    const back = vocabTokenizerFromJson(json)!;
+    assert.equal(back.lowercase, true);
+    const hf = tokenizerFromJSON(json);
+    for (const t of ['What Colour is the shape ?', 'この図形は何色ですか？']) assert.deepEqual(hf.encode(t), vocab.encode(t), t);
   });
 });
 
