@@ -1,5 +1,5 @@
 // pipec as a library: `import { compile, runProgram, openRun, ... } from 'pipec'`. These are the
-// functions the `pipec` command itself calls (compiler/cli/main.ts, runtime/cli/commands.ts), with their
+// functions the `pipec` command itself calls (cli/main.ts, cli/runtime-commands.ts), with their
 // types; docs/api.md shows them in use. `pipec/compiler` is the compiler alone, without TensorFlow.js.
 
 // ---- compiling (pipec check / compile / graph / fmt) ----
@@ -8,7 +8,7 @@ export * from './compiler/index.js';
 // ---- running (pipec run / generate / backends) ----
 export { BACKEND_NAMES, initBackend, probeBackends, type ActiveBackend, type BackendChoice, type BackendProbe } from './runtime/backend/backends.js';
 export { releaseWebgpu } from './runtime/backend/webgpu.js';
-export { loadGraphFile } from './runtime/cli/commands.js';
+export { loadGraphFile } from './cli/runtime-commands.js';
 export { graphHash, runProgram, type RunOptions, type RunSummary } from './runtime/train/run.js';
 export { Progress } from './runtime/train/progress.js';
 export { generateFromRun, type GenerateRunOptions } from './runtime/train/generate-run.js';

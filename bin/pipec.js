@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Entry point of the `pipec` command: the compiled CLI lives in dist/ (built by `npm install`).
-import { main } from '../dist/compiler/cli/main.js';
+import { main } from '../dist/cli/main.js';
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The webgpu backend on a machine with a real GPU: runs the numerical suite (test/runtime-ops.test.ts,
-# test/webgpu.test.ts) on webgpu and, for comparison, on wasm and tensorflow (where it loads), then
+# test/e2e/webgpu.test.ts) on webgpu and, for comparison, on wasm and tensorflow (where it loads), then
 # `npm run bench:runtime` (training steps of the quickstart and the 7.25M reference LM on every backend
 # that loads, webgpu with its adapter named beside each figure, all in the same run), and prints the
 # figures side by side.
@@ -109,8 +109,8 @@ for b in webgpu wasm tensorflow; do
   grep -E 'runtime ops on|passing|failing|pending|^ +[0-9]+\) ' "tmp/gpu-check-$b.log" || true
   if grep -q 'runtime ops on' "tmp/gpu-check-$b.log"; then status[$b]="$(grep -Eo '[0-9]+ (passing|failing)' "tmp/gpu-check-$b.log" | paste -sd ' ')"; else status[$b]="not available here"; fi
 done
-echo "== test/webgpu.test.ts"
-"${mocha[@]}" dist/test/webgpu.test.js 2>&1 | grep -E '✔|^ +[0-9]+\) |passing|failing|pending|webgpu:' || true
+echo "== test/e2e/webgpu.test.ts"
+"${mocha[@]}" dist/test/e2e/webgpu.test.js 2>&1 | grep -E '✔|^ +[0-9]+\) |passing|failing|pending|webgpu:' || true
 
 echo "== runtime benchmark"
 if command -v npm >/dev/null && [ -x node_modules/.bin/tsc ]; then npm run -s bench:runtime 2>&1 | grep -v '^Warning: max'; else "$NODE" dist/bench/runtime.bench.js 2>&1 | grep -v '^Warning: max'; fi

@@ -51,6 +51,8 @@ describe('pipec CLI', function () {
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
       assert.ok(r.err.length > 0);
       noStackTrace(r.err);
+      // one line saying what is wrong, then the help to see (`pipec` alone prints the command list)
+      if (args.length) assert.match(r.err, /^pipec: [^\n]+\nsee `pipec (\w+ )?--help`\n$/, r.err);
     }
   });
 
@@ -117,7 +119,7 @@ describe('pipec run GRAPH.json', function () {
   it('finds what the program names relative to its .pipe file (a custom module), not to the graph file', () => {
     const dir = tmpDir('run-graph-elsewhere');
     const trains = (graph: string, cwd: string, out: string) => {
-      const r = pipec(['run', graph, '--out', path.join(dir, out), '--backend', 'wasm', '--stop-after', '2'], cwd);
+      const r = pipec(['run', graph, '--out', path.join(dir, out), '--backend', 'wasm', '--stop-after', '2', '--trust'], cwd);
       assert.equal(r.code, 0, r.err);
       assert.equal(readMetrics(path.join(dir, out)).length, 2);
     };

@@ -104,6 +104,23 @@ describe('data pre-flight and static data checks', function () {
     fs.writeFileSync(path.join(dir, 'two.json'), JSON.stringify(good, null, 2));
   });
 
+  it('an image named by several records: decoded once when it is good, every record listed when it is not', () => {
+    // red.png is named by records 0 and 2 (decoded once in the pass); bad.png, undecodable, by records 1 and 3
+    // a PNG's signature, then garbage: it passes the record's check and fails to decode
+    fs.writeFileSync(path.join(dir, 'images', 'bad.png'), Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('garbage, not chunks')]));
+    const shared = [record('r1', 'red.png', 'red'), record('x1', 'bad.png', 'red'), record('r2', 'red.png', 'red'), record('x2', 'bad.png', 'blue'), record('b1', 'blue.png', 'blue')];
+    fs.writeFileSync(path.join(dir, 'shared.json'), JSON.stringify(shared, null, 2));
+    fs.writeFileSync(path.join(dir, 'shared.pipe'), program({
+      datasets: ['dataset s = llava_json(file: "shared.json", images: "images", template: short, tokenizer: "tokenizer.json", skip_bad_records: true)'],
+      stages: [['only', 's']],
+    }));
+    const g = compile({ file: path.join(dir, 'shared.pipe'), lower: true }).graph as Graph;
+    const tokenizer = VocabTokenizer.fromTexts(['USER: ASSISTANT: what colour ? red blue green'], 64);
+    const [c] = preflightStages({ graph: g, baseDir: dir, tokenizer });
+    assert.deepEqual(c!.failures.map((f) => [f.index, f.code]), [[1, 'PIPE9005'], [3, 'PIPE9005']]);
+    assert.deepEqual(c!.lengthCounts, [[14, 3]]);
+  });
+
   it('a resumed pipec run reads the pre-flight from its cache', () => {
     const out = path.join(dir, 'run-good');
     const first = pipec(['run', path.join(dir, 'good.pipe'), '--out', out, '--backend', 'cpu', '--stop-after', '1']);

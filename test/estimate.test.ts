@@ -3,7 +3,7 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import { compile } from '../compiler/service/service.js';
-import { main } from '../compiler/cli/main.js';
+import { main } from '../cli/main.js';
 import { REPO_ROOT, repo } from './paths.js';
 
 /** SigLIP so400m/14 at 384 px without the pooling head, as transformers' SiglipVisionModel lays it out. */

@@ -4,7 +4,7 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../compiler/cli/main.js';
+import { main } from '../cli/main.js';
 import { readMetrics } from '../runtime/train/metrics.js';
 import { tmpDir } from './helpers/tmp.js';
 
@@ -23,6 +23,7 @@ model tiny {
 
 dataset shapes = synthetic_shapes(count: 24, image: 16, task: "qa", seed: 3, holdout: 0.0)
 dataset captions = synthetic_shapes(count: 8, image: 16, task: "caption", seed: 5, holdout: 0.0)
+dataset both = mixture(ratios: { shapes: 0.75, captions: 0.25 })
 
 stage train_all {
   model: tiny
@@ -98,7 +99,11 @@ describe('pipec eval', function () {
     assert.match(s.err, /PIPE9070.*there is no stage `nope`[\s\S]*stages: train_all/);
     const d = await cli(['eval', file, '--data', 'nope', '--backend', 'cpu']);
     assert.equal(d.code, 1);
-    assert.match(d.err, /PIPE9070.*there is no dataset `nope`[\s\S]*datasets: shapes, captions/);
+    assert.match(d.err, /PIPE9070.*there is no dataset `nope`[\s\S]*datasets: shapes, captions, both/);
+    // a mixture has no records of its own: eval names its sources
+    const m = await cli(['eval', file, '--data', 'both', '--backend', 'cpu']);
+    assert.equal(m.code, 1);
+    assert.match(m.err, /PIPE9070.*`both` is a mixture[\s\S]*--data: shapes, captions/);
     const empty = fs.mkdtempSync(path.join(dir, 'empty-'));
     const e = await cli(['eval', empty, '--backend', 'cpu']);
     assert.equal(e.code, 1);

@@ -2,8 +2,8 @@
 // program is deterministic, names its source, and compiles as Python for every shipped pipeline; the
 // launch files (JSON, YAML, launch.sh: data) equal reviewed goldens (UPDATE_GOLDEN=1 rewrites them);
 // the CLI's exit codes; the shards hold pipec's own micro-batches in pipec's order, for one process or
-// --world-size N. The generated Python is tested by running it: test/export-torch1.test.ts (the
-// trainer against pipec on Debian's torch 1.13) and test/export-torch2.test.ts (model.py of every
+// --world-size N. The generated Python is tested by running it: test/e2e/export-torch1.test.ts (the
+// trainer against pipec on Debian's torch 1.13) and test/e2e/export-torch2.test.ts (model.py of every
 // shipped pipeline loaded in torch >= 2; FSDP).
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { collate } from '../runtime/data/batch.js';
 import { imageShapeOf, prepareDataset } from '../runtime/data/datasets.js';
-import { deepspeedConfig } from '../runtime/export/launch.js';
+import { deepspeedConfig, zero3LeafClasses } from '../runtime/export/launch.js';
 import { prepareStages, runTokenizer } from '../runtime/export/prepare.js';
 import { exportTorch } from '../runtime/export/torch.js';
 import { graphHash, microBatch, stageSteps } from '../runtime/train/run.js';
@@ -48,9 +48,9 @@ describe('export: generated PyTorch program', function () {
     for (const f of fs.readdirSync(path.join(GOLDEN, 'launch'))) assert.ok(a.has(`launch/${f}`), `stale golden launch/${f}`);
   });
 
-  it('refuses custom components with a clear message, or exports them as their base when asked', () => {
+  it('refuses a custom component without a PyTorch half with a clear message, or exports it as its base when asked', () => {
     const g = graphOf('test/runtime/custom.pipe');
-    assert.throws(() => exportTorch(g), /custom component.*cannot be exported.*--custom-as-base/);
+    assert.throws(() => exportTorch(g), /custom component \(ScaledLlamaForCausalLM\) without a PyTorch half: name its modeling file with `python:` to carry the class, or export with --custom-as-base/);
     const model = exportTorch(g, { customAsBase: true }).get('model.py')!;
     assert.match(model, /# NOTE: custom class \w+ \(.*\) exported as its base, (llama|mistral|mixtral); its own forward is not translated/);
   });
@@ -61,8 +61,8 @@ describe('export: generated PyTorch program', function () {
     if (!python) unavailable(this, `no Python 3 (${TORCH1_PYTHON})`, 'install python3');
     const dir = tmpDir('export-syntax');
     const files = [...PIPELINES, 'test/runtime/tiny.pipe', 'test/export/tiny-moe.pipe'].flatMap((rel) => {
-      const out = writeExport(graphOf(rel), path.join(dir, path.basename(rel, '.pipe')), { customAsBase: true }); // tanuki's custom LM is Mixtral underneath
-      return [path.join(out, 'model.py'), path.join(out, 'train.py')];
+      const out = writeExport(graphOf(rel), path.join(dir, path.basename(rel, '.pipe'))); // tanuki-8x8b's class comes in its package
+      return [path.join(out, 'model.py'), path.join(out, 'train.py'), ...(fs.existsSync(path.join(out, 'custom_lm')) ? fs.readdirSync(path.join(out, 'custom_lm')).map((f) => path.join(out, 'custom_lm', f)) : [])];
     });
     runPython(python, ['-W', 'error', '-m', 'py_compile', ...files]);
   });
@@ -85,10 +85,15 @@ describe('export: CLI', function () {
     assert.equal(run(['export', 'test/runtime/tiny.pipe', '-o', out]).status, 2); // no --target
     assert.equal(run(['export', 'test/runtime/tiny.pipe', '--target', 'onnx', '-o', out]).status, 2);
     assert.equal(run(['prepare', 'test/runtime/tiny.pipe', '--stage', 'nope', '-o', out]).status, 2);
-    r = run(['export', 'pipelines/tanuki-8x8b-vision.pipe', '--target', 'torch', '-o', path.join(out, 'tanuki')]);
+    r = run(['export', 'test/runtime/custom.pipe', '--target', 'torch', '-o', path.join(out, 'custom')]);
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /custom component \(TanukiForCausalLM\).*--custom-as-base/);
-    assert.equal(run(['export', 'pipelines/tanuki-8x8b-vision.pipe', '--target', 'torch', '--custom-as-base', '-o', path.join(out, 'tanuki')]).status, 0);
+    assert.match(r.stderr, /error PIPE6036: custom component `ScaledLlamaForCausalLM` has no PyTorch half/);
+    assert.equal(run(['export', 'test/runtime/custom.pipe', '--target', 'torch', '--custom-as-base', '-o', path.join(out, 'custom')]).status, 0);
+    // the seed's model exports without flags: its class's package, imported relatively
+    r = run(['export', 'pipelines/tanuki-8x8b-vision.pipe', '--target', 'torch', '-o', path.join(out, 'tanuki')]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(fs.readdirSync(path.join(out, 'tanuki', 'custom_lm')).sort(), ['__init__.py', 'configuration_tanuki.py', 'modeling_tanuki.py']);
+    assert.match(fs.readFileSync(path.join(out, 'tanuki', 'model.py'), 'utf8'), /"python": \{"package": "custom_lm", "module": "modeling_tanuki", "class": "TanukiForCausalLM", "aux_loss_coef": 0\.02\}/);
   });
 
   it('pipec prepare --world-size N: a step takes N x accumulate micro-batches of pipec\'s own sequence', () => {
@@ -122,9 +127,9 @@ describe('export: CLI', function () {
 });
 
 describe('export: launch configurations', function () {
-  it('tanuki-8x8b-vision: 2 nodes x 8 GPUs, each stage\'s DeepSpeed JSON field by field (ZeRO-3, bf16, batch sizes, MoE leaf modules, no optimizer/scheduler), accelerate and torchrun', () => {
+  it('tanuki-8x8b-vision: 2 nodes x 8 GPUs, each stage\'s DeepSpeed JSON field by field (ZeRO-3, bf16, batch sizes, no leaf_module key, no optimizer/scheduler), the class\'s MoE block as leaf, accelerate and torchrun (DeepSpeed where it imports, else FSDP)', () => {
     const g = graphOf('pipelines/tanuki-8x8b-vision.pipe');
-    const files = exportTorch(g, { customAsBase: true });
+    const files = exportTorch(g, { baseDir: repo('pipelines') }); // the class's package is read from the program's folder
     const model = g.models[0]!;
     const lm = model.components.find((c) => c.name === 'lm')!;
     assert.equal(lm.custom?.base, 'mixtral', 'the custom LM is a Mixtral underneath');
@@ -151,11 +156,12 @@ describe('export: launch configurations', function () {
       assert.deepEqual(ds.zero_optimization, {
         stage: 3, overlap_comm: true, contiguous_gradients: true, reduce_bucket_size: 5e8,
         stage3_prefetch_bucket_size: 5e8, stage3_param_persistence_threshold: 1e6, stage3_gather_16bit_weights_on_model_save: true,
-        // DeepSpeed's DeepSpeedZeroLeafModuleConfig: every layer's MoE block is gathered whole
-        leaf_module: { classes: ['MixtralSparseMoeBlock'], name_suffixes: ['block_sparse_moe'] },
+        // no leaf_module: DeepSpeed before 0.18 rejects the key (extra_forbidden); train.py sets the leaves with set_z3_leaf_modules
       });
       const manifest = JSON.parse(files.get(`launch/${s.name}.launch.json`)!);
       assert.deepEqual(manifest.zero3_leaf_modules, [{ component: 'lm', modules: 'model.layers.{i}.block_sparse_moe', repeat: { i: Number(lm.attrs['layers']) } }]);
+      // the user's MoE block (read from its PyTorch half) and the exported encoder's layers are kept whole at ZeRO-3
+      assert.deepEqual(manifest.zero3_leaf_classes, ['TanukiSparseMoeBlock', 'VisionLayer']);
       assert.deepEqual([manifest.world_size, manifest.batch_per_device, manifest.accumulate, manifest.global_batch, manifest.zero_stage], [16, s.batch, s.accumulate, s.global_batch, 3]);
       const acc = files.get(`launch/${s.name}.accelerate.yaml`)!;
       assert.match(acc, /distributed_type: DEEPSPEED/);
@@ -164,20 +170,22 @@ describe('export: launch configurations', function () {
       assert.match(acc, /mixed_precision: bf16/);
     }
     const sh = files.get('launch/launch.sh')!;
-    // sharding zero3: FSDP FULL_SHARD in the exported trainer
-    assert.match(sh, /torchrun \$\{TORCHRUN_ARGS:-\} --nnodes 2 --nproc_per_node 8 .*\n  train\.py --data data --out run --until align --fsdp full\n/);
-    assert.match(sh, /train\.py --data data --out run --resume --until finetune --fsdp full\n/);
+    // sharding zero3: DeepSpeed ZeRO-3 with the stage's JSON where it imports, FSDP FULL_SHARD otherwise
+    assert.match(sh, /torchrun \$\{TORCHRUN_ARGS:-\} --nnodes 2 --nproc_per_node 8 .*\n  train\.py --data data --out run --until align \$\(shard align full\)\n/);
+    assert.match(sh, /train\.py --data data --out run --resume --until finetune \$\(shard finetune full\)\n/);
+    assert.match(sh, /if "\$\{PYTHON:-python3\}" -c "import deepspeed" >\/dev\/null 2>&1; then echo "--deepspeed launch\/\$1\.deepspeed\.json"; else echo "--fsdp \$2"; fi/);
     assert.match(sh, /TORCHRUN_ARGS="--redirects 1 --tee 1"/, 'launch.sh says what Debian\'s torch 1.13 needs');
   });
 
-  it('adds MoE leaf modules only at ZeRO-3 and only for a model with a Mixtral component', () => {
+  it('names ZeRO-3 leaf classes only at ZeRO-3: the MoE blocks of a Mixtral component (the user\'s class when carried, transformers\' otherwise) and model.py\'s layers; the DeepSpeed JSON never has leaf_module', () => {
     const tanuki = graphOf('pipelines/tanuki-8x8b-vision.pipe');
     const align = tanuki.stages[0]!;
-    for (const sharding of ['none', 'ddp', 'zero1', 'zero2'] as const) {
+    for (const sharding of ['none', 'ddp', 'zero1', 'zero2', 'zero3'] as const) {
       const zero = deepspeedConfig({ ...align, sharding }, tanuki.models[0]!)['zero_optimization'] as Record<string, unknown>;
       assert.ok(!('leaf_module' in zero), `${sharding}: no leaf_module`);
     }
-    assert.ok('leaf_module' in (deepspeedConfig(align, tanuki.models[0]!)['zero_optimization'] as object));
+    assert.deepEqual(zero3LeafClasses(tanuki.models[0]), ['TanukiSparseMoeBlock', 'VisionLayer']);
+    assert.deepEqual(zero3LeafClasses(tanuki.models[0], { customAsBase: true }), ['DecoderLayer', 'MixtralSparseMoeBlock', 'VisionLayer']);
     // llava-1.5-7b: a llama LM; its finetune stage is ZeRO-3, its pretrain ZeRO-2
     const llava = graphOf('pipelines/llava-1.5-7b.pipe');
     const files = exportTorch(llava);
@@ -187,6 +195,7 @@ describe('export: launch configurations', function () {
       assert.equal(ds.zero_optimization.stage, s.sharding === 'zero3' ? 3 : 2);
       assert.ok(!('leaf_module' in ds.zero_optimization), `llava ${s.name}: no MoE, no leaf_module`);
       assert.deepEqual(JSON.parse(files.get(`launch/${s.name}.launch.json`)!).zero3_leaf_modules, []);
+      assert.deepEqual(JSON.parse(files.get(`launch/${s.name}.launch.json`)!).zero3_leaf_classes, s.sharding === 'zero3' ? ['DecoderLayer', 'VisionLayer'] : []);
     }
     // tiny-moe: Mixtral on one CPU, no sharding
     const moe = exportTorch(graphOf('test/export/tiny-moe.pipe'));

@@ -4,7 +4,7 @@
 import { strict as assert } from 'node:assert';
 import { configSection, sectionValue } from '../compiler/check/hf-config-section.js';
 import { describeLayout, detectLayout, elsewhere, sliceRange, slicedShape, sourceOf, splitWeightsRef, type Family } from '../compiler/check/hf-layout.js';
-import { layoutsOf, renderGraph } from '../compiler/cli/graph-view.js';
+import { layoutsOf, renderGraph } from '../cli/graph-view.js';
 import { hoverFor } from '../compiler/lsp/hover.js';
 import { SymbolIndex } from '../compiler/lsp/navigation.js';
 import { compile } from '../compiler/service/service.js';

@@ -3,6 +3,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { STAGE_FIELDS } from '../compiler/check/stages.js';
 import { compile } from '../compiler/service/service.js';
 import { LspClient } from './helpers/lsp-client.js';
 import { tmpDir } from './helpers/tmp.js';
@@ -122,6 +123,65 @@ describe('language server', function () {
     assert.match(await hover('stage align', 7), /trainable: 21\.50M of [\d.]+B parameters[\s\S]*per device \(8 x gpu, bf16, zero2\)/);
   });
 
+  it('hovers and goes to the definition of every kind of constructor, its parameters and presets, and stage fields', async () => {
+    // `linear` is a projector and a schedule: the stage field picks the schedule (as the checker does).
+    const text = PROGRAM.replace('  batch: 8\n', '  schedule: linear(warmup_ratio: 0.03)\n  batch: 8\n');
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 30 }, contentChanges: [{ text }] });
+    const at = (needle: string, delta = 1) => ({ textDocument: { uri }, position: pos(text, needle, delta) });
+    const hover = async (needle: string, delta = 1) => ((await client.request<Json | null>('textDocument/hover', at(needle, delta)))?.contents as Json | undefined)?.value as string | undefined;
+    const train = repo('stdlib/train.pipe');
+    const trainText = fs.readFileSync(train, 'utf8');
+    const definition = async (needle: string, delta = 1) => {
+      const d = await client.request<Json | null>('textDocument/definition', at(needle, delta));
+      assert.ok(d, `no definition at ${needle}`);
+      return { file: new URL(d.uri as string).pathname, start: d.range.start as Json };
+    };
+    const inTrain = (needle: string, delta = 0) => ({ file: train, start: pos(trainText, needle, delta) });
+
+    // optimizer, schedule, device and data constructors: signature and the standard library's comment
+    assert.match((await hover('adamw'))!, /optimizer adamw\(lr: float[\s\S]*AdamW with decoupled weight decay/);
+    assert.match((await hover('linear('))!, /schedule linear\(warmup_ratio[\s\S]*Linear warmup, then linear decay/);
+    assert.match((await hover('gpu('))!, /device gpu\(memory: size = 80GB\)[\s\S]*A GPU with `memory`/);
+    assert.match((await hover('llava_json'))!, /data llava_json\(file: path/);
+    assert.deepEqual(await definition('adamw'), inTrain('adamw('));
+    assert.deepEqual(await definition('linear('), inTrain('linear(warmup_ratio'));
+    assert.deepEqual(await definition('gpu('), inTrain('gpu(memory'));
+    assert.equal((await definition('llava_json')).file, repo('stdlib/data.pipe'));
+
+    // a parameter named in a call: type, default, constraints; its definition is in the signature
+    assert.match((await hover('lr: 1e-3'))!, /lr: float[\s\S]*parameter of optimizer `adamw` \(required\)/);
+    assert.match((await hover('warmup_ratio: 0.03'))!, /warmup_ratio: float = 0\.0[\s\S]*schedule `linear`[\s\S]*where `warmup_ratio >= 0\.0`/);
+    assert.deepEqual(await definition('warmup_ratio: 0.03'), inTrain('linear(warmup_ratio', 'linear('.length));
+    assert.deepEqual(await definition('memory: 80GB'), inTrain('gpu(memory', 'gpu('.length));
+    // a preset: its values; its definition is the preset line
+    assert.match((await hover('"siglip-so400m'))!, /preset "siglip-so400m-patch14-384" \(image: 384, patch: 14/);
+    const preset = await definition('"siglip-so400m');
+    assert.equal(preset.file, repo('stdlib/vision.pipe'));
+    assert.equal(preset.start.line, pos(fs.readFileSync(repo('stdlib/vision.pipe'), 'utf8'), 'preset "siglip-so400m-patch14-384"').line);
+
+    // every stage field: meaning, type, default, inheritance
+    for (const field of ['model', 'train', 'freeze', 'data', 'optimizer', 'schedule', 'batch', 'epochs', 'max_length', 'precision', 'gradient_checkpointing', 'devices', 'sharding', 'after']) {
+      const h = await hover(`${field}:`, 0);
+      assert.match(h ?? '', new RegExp(`stage field \`${field}\`[\\s\\S]*type: [\\s\\S]*default: [\\s\\S]*inherited from \`after\``), field);
+    }
+    assert.match((await hover('epochs:', 0))!, /passes over the data/);
+    const restored = client.nextDiagnostics(uri); // awaited, so that the next test's diagnostics are its own
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 31 }, contentChanges: [{ text: PROGRAM }] });
+    assert.deepEqual(await restored, []);
+  });
+
+  it('gives one diagnostic for one misspelled stage field, not also "missing"', async () => {
+    const text = PROGRAM.replace('  epochs: 1\n', '  epoch: 1\n');
+    const next = client.nextDiagnostics(uri);
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 40 }, contentChanges: [{ text }] });
+    const d = await next;
+    assert.deepEqual(d.map((x) => x.code), ['PIPE2009'], JSON.stringify(d));
+    assert.match(d[0].message + JSON.stringify(d[0]), /epoch/);
+    const back = client.nextDiagnostics(uri);
+    client.notify('textDocument/didChange', { textDocument: { uri, version: 41 }, contentChanges: [{ text: PROGRAM }] });
+    assert.deepEqual(await back, []);
+  });
+
   it('goes to definitions across files, finds references and renames', async () => {
     const def = await client.request<Json>('textDocument/definition', { textDocument: { uri }, position: pos(PROGRAM, 'lm.hidden') });
     assert.equal(def.uri, uri);
@@ -166,7 +226,8 @@ describe('language server', function () {
     const libDiags = client.nextDiagnostics(libUri);
     client.notify('textDocument/didOpen', { textDocument: { uri: main2, languageId: 'pipe', version: 1, text: 'import "./lib.pipe"\n' } });
     const d = await libDiags;
-    assert.deepEqual(d.map((x) => x.code), ['PIPE3002', 'PIPE3001']); // `file` missing, `fille` unknown
+    // `fille` is unknown (did you mean `file`?); `file` is not also reported missing: one mistake, one diagnostic.
+    assert.deepEqual(d.map((x) => x.code), ['PIPE3001']);
     client.notify('textDocument/didClose', { textDocument: { uri: main2 } });
   });
 
@@ -190,5 +251,18 @@ describe('language server', function () {
       assert.deepEqual(got, want, path.relative(REPO_ROOT, file));
       client.notify('textDocument/didClose', { textDocument: { uri: caseUri } });
     }
+  });
+});
+
+describe('stage field documentation', () => {
+  it("hover's table (STAGE_FIELDS) is docs/language.md §9's table, row for row", () => {
+    const doc = fs.readFileSync(repo('docs/language.md'), 'utf8');
+    const section = doc.slice(doc.indexOf('## 9. Stages'), doc.indexOf('## 10.'));
+    const rows = section
+      .split('\n')
+      .filter((l) => /^\| `\w+` \|/.test(l))
+      .map((l) => l.slice(1, -1).split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, '|')));
+    const expected = Object.entries(STAGE_FIELDS).map(([k, f]) => [`\`${k}\``, f.meaning, f.type, f.default, f.inherited]);
+    assert.deepEqual(rows, expected);
   });
 });

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { initBackend } from '../runtime/backend/backends.js';
-import { defaultRunDir } from '../runtime/cli/commands.js';
+import { defaultRunDir } from '../cli/runtime-commands.js';
 import { PipeRuntimeError } from '../runtime/errors.js';
 import { LOCK_FILE, RunLock, type LockHolder } from '../runtime/train/lock.js';
 import { pipec } from './helpers/cli.js';
@@ -233,13 +233,27 @@ describe('run folder: nothing is written through a link', function () {
     return { r, victim, before };
   }
 
-  for (const name of ['metrics.jsonl', 'graph.json', 'tokenizer.json', 'run.json', 'loss.html', 'summary.json', 'checkpoints/latest.json']) {
+  for (const name of ['metrics.jsonl', 'eval.jsonl', 'graph.json', 'tokenizer.json', 'run.json', 'dashboard.html', 'summary.json', 'checkpoints/latest.json']) {
     it(`${name} as a symbolic link: PIPE9034 naming it, its target untouched`, async () => {
       const { r } = await planted(name, 'file');
       assert.equal(r.error?.code, 'PIPE9034', r.log);
       assert.match(r.error!.message, new RegExp(`${name.replace('.', '\\.')}" is a symbolic link; pipec never writes a run's files through a link`));
     });
   }
+
+  it('tb/ (TensorBoard\'s folder) as a symbolic link to a folder: PIPE9034, nothing written there', async () => {
+    const { r } = await planted('tb', 'dir');
+    assert.equal(r.error?.code, 'PIPE9034', r.log);
+    assert.match(r.error!.message, /tb" is a symbolic link/);
+  });
+
+  it('an event file in tb/ as a symbolic link: PIPE9034 naming it (the resume would rewrite it), its target untouched', async () => {
+    const events = fs.readdirSync(path.join(base, 'tb')).filter((n) => n.startsWith('events.out.tfevents.'));
+    assert.equal(events.length, 1);
+    const { r } = await planted(`tb/${events[0]}`, 'file');
+    assert.equal(r.error?.code, 'PIPE9034', r.log);
+    assert.match(r.error!.message, new RegExp(`${events[0]!.replace(/\./g, '\\.')}" is a symbolic link`));
+  });
 
   it('checkpoints/ as a symbolic link to a folder: PIPE9034, nothing written there', async () => {
     const { r } = await planted('checkpoints', 'dir');

@@ -1,6 +1,6 @@
 // A custom LLM class split across two files (test/runtime/custom-llm: a relative import) loads, runs
-// and trains when trusted; without `trust: true` the run stops before any of its code runs, with a
-// located error.
+// and trains when trusted (--trust here; test/e2e/custom-trust.test.ts has the trust model); without
+// `trust: true` in the program the run stops at compile time, before any of its code runs.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -29,7 +29,7 @@ describe('runtime: custom components', function () {
     const g = compile({ file: PIPE, configFiles: [], sets: [], lower: true }).graph!;
     const model = g.models[0]!;
     const params = new ParamStore(paramSpecs(model.components), 3);
-    const custom = await loadCustomOps(model, path.dirname(PIPE));
+    const custom = await loadCustomOps(model, path.dirname(PIPE), { trust: true });
     assert.deepEqual([...custom.keys()], ['lm']);
     const plain: ModelDef = { ...model, nodes: model.nodes.map((n) => (n.op === 'custom' ? { ...n, op: 'llama' } : n)) };
     const tok = syntheticTokenizer(g, 128);
@@ -42,22 +42,22 @@ describe('runtime: custom components', function () {
     params.dispose();
   });
 
-  it('trains through `pipec run` when trusted', () => {
+  it('trains through `pipec run --trust`', () => {
     const out = tmpDir('custom');
-    const r = pipec(['run', PIPE, '--out', out, '--backend', 'wasm']);
+    const r = pipec(['run', PIPE, '--out', out, '--backend', 'wasm', '--trust']);
     assert.equal(r.status, 0, r.stderr);
     const m = readMetrics(out);
     assert.equal(m.length, 12);
     assert.ok(m[11]!.loss < m[0]!.loss, `${m[0]!.loss} -> ${m[11]!.loss}`);
   });
 
-  it('without trust the run stops at the component with PIPE6003, before importing the module', () => {
+  it('without `trust: true` in the program the run stops at the component with PIPE6003 (even with --trust), before importing the module', () => {
     const dir = tmpDir('untrusted');
     fs.cpSync(repo('test/runtime/custom-llm'), path.join(dir, 'custom-llm'), { recursive: true });
     const marker = path.join(dir, 'custom-llm', 'scaling.ts');
     fs.appendFileSync(marker, `\nimport * as fs from 'node:fs';\nfs.writeFileSync(${JSON.stringify(path.join(dir, 'RAN'))}, 'x');\n`);
     fs.writeFileSync(path.join(dir, 'custom.pipe'), fs.readFileSync(PIPE, 'utf8').replace('trust: true', 'trust: false'));
-    const r = pipec(['run', path.join(dir, 'custom.pipe'), '--out', path.join(dir, 'run'), '--backend', 'wasm']);
+    const r = pipec(['run', path.join(dir, 'custom.pipe'), '--out', path.join(dir, 'run'), '--backend', 'wasm', '--trust']);
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /custom\.pipe:\d+:\d+ - error PIPE6003: custom component `ScaledLlamaForCausalLM` runs code from its module and needs `trust: true`/);
     assert.ok(!fs.existsSync(path.join(dir, 'RAN')), 'the untrusted module ran');

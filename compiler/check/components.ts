@@ -13,7 +13,7 @@ import { declKindWord } from './resolve.js';
 import { closest, didYouMean } from './suggest.js';
 import { evaluate, show, type Dim, type Scope, type Value } from './values.js';
 
-const CUSTOM_PARAMS = new Set(['class', 'module', 'trust', 'base']);
+const CUSTOM_PARAMS = new Set(['class', 'module', 'python', 'trust', 'base']);
 
 export function checkModels(
   program: Program,
@@ -146,10 +146,16 @@ function signaturesByKind(file: LoadedFile): Map<string, A.SignatureDecl> {
   return index;
 }
 
+/** The `role` constructor `name` visible in `file`, if there is one: what lookupSig picks without reporting
+ * anything (the language server resolves names as the checker does). */
+export function findSignature(name: string, role: string, file: LoadedFile): A.SignatureDecl | undefined {
+  return signaturesByKind(file).get(`${role}:${name}`);
+}
+
 export function lookupSig(name: string, range: Range, role: string, file: LoadedFile, reporter: Reporter, sigOf: (d: A.SignatureDecl) => SigInfo): SigInfo | undefined {
   // Constructors of different kinds may share a name (projector `linear`, schedule `linear`): the kind
   // the position asks for picks among them.
-  const sameKind = signaturesByKind(file).get(`${role}:${name}`);
+  const sameKind = findSignature(name, role, file);
   if (sameKind) return sigOf(sameKind);
   const decl = file.scope.get(name);
   if (!decl) {
@@ -196,12 +202,15 @@ function bindCustom(info: ComponentInfo, call: A.CallExpr, file: LoadedFile, hos
   };
   const className = str('class');
   const module = str('module');
+  const python = str('python');
   if (!className) {
-    reporter.report(M.MissingParameter, call.range, 'class', 'custom').hint = 'write `custom("MyModelClass", module: "./my_model.ts", trust: true, base: llama)`';
+    reporter.report(M.MissingParameter, call.range, 'class', 'custom').hint = 'write `custom("MyModelClass", module: "./my_model.ts", python: "./my_model/modeling_my.py", trust: true, base: llama)`';
     return undefined;
   }
-  if (!module) {
-    reporter.report(M.MissingParameter, call.range, 'module', 'custom').hint = 'point `module:` at the TypeScript or JavaScript file that exports the class';
+  if (!module && !python) {
+    // either half may be absent, not both: `module:` is what pipec runs, `python:` what the export carries
+    if (!own.has('module') && !own.has('python'))
+      reporter.report(M.MissingParameter, call.range, 'module', 'custom').hint = 'point `module:` at the TypeScript or JavaScript file that exports the class (what `pipec run` runs), and/or `python:` at its modeling_*.py (what `pipec export` carries)';
     return undefined;
   }
   const trustArg = own.get('trust');
@@ -210,12 +219,17 @@ function bindCustom(info: ComponentInfo, call: A.CallExpr, file: LoadedFile, hos
     if (trustArg.value.kind === 'Bool') trust = trustArg.value.value;
     else reporter.report(M.TypeMismatch, trustArg.value.range, '`custom` parameter `trust`', 'bool', exprText(trustArg.value));
   }
-  const custom: CustomInfo = { className, module, modulePath: path.resolve(path.dirname(file.path), module), trust, base: '' };
+  const dir = path.dirname(file.path);
+  const custom: CustomInfo = { className, trust, base: '' };
+  if (module) Object.assign(custom, { module, modulePath: path.resolve(dir, module) });
+  if (python) Object.assign(custom, { python, pythonPath: path.resolve(dir, python) });
   info.custom = custom;
   info.op = 'custom';
-  if (!trust) {
+  // Only the TypeScript half runs inside pipec: a program that names one asks for it to be run (the
+  // person running pipec grants that: `pipec trust`, `--trust`; runtime/trust.ts).
+  if (module && !trust) {
     const d = reporter.report(M.CustomNotTrusted, trustArg?.value.range ?? call.range, className);
-    d.hint = `read "${module}" and, if you trust it, add \`trust: true\``;
+    d.hint = `read "${module}" and, if it should run, add \`trust: true\`; pipec runs it only once you trust the files (\`pipec trust FILE.pipe\` or \`pipec run --trust\`)`;
   }
   const baseArg = own.get('base');
   if (!baseArg || baseArg.value.kind !== 'Ref') {

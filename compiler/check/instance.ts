@@ -30,6 +30,8 @@ export class Instance {
   private readonly sources = new Map<string, Source>();
   private readonly busy = new Set<string>();
   private readonly failed = new Set<string>();
+  /** Parameters that a misspelled argument most likely meant: reported as that misspelling, not also missing. */
+  readonly meant = new Set<string>();
   ok = true;
 
   constructor(
@@ -105,9 +107,10 @@ export class Instance {
   finish(): boolean {
     for (const name of this.sig.order) {
       if (!this.sources.has(name)) {
+        this.ok = false;
+        if (this.meant.has(name)) continue;
         const d = this.ctx.reporter.report(M.MissingParameter, this.callRange, name, this.sig.name);
         d.hint = `add \`${name}: ${typeWord(this.sig.params.get(name)!.type)}\` to the call`;
-        this.ok = false;
         continue;
       }
       this.get(name);
@@ -174,6 +177,7 @@ export function bindCall(sig: SigInfo, call: A.CallExpr, ctx: CallContext, label
       if (near) {
         d.hint = `did you mean \`${near}\`?`;
         if (a.name) d.fixes = [{ title: `Use \`${near}\``, range: a.name.range, newText: near }];
+        inst.meant.add(near);
       } else d.hint = `\`${sig.name}\` takes ${sig.order.join(', ') || 'no parameters'}`;
       inst.ok = false;
       continue;
@@ -190,7 +194,7 @@ export function bindCall(sig: SigInfo, call: A.CallExpr, ctx: CallContext, label
 }
 
 export function typeWord(t: ParamType): string {
-  return t.k === 'enum' ? t.values.map((v) => JSON.stringify(v)).join(' | ') : t.k === 'Template' ? 'a template name' : t.k === 'Roles' ? 'roles such as { user: "ユーザー", assistant: "システム" }' : t.k;
+  return t.k === 'enum' ? t.values.map((v) => JSON.stringify(v)).join(' | ') : t.k === 'Template' ? 'a template name' : t.k === 'Roles' ? 'roles such as { user: "ユーザー", assistant: "システム" }' : t.k === 'Mixture' ? 'datasets with their shares, such as { llava: 0.7, ja: 0.3 }' : t.k;
 }
 
 /** Check a value against a parameter type, converting words and strings where the type says so. */
@@ -230,6 +234,15 @@ export function coerce(v: Value, type: ParamType, what: string, range: Range, ct
     }
     case 'Roles':
       return coerceRoles(v, what, range, ctx.reporter);
+    case 'Mixture': {
+      // dataset name -> a positive number; which names are datasets is checked with the other datasets (stages.ts)
+      if (v.t !== 'obj') return mismatch();
+      for (const [k, x] of v.fields) {
+        if (x.t !== 'num') return (ctx.reporter.report(M.TypeMismatch, range, `\`${k}\` in ${what}`, 'a number', typeName(x)), undefined);
+        if (!(x.v > 0) || !Number.isFinite(x.v)) return (ctx.reporter.report(M.OutOfRange, range, `\`${k}\` in ${what}`, '> 0', String(x.v)), undefined);
+      }
+      return v;
+    }
     case 'enum': {
       const name = v.t === 'str' ? v.v : v.t === 'word' ? v.name : undefined;
       if (name === undefined) return mismatch();

@@ -9,9 +9,11 @@
 // zero2 also the gradients, zero3 / fsdp also the weights.
 // Activations are stored only where backward must pass: in trainable components and in every component
 // downstream of one (a frozen llm after a trained projector still stores its activations). They scale
-// with the micro-batch and are not sharded. Framework workspace and fragmentation are not included.
+// with the micro-batch (and, for the encoder and projector, with the images per sample: a dataset's
+// `max_images`) and are not sharded. Framework workspace and fragmentation are not included.
 import { M } from '../diagnostics/catalogue.js';
 import type { ComponentInfo, Program, Reporter, StageInfo } from './program.js';
+import { dataSources, maxImagesOf } from './stages.js';
 import { formatBytes } from './values.js';
 
 export interface ComponentEstimate {
@@ -97,6 +99,7 @@ export function estimateStage(stage: StageInfo, program: Program): StageEstimate
   let total = 0;
   let trainableParams = 0;
   const components: ComponentEstimate[] = [];
+  const images = Math.max(1, ...dataSources(stage.data).map(maxImagesOf));
   for (const c of comps) {
     const isTrain = trainable.has(c);
     total += c.paramCount;
@@ -108,7 +111,9 @@ export function estimateStage(stage: StageInfo, program: Program): StageEstimate
     }
     const tokens = tokensThrough(c, stage);
     let act = 0;
-    if (stores.has(c) && c.activations) act = (c.activations(tokens, stage.gradientCheckpointing) ?? 0) * stage.batch * w;
+    // the encoder and projector run once per image: a multi-image dataset's `max_images` times per sample
+    const runs = c.role === 'llm' ? 1 : images;
+    if (stores.has(c) && c.activations) act = (c.activations(tokens, stage.gradientCheckpointing) ?? 0) * stage.batch * runs * w;
     activations += act;
     components.push({ name: c.name, role: c.role, params: c.paramCount, trainable: isTrain, storesActivations: stores.has(c), tokens, activationBytes: act });
   }

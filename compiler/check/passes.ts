@@ -6,7 +6,8 @@
 //   2. scope     per-file scopes, duplicate declarations                             resolve.ts
 //   3. models    bind components to constructors, type parameters, where, shapes    components.ts, instance.ts
 //   4. flows     unify shapes along every flow edge, the <image> splice               flows.ts
-//   5. custom    custom modules exist, export the class, are trusted                 custom.ts
+//   5. custom    custom code: both halves inside the program's folder, the class       custom.ts
+//                exported / defined, relative imports resolve; files and content hash
 //   6. weights   config.json and safetensors headers against the declarations         checkpoint.ts
 //   7. stages    datasets, stage fields, train/freeze, after, lengths                 stages.ts
 //   8. data      the files datasets name; the tokenizer's ids against the llm's vocab data-files.ts
@@ -17,7 +18,7 @@ import type * as A from '../ast/nodes.js';
 import { checkCheckpoints } from './checkpoint.js';
 import { checkLlavaImageTokens } from './checkpoint-llava.js';
 import { checkModels } from './components.js';
-import { checkCustomComponents } from './custom.js';
+import { checkCustomComponents, type CustomNeeds } from './custom.js';
 import { checkDataFiles } from './data-files.js';
 import { checkFlows } from './flows.js';
 import { checkMemory, type StageEstimate } from './memory.js';
@@ -36,6 +37,8 @@ export interface CheckOptions {
   dataOverrides?: Map<string, Map<string, { value: Value; range: Range }>>;
   /** Skip reading checkpoints and data files from disk (the language server may turn this off while typing). */
   skipWeights?: boolean;
+  /** What the command needs of custom components (`run`: the TypeScript half, `export`: the PyTorch half); a missing one is then an error. */
+  customNeeds?: CustomNeeds;
 }
 
 export interface CheckResult {
@@ -71,7 +74,7 @@ export function checkProgram(entryPath: string, entryText: string, host: Host, o
 
   checkModels(program, host, reporter, sigOf, options.weightOverrides);
   checkFlows(program, reporter);
-  checkCustomComponents(program, host, reporter);
+  checkCustomComponents(program, host, reporter, options.customNeeds);
   if (!options.skipWeights) checkCheckpoints(program, host, reporter);
   checkDatasets(program, reporter, sigOf, options.dataOverrides ?? new Map());
   checkStages(program, reporter, sigOf, options.stageOverrides ?? []);

@@ -14,6 +14,8 @@ export interface Host {
   stdlibDir: string;
   /** How a path is shown in diagnostics (relative to the working directory). */
   display(path: string): string;
+  /** The path with symbolic links resolved, undefined when it does not exist (custom code must stay in the program's folder). */
+  realPath?(path: string): string | undefined;
 }
 
 export interface LoadedFile {
@@ -26,7 +28,7 @@ export interface LoadedFile {
 }
 
 export type ParamType =
-  | { k: 'int' | 'float' | 'string' | 'bool' | 'path' | 'size' | 'Template' | 'Roles' }
+  | { k: 'int' | 'float' | 'string' | 'bool' | 'path' | 'size' | 'Template' | 'Roles' | 'Mixture' }
   | { k: 'enum'; values: string[] };
 
 export interface ParamInfo {
@@ -54,10 +56,30 @@ export interface TensorSpec {
 
 export interface CustomInfo {
   className: string;
-  module: string; // as written, relative to the .pipe file
-  modulePath: string; // absolute
+  /** The TypeScript/JavaScript half (what pipec's runtime runs): as written, relative to the .pipe file. */
+  module?: string;
+  modulePath?: string; // absolute
+  /** The PyTorch half (the modeling_*.py file defining the class, in its package folder): as written. */
+  python?: string;
+  pythonPath?: string; // absolute
+  /** `trust: true` in the program: a request to run the module; the person running pipec grants it. */
   trust: boolean;
   base: string;
+  /** Filled by the custom pass (custom.ts): the module's files, relative to the program's folder, and their content hash. */
+  code?: { module: string; files: string[]; hash: string };
+  /** Filled by the custom pass (custom.ts): the Python package and what the export needs of it. */
+  py?: {
+    file: string;
+    package: string;
+    module: string;
+    files: string[];
+    hash: string;
+    configClass?: { module: string; name: string };
+    modelType?: string;
+    moeBlock?: string;
+  };
+  /** Keys of the checkpoint's config.json that the base does not compute: the class's own settings. */
+  config?: Record<string, unknown>;
 }
 
 /** One `encoder vision = siglip_vit(...)` inside a model, after its parameters are bound. */
@@ -115,6 +137,8 @@ export interface DatasetInfo {
   params: Map<string, Value>;
   /** Where each bound argument came from (the call, a run config, or a default in the stdlib). */
   paramRanges?: Map<string, Range>;
+  /** A mixture's sources in the order written, with their ratio or count (checked: datasets, not mixtures). */
+  sources?: { dataset: DatasetInfo; ratio?: number; count?: number }[];
   ok: boolean;
 }
 
@@ -140,11 +164,16 @@ export interface StageInfo {
   devices?: { nodes: number; perNode: number; device: string; memory?: number; range: Range };
   sharding: Sharding;
   gradientCheckpointing: boolean;
+  /** LLaVA's group_by_modality_length (order.ts at run time). */
+  groupByLength: boolean;
   clipGrad: number;
   seed: number;
   checkpoint: { every: number; keep: number };
   /** The field nodes actually in force, own or inherited, for locating diagnostics. */
   fieldNodes: Map<string, A.Field>;
+  /** Fields that a misspelled field of this stage (or of one it inherits from) most likely meant: not
+   * reported missing here, nor in the stages that continue from it (one mistake, one diagnostic). */
+  meantFields: Set<string>;
   ok: boolean;
 }
 

@@ -5,7 +5,7 @@ import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
 import { parse, type ParseResult } from '../parser/parse.js';
 import type { Host, LoadedFile, ParamType, Reporter, SigInfo } from './program.js';
-import { didYouMean } from './suggest.js';
+import { closest, didYouMean } from './suggest.js';
 
 /** Parsed standard-library files, keyed by path and text: they are read by every check. */
 const parseCache = new Map<string, { text: string; result: ParseResult }>();
@@ -81,7 +81,18 @@ export function loadProgram(entryPath: string, entryText: string, host: Host, re
         const d = reporter.report(M.ImportNotFound, imp.path.range, imp.path.value);
         if (imp.path.value.startsWith('std/')) {
           const stdNames = ['std/vision', 'std/projectors', 'std/llm', 'std/data', 'std/train'];
-          d.hint = didYouMean(imp.path.value, stdNames, (s) => `"${s}"`) ?? `the standard library has ${stdNames.map((s) => `"${s}"`).join(', ')}`;
+          const near = closest(imp.path.value, stdNames);
+          d.hint = near ? `did you mean "${near}"?` : `the standard library has ${stdNames.map((s) => `"${s}"`).join(', ')}`;
+          if (near) {
+            d.fixes = [{ title: `Use "${near}"`, range: imp.path.range, newText: JSON.stringify(near) }];
+            // Read the module the misspelling most likely meant, so that the names it declares are not
+            // reported unknown as well: one mistake, one diagnostic.
+            const meant = resolveImportPath(near, abs, host);
+            const known = byPath.get(meant);
+            const text = known ? undefined : host.readFile(meant);
+            const f = known ?? (text === undefined ? undefined : load(meant, text));
+            if (f && !file.imports.includes(f)) file.imports.push(f);
+          }
         } else d.hint = `looked for ${host.display(target)}`;
         continue;
       }
@@ -125,7 +136,7 @@ function buildScope(file: LoadedFile, reporter: Reporter): void {
   file.scope = scope;
 }
 
-const SIMPLE_TYPES = new Set(['int', 'float', 'string', 'bool', 'path', 'size', 'Template', 'Roles']);
+const SIMPLE_TYPES = new Set(['int', 'float', 'string', 'bool', 'path', 'size', 'Template', 'Roles', 'Mixture']);
 
 export function buildSig(decl: A.SignatureDecl, file: LoadedFile, reporter: Reporter): SigInfo {
   const params = new Map<string, { decl: A.ParamDecl; type: ParamType }>();

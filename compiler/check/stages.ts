@@ -20,28 +20,43 @@ export interface StageOverride {
   range: Range;
 }
 
-export const STAGE_FIELDS: Record<string, string> = {
-  model: 'the model to train',
-  after: 'the stage this one continues from (its trained components are handed over)',
-  train: 'components whose weights are updated',
-  freeze: 'components whose weights stay fixed',
-  data: 'the dataset',
-  optimizer: 'e.g. adamw(lr: 1e-3)',
-  schedule: 'e.g. cosine(warmup_ratio: 0.03)',
-  batch: 'micro-batch per device',
-  accumulate: 'gradient accumulation steps',
-  epochs: 'passes over the data',
-  steps: 'optimizer steps',
-  max_length: 'tokens per sample, image tokens included',
-  precision: 'bf16 | fp16 | fp32',
-  devices: 'e.g. 16 x gpu(memory: 80GB) or 2 x 8 x gpu(memory: 80GB)',
-  sharding: 'none | ddp | zero1 | zero2 | zero3 | fsdp',
-  checkpoint: '{ every: STEPS, keep: K }',
-  gradient_checkpointing: 'recompute activations in backward to save memory',
-  clip_grad: 'gradient-norm clipping threshold (0 disables)',
-  seed: 'seed for initialisation and data order',
+/** What a stage field means, its type and default, and whether a stage inherits it from its `after`: the
+ * one description of the fields, in Markdown. The checker knows the names from it, the language server's
+ * hover and completion show it, and docs/language.md §9 is the same table (a test compares them). */
+export interface StageFieldDoc {
+  meaning: string;
+  type: string;
+  default: string;
+  inherited: string;
+}
+
+export const STAGE_FIELDS: Record<string, StageFieldDoc> = {
+  model: { meaning: 'the model to train', type: 'a model name', default: 'required', inherited: 'yes' },
+  after: { meaning: 'the stage this one continues from', type: 'a stage name', default: 'none', inherited: 'no' },
+  train: { meaning: 'components whose weights are updated', type: 'list of component names, non-empty', default: 'required', inherited: 'no' },
+  freeze: { meaning: 'components whose weights stay fixed', type: 'list of component names', default: '`[]`', inherited: 'no' },
+  data: { meaning: 'the dataset', type: 'a dataset name', default: 'required', inherited: 'yes' },
+  optimizer: { meaning: 'e.g. `adamw(lr: 1e-3)`', type: 'call (or bare name) of an `optimizer` constructor', default: 'required', inherited: 'yes' },
+  schedule: { meaning: 'e.g. `cosine(warmup_ratio: 0.03)`', type: 'call (or bare name) of a `schedule` constructor', default: '`constant` (no arguments)', inherited: 'yes' },
+  batch: { meaning: 'micro-batch per device', type: 'int ≥ 1', default: 'required', inherited: 'yes' },
+  accumulate: { meaning: 'gradient accumulation steps', type: 'int ≥ 1', default: '1', inherited: 'yes' },
+  epochs: { meaning: 'passes over the data', type: 'number > 0', default: 'one of `epochs`/`steps` required', inherited: 'yes, unless the stage sets `epochs` or `steps` itself' },
+  steps: { meaning: 'optimizer steps', type: 'int ≥ 1', default: '(see `epochs`)', inherited: 'yes, unless the stage sets `epochs` or `steps` itself' },
+  max_length: { meaning: 'tokens per sample, image tokens included', type: 'int ≥ 1', default: "the llm's `context`", inherited: 'yes' },
+  precision: { meaning: 'training precision', type: '`bf16` | `fp16` | `fp32`', default: '`fp32`', inherited: 'yes' },
+  devices: { meaning: 'the devices the stage runs on', type: '`N x dev(...)`, `NODES x N x dev(...)`, `dev(...)` or `dev`', default: 'none: no fit check; lowered as 1 × `cpu`', inherited: 'yes' },
+  sharding: { meaning: 'how model state is split across devices', type: '`none` | `ddp` | `zero1` | `zero2` | `zero3` | `fsdp`', default: '`none`', inherited: 'yes' },
+  checkpoint: { meaning: 'when checkpoints are written', type: '`{ every: int ≥ 0, keep: int ≥ 1 }` (`every: 0`: only at the end)', default: '`{ every: 0, keep: 1 }`', inherited: 'yes (the whole object)' },
+  gradient_checkpointing: { meaning: 'recompute activations in backward to save memory', type: 'bool', default: '`false`', inherited: 'yes' },
+  clip_grad: { meaning: 'gradient-norm clipping threshold (0 disables)', type: 'number ≥ 0', default: '`1.0`', inherited: 'yes' },
+  seed: { meaning: 'seed for initialisation and data order', type: 'int ≥ 0', default: '0', inherited: 'yes' },
+  group_by_length: { meaning: "batches of similar length, records with and without images apart (LLaVA's `group_by_modality_length`)", type: 'bool', default: '`false`', inherited: 'yes' },
 };
-const NOT_INHERITED = new Set(['train', 'freeze', 'after']);
+
+/** Markdown without its code marks, for plain-text places (hints, completion details). */
+export const plainText = (md: string): string => md.replace(/`/g, '');
+
+const NOT_INHERITED = new Set(Object.keys(STAGE_FIELDS).filter((k) => STAGE_FIELDS[k].inherited === 'no'));
 const PRECISIONS = ['bf16', 'fp16', 'fp32'];
 const SHARDINGS = ['none', 'ddp', 'zero1', 'zero2', 'zero3', 'fsdp'];
 
@@ -79,6 +94,71 @@ export function checkDatasets(program: Program, reporter: Reporter, sigOf: (d: A
       info.paramRanges = inst.ranges;
     }
   }
+  // Mixtures, once every dataset is known: their sources must be datasets, not mixtures.
+  for (const info of program.datasets.values()) if (info.ctor === 'mixture' && info.ok) checkMixture(info, program, reporter);
+}
+
+/**
+ * A mixture: exactly one of `ratios` (shares of every epoch, adding up to 1) and `counts` (records per
+ * epoch, whole numbers), each key a dataset of the program that is not itself a mixture.
+ */
+function checkMixture(info: DatasetInfo, program: Program, reporter: Reporter): void {
+  const call = info.decl.init as A.CallExpr;
+  const given = (['ratios', 'counts'] as const).filter((k) => {
+    const v = info.params.get(k);
+    return v?.t === 'obj' && v.fields.size > 0;
+  });
+  if (given.length !== 1) {
+    const d = reporter.report(M.MixtureShares, call.range, info.name, given.length ? 'gives both `ratios` and `counts`' : 'names no sources');
+    d.hint = 'give `ratios: { a: 0.7, b: 0.3 }` (shares of every epoch) or `counts: { a: 5000, b: 2000 }` (records per epoch)';
+    info.ok = false;
+    return;
+  }
+  const by = given[0]!;
+  const shares = info.params.get(by) as Extract<Value, { t: 'obj' }>;
+  const arg = call.args.find((a) => a.name?.name === by);
+  const rangeOf = (key: string): Range => {
+    const obj = arg?.value.kind === 'Object' ? arg.value : undefined;
+    return obj?.fields.find((f) => f.name.name === key)?.name.range ?? info.paramRanges?.get(by) ?? call.range;
+  };
+  const file = program.files.find((f) => f.ast.decls.includes(info.decl));
+  const sources: NonNullable<DatasetInfo['sources']> = [];
+  let sum = 0;
+  for (const [key, v] of shares.fields) {
+    const share = (v as { v: number }).v;
+    const range = rangeOf(key);
+    const decl = file?.scope.get(key);
+    const target = program.datasets.get(key);
+    if (!decl || decl.kind !== 'Dataset' || !target) {
+      if (decl) reporter.report(M.WrongDeclKind, range, key, declKindWord(decl), 'a dataset');
+      else reporter.report(M.UnknownName, range, 'dataset', key).hint = didYouMean(key, [...program.datasets.keys()].filter((n) => n !== info.name));
+      info.ok = false;
+      continue;
+    }
+    if (target.ctor === 'mixture') {
+      reporter.report(M.MixtureNested, range, key, info.name);
+      info.ok = false;
+      continue;
+    }
+    if (by === 'counts' && !Number.isSafeInteger(share)) {
+      reporter.report(M.OutOfRange, range, `\`${key}\` in \`counts\``, 'a whole number of records', String(share));
+      info.ok = false;
+      continue;
+    }
+    if (by === 'ratios' && share > 1) {
+      reporter.report(M.OutOfRange, range, `\`${key}\` in \`ratios\``, 'at most 1 (a share of every epoch)', String(share));
+      info.ok = false;
+      continue;
+    }
+    sum += share;
+    sources.push({ dataset: target, ...(by === 'ratios' ? { ratio: share } : { count: share }) });
+  }
+  if (info.ok && by === 'ratios' && Math.abs(sum - 1) > 1e-9) {
+    const d = reporter.report(M.MixtureRatioSum, arg?.value.range ?? call.range, info.name, String(Math.round(sum * 1e9) / 1e9));
+    d.hint = 'ratios are shares of every epoch; make them add up to 1, or give `counts` (records per epoch) instead';
+    info.ok = false;
+  }
+  if (info.ok) info.sources = sources;
 }
 
 function wordScope(reporter: Reporter): Scope {
@@ -164,13 +244,21 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   const fields = new Map<string, A.Field>();
   if (after) for (const [k, f] of after.fieldNodes) if (!NOT_INHERITED.has(k)) fields.set(k, f);
   const own = new Set<string>();
+  /** Fields that a misspelled one most likely meant: one mistake is one diagnostic, the misspelling, so
+   * these are not also reported missing (nor are the train/freeze rules applied to a misspelled list),
+   * here or in a stage that continues from this one and would have inherited them. */
+  const meant = new Set<string>();
+  if (after) for (const k of after.meantFields) if (!NOT_INHERITED.has(k)) meant.add(k);
   for (const f of decl.fields) {
     const key = f.name.name;
     if (!(key in STAGE_FIELDS)) {
       const d = reporter.report(M.UnknownStageField, f.name.range, key);
       const near = closest(key, Object.keys(STAGE_FIELDS));
       d.hint = near ? `did you mean \`${near}\`?` : `stage fields are ${Object.keys(STAGE_FIELDS).join(', ')}`;
-      if (near) d.fixes = [{ title: `Use \`${near}\``, range: f.name.range, newText: near }];
+      if (near) {
+        d.fixes = [{ title: `Use \`${near}\``, range: f.name.range, newText: near }];
+        meant.add(near);
+      }
       continue;
     }
     if (own.has(key)) {
@@ -197,10 +285,12 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     precision: 'fp32',
     sharding: 'none',
     gradientCheckpointing: false,
+    groupByLength: false,
     clipGrad: 1.0,
     seed: 0,
     checkpoint: { every: 0, keep: 1 },
     fieldNodes: fields,
+    meantFields: meant,
     ok: true,
   };
   const ov = ctx.overrides.filter((o) => o.stage === name);
@@ -219,7 +309,7 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   const need = (key: string): A.Field | undefined => {
     const f = fields.get(key);
     if (!f && !scalarOverride(key)) {
-      if (!afterField || after) missing.push(key);
+      if ((!afterField || after) && !meant.has(key)) missing.push(key);
       info.ok = false;
     }
     return f;
@@ -262,12 +352,18 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   const model = info.model;
 
   // train / freeze
+  /** Components a misspelled name in train/freeze most likely meant: not reported as neither trained nor
+   * frozen as well. `unsure`: a list had an entry that names no component closely, or was no list at all;
+   * which components it meant is anyone's guess, so the rules about the lists as a whole wait for a fix. */
+  const meantComps = new Set<string>();
+  let unsure = meant.has('train') || meant.has('freeze');
   const compList = (key: 'train' | 'freeze'): ComponentInfo[] => {
     const f = fields.get(key);
     if (!f || f.value.kind === 'Missing') return [];
     if (f.value.kind !== 'List') {
       reporter.report(M.TypeMismatch, f.value.range, `stage field \`${key}\``, 'a list of components such as [proj, lm]', 'something else');
       info.ok = false;
+      unsure = true;
       return [];
     }
     const out: ComponentInfo[] = [];
@@ -275,13 +371,19 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
       if (item.kind !== 'Ref') {
         reporter.report(M.TypeMismatch, item.range, `\`${key}\``, 'a component name', 'an expression');
         info.ok = false;
+        unsure = true;
         continue;
       }
       if (!model) continue;
       const c = model.components.get(item.name);
       if (!c) {
         const d = reporter.report(M.UnknownComponent, item.range, item.name, model.name);
-        d.hint = didYouMean(item.name, model.components.keys());
+        const near = closest(item.name, model.components.keys());
+        if (near) {
+          d.hint = `did you mean \`${near}\`?`;
+          d.fixes = [{ title: `Use \`${near}\``, range: item.range, newText: near }];
+          meantComps.add(near);
+        } else unsure = true;
         info.ok = false;
         continue;
       }
@@ -303,16 +405,16 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
         info.ok = false;
       }
     }
-    if (trainF || freezeF) {
+    if ((trainF || freezeF) && !unsure) {
       for (const c of model.components.values()) {
-        if (!info.train.includes(c) && !info.freeze.includes(c)) {
+        if (!info.train.includes(c) && !info.freeze.includes(c) && !meantComps.has(c.name)) {
           const d = reporter.report(M.NeitherTrainedNorFrozen, (freezeF ?? trainF)!.value.range, c.name, name);
           d.hint = `add \`${c.name}\` to \`train\` or to \`freeze\``;
           info.ok = false;
         }
       }
     }
-    if (!trainF || (trainF.value.kind === 'List' && trainF.value.items.length === 0)) {
+    if (!unsure && (!trainF || (trainF.value.kind === 'List' && trainF.value.items.length === 0))) {
       const d = reporter.report(M.TrainsNothing, (trainF?.value.range ?? decl.name.range), name);
       d.hint = 'name the components to train, e.g. `train: [proj]`';
       info.ok = false;
@@ -366,15 +468,17 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   const hasEpochs = fields.has('epochs') || !!scalarOverride('epochs');
   const hasSteps = fields.has('steps') || !!scalarOverride('steps');
   if (hasEpochs && hasSteps) {
-    reporter.report(M.EpochsAndSteps, (fields.get('steps') ?? fields.get('epochs'))?.name.range ?? decl.name.range, name);
+    // Both inherited (neither set here nor overridden): the stage they come from has reported it already.
+    const inherited = !own.has('epochs') && !own.has('steps') && !scalarOverride('epochs') && !scalarOverride('steps');
+    if (!inherited) reporter.report(M.EpochsAndSteps, (fields.get('steps') ?? fields.get('epochs'))?.name.range ?? decl.name.range, name);
     info.ok = false;
   } else if (!hasEpochs && !hasSteps) {
-    if (!afterField || after) missing.push('epochs` or `steps');
+    if ((!afterField || after) && !meant.has('epochs') && !meant.has('steps')) missing.push('epochs` or `steps');
     info.ok = false;
   }
   if (missing.length) {
     const d = reporter.report(M.MissingStageField, decl.name.range, missing.join('`, `'), name);
-    d.hint = `add ${missing.map((k) => (k.includes('`') ? '`epochs: 1` or `steps: 1000`' : `\`${k}: ...\` (${STAGE_FIELDS[k]})`)).join('; ')}`;
+    d.hint = `add ${missing.map((k) => (k.includes('`') ? '`epochs: 1` or `steps: 1000`' : `\`${k}: ...\` (${plainText(STAGE_FIELDS[k].meaning)})`)).join('; ')}`;
   }
   info.epochs = numField('epochs', 0, true);
   info.steps = intField('steps', 1);
@@ -387,6 +491,11 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
   if (gc) {
     if (gc.v.t === 'bool') info.gradientCheckpointing = gc.v.v;
     else reporter.report(M.TypeMismatch, gc.range, 'stage field `gradient_checkpointing`', 'bool', typeName(gc.v));
+  }
+  const gl = value('group_by_length');
+  if (gl) {
+    if (gl.v.t === 'bool') info.groupByLength = gl.v.v;
+    else reporter.report(M.TypeMismatch, gl.range, 'stage field `group_by_length`', 'bool', typeName(gl.v));
   }
   checkpointField(info, fields.get('checkpoint'), ov, ctx);
   devicesField(info, fields.get('devices'), file, ov, ctx);
@@ -415,10 +524,31 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
         const d = reporter.report(M.ImageTokensExceedLength, mlRange, model.imageTokens, ml);
         d.hint = `each sample holds ${model.imageTokens} image tokens plus its text; raise max_length above ${model.imageTokens}`;
         info.ok = false;
+      } else if (model.imageTokens !== undefined) {
+        // A multi-image dataset: each of a record's images takes the image tokens (`max_images` of them)
+        for (const d of dataSources(info.data)) {
+          const k = maxImagesOf(d);
+          if (k <= 1 || k * model.imageTokens < ml) continue;
+          const diag = reporter.report(M.ImagesExceedLength, mlRange, name, ml, d.name, k, model.imageTokens);
+          diag.hint = `raise max_length above ${k * model.imageTokens}, or lower \`max_images\` of \`${d.name}\``;
+          info.ok = false;
+        }
       }
     }
   }
   return info;
+}
+
+/** The datasets a stage's data reads: a mixture's sources, or the dataset itself. */
+export function dataSources(d: DatasetInfo | undefined): DatasetInfo[] {
+  if (!d) return [];
+  return d.sources ? d.sources.map((x) => x.dataset) : [d];
+}
+
+/** A dataset's `max_images` (1 for datasets that have none). */
+export function maxImagesOf(d: DatasetInfo): number {
+  const v = d.params.get('max_images');
+  return v?.t === 'num' ? v.v : 1;
 }
 
 function refTo(e: A.Expr, want: 'model' | 'dataset', file: LoadedFile, ctx: Ctx): string | undefined {

@@ -91,6 +91,10 @@ export const M = {
   ShardingNeedsDevices: def(5008, 'warning', (sharding: string) => `sharding ${sharding} has no effect on a single device`),
   FrozenUnusedTrained: def(5009, 'warning', (name: string, stage: string) => `component \`${name}\` is trained in stage \`${stage}\` but no loss gradient reaches it`),
   HandOffModelMissing: def(5010, 'error', (name: string, from: string) => `component \`${name}\` trained in \`${from}\` does not exist in this stage's model`),
+  MixtureShares: def(5011, 'error', (mixture: string, why: string) => `mixture \`${mixture}\` ${why}`),
+  MixtureNested: def(5012, 'error', (source: string, mixture: string) => `\`${source}\` is itself a mixture and cannot be a source of mixture \`${mixture}\`; name its datasets directly`),
+  MixtureRatioSum: def(5013, 'error', (mixture: string, sum: string) => `the ratios of mixture \`${mixture}\` add up to ${sum}, not 1`),
+  ImagesExceedLength: def(5014, 'error', (stage: string, maxLength: number, dataset: string, images: number, tokens: number) => `stage \`${stage}\`: max_length ${maxLength} cannot hold the ${images} images of a record of \`${dataset}\` (max_images ${images} x ${tokens} image tokens = ${images * tokens})`),
 
   // ---- 6xxx custom components and checkpoints ----
   CustomModuleNotFound: def(6001, 'error', (path: string) => `custom module "${path}" does not exist`),
@@ -110,6 +114,16 @@ export const M = {
   WeightsNotACheckpoint: def(6015, 'error', (dir: string) => `weights "${dir}" is a file but not a .safetensors file`),
   ImageTokenMismatch: def(6016, 'warning', (key: string, id: number, marker: string, markerId: string, tokenizer: string) => `config.json has ${key} = ${id} but the image marker "${marker}" has ${markerId} in "${tokenizer}"`),
   UnsupportedConfig: def(6017, 'error', (key: string, value: string, what: string) => `config.json has ${key} = ${value}, which pipec does not implement: ${what}`),
+  // custom code, read at check time (compiler/check/custom*.ts, code-files.ts)
+  CustomPythonNotFound: def(6030, 'error', (path: string) => `python half "${path}" does not exist`),
+  CustomPythonNoClass: def(6031, 'error', (cls: string, path: string) => `python half "${path}" does not define \`${cls}\``),
+  CustomPythonBadImport: def(6032, 'error', (path: string, why: string) => `python half "${path}": ${why}`),
+  CustomPathOutside: def(6033, 'error', (what: string, path: string, why: string) => `${what} "${path}" ${why}`),
+  CustomImportOutside: def(6034, 'error', (module: string, file: string, spec: string, why: string) => `custom module "${module}": ${file} imports "${spec}", which ${why}`),
+  CustomNeedsModule: def(6035, 'error', (cls: string, command: string) => `custom component \`${cls}\` has no TypeScript half (\`module:\`), which ${command} runs`),
+  CustomNeedsPython: def(6036, 'error', (cls: string) => `custom component \`${cls}\` has no PyTorch half (\`python:\`), so the export cannot build its class`),
+  CustomHalfMissing: def(6037, 'info', (cls: string, missing: string, what: string) => `custom component \`${cls}\` has no ${missing} half: ${what}`),
+  CustomImportMissing: def(6038, 'error', (module: string, file: string, spec: string) => `custom module "${module}": ${file} imports "${spec}", which does not exist`),
 
   // ---- 7xxx memory ----
   DoesNotFit: def(7001, 'error', (stage: string, need: string, have: string, breakdown: string) => `stage \`${stage}\` needs ${need} per device but each device has ${have} (${breakdown})`),
@@ -140,7 +154,7 @@ export const M = {
   ResumeMismatch: def(9024, 'error', (why: string) => `--resume: the checkpoint belongs to a different program: ${why}`),
   WeightShapeMismatch: def(9025, 'error', (tensor: string, file: string, actual: string, expected: string) => `tensor "${tensor}" in "${file}" is ${actual}, expected ${expected}`),
   CustomLoadFailed: def(9026, 'error', (module: string, why: string) => `cannot load custom module "${module}": ${why}`),
-  CustomNotTrustedAtRun: def(9027, 'error', (module: string) => `custom module "${module}" is not trusted; the runtime will not execute it`),
+  CustomNotTrustedAtRun: def(9027, 'error', (module: string, cls: string) => `custom module "${module}" (${cls}) is not trusted by you; pipec will not run it`),
   RunDirInvalid: def(9028, 'error', (dir: string, why: string) => `"${dir}" is not a usable run directory: ${why}`),
   GraphInvalid: def(9029, 'error', (file: string, why: string) => `"${file}" is not a valid pipec graph: ${why}`),
   RunDirLocked: def(9030, 'error', (dir: string, holder: string) => `run folder "${dir}" is in use by another pipec run (${holder})`),
@@ -160,12 +174,26 @@ export const M = {
   TooFewRecords: def(9055, 'error', (dataset: string, usable: number, stage: string, batch: number) => `dataset "${dataset}" has ${usable} usable record${usable === 1 ? '' : 's'}, fewer than one batch of ${batch} for stage \`${stage}\``),
   BadRoles: def(9056, 'error', (dataset: string, why: string) => `dataset "${dataset}": \`roles\` ${why}`),
   EvalBadArgument: def(9070, 'error', (why: string) => `pipec eval: ${why}`),
+  // custom code at run time: the trust decision and its enforcement before import (runtime/trust.ts, runtime/custom.ts)
+  CustomCodeChanged: def(9100, 'error', (module: string, recorded: string, now: string) => `custom module "${module}" changed since the graph was compiled (graph ${recorded}, files now ${now}); pipec will not run it`),
+  CustomPathOutsideAtRun: def(9101, 'error', (module: string, why: string) => `custom module "${module}" ${why}; pipec will not run it`),
+  CustomNoHash: def(9102, 'error', (module: string) => `the graph records no content hash for custom module "${module}"; pipec will not run it`),
+  CustomNoModule: def(9103, 'error', (cls: string) => `custom component \`${cls}\` has no TypeScript half (\`module:\`); pipec's runtime cannot run it`),
+  TrustStoreUnusable: def(9104, 'error', (dir: string, why: string) => `cannot use the trust records in "${dir}": ${why}`),
+  PythonCodeChanged: def(9105, 'error', (file: string, recorded: string, now: string) => `python half "${file}" changed since the graph was compiled (graph ${recorded}, files now ${now}); the export would carry other code than was checked`),
+  PythonCodeChangedAtRun: def(9106, 'error', (file: string, why: string) => `python half "${file}" ${why}; the run's checkpoints carry the class's package beside its weights and would carry other code than was checked`),
   // `pipec export RUN --target hf` (runtime/export/hf*.ts)
   HfNotLlava: def(9080, 'error', (model: string, why: string) => `model \`${model}\` cannot be written as a transformers LLaVA: ${why}`),
   HfNotExpressible: def(9081, 'error', (component: string, why: string) => `component \`${component}\` has no equivalent in transformers' LLaVA: ${why}`),
   HfNoImageToken: def(9082, 'error', (marker: string, why: string) => `the exported tokenizer needs "${marker}" as one token of its own: ${why}`),
   HfImageTokenCount: def(9083, 'error', (processor: number, model: number) => `transformers' LLaVA processor would expand the image marker into ${processor} tokens, but the model takes ${model} image features`),
   HfOutputExists: def(9084, 'error', (dir: string) => `"${dir}" exists and is not a folder that \`pipec export --target hf\` wrote; nothing was written`),
+  DataImageMarkers: def(9090, 'error', (index: number, images: number, marker: string, markers: string) => `record ${index}: has ${images} images but ${markers} "${marker}" marker${markers === '1' ? '' : 's'}`),
+  DataTooManyImages: def(9091, 'error', (index: number, images: number, max: number) => `record ${index}: has ${images} images, more than the dataset's max_images ${max}`),
+  MixtureSourceEmpty: def(9092, 'error', (mixture: string, source: string, stage: string) => `mixture "${mixture}" of stage \`${stage}\` draws from "${source}", which has no usable record`),
+  DataChanged: def(9093, 'error', (file: string, when: string) => `"${file}" changed ${when}`),
+  DataWorkerFailed: def(9094, 'error', (why: string) => `the image decoding workers failed: ${why}`),
+  PrepareUnsupportedData: def(9095, 'error', (stage: string, why: string) => `pipec prepare: the data of stage \`${stage}\` cannot be written for the exported trainer: ${why}`),
 } as const;
 
 export type MessageKey = keyof typeof M;

@@ -25,7 +25,33 @@ export interface ComponentDef {
   params: number;
   tensors: TensorDef[];
   weights?: string;
-  custom?: { class: string; module: string; base: string };
+  custom?: CustomDef;
+}
+
+/**
+ * A custom component: its class, the base whose shapes and tensors it follows, and its two halves, each
+ * optional: `module` (the TypeScript/JavaScript pipec's runtime runs) with the files it consists of and
+ * their content hash (what trust is keyed by; `pipec run GRAPH.json` re-checks it), and `python` (the
+ * PyTorch package the export carries). Paths are relative to the program's folder.
+ */
+export interface CustomDef {
+  class: string;
+  base: string;
+  module?: string;
+  files?: string[];
+  hash?: string;
+  python?: {
+    file: string;
+    package: string;
+    module: string;
+    files: string[];
+    hash: string;
+    config_class?: { module: string; name: string };
+    model_type?: string;
+    moe_block?: string;
+  };
+  /** The class's own config.json settings (from its checkpoint), beyond what the base computes. */
+  config?: Record<string, AttrValue>;
 }
 
 export interface NodeDef {
@@ -68,6 +94,8 @@ export interface StagePlan {
   gradient_checkpointing: boolean;
   clip_grad: number;
   seed: number;
+  /** LLaVA's group_by_modality_length: batches of similar length, records with and without images apart. Absent: false. */
+  group_by_length?: boolean;
   checkpoint: { every: number; keep: number };
   memory: {
     total_params: number;
@@ -76,12 +104,30 @@ export interface StagePlan {
   };
 }
 
+export interface DatasetDef {
+  name: string;
+  constructor: string;
+  attrs: Record<string, AttrValue>;
+  /**
+   * A mixture's sources (constructor "mixture"), in the order written: each a dataset of the graph (not
+   * a mixture) with its `ratio` of every epoch (the ratios add up to 1) or its `count` of records per
+   * epoch; all ratios or all counts.
+   */
+  sources?: MixtureSource[];
+}
+
+export interface MixtureSource {
+  dataset: string;
+  ratio?: number;
+  count?: number;
+}
+
 export interface Graph {
   format: typeof GRAPH_FORMAT;
   version: number;
   source: string;
   models: ModelDef[];
-  datasets: { name: string; constructor: string; attrs: Record<string, AttrValue> }[];
+  datasets: DatasetDef[];
   templates: { name: string; fields: Record<string, AttrValue> }[];
   stages: StagePlan[];
 }

@@ -35,6 +35,16 @@ export function validateGraph(g: unknown): string[] {
   }
   const stageNames = new Set<string>();
   const datasets = new Set(graph.datasets.map((d) => d.name));
+  const mixtures = new Set(graph.datasets.filter((d) => d.constructor === 'mixture').map((d) => d.name));
+  for (const d of graph.datasets) {
+    if ((d.constructor === 'mixture') !== (d.sources !== undefined)) problems.push(`dataset ${d.name}: ${d.sources ? 'sources belong to a mixture only' : 'a mixture needs sources'}`);
+    if (!d.sources) continue;
+    for (const x of d.sources) if (!datasets.has(x.dataset) || mixtures.has(x.dataset)) problems.push(`dataset ${d.name}: source ${x.dataset} is ${mixtures.has(x.dataset) ? 'a mixture' : 'not a dataset of the graph'}`);
+    const kinds = new Set(d.sources.map((x) => (x.ratio !== undefined ? 'ratio' : 'count')));
+    if (kinds.size > 1) problems.push(`dataset ${d.name}: sources mix ratios and counts`);
+    const sum = d.sources.reduce((a, x) => a + (x.ratio ?? 0), 0);
+    if (kinds.has('ratio') && Math.abs(sum - 1) > 1e-6) problems.push(`dataset ${d.name}: ratios add up to ${sum}, not 1`);
+  }
   for (const s of graph.stages) {
     const m = models.get(s.model);
     if (!m) problems.push(`stage ${s.name}: unknown model ${s.model}`);

@@ -4,7 +4,7 @@
 import type { StageEstimate } from '../check/memory.js';
 import type { ComponentInfo, ModelInfo, Program, StageInfo } from '../check/program.js';
 import { evaluate, type Value } from '../check/values.js';
-import type { AttrValue, ComponentDef, Dim, Graph, ModelDef, NodeDef, StagePlan } from '../ir/graph.js';
+import type { AttrValue, ComponentDef, CustomDef, DatasetDef, Dim, Graph, ModelDef, NodeDef, StagePlan } from '../ir/graph.js';
 import { GRAPH_FORMAT, GRAPH_VERSION } from '../ir/graph.js';
 
 /** Signature fields that describe the compiler's bookkeeping, not the component the runtime builds. */
@@ -55,7 +55,19 @@ function lowerComponent(c: ComponentInfo): ComponentDef {
     tensors: c.tensors.map((t) => (t.loops.length ? { name: t.name, shape: t.shape, repeat: Object.fromEntries(t.loops.map((l) => [l.var, l.count])) } : { name: t.name, shape: t.shape })),
   };
   if (c.weights) def.weights = c.weights.dir;
-  if (c.custom) def.custom = { class: c.custom.className, module: c.custom.module, base: c.custom.base };
+  if (c.custom) def.custom = customDef(c.custom);
+  return def;
+}
+
+/** A custom component's record: class, base, and each half that is there with its files and content hash. */
+function customDef(c: NonNullable<ComponentInfo['custom']>): CustomDef {
+  const def: CustomDef = { class: c.className, base: c.base };
+  if (c.code) Object.assign(def, { module: `./${c.code.module}`, files: c.code.files, hash: c.code.hash });
+  if (c.py) {
+    const { configClass, modelType, moeBlock, ...rest } = c.py;
+    def.python = { ...rest, ...(configClass ? { config_class: configClass } : {}), ...(modelType ? { model_type: modelType } : {}), ...(moeBlock ? { moe_block: moeBlock } : {}) };
+  }
+  if (c.config) def.config = JSON.parse(JSON.stringify(c.config)) as Record<string, AttrValue>;
   return def;
 }
 
@@ -181,6 +193,7 @@ function lowerStage(s: StageInfo, est: StageEstimate | undefined): StagePlan {
     },
   };
   if (s.after) plan.after = s.after.name;
+  if (s.groupByLength) plan.group_by_length = true;
   if (s.epochs !== undefined) plan.epochs = s.epochs;
   else plan.steps = s.steps;
   // Keep `after` next to `model` in the JSON for readability.
@@ -192,10 +205,11 @@ export function lower(program: Program, estimates: Map<string, StageEstimate>, s
   const usedModels = new Set(program.stages.map((s) => s.model?.name));
   const models = [...program.models.values()].filter((m) => usedModels.has(m.name) || program.stages.length === 0);
   const usedTemplates = new Set<string>();
-  const datasets = [...program.datasets.values()].map((d) => {
+  const datasets = [...program.datasets.values()].map((d): DatasetDef => {
     const attrs = attrsOf(d.params);
     if (typeof attrs.template === 'string') usedTemplates.add(attrs.template);
-    return { name: d.name, constructor: d.ctor, attrs };
+    if (!d.sources) return { name: d.name, constructor: d.ctor, attrs };
+    return { name: d.name, constructor: d.ctor, attrs, sources: d.sources.map((x) => ({ dataset: x.dataset.name, ...(x.ratio !== undefined ? { ratio: x.ratio } : { count: x.count! }) })) };
   });
   const templates = [...program.templates.values()]
     .filter((t) => usedTemplates.has(t.name.name))

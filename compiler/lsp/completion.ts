@@ -8,8 +8,8 @@ import type * as A from '../ast/nodes.js';
 import { exprText } from '../check/instance.js';
 import type { CheckResult } from '../check/passes.js';
 import type { LoadedFile } from '../check/program.js';
-import { STAGE_FIELDS } from '../check/stages.js';
-import { signatureText } from './hover.js';
+import { plainText, STAGE_FIELDS } from '../check/stages.js';
+import { signatureText, stageFieldHover } from './hover.js';
 
 const TOP_KEYWORDS = ['import', 'model', 'dataset', 'stage', 'template', 'encoder', 'projector', 'llm', 'data', 'optimizer', 'schedule', 'device'];
 const FIELD_KINDS: Record<string, A.SignatureKind> = { optimizer: 'optimizer', schedule: 'schedule', devices: 'device' };
@@ -131,7 +131,13 @@ export function complete(text: string, offset: number, check: CheckResult | unde
     const have = new Set((check!.program.stages.find((s) => s.name === block.name)?.decl.fields ?? []).map((f) => f.name.name));
     return Object.entries(STAGE_FIELDS)
       .filter(([k]) => !have.has(k))
-      .map(([k, doc]) => ({ label: k, kind: CompletionItemKind.Field, detail: doc, insertText: `${k}: ` }));
+      .map(([k, doc]) => ({
+        label: k,
+        kind: CompletionItemKind.Field,
+        detail: plainText(doc.meaning),
+        documentation: { kind: 'markdown', value: stageFieldHover(k) ?? '' },
+        insertText: `${k}: `,
+      }));
   }
 
   if (/^\s*dataset\s+\w+\s*=\s*\w*$/.test(line)) return ctorItems(file, 'data');

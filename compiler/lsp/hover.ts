@@ -1,11 +1,14 @@
-// Hover: a constructor's signature, a component's shapes and parameter count, a stage's trainable
-// parameters and memory per device.
+// Hover: a constructor's signature and the comment above it in the standard library, a component's shapes
+// and parameter count, a stage's trainable parameters and memory per device, what a stage field means (the
+// checker's STAGE_FIELDS), a parameter's type, default and constraints, a preset's values.
 import type * as A from '../ast/nodes.js';
 import { exprText } from '../check/instance.js';
 import type { StageEstimate } from '../check/memory.js';
 import type { CheckResult } from '../check/passes.js';
+import { STAGE_FIELDS } from '../check/stages.js';
 import { formatBytes, formatCount, show, showDims } from '../check/values.js';
-import type { Sym } from './navigation.js';
+import type { Range } from '../diagnostics/source.js';
+import type { NameUse, Sym } from './navigation.js';
 
 export function signatureText(sig: A.SignatureDecl): string {
   const params = sig.params.map((p) => `${p.name.name}: ${exprText(p.type)}${p.default ? ` = ${exprText(p.default)}` : ''}`);
@@ -24,13 +27,64 @@ function estimateText(e: StageEstimate): string {
   return lines.join('\n\n');
 }
 
+/** The `//` comment lines right above a declaration (the standard library documents each constructor so). */
+export function docComment(range: Range, check: CheckResult): string | undefined {
+  const source = check.program.files.find((f) => f.source.path === range.file)?.source;
+  if (!source) return undefined;
+  const lines = source.text.split('\n');
+  const doc: string[] = [];
+  for (let i = range.start.line - 2; i >= 0 && /^\s*\/\//.test(lines[i]); i--) doc.unshift(lines[i].replace(/^\s*\/\/\s?/, ''));
+  return doc.length ? doc.join('\n') : undefined;
+}
+
+const code = (text: string) => `\`\`\`pipe\n${text}\n\`\`\``;
+
+/** A stage field: what it means, its type, default and inheritance, from the checker's one table. */
+export function stageFieldHover(name: string): string | undefined {
+  const f = Object.hasOwn(STAGE_FIELDS, name) ? STAGE_FIELDS[name] : undefined;
+  if (!f) return undefined;
+  return [`**stage field \`${name}\`**: ${f.meaning}`, `type: ${f.type}`, `default: ${f.default}`, `inherited from \`after\`: ${f.inherited}`].join('\n\n');
+}
+
+/** `custom(...)`: built into the checker, declared in no .pipe file (docs/language.md §7). */
+const CUSTOM_HOVER = [
+  code('custom(class: string, module: path, trust: bool, base: constructor, ...base parameters)'),
+  'A component built from your own model class: `module` (a TypeScript or JavaScript file, relative to this file) exports `class`; `trust: true` allows running it; `base` is the standard constructor whose parameters, shapes and tensor names it shares (docs/language.md §7).',
+].join('\n\n');
+
+export function nameUseHover(use: NameUse, check: CheckResult): string | undefined {
+  switch (use.kind) {
+    case 'stageField':
+      return stageFieldHover(use.name);
+    case 'param': {
+      const p = use.param;
+      const name = p.name.name;
+      // The constraints that mention this parameter.
+      const mentions = new RegExp(`\\b${name}\\b`);
+      const where = use.sig.where.map(exprText).filter((w) => mentions.test(w));
+      return [
+        code(`${name}: ${exprText(p.type)}${p.default ? ` = ${exprText(p.default)}` : ''}`),
+        `parameter of ${use.sig.sigKind} \`${use.sig.name.name}\`${p.default ? '' : ' (required)'}`,
+        where.length ? `where ${where.map((w) => `\`${w}\``).join(', ')}` : '',
+      ].filter(Boolean).join('\n\n');
+    }
+    case 'preset': {
+      const args = use.preset.args.map((a) => `${a.name ? `${a.name.name}: ` : ''}${exprText(a.value)}`).join(', ');
+      const doc = docComment(use.preset.range, check);
+      return [code(`preset "${use.preset.name.value}" (${args})`), `preset of ${use.sig.sigKind} \`${use.sig.name.name}\``, doc ?? ''].filter(Boolean).join('\n\n');
+    }
+    case 'custom':
+      return CUSTOM_HOVER;
+  }
+}
+
 export function hoverFor(sym: Sym, check: CheckResult): string | undefined {
   const { program } = check;
   switch (sym.kind) {
     case 'constructor': {
       const sig = sym.decl as A.SignatureDecl;
       const presets = sig.items.filter((i): i is A.PresetDecl => i.kind === 'Preset').map((p) => `"${p.name.value}"`);
-      return ['```pipe', signatureText(sig), '```', presets.length ? `presets: ${presets.join(', ')}` : ''].filter(Boolean).join('\n');
+      return [code(signatureText(sig)), docComment(sig.range, check) ?? '', presets.length ? `presets: ${presets.join(', ')}` : ''].filter(Boolean).join('\n\n');
     }
     case 'component': {
       const model = [...program.models.values()].find((m) => m.decl === sym.model);
@@ -59,7 +113,10 @@ export function hoverFor(sym: Sym, check: CheckResult): string | undefined {
       const d = program.datasets.get(sym.name);
       return d ? `dataset ${sym.name} = ${d.ctor}(${[...d.params].map(([k, v]) => `${k}: ${show(v)}`).join(', ')})` : `dataset ${sym.name}`;
     }
-    case 'template':
-      return `template ${sym.name}`;
+    case 'template': {
+      const t = sym.decl as A.TemplateDecl;
+      const fields = t.fields.map((f) => `  ${f.name.name}: ${exprText(f.value)}`);
+      return [code(`template ${sym.name} {\n${fields.join('\n')}\n}`), docComment(t.range, check) ?? ''].filter(Boolean).join('\n\n');
+    }
   }
 }

@@ -17,7 +17,7 @@ import {
 import type { Fix } from '../diagnostics/diagnostic.js';
 import { format } from '../format/format.js';
 import { complete } from './completion.js';
-import { hoverFor } from './hover.js';
+import { hoverFor, nameUseHover } from './hover.js';
 import { SymbolIndex } from './navigation.js';
 import { documentSymbols, foldingRanges, inlayHints, semanticTokens, TOKEN_TYPES } from './outline.js';
 import { pathToUri, toLspDiagnostic, toLspRange, uriToPath, Workspace } from './workspace.js';
@@ -105,9 +105,15 @@ export function startServer(connection: Connection = createConnection(ProposedFe
     return ranges.map((r) => ({ uri: pathToUri(r.file), range: toLspRange(r) }));
   };
 
+  const useAt = (uri: string, pos: { line: number; character: number }) => index(uri)?.useAt(uriToPath(uri), pos.line + 1, pos.character + 1);
+
   connection.onDefinition((p) => {
     const hit = symbolAt(p.textDocument.uri, p.position);
-    return hit ? { uri: pathToUri(hit.sym.def.file), range: toLspRange(hit.sym.def) } : null;
+    if (hit) return { uri: pathToUri(hit.sym.def.file), range: toLspRange(hit.sym.def) };
+    // A parameter or preset is declared in its constructor's signature; a stage field and `custom` nowhere.
+    const use = useAt(p.textDocument.uri, p.position);
+    const def = use?.kind === 'param' ? use.param.name.range : use?.kind === 'preset' ? use.preset.name.range : undefined;
+    return def ? { uri: pathToUri(def.file), range: toLspRange(def) } : null;
   });
   connection.onReferences((p) => locations(p.textDocument.uri, p.position, p.context.includeDeclaration));
 
@@ -135,11 +141,13 @@ export function startServer(connection: Connection = createConnection(ProposedFe
   });
 
   connection.onHover((p) => {
-    const hit = symbolAt(p.textDocument.uri, p.position);
     const check = ws.check(p.textDocument.uri);
-    if (!hit || !check) return null;
-    const value = hoverFor(hit.sym, check);
-    return value ? { contents: { kind: 'markdown', value }, range: toLspRange(hit.range) } : null;
+    if (!check) return null;
+    const hit = symbolAt(p.textDocument.uri, p.position);
+    const use = hit ? undefined : useAt(p.textDocument.uri, p.position);
+    const value = hit ? hoverFor(hit.sym, check) : use ? nameUseHover(use, check) : undefined;
+    const range = hit?.range ?? use?.range;
+    return value && range ? { contents: { kind: 'markdown', value }, range: toLspRange(range) } : null;
   });
 
   connection.onCompletion((p) => {

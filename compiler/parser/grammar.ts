@@ -44,6 +44,13 @@ export class PipeGrammar extends CstParser {
   tooDeep: Array<{ start: number; end: number; epoch: number }> = [];
   /** Counts the times the parser came back up from past the limit, to tell those operands apart. */
   private epoch = 0;
+  /** The text being parsed (set by parse()): tells whether two tokens are on one line. */
+  text = '';
+  /** Commas missing between two arguments or list items on one line (`f(a: 1 b: 2)`, `[vision lm]`): the
+   * parser reads on as if the comma were there, so the one mistake is one diagnostic (parse.ts reports
+   * each), not a failed call and whatever recovery makes of the rest. `after`: the offset just past the
+   * item before the gap; `token`: the item that follows it. */
+  missingCommas: Array<{ after: number; token: IToken }> = [];
 
   constructor() {
     super(T.allTokens, { recoveryEnabled: true, maxLookahead: 2, nodeLocationTracking: 'onlyOffset' });
@@ -55,6 +62,28 @@ export class PipeGrammar extends CstParser {
     this.depth = 0;
     this.tooDeep = [];
     this.epoch = 0;
+    this.missingCommas = [];
+  }
+
+  /** Before another item of a comma-separated list: the comma, or, when the next item starts after spaces on
+   * the line where the previous one ended, nothing (recorded as a missing comma). Across a line break no
+   * comma is assumed: there a missing `)` or `]` is the likelier mistake, and recovery handles that. Nor
+   * between two tokens that touch (`"a, b: "img"`): that is a misplaced quote, not two items. */
+  private readonly separator = {
+    GATE: () => this.RECORDING_PHASE || this.LA(1).tokenType === T.Comma || this.spacedOnOneLine(this.LA(0), this.LA(1)),
+  };
+
+  private spacedOnOneLine(a: IToken, b: IToken): boolean {
+    if (!Number.isFinite(a.startOffset) || !Number.isFinite(b.startOffset) || b.tokenType === EOF) return false;
+    const gap = this.text.slice(a.startOffset + a.image.length, b.startOffset);
+    return gap.length > 0 && /^[ \t]+$/.test(gap);
+  }
+
+  /** The comma between two items, optional in the grammar; see `separator`. */
+  private noteMissingComma(): void {
+    if (this.RECORDING_PHASE || this.LA(1).tokenType === T.Comma) return;
+    const prev = this.LA(0);
+    this.missingCommas.push({ after: prev.startOffset + prev.image.length, token: this.LA(1) });
   }
 
   /** Close `levels` expression levels. */
@@ -289,9 +318,13 @@ export class PipeGrammar extends CstParser {
   args = this.RULE('args', () => {
     this.OPTION(() => {
       this.SUBRULE(this.arg);
-      this.MANY(() => {
-        this.CONSUME(T.Comma);
-        this.SUBRULE2(this.arg);
+      this.MANY({
+        ...this.separator,
+        DEF: () => {
+          this.noteMissingComma();
+          this.OPTION3(() => this.CONSUME3(T.Comma));
+          this.SUBRULE2(this.arg);
+        },
       });
       this.OPTION2(() => this.CONSUME2(T.Comma));
     });
@@ -308,9 +341,13 @@ export class PipeGrammar extends CstParser {
   exprList = this.RULE('exprList', () => {
     this.OPTION(() => {
       this.SUBRULE(this.expression);
-      this.MANY(() => {
-        this.CONSUME(T.Comma);
-        this.SUBRULE2(this.expression);
+      this.MANY({
+        ...this.separator,
+        DEF: () => {
+          this.noteMissingComma();
+          this.OPTION3(() => this.CONSUME3(T.Comma));
+          this.SUBRULE2(this.expression);
+        },
       });
       this.OPTION2(() => this.CONSUME2(T.Comma));
     });

@@ -130,8 +130,16 @@ export function parse(path: string, text: string): ParseResult {
   }
 
   const parser = grammar();
+  parser.text = text;
   parser.input = tokens;
   const cst = parser.file();
+  parser.text = ''; // the grammar is shared: do not keep this file's text alive
+
+  for (const { after, token } of parser.missingCommas) {
+    const d = make(M.ExpectedToken, source.range(token.startOffset, token.startOffset + token.image.length), "','", foundWord(token));
+    d.fixes = [{ title: 'Insert `,`', range: source.range(after, after), newText: ',' }];
+    diagnostics.push(d);
+  }
 
   for (const { start, end } of parser.tooDeep) {
     const d = make(M.NestingTooDeep, source.range(start, end), MAX_NESTING);

@@ -1,8 +1,8 @@
 // The one compiler service: the CLI and the language server both call it, so they report the same
 // diagnostics with the same codes and ranges.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { diskFs } from '../check/code-files.js';
 import { checkProgram, type CheckOptions, type CheckResult } from '../check/passes.js';
 import type { Host } from '../check/program.js';
 import type { StageOverride } from '../check/stages.js';
@@ -22,23 +22,10 @@ export const STDLIB_DIR = path.join(PACKAGE_ROOT, 'stdlib');
 export function nodeHost(cwd: string = process.cwd(), overlay: ReadonlyMap<string, string> = new Map()): Host {
   return {
     stdlibDir: STDLIB_DIR,
-    readFile: (p) => {
-      const o = overlay.get(p);
-      if (o !== undefined) return o;
-      try {
-        return fs.readFileSync(p, 'utf8');
-      } catch {
-        return undefined;
-      }
-    },
-    exists: (p) => overlay.has(p) || fs.existsSync(p),
-    isDirectory: (p) => {
-      try {
-        return fs.statSync(p).isDirectory();
-      } catch {
-        return false;
-      }
-    },
+    readFile: (p) => overlay.get(p) ?? diskFs.readFile(p),
+    exists: (p) => overlay.has(p) || diskFs.exists(p),
+    isDirectory: diskFs.isDirectory,
+    realPath: (p) => (overlay.has(p) ? p : diskFs.realPath(p)),
     display: (p) => {
       const rel = path.relative(cwd, p);
       return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel.split(path.sep).join('/') : p;
@@ -54,6 +41,8 @@ export interface CompileRequest {
   sets?: string[];
   skipWeights?: boolean;
   lower?: boolean;
+  /** What the command needs of custom components (checker option `customNeeds`). */
+  customNeeds?: CheckOptions['customNeeds'];
   cwd?: string;
   host?: Host;
 }
@@ -125,7 +114,7 @@ export function compile(req: CompileRequest): CompileResult {
 
   const text = req.text ?? host.readFile(abs);
   if (text === undefined) throw new UsageError(`cannot read ${req.file}: no such file`);
-  const check = checkProgram(abs, text, host, { ...(runConfig ? checkOptionsFrom(runConfig, cwd) : {}), skipWeights: req.skipWeights });
+  const check = checkProgram(abs, text, host, { ...(runConfig ? checkOptionsFrom(runConfig, cwd) : {}), skipWeights: req.skipWeights, customNeeds: req.customNeeds });
   for (const f of check.program.files) sources.set(f.source.path, f.source);
   for (const d of check.reporter.diagnostics) diagnostics.push(d); // a loop: push(...) of very many overflows the stack
   diagnostics.sort(compareDiagnostics);

@@ -85,7 +85,7 @@ async function startClient() {
     const { command } = resolvePipec();
     client = undefined;
     const choice = await vscode.window.showErrorMessage(
-      `pipec: could not start the language server (${command} lsp --stdio): ${message}. Install pipec in the workspace (npm install pipec) or set pipec.serverPath.`,
+      `pipec: could not start the language server (${command} lsp --stdio): ${message}. Add pipec to the workspace (npm install --save-dev /path/to/pipec), put it on PATH (npm link in a pipec checkout) or set pipec.serverPath.`,
       'Open Settings',
     );
     if (choice === 'Open Settings') await vscode.commands.executeCommand('workbench.action.openSettings', 'pipec.serverPath');
@@ -131,4 +131,5 @@ function deactivate() {
   return stopClient();
 }
 
-module.exports = { activate, deactivate };
+// resolvePipec is exported for test/e2e/vscode-package.test.ts.
+module.exports = { activate, deactivate, resolvePipec };

@@ -1,7 +1,7 @@
 // Datasets of a run, from the graph's dataset declarations: the samples each stage trains on, the
 // held-out part for evaluation, and the tokenizer they share.
 import * as path from 'node:path';
-import type { ComponentDef, Graph, ModelDef } from '../../compiler/ir/graph.js';
+import type { ComponentDef, Graph, MixtureSource, ModelDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
 import type { Sample } from './batch.js';
 import { PLAIN, type TemplateSpec } from './examples.js';
@@ -31,11 +31,16 @@ export function encoderOf(model: ModelDef): ComponentDef | undefined {
   return model.components.find((c) => c.role === 'encoder');
 }
 
-/** How the encoder takes images: its size, mean and std; SigLIP resizes to a square, CLIP crops. */
-export function preprocessFor(enc: ComponentDef): PreprocessOptions {
+/**
+ * How the encoder takes images: its size, mean and std; SigLIP resizes to a square, CLIP crops. With
+ * `aspect` "pad" (a dataset's `image_aspect: "pad"`, LLaVA-1.5's image_aspect_ratio) the image is first
+ * padded to a square of the mean colour, so nothing of it is cropped.
+ */
+export function preprocessFor(enc: ComponentDef, aspect: string = 'processor'): PreprocessOptions {
   return {
     size: Number(enc.attrs['image']), mean: enc.attrs['image_mean'] as number[], std: enc.attrs['image_std'] as number[],
     mode: enc.op === 'siglip_vit' ? 'squash' : 'shortest_edge_center_crop',
+    ...(aspect === 'pad' ? { pad: true } : {}),
   };
 }
 
@@ -96,6 +101,19 @@ export function vocabOf(model: ModelDef): number {
   return Number(model.components.find((c) => c.role === 'llm')?.attrs['vocab'] ?? Infinity);
 }
 
+/** The datasets a stage's `data` reads: the mixture's sources with their shares, or the one dataset. */
+export function stageSources(graph: Graph, data: string): { mixture?: string; sources: MixtureSource[] } {
+  const d = graph.datasets.find((x) => x.name === data);
+  if (d?.constructor === 'mixture' && d.sources) return { mixture: d.name, sources: d.sources };
+  return { sources: [{ dataset: data }] };
+}
+
+/** The dataset that stands for a stage's data in generation: the dataset, or a mixture's first source (its template, its image_aspect). */
+export function primaryDataset(graph: Graph, data: string): Graph['datasets'][number] | undefined {
+  const { sources } = stageSources(graph, data);
+  return graph.datasets.find((x) => x.name === sources[0]!.dataset);
+}
+
 /** Interprets a dataset's arguments for the data pipeline (pipeline.ts), in the one place that reads them. */
 export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
   const d = ctx.graph.datasets.find((x) => x.name === name);
@@ -103,7 +121,7 @@ export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
   const enc = encoderOf(ctx.model);
   const common = {
     name, tokenizer: ctx.tokenizer, vocab: vocabOf(ctx.model), maxLength: ctx.maxLength,
-    imageTokens: enc ? (ctx.model.image_tokens ?? 0) : 0, preprocess: enc ? preprocessFor(enc) : undefined,
+    imageTokens: enc ? (ctx.model.image_tokens ?? 0) : 0, preprocess: enc ? preprocessFor(enc, String(d.attrs['image_aspect'] ?? 'processor')) : undefined,
   };
   if (d.constructor === 'synthetic_shapes') {
     const o = synthOptions(d.attrs);
@@ -131,7 +149,7 @@ export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
         kind: 'llava',
         read: {
           file: path.resolve(base, display), images: path.resolve(base, imagesShown), imagesShown, marker, requireImage: attrs['require_image'] !== false,
-          skipBadRecords: skip, displayFile: display, roles: roleTable(attrs['roles'], name),
+          skipBadRecords: skip, displayFile: display, roles: roleTable(attrs['roles'], name), maxImages: Number(attrs['max_images'] ?? 1),
         },
       },
     };

@@ -1,7 +1,9 @@
 // From conversation turns to training examples: a template lays the turns out as text segments, each
 // marked as trained (the assistant's replies) or not (system, user, role prefixes); the image marker in
 // the first user turn becomes `imageTokens` placeholder positions whose labels are -100, like every
-// untrained position. The result is what the LLaVA splice and the causal-LM loss expect.
+// untrained position. A record with several images (an "image" list) has one marker per image, and
+// each becomes its own run of `imageTokens` positions, in order. The result is what the LLaVA splice
+// and the causal-LM loss expect.
 import { M, runtimeError } from '../errors.js';
 import { renderChatTemplate } from './chat-template.js';
 import type { TextTokenizer } from './vocab-tokenizer.js';
@@ -31,6 +33,8 @@ export interface Example {
   labels: number[];
   /** First image position, or -1. */
   imageStart: number;
+  /** Every image's first position, in order, when the example has more than one image. */
+  imageStarts?: number[];
 }
 
 export const IGNORE = -100;
@@ -41,13 +45,14 @@ interface Segment {
 }
 
 /** Lays turns out as segments. `plain` (LLaVA's pretraining format) keeps only the image and the reply. */
-export function layout(turns: readonly Turn[], t: TemplateSpec, marker: string, forGeneration = false): Segment[] {
+export function layout(turns: readonly Turn[], t: TemplateSpec, marker: string, forGeneration = false, images = 1): Segment[] {
   if (t.jinja) return layoutJinja(turns, t.jinja, forGeneration);
   const segs: Segment[] = [];
   const system = turns.find((x) => x.role === 'system')?.text ?? t.system;
   if (t.name === 'plain') {
     const user = turns.find((x) => x.role === 'user');
-    if (user?.text.includes(marker)) segs.push({ text: marker, train: false });
+    if (images > 1) segs.push({ text: Array.from({ length: images }, () => marker).join('\n'), train: false });
+    else if (user?.text.includes(marker)) segs.push({ text: marker, train: false });
     if (forGeneration) return segs;
     const reply = turns.find((x) => x.role === 'assistant');
     if (reply) segs.push({ text: reply.text, train: true }, { text: '\u0000stop', train: true });
@@ -92,12 +97,13 @@ function layoutJinja(turns: readonly Turn[], j: NonNullable<TemplateSpec['jinja'
 }
 
 /**
- * Tokenises segments into ids and labels. The first occurrence of `marker` becomes `imageTokens`
- * positions (id = the tokenizer's marker token, or pad); later occurrences are plain text.
+ * Tokenises segments into ids and labels. The first `images` occurrences of `marker` (one for a plain
+ * LLaVA record) each become `imageTokens` positions (id = the tokenizer's marker token, or pad); later
+ * occurrences are plain text.
  */
-export function tokenize(segs: readonly Segment[], tok: TextTokenizer, marker: string, imageTokens: number, stop?: string): Example {
+export function tokenize(segs: readonly Segment[], tok: TextTokenizer, marker: string, imageTokens: number, stop?: string, images = 1): Example {
   const ids: number[] = [], labels: number[] = [];
-  let imageStart = -1;
+  const starts: number[] = [];
   if (tok.bosId !== undefined && segs[0]?.text !== '\u0000nobos') (ids.push(tok.bosId), labels.push(IGNORE));
   const imageId = tok.tokenToId(marker) ?? tok.padId ?? 0;
   const push = (text: string, train: boolean) => {
@@ -111,21 +117,21 @@ export function tokenize(segs: readonly Segment[], tok: TextTokenizer, marker: s
       for (const id of stopIds) (ids.push(id), labels.push(id));
       continue;
     }
-    const at = imageStart < 0 && imageTokens > 0 ? s.text.indexOf(marker) : -1;
-    if (at < 0) {
-      push(s.text, s.train);
-      continue;
+    let text = s.text;
+    for (let at; starts.length < images && imageTokens > 0 && (at = text.indexOf(marker)) >= 0; ) {
+      push(text.slice(0, at).trimEnd(), s.train);
+      starts.push(ids.length);
+      for (let i = 0; i < imageTokens; i++) (ids.push(imageId), labels.push(IGNORE));
+      text = text.slice(at + marker.length).trimStart();
     }
-    push(s.text.slice(0, at).trimEnd(), s.train);
-    imageStart = ids.length;
-    for (let i = 0; i < imageTokens; i++) (ids.push(imageId), labels.push(IGNORE));
-    push(s.text.slice(at + marker.length).trimStart(), s.train);
+    push(text, s.train);
   }
-  return { ids, labels, imageStart };
+  return { ids, labels, imageStart: starts[0] ?? -1, ...(starts.length > 1 ? { imageStarts: starts } : {}) };
 }
 
-export function buildExample(turns: readonly Turn[], t: TemplateSpec, tok: TextTokenizer, marker: string, imageTokens: number): Example {
-  return tokenize(layout(turns, t, marker), tok, marker, imageTokens, t.stop);
+/** `images`: how many markers stand for images (the record's image count; 1 for a plain LLaVA record). */
+export function buildExample(turns: readonly Turn[], t: TemplateSpec, tok: TextTokenizer, marker: string, imageTokens: number, images = 1): Example {
+  return tokenize(layout(turns, t, marker, false, images), tok, marker, imageTokens, t.stop, images);
 }
 
 /** The prompt for generation: everything up to where the assistant's reply begins. */

@@ -2,6 +2,8 @@
 // processors (which use PIL) give for the same file, so weights trained in Python see the same inputs:
 //   CLIPImageProcessor:   resize (shorter side -> size, bicubic) -> center crop -> /255 -> (x-mean)/std
 //   SiglipImageProcessor: resize (both sides -> size, bicubic)   -> /255 -> (x-mean)/std
+//   LLaVA-1.5's `pad` (image_aspect_ratio "pad"): first expand2square -- the image pasted in the middle of a
+//   square of the processor's mean colour as integer RGB (int(mean * 255), truncated) -- then one of the above
 // Files are recognised by their first bytes, not their extension: datasets often hold JPEGs named .png.
 import * as fs from 'node:fs';
 import jpeg from 'jpeg-js';
@@ -135,37 +137,65 @@ function axisWeights(inSize: number, outSize: number, filter: ResizeFilter): { s
 
 const clampByte = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));
 
-/** Resizes an RGB image to outW x outH. An axis whose size does not change is copied, not resampled. */
+/** Per output index: the window's first input index, and its weights flattened at a fixed stride (zero-padded). */
+function packedWeights(inSize: number, outSize: number, filter: ResizeFilter): { start: Int32Array; taps: number; w: Float64Array } {
+  const ws = axisWeights(inSize, outSize, filter);
+  const taps = Math.max(1, ...ws.map((x) => x.w.length));
+  const start = new Int32Array(outSize), w = new Float64Array(outSize * taps);
+  ws.forEach((x, i) => {
+    start[i] = x.start;
+    w.set(x.w, i * taps);
+  });
+  return { start, taps, w };
+}
+
+/**
+ * Resizes an RGB image to outW x outH. An axis whose size does not change is copied, not resampled.
+ * Each output channel is the weighted sum of its window in window order, the three channels side by
+ * side (a zero weight past a short window adds nothing, so the sums are exactly the per-channel ones).
+ */
 export function resizeRgb(img: RgbImage, outW: number, outH: number, filter: ResizeFilter): RgbImage {
   if (!(Number.isInteger(outW) && Number.isInteger(outH) && outW > 0 && outH > 0)) throw new Error(`cannot resize to ${outW}x${outH}`);
   let cur = img;
   if (outW !== cur.width) {
-    const ws = axisWeights(cur.width, outW, filter);
+    const { start, taps, w } = packedWeights(cur.width, outW, filter);
+    const src = cur.data, inW = cur.width;
     const data = new Uint8Array(outW * cur.height * 3);
     for (let y = 0; y < cur.height; y++)
       for (let x = 0; x < outW; x++) {
-        const { start, w } = ws[x]!;
-        for (let c = 0; c < 3; c++) {
-          let s = 0;
-          for (let t = 0; t < w.length; t++) s += w[t]! * cur.data[(y * cur.width + start + t) * 3 + c]!;
-          data[(y * outW + x) * 3 + c] = clampByte(s);
+        let s0 = 0, s1 = 0, s2 = 0;
+        let p = (y * inW + start[x]!) * 3;
+        const lim = Math.min(taps, inW - start[x]!);
+        for (let t = 0, k = x * taps; t < lim; t++, k++, p += 3) {
+          const wt = w[k]!;
+          s0 += wt * src[p]!;
+          s1 += wt * src[p + 1]!;
+          s2 += wt * src[p + 2]!;
         }
+        const o = (y * outW + x) * 3;
+        data[o] = clampByte(s0);
+        data[o + 1] = clampByte(s1);
+        data[o + 2] = clampByte(s2);
       }
     cur = { width: outW, height: cur.height, data };
   }
   if (outH !== cur.height) {
-    const ws = axisWeights(cur.height, outH, filter);
-    const data = new Uint8Array(cur.width * outH * 3);
+    const { start, taps, w } = packedWeights(cur.height, outH, filter);
+    const src = cur.data, width = cur.width, row = width * 3, inH = cur.height;
+    const data = new Uint8Array(width * outH * 3);
+    const acc = new Float64Array(row);
     for (let y = 0; y < outH; y++) {
-      const { start, w } = ws[y]!;
-      for (let x = 0; x < cur.width; x++)
-        for (let c = 0; c < 3; c++) {
-          let s = 0;
-          for (let t = 0; t < w.length; t++) s += w[t]! * cur.data[((start + t) * cur.width + x) * 3 + c]!;
-          data[(y * cur.width + x) * 3 + c] = clampByte(s);
-        }
+      acc.fill(0);
+      const lim = Math.min(taps, inH - start[y]!);
+      for (let t = 0; t < lim; t++) {
+        const wt = w[y * taps + t]!;
+        const base = (start[y]! + t) * row;
+        for (let q = 0; q < row; q++) acc[q] += wt * src[base + q]!;
+      }
+      const o = y * row;
+      for (let q = 0; q < row; q++) data[o + q] = clampByte(acc[q]!);
     }
-    cur = { width: cur.width, height: outH, data };
+    cur = { width, height: outH, data };
   }
   return cur;
 }
@@ -178,6 +208,28 @@ export interface PreprocessOptions {
   std: number[];
   /** 'shortest_edge_center_crop': CLIP's processor. 'squash': SigLIP's (aspect ratio not kept). */
   mode: 'shortest_edge_center_crop' | 'squash';
+  /** LLaVA-1.5's `pad`: expand to a square of the mean colour before `mode` (so nothing is cropped or squashed). */
+  pad?: boolean;
+}
+
+/**
+ * LLaVA's expand2square: a non-square image pasted into a square of `background`, centred along its
+ * shorter side with the offset rounded down ((long - short) // 2), as PIL's paste in LLaVA's code does.
+ */
+export function expandToSquare(img: RgbImage, background: readonly [number, number, number]): RgbImage {
+  const { width: w, height: h } = img;
+  if (w === h) return img;
+  const side = Math.max(w, h);
+  const data = new Uint8Array(side * side * 3);
+  for (let p = 0; p < side * side; p++) data.set(background, p * 3);
+  const x0 = w < h ? Math.floor((h - w) / 2) : 0, y0 = h < w ? Math.floor((w - h) / 2) : 0;
+  for (let y = 0; y < h; y++) data.set(img.data.subarray(y * w * 3, (y + 1) * w * 3), ((y0 + y) * side + x0) * 3);
+  return { width: side, height: side, data };
+}
+
+/** The pad colour LLaVA uses: the processor's mean as integer RGB, `tuple(int(x * 255) for x in image_mean)`. */
+export function padColour(mean: readonly number[]): [number, number, number] {
+  return [Math.trunc(mean[0]! * 255), Math.trunc(mean[1]! * 255), Math.trunc(mean[2]! * 255)];
 }
 
 /** Returns float32 CHW [3, size, size]: (pixel / 255 - mean[c]) / std[c]. */
@@ -188,6 +240,7 @@ export function preprocessImage(rgb: RgbImage, opts: PreprocessOptions): Float32
     throw new Error(`image_mean and image_std need 3 values each (std non-zero), got [${mean}] and [${std}]`);
   if (rgb.data.length !== rgb.width * rgb.height * 3) throw new Error(`image data holds ${rgb.data.length} bytes, expected ${rgb.width}x${rgb.height}x3`);
 
+  if (opts.pad) rgb = expandToSquare(rgb, padColour(mean));
   let img: RgbImage;
   let left = 0, top = 0;
   if (mode === 'squash') {

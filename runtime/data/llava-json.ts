@@ -17,6 +17,7 @@ import type { MessageDef } from '../../compiler/diagnostics/catalogue.js';
 import { M, PipeRuntimeError, runtimeError, type ErrorLocation } from '../errors.js';
 import { ConfinementError, DataRoot } from './confine.js';
 import { decodeImage, sniffImage, type RgbImage } from './images.js';
+import { loadIndex, v8Reason, type RecordIndex } from './json-index.js';
 import { DEFAULT_ROLES, type Role } from './roles.js';
 
 export interface LlavaTurn { role: Role; text: string }
@@ -24,8 +25,10 @@ export interface LlavaRecord {
   index: number; // 0-based position in the file, counting bad records too
   id: string; // the record's "id", or its index when it has none
   imagePath?: string; // resolved against `images`, for messages; the file is read through `image`
-  /** The record's image as the data file names it, and the folder it must stay inside. */
+  /** The record's (first) image as the data file names it, and the folder it must stay inside. */
   image?: { root: DataRoot; name: string };
+  /** Every image of the record, in the order of its markers (one for a plain LLaVA record). */
+  images?: { root: DataRoot; name: string }[];
   turns: LlavaTurn[];
   /** The record's `from` spellings, for messages about roles. */
   spellings?: string[];
@@ -52,6 +55,8 @@ export interface LlavaJsonOptions {
   displayFile?: string;
   /** `from` spelling -> role (roles.ts: roleTable); defaults to DEFAULT_ROLES. */
   roles?: ReadonlyMap<string, Role>;
+  /** The most images a record may have (`max_images`); default 1. */
+  maxImages?: number;
 }
 
 // ---- positions ----
@@ -176,93 +181,100 @@ class ScanError {
   constructor(readonly offset: number) {}
 }
 
-/** Node's JSON.parse message without its position suffix or the echo of the input. */
-function parseReason(err: unknown): { reason: string; offset?: number } {
-  const msg = String((err as Error)?.message ?? err);
-  const pos = /\bat position (\d+)/.exec(msg);
-  const reason = msg
-    .replace(/\s*in JSON at position \d+.*$/, '')
-    .replace(/, ".*" is not valid JSON$/s, '');
-  return { reason, offset: pos ? Number(pos[1]) : undefined };
-}
-
 // ---- reading ----
 
-export function readLlavaJson(opts: LlavaJsonOptions): { records: LlavaRecord[]; skipped: SkippedRecord[] } {
-  const shown = opts.displayFile ?? opts.file;
-  let text: string;
-  try {
-    if (!fs.statSync(opts.file).isFile()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-    text = fs.readFileSync(opts.file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')
-      throw runtimeError(M.DataFileMissing, [shown], { file: shown }, code === 'EISDIR' ? 'it is a directory; `file:` must name a .json or .jsonl file' : `looked for ${path.resolve(opts.file)}`);
-    throw runtimeError(M.DataFileMissing, [shown], { file: shown }, `it cannot be read: ${(e as Error).message}`);
-  }
-  // A UTF-8 byte-order mark is not JSON whitespace; blank it rather than cut it so offsets stay put.
-  if (text.charCodeAt(0) === 0xfeff) text = ' ' + text.slice(1);
+/**
+ * A LLaVA data file opened for reading record by record in any order (json-index.ts: one pass finds
+ * where each record lies; a record is then one positioned read). Memory does not grow with the file:
+ * LLaVA-665k's single-line ~1 GB array is read as easily as ten records.
+ */
+export class LlavaSource {
+  readonly index: RecordIndex;
+  private fd: number;
+  private buf = Buffer.alloc(1 << 16);
+  private readonly ctx: RecordContext;
+  readonly shown: string;
 
+  /** Opens (and indexes) the file: PIPE9001 when it cannot be read, PIPE9002 when a .json file is not valid JSON. */
+  constructor(readonly opts: LlavaJsonOptions, cacheDir?: string) {
+    this.shown = opts.displayFile ?? opts.file;
+    this.index = loadIndex(opts.file, this.shown, cacheDir);
+    try {
+      this.fd = fs.openSync(opts.file, 'r');
+    } catch (e) {
+      throw runtimeError(M.DataFileMissing, [this.shown], { file: this.shown }, `it cannot be read: ${(e as Error).message}`);
+    }
+    this.ctx = { opts, root: new DataRoot(opts.images, opts.imagesShown ?? opts.images), roles: opts.roles ?? new Map(Object.entries(DEFAULT_ROLES)) };
+  }
+
+  /** Records in the file, bad ones included. */
+  get count(): number {
+    return this.index.count;
+  }
+
+  location(i: number): ErrorLocation {
+    return { file: this.shown, line: this.index.line[i]!, col: this.index.col[i]! };
+  }
+
+  /** Record i's JSON text (a .jsonl record keeps its line's leading blanks, so offsets in it are columns). */
+  text(i: number): string {
+    const len = this.index.length[i]!;
+    if (this.buf.length < len) this.buf = Buffer.alloc(Math.max(len, this.buf.length * 2));
+    // The index is only good for the bytes it was made from: a file changed since is refused, never misread.
+    const st = fs.fstatSync(this.fd);
+    if (st.size !== this.index.stamp.size || st.mtimeMs !== this.index.stamp.mtimeMs)
+      throw runtimeError(M.DataChanged, [this.shown, 'after the run indexed it'], this.location(i), 'a dataset must not change while a run reads it; restore it, or start the run again');
+    let done = 0;
+    while (done < len) {
+      const n = fs.readSync(this.fd, this.buf, done, len - done, this.index.offset[i]! + done);
+      if (n === 0) break;
+      done += n;
+    }
+    return this.buf.toString('utf8', 0, done);
+  }
+
+  /** Record i read and checked (roles, images inside their folder and PNG or JPEG, markers); throws a located PipeRuntimeError. */
+  record(i: number): LlavaRecord {
+    const location = this.location(i);
+    let text = this.text(i);
+    let raw: unknown;
+    if (text.charCodeAt(0) === 0xfeff) text = ' ' + text.slice(1); // a byte-order mark: a blank column, as in the index
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
+      // Only a .jsonl line can fail here: a .json file was checked whole when it was indexed.
+      const reason = v8Reason(e);
+      const pos = /\bat position (\d+)/.exec(String((e as Error).message));
+      const scanned = scanJson(text);
+      const at = pos ? Number(pos[1]) : scanned.ok ? location.col! - 1 : scanned.offset;
+      const loc = { file: this.shown, line: location.line, col: [...text.slice(0, at)].length + 1 };
+      throw runtimeError(M.DataBadJson, [this.shown, `record ${i} (line ${location.line}): ${reason}`], loc, this.index.kind === 'lines' ? 'each line of a .jsonl file must be one JSON record' : 'fix the JSON at this position');
+    }
+    return checkRecord(i, raw, location, this.ctx);
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/** Every record of a file, in memory (the in-memory path; training streams through LlavaSource). */
+export function readLlavaJson(opts: LlavaJsonOptions): { records: LlavaRecord[]; skipped: SkippedRecord[] } {
+  const source = new LlavaSource(opts);
   const records: LlavaRecord[] = [];
   const skipped: SkippedRecord[] = [];
-  const ctx: RecordContext = { opts, root: new DataRoot(opts.images, opts.imagesShown ?? opts.images), roles: opts.roles ?? new Map(Object.entries(DEFAULT_ROLES)) };
-  const take = (index: number, raw: unknown, location: ErrorLocation) => {
-    try {
-      records.push(checkRecord(index, raw, location, ctx));
-    } catch (e) {
-      if (!(e instanceof PipeRuntimeError) || !opts.skipBadRecords) throw e;
-      skipped.push({ index, code: e.code, message: e.message, location, error: e });
-    }
-  };
-
-  const starts = lineStartsOf(text);
-  if (/\.(jsonl|ndjson)$/i.test(opts.file)) {
-    // JSON Lines: each non-blank line is a record; a line that does not parse is a bad record (the other
-    // lines are still usable), so skip_bad_records skips it too.
-    let index = 0;
-    for (let ln = 0; ln < starts.length; ln++) {
-      const line = text.slice(starts[ln], ln + 1 < starts.length ? starts[ln + 1]! - 1 : text.length).replace(/\r$/, '');
-      if (line.trim() === '') continue;
-      const first = line.search(/\S/);
-      const location = { file: shown, line: ln + 1, col: [...line.slice(0, first)].length + 1 };
-      let raw: unknown;
-      try {
-        raw = JSON.parse(line);
-      } catch (e) {
-        const { reason, offset } = parseReason(e);
-        const scanned = scanJson(line);
-        const at = offset ?? (scanned.ok ? first : scanned.offset);
-        const loc = { file: shown, line: ln + 1, col: [...line.slice(0, at)].length + 1 };
-        const err = runtimeError(M.DataBadJson, [shown, `record ${index} (line ${ln + 1}): ${reason}`], loc, 'each line of a .jsonl file must be one JSON record');
-        if (!opts.skipBadRecords) throw err;
-        skipped.push({ index: index++, code: err.code, message: err.message, location: loc, error: err });
-        continue;
-      }
-      take(index++, raw, location);
-    }
-    return { records, skipped };
-  }
-
-  let data: unknown;
   try {
-    data = JSON.parse(text);
-  } catch (e) {
-    // The whole file is unusable, so this is reported even with skip_bad_records.
-    const { reason, offset } = parseReason(e);
-    const scanned = scanJson(text);
-    const at = offset ?? (scanned.ok ? undefined : scanned.offset) ?? text.length;
-    throw runtimeError(M.DataBadJson, [shown, reason], { file: shown, ...lineColAt(text, starts, at) }, 'fix the JSON at this position');
+    for (let i = 0; i < source.count; i++) {
+      try {
+        records.push(source.record(i));
+      } catch (e) {
+        if (!(e instanceof PipeRuntimeError) || !opts.skipBadRecords) throw e;
+        skipped.push({ index: i, code: e.code, message: e.message, location: e.location ?? source.location(i), error: e });
+      }
+    }
+  } finally {
+    source.close();
   }
-  if (!Array.isArray(data)) {
-    const found = data === null ? 'null' : typeof data === 'object' ? 'an object' : `a ${typeof data}`;
-    const firstAt = Math.max(0, text.search(/\S/));
-    throw runtimeError(M.DataBadJson, [shown, `the top level must be an array of records, found ${found}`], { file: shown, ...lineColAt(text, starts, firstAt) }, 'a LLaVA dataset is [ { "id", "image", "conversations": [...] }, ... ]; use .jsonl for one record per line');
-  }
-  // The scanner accepts exactly what JSON.parse accepts, so it finds one start per element; should it
-  // ever not, errors still name the file and record index, just without a line.
-  const scanned = scanJson(text);
-  const places = scanned.ok && scanned.elementStarts.length === data.length ? lineColsAt(text, scanned.elementStarts) : undefined;
-  data.forEach((raw, index) => take(index, raw, places ? { file: shown, ...places[index]! } : { file: shown }));
   return { records, skipped };
 }
 
@@ -301,28 +313,50 @@ function checkRecord(index: number, raw: unknown, location: ErrorLocation, ctx: 
     return { role, text: turn.value };
   });
 
-  let image: LlavaRecord['image'];
-  const name = obj.image;
-  if (name !== undefined && name !== null && name !== '') {
-    if (typeof name !== 'string') throw bad('"image" is not a string (one image per record)');
-    image = { root, name };
-    let head: Buffer;
-    try {
-      head = root.read(name, 8);
-    } catch (e) {
-      throw imageError(e, index, name, givenId, location, root);
+  // "image": one name (LLaVA), or a list of names whose images go, in order, where the record's
+  // markers are (multi-image records: one marker per image, in the user turns).
+  const given = obj.image;
+  const names = given === undefined || given === null || given === '' ? [] : Array.isArray(given) ? given : [given];
+  if (names.some((n) => typeof n !== 'string' || n === '')) throw bad(Array.isArray(given) ? '"image" is a list whose items are not all file names' : '"image" is not a string (a file name, or a list of them)');
+  if (Array.isArray(given) && names.length === 0) throw bad('"image" is an empty list', 'leave "image" out for a text-only record (with `require_image: false`), or name its images');
+  const images = (names as string[]).map((name) => ({ root, name }));
+  if (images.length) {
+    if (images.length > (opts.maxImages ?? 1))
+      throw recordError(M.DataTooManyImages, [index, images.length, opts.maxImages ?? 1], givenId, location, `raise the dataset's \`max_images:\` to ${images.length} (each image takes the model's image tokens), or split the record`);
+    for (const { name } of images) {
+      let head: Buffer;
+      try {
+        head = root.read(name, 8);
+      } catch (e) {
+        throw imageError(e, index, name, givenId, location, root);
+      }
+      if (!sniffImage(head)) throw recordError(M.DataImageCorrupt, [index, name, 'it is not a PNG or JPEG file'], givenId, location, 'replace the file, or set `skip_bad_records: true`');
     }
-    if (!sniffImage(head)) throw recordError(M.DataImageCorrupt, [index, name, 'it is not a PNG or JPEG file'], givenId, location, 'replace the file, or set `skip_bad_records: true`');
-    const firstUser = turns.find((t) => t.role === 'user');
-    if (!firstUser || !firstUser.text.includes(opts.marker))
-      throw recordError(M.DataNoImageMarker, [index, opts.marker], givenId, location, `put ${JSON.stringify(opts.marker)} where the image goes in the first user turn, or set \`image_marker:\``);
+    if (Array.isArray(given)) {
+      // One marker per image, in the user turns; each image's features go where its marker is.
+      const markers = turns.reduce((n, t) => n + countOf(t.text, opts.marker), 0);
+      const inUser = turns.filter((t) => t.role === 'user').reduce((n, t) => n + countOf(t.text, opts.marker), 0);
+      if (markers !== images.length || inUser !== markers)
+        throw recordError(M.DataImageMarkers, [index, images.length, opts.marker, inUser === markers ? `${markers}` : `${markers} (${markers - inUser} outside the user turns)`], givenId, location, `put one ${JSON.stringify(opts.marker)} in the user turns for each image of "image", in the order of the list`);
+    } else {
+      const firstUser = turns.find((t) => t.role === 'user');
+      if (!firstUser || !firstUser.text.includes(opts.marker))
+        throw recordError(M.DataNoImageMarker, [index, opts.marker], givenId, location, `put ${JSON.stringify(opts.marker)} where the image goes in the first user turn, or set \`image_marker:\``);
+    }
   } else {
     // Without an image the marker has nothing to stand for, and require_image (the default) says every
     // record must have one: LLaVA's pretraining and instruction sets are image-text pairs.
     if (opts.requireImage) throw bad('has no "image"', 'give it an "image", or set `require_image: false` to allow text-only records');
     if (turns.some((t) => t.text.includes(opts.marker))) throw bad(`has ${JSON.stringify(opts.marker)} in a turn but no "image"`);
   }
-  return { index, id: givenId ?? String(index), ...(image ? { imagePath: path.resolve(opts.images, image.name), image } : {}), turns, spellings, location };
+  const image = images[0];
+  return { index, id: givenId ?? String(index), ...(image ? { imagePath: path.resolve(opts.images, image.name), image, images } : {}), turns, spellings, location };
+}
+
+function countOf(text: string, marker: string): number {
+  let n = 0;
+  for (let at = text.indexOf(marker); at >= 0; at = text.indexOf(marker, at + marker.length)) n++;
+  return n;
 }
 
 /** A failure to read a record's image as a located error: PIPE9050 outside the root, PIPE9004 missing, else PIPE9005. */
@@ -336,23 +370,48 @@ function imageError(e: unknown, index: number, name: string, id: string | undefi
   return recordError(M.DataImageCorrupt, [index, name, `cannot read it: ${(e as Error).message}`], id, location, 'replace the file, or set `skip_bad_records: true`');
 }
 
-/** Reads and decodes a record's image through its DataRoot; a failure is PIPE9050 / 9004 / 9005 at the record. */
-export function loadRecordImage(record: LlavaRecord): RgbImage {
-  if (!record.image) throw new Error(`record ${record.index} has no image`);
-  const { root, name } = record.image;
+/** Where a record's image is, and what its errors name: enough to load it in another thread. */
+export interface ImageJob {
+  root: { dir: string; shown: string };
+  name: string;
+  index: number;
+  /** The record's own id, when it has one. */
+  id?: string;
+  location: ErrorLocation;
+}
+
+/** The jobs of a record's images, in order. */
+export function imageJobs(record: LlavaRecord): ImageJob[] {
   const id = record.id === String(record.index) ? undefined : record.id;
-  const location = record.location ?? { file: record.imagePath ?? name };
+  const location = record.location ?? { file: record.imagePath ?? '?' };
+  return (record.images ?? (record.image ? [record.image] : [])).map(({ root, name }) => ({ root: { dir: root.dir, shown: root.shown }, name, index: record.index, id, location }));
+}
+
+/** Reads (through a DataRoot: confined at the open) and decodes one image; a failure is PIPE9050 / 9004 / 9005 at the record. */
+export function loadImage(job: ImageJob, root: DataRoot = new DataRoot(job.root.dir, job.root.shown)): RgbImage {
   let bytes: Buffer;
   try {
-    bytes = root.read(name);
+    bytes = root.read(job.name);
   } catch (e) {
-    throw imageError(e, record.index, name, id, location, root);
+    throw imageError(e, job.index, job.name, job.id, job.location, root);
   }
   try {
     return decodeImage(bytes);
   } catch (e) {
-    throw recordError(M.DataImageCorrupt, [record.index, name, (e as Error).message], id, location, 'replace the file, or set `skip_bad_records: true`');
+    throw recordError(M.DataImageCorrupt, [job.index, job.name, (e as Error).message], job.id, job.location, 'replace the file, or set `skip_bad_records: true`');
   }
+}
+
+/** Reads and decodes a record's (first) image through its DataRoot; a failure is PIPE9050 / 9004 / 9005 at the record. */
+export function loadRecordImage(record: LlavaRecord): RgbImage {
+  if (!record.image) throw new Error(`record ${record.index} has no image`);
+  return loadImage(imageJobs(record)[0]!, record.image.root);
+}
+
+/** Every image of a record, decoded, in order. */
+export function loadRecordImages(record: LlavaRecord): RgbImage[] {
+  const roots = (record.images ?? (record.image ? [record.image] : [])).map((x) => x.root);
+  return imageJobs(record).map((job, k) => loadImage(job, roots[k]));
 }
 
 /**
@@ -368,7 +427,7 @@ export function validateImages(records: LlavaRecord[], skipBadRecords: boolean):
       continue;
     }
     try {
-      loadRecordImage(r);
+      loadRecordImages(r);
       good.push(r);
     } catch (e) {
       if (!(e instanceof PipeRuntimeError) || !skipBadRecords) throw e;

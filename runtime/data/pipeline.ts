@@ -1,19 +1,22 @@
 // The data pipeline of one dataset, record by record, in named stages that training and the data
 // pre-flight share, so what the pre-flight passes is exactly what the trainer reads:
-//   1. read      records from the data file, or generated                llava-json.ts, synthetic-shapes.ts
-//   2. confine   every file a record names stays inside its root          confine.ts (in 1 and 5)
-//   3. template  the turns laid out by the template and tokenized        examples.ts
-//   4. check     a trained token, ids inside the vocab, max_length       example-checks.ts
-//   5. image     decoded (both modes), resized and normalised (train)    images.ts
-// A record that fails a stage becomes a failure located at its file:line:col. Whether failures stop the
-// run or are skipped (skip_bad_records) is the caller's decision; training with failures and without
-// skip_bad_records stops at the first, as it always did.
+//   1. read      records from the data file (by its index: json-index.ts), or generated    llava-json.ts, synthetic-shapes.ts
+//   2. confine   every file a record names stays inside its root                           confine.ts (in 1 and 5)
+//   3. template  the turns laid out by the template and tokenized                          examples.ts
+//   4. check     a trained token, ids inside the vocab, max_length                         example-checks.ts
+//   5. image     decoded (both modes), resized and normalised (train)                      images.ts
+// Stages 1-4 are `RecordReader.example`; stage 5 is `imagePixels`, which the streaming trainer runs in
+// worker threads (feed.ts, image-workers.ts) and `runDataPass` runs in line. A record that fails a
+// stage becomes a failure located at its file:line:col. Whether failures stop the run or are skipped
+// (skip_bad_records) is the caller's decision; training with failures and without skip_bad_records
+// stops at the first, as it always did.
 import { M, PipeRuntimeError } from '../errors.js';
 import type { Sample } from './batch.js';
 import { exampleProblem } from './example-checks.js';
-import { buildExample, type TemplateSpec } from './examples.js';
+import { buildExample, type Example, type TemplateSpec } from './examples.js';
 import { preprocessImage, type PreprocessOptions } from './images.js';
-import { loadRecordImage, readLlavaJson, type LlavaJsonOptions, type SkippedRecord } from './llava-json.js';
+import { imageJobs, loadImage, LlavaSource, type ImageJob, type LlavaJsonOptions, type SkippedRecord } from './llava-json.js';
+import type { FileStamp } from './json-index.js';
 import { generateShapes, type ShapeRecord, type SyntheticOptions } from './synthetic-shapes.js';
 import type { TextTokenizer } from './vocab-tokenizer.js';
 
@@ -23,9 +26,9 @@ export interface DatasetSpec {
   template: TemplateSpec;
   skipBadRecords: boolean;
   marker: string;
-  /** Image positions per record with an image; 0 when the model has no encoder. */
+  /** Image positions per image; 0 when the model has no encoder. */
   imageTokens: number;
-  /** The encoder's preprocessing, when the model has an encoder. */
+  /** The encoder's preprocessing (with the dataset's `image_aspect`), when the model has an encoder. */
   preprocess?: PreprocessOptions;
   tokenizer: TextTokenizer;
   /** The llm's vocab: every id must be below it. */
@@ -45,6 +48,11 @@ export interface DataPass {
   records: number;
   /** Tokens of each record that passed, image tokens included, in record order. */
   lengths: number[];
+  /**
+   * Per record: its tokens when it passed, negative for a text-only record (LLaVA's convention for
+   * length grouping), 0 when it failed. The trainer takes the records to train on from here.
+   */
+  recordLengths: Int32Array;
   /** The records that failed, in record order. */
   failures: SkippedRecord[];
   /** train mode only: */
@@ -53,80 +61,165 @@ export interface DataPass {
   heldoutRecords?: ShapeRecord[];
   /** The images the records name (root folder, name), for the pre-flight's cache. */
   images: { root: string; name: string }[];
+  /** The data file's size, mtime and SHA-256 when the pass indexed it (llava_json). */
+  stamp?: FileStamp;
 }
 
-export function runDataPass(spec: DatasetSpec, mode: PassMode): DataPass {
-  const pass: DataPass = { spec, records: 0, lengths: [], failures: [], train: [], heldout: [], images: [] };
-  const stopAtFirst = mode === 'train' && !spec.skipBadRecords;
-  const fail = (f: SkippedRecord) => {
-    if (stopAtFirst) throw f.error ?? new PipeRuntimeError(f.code, f.message, f.location);
-    pass.failures.push(f);
-  };
-  const failure = (index: number, e: PipeRuntimeError): SkippedRecord => ({ index, code: e.code, message: e.message, location: e.location, error: e });
+/** Stages 1-4 of one record: its example, and the images stage 5 turns into pixels. */
+export interface RecordExample {
+  example: Example;
+  /** Images to decode (through their DataRoot), in marker order; empty for a text-only record or a model without an encoder. */
+  jobs: ImageJob[];
+  /** A generated record's pixels, already normalised (synthetic datasets: no file to read). */
+  pixels?: () => Float32Array;
+  /** Every file the record names, for the pre-flight's cache (with or without an encoder). */
+  files: { root: string; name: string }[];
+}
 
-  if (spec.source.kind === 'synthetic') {
-    const src = spec.source;
-    const records = generateShapes(src.options);
-    const nHeld = Math.floor(records.length * src.holdout);
-    pass.records = records.length;
-    records.forEach((r, i) => {
-      const ex = buildExample(r.turns, spec.template, spec.tokenizer, spec.marker, spec.imageTokens);
-      const problem = exampleProblem(ex, { index: r.index, location: { file: src.display }, maxLength: spec.maxLength, vocab: spec.vocab, tokenizer: spec.tokenizer, turns: r.turns });
-      if (problem) return fail(failure(r.index, problem));
-      pass.lengths.push(ex.ids.length);
-      if (mode !== 'train') return;
-      const sample: Sample = { ...ex, pixels: src.normalise?.(r), source: { dataset: spec.name, index: r.index } };
-      (i < records.length - nHeld ? pass.train : pass.heldout).push(sample);
-    });
-    if (mode === 'train') pass.heldoutRecords = records.slice(records.length - nHeld);
-    return pass;
+/** One dataset's records by index, through stages 1-4: what the data pass and the streaming trainer share. */
+export interface RecordReader {
+  readonly spec: DatasetSpec;
+  /** Records in the dataset, bad ones and (synthetic) held-out ones included. */
+  readonly count: number;
+  /** Records a stage trains on are [0, trainable) (synthetic: the held-out tail is never trained on). */
+  readonly trainable: number;
+  /** The data file as the program names it, or `<synthetic_shapes NAME>`. */
+  readonly display: string;
+  /** The data file's size, mtime and SHA-256 as indexed (llava_json). */
+  readonly stamp?: FileStamp;
+  /** Record i through stages 1-4; throws its failure as a located PipeRuntimeError. */
+  example(i: number): RecordExample;
+  close(): void;
+}
+
+export function openReader(spec: DatasetSpec, cacheDir?: string): RecordReader {
+  return spec.source.kind === 'synthetic' ? new SyntheticReader(spec) : new LlavaReader(spec, cacheDir);
+}
+
+class SyntheticReader implements RecordReader {
+  readonly records: ShapeRecord[];
+  readonly count: number;
+  readonly trainable: number;
+  readonly display: string;
+
+  constructor(readonly spec: DatasetSpec) {
+    const src = spec.source as Extract<DatasetSpec['source'], { kind: 'synthetic' }>;
+    this.records = generateShapes(src.options);
+    this.count = this.records.length;
+    this.trainable = this.count - Math.floor(this.count * src.holdout);
+    this.display = src.display;
   }
 
-  // Read with every bad record collected, except when training stops at the first one anyway.
-  const read = readLlavaJson({ ...spec.source.read, skipBadRecords: !stopAtFirst });
-  const byIndex = new Map(read.records.map((r) => [r.index, r]));
-  const badRead = new Map(read.skipped.map((s) => [s.index, s]));
-  pass.records = read.records.length + read.skipped.length;
-  // Records in file order, the ones that failed reading in their places.
-  for (let index = 0; index < pass.records; index++) {
-    const r = byIndex.get(index);
-    if (!r) {
-      const s = badRead.get(index);
-      if (s) fail(s);
-      continue;
-    }
+  example(i: number): RecordExample {
+    const spec = this.spec;
+    const src = spec.source as Extract<DatasetSpec['source'], { kind: 'synthetic' }>;
+    const r = this.records[i]!;
+    const ex = buildExample(r.turns, spec.template, spec.tokenizer, spec.marker, spec.imageTokens);
+    const problem = exampleProblem(ex, { index: r.index, location: { file: this.display }, maxLength: spec.maxLength, vocab: spec.vocab, tokenizer: spec.tokenizer, turns: r.turns });
+    if (problem) throw problem;
+    const normalise = src.normalise;
+    return { example: ex, jobs: [], pixels: normalise ? () => normalise(r) : undefined, files: [] };
+  }
+
+  close(): void {}
+}
+
+class LlavaReader implements RecordReader {
+  private readonly source: LlavaSource;
+  readonly count: number;
+  readonly trainable: number;
+  readonly display: string;
+
+  constructor(readonly spec: DatasetSpec, cacheDir?: string) {
+    const read = (spec.source as Extract<DatasetSpec['source'], { kind: 'llava' }>).read;
+    this.source = new LlavaSource(read, cacheDir);
+    this.count = this.trainable = this.source.count;
+    this.display = this.source.shown;
+  }
+
+  get stamp(): FileStamp {
+    return this.source.index.stamp;
+  }
+
+  example(index: number): RecordExample {
+    const spec = this.spec;
+    const r = this.source.record(index);
     const id = r.id === String(r.index) ? undefined : r.id;
-    const location = r.location ?? { file: spec.source.read.displayFile ?? spec.source.read.file };
-    const withImage = r.image !== undefined && spec.imageTokens > 0;
-    let ex;
+    const location = r.location ?? this.source.location(index);
+    const images = r.images ?? (r.image ? [r.image] : []);
+    const withImage = images.length > 0 && spec.imageTokens > 0;
+    let ex: Example;
     try {
-      ex = buildExample(r.turns, spec.template, spec.tokenizer, spec.marker, withImage ? spec.imageTokens : 0);
+      ex = buildExample(r.turns, spec.template, spec.tokenizer, spec.marker, withImage ? spec.imageTokens : 0, images.length || 1);
     } catch (e) {
       // A Jinja template may reject one conversation (raise_exception): that record fails, located.
       if (!(e instanceof PipeRuntimeError)) throw e;
-      fail(failure(index, new PipeRuntimeError(e.code, `record ${index}${id === undefined ? '' : ` (id ${JSON.stringify(id)})`}: ${e.message}`, location, e.hint)));
-      continue;
+      throw new PipeRuntimeError(e.code, `record ${index}${id === undefined ? '' : ` (id ${JSON.stringify(id)})`}: ${e.message}`, location, e.hint);
     }
     const problem = exampleProblem(ex, { index, id, location, maxLength: spec.maxLength, vocab: spec.vocab, tokenizer: spec.tokenizer, turns: r.turns, spellings: r.spellings });
-    if (problem) {
-      fail(failure(index, problem));
+    if (problem) throw problem;
+    return { example: ex, jobs: withImage && spec.preprocess ? imageJobs(r) : [], files: images.map((x) => ({ root: x.root.dir, name: x.name })) };
+  }
+
+  close(): void {
+    this.source.close();
+  }
+}
+
+/**
+ * Stage 5 for one image: read through its DataRoot (confined at the open), decoded, and for training
+ * resized and normalised. A failure is PIPE9050 / 9004 / 9005 at the record.
+ */
+export function imagePixels(job: ImageJob, preprocess: PreprocessOptions | undefined, mode: PassMode): Float32Array | undefined {
+  const rgb = loadImage(job);
+  return mode === 'train' && preprocess ? preprocessImage(rgb, preprocess) : undefined;
+}
+
+export function runDataPass(spec: DatasetSpec, mode: PassMode, opts: { cacheDir?: string } = {}): DataPass {
+  const reader = openReader(spec, opts.cacheDir);
+  try {
+    return passOver(reader, mode);
+  } finally {
+    reader.close();
+  }
+}
+
+function passOver(reader: RecordReader, mode: PassMode): DataPass {
+  const spec = reader.spec;
+  const pass: DataPass = { spec, records: reader.count, lengths: [], recordLengths: new Int32Array(reader.count), failures: [], train: [], heldout: [], images: [], ...(reader.stamp ? { stamp: reader.stamp } : {}) };
+  const stopAtFirst = mode === 'train' && !spec.skipBadRecords;
+  // check mode: a file that opened and decoded once in this pass is not decoded again for the next
+  // record naming it (LLaVA's mixes name one image from several records); one that failed is tried again
+  const checked = new Set<string>();
+  for (let index = 0; index < reader.count; index++) {
+    let rec: RecordExample;
+    const pixels: Float32Array[] = [];
+    try {
+      rec = reader.example(index);
+      for (const f of rec.files) pass.images.push(f);
+      for (const job of rec.jobs) {
+        const key = `${job.root.dir}\0${job.name}`;
+        if (mode === 'check' && checked.has(key)) continue;
+        const p = imagePixels(job, spec.preprocess, mode);
+        if (mode === 'check') checked.add(key);
+        if (p) pixels.push(p);
+      }
+    } catch (e) {
+      if (!(e instanceof PipeRuntimeError)) throw e;
+      if (stopAtFirst) throw e;
+      pass.failures.push({ index, code: e.code, message: e.message, location: e.location, error: e });
       continue;
     }
-    if (r.image) pass.images.push({ root: r.image.root.dir, name: r.image.name });
-    let pixels: Float32Array | undefined;
-    if (withImage && spec.preprocess) {
-      try {
-        const rgb = loadRecordImage(r);
-        if (mode === 'train') pixels = preprocessImage(rgb, spec.preprocess);
-      } catch (e) {
-        if (!(e instanceof PipeRuntimeError)) throw e;
-        fail(failure(index, e));
-        continue;
-      }
-    }
+    const ex = rec.example;
+    const withPixels = rec.jobs.length > 0 || !!rec.pixels;
     pass.lengths.push(ex.ids.length);
-    if (mode === 'train') pass.train.push({ ...ex, pixels, source: { dataset: spec.name, index } });
+    pass.recordLengths[index] = withPixels ? ex.ids.length : -ex.ids.length;
+    if (mode !== 'train') continue;
+    const first = rec.pixels ? rec.pixels() : pixels[0];
+    const sample: Sample = { ...ex, pixels: first, ...(pixels.length > 1 ? { extraPixels: pixels.slice(1) } : {}), source: { dataset: spec.name, index } };
+    (index < reader.trainable ? pass.train : pass.heldout).push(sample);
   }
+  if (mode === 'train' && reader instanceof SyntheticReader) pass.heldoutRecords = reader.records.slice(reader.trainable);
   return pass;
 }
 

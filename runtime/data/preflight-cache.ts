@@ -20,7 +20,7 @@ import type { Failure } from './preflight.js';
 import { VocabTokenizer, type TextTokenizer } from './vocab-tokenizer.js';
 
 const FORMAT = 'pipec.preflight';
-const VERSION = 1;
+const VERSION = 2;
 /** Entries kept per run folder (one per distinct stage pass; more only when the data changes). */
 const MAX_ENTRIES = 32;
 
@@ -28,6 +28,25 @@ export interface CachedPass {
   records: number;
   lengthCounts: [number, number][];
   failures: Failure[];
+  /** Per record its signed length, 0 when it fails (pipeline.ts: recordLengths): which records the trainer reads. */
+  recordLengths?: Int32Array;
+}
+
+/** A pass as the cache file holds it: the per-record lengths as base64 of their little-endian bytes. */
+type StoredPass = Omit<CachedPass, 'recordLengths'> & { recordLengths64?: string };
+
+function toStored(p: CachedPass): StoredPass {
+  const { recordLengths, ...rest } = p;
+  return recordLengths ? { ...rest, recordLengths64: Buffer.from(recordLengths.buffer, recordLengths.byteOffset, recordLengths.byteLength).toString('base64') } : rest;
+}
+
+function fromStored(p: StoredPass): CachedPass {
+  const { recordLengths64, ...rest } = p;
+  if (recordLengths64 === undefined) return rest;
+  const bytes = Buffer.from(recordLengths64, 'base64');
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return { ...rest, recordLengths: new Int32Array(copy.buffer, 0, bytes.length >> 2) };
 }
 
 interface FileStamp {
@@ -42,7 +61,7 @@ interface Entry {
   data?: FileStamp;
   /** Per image folder: [name, size, mtimeMs] of each image the records name. */
   images: { root: string; files: [string, number, number][] }[];
-  result: CachedPass;
+  result: StoredPass;
 }
 
 /** The cache key of a dataset pass (everything but the data file's and images' content). */
@@ -93,7 +112,7 @@ export class PreflightCache {
         const st = fs.statSync(path.resolve(g.root, name), { throwIfNoEntry: false });
         if (!st || st.size !== size || st.mtimeMs !== mtimeMs) return undefined;
       }
-    return e.result;
+    return fromStored(e.result);
   }
 
   /** The data file's size, mtime and content hash before a pass reads it. */
@@ -119,7 +138,7 @@ export class PreflightCache {
       files.set(name, [name, st.size, st.mtimeMs]);
     }
     this.entries = this.entries.filter((e) => e.key !== key);
-    this.entries.push({ key, data: before, images: [...byRoot].map(([root, files]) => ({ root, files: [...files.values()] })), result });
+    this.entries.push({ key, data: before, images: [...byRoot].map(([root, files]) => ({ root, files: [...files.values()] })), result: toStored(result) });
     if (this.entries.length > MAX_ENTRIES) this.entries.splice(0, this.entries.length - MAX_ENTRIES);
     this.changed = true;
   }

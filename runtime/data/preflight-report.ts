@@ -19,7 +19,8 @@ export function preflightCommand(graph: Graph, baseDir: string, o: { format: 'te
   const { tokenizer } = runTokenizer(graph, baseDir);
   const checks = preflightStages({ graph, baseDir, tokenizer });
   const failed = checks.some(stageFails);
-  if (o.format === 'json') return { failed, json: checks };
+  const json = checks.map(({ recordLengths: _lengths, ...c }) => c);
+  if (o.format === 'json') return { failed, json };
   for (const c of checks) io.out(stageReport(c));
   for (const c of checks) {
     if (c.sameAs !== undefined || !c.failures.length) continue;
@@ -33,12 +34,13 @@ export function preflightCommand(graph: Graph, baseDir: string, o: { format: 'te
   io.err(failed
     ? `\ndata pre-flight: FAILED: ${checks.filter(stageFails).map(failureSummary).join('; ')} (${records} records read in ${secs} s)\n`
     : `\ndata pre-flight: ${checks.length} stage${checks.length === 1 ? '' : 's'}, ${records} records read in ${secs} s: every stage can train\n`);
-  return { failed, json: checks };
+  return { failed, json };
 }
 
 /** A stage's header, token statistics and histogram. */
 export function stageReport(c: StageCheck): string {
-  const head = `stage ${c.stage}: dataset ${c.dataset} ("${c.file}"), max_length ${c.maxLength}, batch ${c.batch}`;
+  const share = c.mixture ? `, source of mixture ${c.mixture.name} (${c.mixture.ratio !== undefined ? `ratio ${c.mixture.ratio}` : `${c.mixture.count} per epoch`})` : '';
+  const head = `stage ${c.stage}: dataset ${c.dataset} ("${c.file}")${share}, max_length ${c.maxLength}, batch ${c.batch}`;
   if (c.sameAs !== undefined) return `${head}\n  the same records as stage ${c.sameAs}\n\n`;
   const passed = c.lengthCounts.reduce((n, [, k]) => n + k, 0);
   const lines = [head, `  ${c.records} records: ${passed} pass${c.failures.length ? `, ${c.failures.length} ${c.skipBadRecords ? 'to skip' : 'fail'} (${byCode(c.failures)})` : ''}`];

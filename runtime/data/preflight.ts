@@ -10,7 +10,8 @@
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
 import { M, PipeRuntimeError, runtimeError, type ErrorLocation } from '../errors.js';
-import { datasetSpec } from './datasets.js';
+import { datasetSpec, stageSources } from './datasets.js';
+import { sharesPerEpoch } from './order.js';
 import { runDataPass, type DatasetSpec } from './pipeline.js';
 import { PreflightCache, specKey, type CachedPass } from './preflight-cache.js';
 import { namedTokenizerFile } from './run-tokenizer.js';
@@ -27,7 +28,10 @@ export interface Failure {
 
 export interface StageCheck {
   stage: string;
+  /** The dataset checked: the stage's data, or one source of its mixture. */
   dataset: string;
+  /** The stage's data when it is a mixture, with this source's share of every epoch. */
+  mixture?: { name: string; ratio?: number; count?: number };
   /** The data file as the program names it, or `<synthetic_shapes NAME>`. */
   file: string;
   maxLength: number;
@@ -43,6 +47,8 @@ export interface StageCheck {
   sameAs?: string;
   cached: boolean;
   seconds: number;
+  /** Per record its signed length, 0 when it fails: the records the trainer reads (not in `--format json`). */
+  recordLengths?: Int32Array;
 }
 
 export interface PreflightOptions {
@@ -51,7 +57,7 @@ export interface PreflightOptions {
   baseDir: string;
   /** The run's tokenizer (run-tokenizer.ts). */
   tokenizer: TextTokenizer;
-  /** A folder for the cache (the run folder); without it nothing is cached. */
+  /** A folder for the cache and the data files' record indexes (the run folder); without it nothing is cached. */
   cacheDir?: string;
 }
 
@@ -62,29 +68,44 @@ export function preflightStages(o: PreflightOptions): StageCheck[] {
   const done = new Map<string, { stage: string; pass: CachedPass }>();
   const out: StageCheck[] = [];
   for (const stage of o.graph.stages) {
-    const t0 = performance.now();
     const model = o.graph.models.find((m) => m.name === stage.model)!;
-    const spec = datasetSpec(stage.data, { graph: o.graph, baseDir: o.baseDir, model, tokenizer: o.tokenizer, maxLength: stage.max_length });
-    const key = specKey(o.graph, spec, tokenizerFile, o.tokenizer);
-    const earlier = done.get(key);
-    let pass = earlier?.pass;
-    let cached = !!earlier;
-    if (!pass) {
-      pass = cache?.lookup(key);
-      cached = !!pass;
-      if (!pass) pass = checkPass(spec, key, cache);
-      done.set(key, { stage: stage.name, pass });
+    const { mixture, sources } = stageSources(o.graph, stage.data);
+    const checks: StageCheck[] = [];
+    for (const source of sources) {
+      const t0 = performance.now();
+      const spec = datasetSpec(source.dataset, { graph: o.graph, baseDir: o.baseDir, model, tokenizer: o.tokenizer, maxLength: stage.max_length });
+      const key = specKey(o.graph, spec, tokenizerFile, o.tokenizer);
+      const earlier = done.get(key);
+      let pass = earlier?.pass;
+      let cached = !!earlier;
+      if (!pass) {
+        pass = cache?.lookup(key);
+        cached = !!pass;
+        if (!pass) pass = checkPass(spec, key, cache, o.cacheDir);
+        done.set(key, { stage: stage.name, pass });
+      }
+      checks.push({
+        stage: stage.name, dataset: source.dataset, ...(mixture ? { mixture: { name: mixture, ...(source.ratio !== undefined ? { ratio: source.ratio } : { count: source.count }) } } : {}),
+        file: fileOf(spec), maxLength: stage.max_length, batch: stage.batch, skipBadRecords: spec.skipBadRecords, records: pass.records, lengthCounts: pass.lengthCounts,
+        failures: pass.failures, sameAs: earlier?.stage, cached, seconds: (performance.now() - t0) / 1000, recordLengths: pass.recordLengths,
+      });
     }
-    const usable = pass.lengthCounts.reduce((n, [, c]) => n + c, 0);
-    const check: StageCheck = {
-      stage: stage.name, dataset: stage.data, file: fileOf(spec), maxLength: stage.max_length, batch: stage.batch, skipBadRecords: spec.skipBadRecords,
-      records: pass.records, lengthCounts: pass.lengthCounts, failures: pass.failures, sameAs: earlier?.stage, cached, seconds: (performance.now() - t0) / 1000,
-    };
-    if (usable < stage.batch) {
-      const e = runtimeError(M.TooFewRecords, [stage.data, usable, stage.name, stage.batch], { file: check.file }, pass.failures.length ? 'fix or remove the failing records, add data, or lower `batch`' : 'add data or lower `batch`');
-      check.problem = { index: -1, code: e.code, message: e.message, location: e.location, hint: e.hint };
+    const usable = checks.map((c) => c.lengthCounts.reduce((n, [, k]) => n + k, 0));
+    if (mixture) {
+      checks.forEach((c, i) => {
+        if (usable[i]) return;
+        const e = runtimeError(M.MixtureSourceEmpty, [mixture, c.dataset, stage.name], { file: c.file }, c.failures.length ? 'fix its failing records, or leave it out of the mixture' : 'give it records, or leave it out of the mixture');
+        c.problem = { index: -1, code: e.code, message: e.message, location: e.location, hint: e.hint };
+      });
     }
-    out.push(check);
+    const epoch = mixture ? sharesPerEpoch(usable, sources).reduce((a, b) => a + b, 0) : usable[0]!;
+    const last = checks[checks.length - 1]!;
+    if (epoch < stage.batch && !last.problem) {
+      const failing = checks.some((c) => c.failures.length);
+      const e = runtimeError(M.TooFewRecords, [stage.data, epoch, stage.name, stage.batch], { file: mixture ? stage.data : last.file }, failing ? 'fix or remove the failing records, add data, or lower `batch`' : 'add data or lower `batch`');
+      last.problem = { index: -1, code: e.code, message: e.message, location: e.location, hint: e.hint };
+    }
+    out.push(...checks);
   }
   cache?.save();
   return out;
@@ -116,7 +137,7 @@ export function preflightRun(o: PreflightOptions & { log: (line: string) => void
 export function failureSummary(c: StageCheck): string {
   const bits: string[] = [];
   if (!c.skipBadRecords && c.failures.length) bits.push(`${c.failures.length} of ${c.records} records of "${c.file}" fail`);
-  if (c.problem) bits.push(`${c.lengthCounts.reduce((n, [, k]) => n + k, 0)} usable records, fewer than one batch of ${c.batch}`);
+  if (c.problem) bits.push(c.mixture ? c.problem.message : `${c.lengthCounts.reduce((n, [, k]) => n + k, 0)} usable records, fewer than one batch of ${c.batch}`);
   return `stage \`${c.stage}\`: ${bits.join(', ')}`;
 }
 
@@ -134,7 +155,8 @@ export function stageLine(c: StageCheck): string {
   const range = lo === undefined ? 'no usable record' : lo === hi ? `${lo} tokens` : `${lo}-${hi} tokens`;
   const bad = c.failures.length ? (c.skipBadRecords ? `, ${c.failures.length} to skip (skip_bad_records)` : `, ${c.failures.length} would fail`) : '';
   const verdict = stageFails(c) ? 'FAILS' : 'ok';
-  return `data pre-flight: stage ${c.stage}: ${passed} of ${c.records} records of "${c.file}" pass${bad}; ${range} (max_length ${c.maxLength}): ${verdict}${c.cached ? ' (cached)' : ''}`;
+  const share = c.mixture ? ` (mixture ${c.mixture.name}: ${c.mixture.ratio !== undefined ? `ratio ${c.mixture.ratio}` : `${c.mixture.count} per epoch`})` : '';
+  return `data pre-flight: stage ${c.stage}: ${passed} of ${c.records} records of "${c.file}"${share} pass${bad}; ${range} (max_length ${c.maxLength}): ${verdict}${c.cached ? ' (cached)' : ''}`;
 }
 
 function fileOf(spec: DatasetSpec): string {
@@ -142,16 +164,18 @@ function fileOf(spec: DatasetSpec): string {
 }
 
 /** Runs the pipeline in check mode and stores the outcome in the cache (when its files held still). */
-function checkPass(spec: DatasetSpec, key: string, cache: PreflightCache | undefined): CachedPass {
+function checkPass(spec: DatasetSpec, key: string, cache: PreflightCache | undefined, cacheDir: string | undefined): CachedPass {
   const dataFile = spec.source.kind === 'llava' ? spec.source.read.file : undefined;
-  const before = cache && dataFile ? cache.fingerprint(dataFile) : undefined;
-  const pass = runDataPass(spec, 'check');
+  const pass = runDataPass(spec, 'check', { cacheDir });
+  // The file as it was indexed at the start of the pass (json-index.ts hashed it then).
+  const before = dataFile && pass.stamp ? { path: dataFile, ...pass.stamp } : undefined;
   const counts = new Map<number, number>();
   for (const n of pass.lengths) counts.set(n, (counts.get(n) ?? 0) + 1);
   const result: CachedPass = {
     records: pass.records,
     lengthCounts: [...counts].sort((a, b) => a[0] - b[0]),
     failures: pass.failures.map((f) => ({ index: f.index, code: f.code, message: f.message, location: f.location, hint: f.error?.hint })),
+    recordLengths: pass.recordLengths,
   };
   if (cache) cache.store(key, result, dataFile, before, pass.images);
   return result;

@@ -53,7 +53,10 @@ function pickStage(graph: Graph, o: EvalCommandOptions): { stage: StagePlan; dat
   const stage = o.stage ? graph.stages.find((s) => s.name === o.stage) : graph.stages[graph.stages.length - 1];
   if (!stage) throw runtimeError(M.EvalBadArgument, [o.stage ? `there is no stage \`${o.stage}\`` : 'the program has no stage'], undefined, `stages: ${graph.stages.map((s) => s.name).join(', ') || 'none'}; eval takes the model, template, batch and max_length from one`);
   const dataset = o.data ?? stage.data;
-  if (!graph.datasets.some((d) => d.name === dataset)) throw runtimeError(M.EvalBadArgument, [`there is no dataset \`${dataset}\``], undefined, `datasets: ${graph.datasets.map((d) => d.name).join(', ')}`);
+  const d = graph.datasets.find((x) => x.name === dataset);
+  if (!d) throw runtimeError(M.EvalBadArgument, [`there is no dataset \`${dataset}\``], undefined, `datasets: ${graph.datasets.map((d) => d.name).join(', ')}`);
+  // a mixture is an order over its sources, not records of its own: each source is evaluated alone
+  if (d.constructor === 'mixture') throw runtimeError(M.EvalBadArgument, [`\`${dataset}\` is a mixture`], undefined, `evaluate one of its sources with --data: ${(d.sources ?? []).map((s) => s.dataset).join(', ')}`);
   return { stage, dataset };
 }
 

@@ -1,8 +1,9 @@
 // The CLI commands `pipec export` (--target torch: from a program; --target hf: from a run) and
-// `pipec prepare`, loaded by compiler/cli/main.ts only when needed.
+// `pipec prepare`, loaded by cli/main.ts only when needed.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../../compiler/ir/graph.js';
+import { UsageError } from '../../compiler/service/service.js';
 import { prepareStages } from './prepare.js';
 import { exportHf, type HfExportOptions } from './hf.js';
 import { ExportError, exportTorch, type TorchExportOptions } from './torch.js';
@@ -15,7 +16,7 @@ export interface Io {
 export const EXPORT_TARGETS = ['torch', 'hf'] as const;
 
 /** Writes the exported files into `outDir` (created; existing files of the same names are replaced atomically). */
-export function exportCommand(graph: Graph, outDir: string, target: string, io: Io, o: TorchExportOptions = {}): number {
+export function exportCommand(graph: Graph, outDir: string, target: string, io: Io, o: TorchExportOptions & { baseDir?: string } = {}): number {
   if (!(EXPORT_TARGETS as readonly string[]).includes(target)) {
     io.err(`pipec: --target must be one of ${EXPORT_TARGETS.join(', ')}, got ${target}\n`);
     return 2;
@@ -56,12 +57,10 @@ export function exportHfCommand(runDir: string, outDir: string, io: Io, o: HfExp
 
 export function prepareCommand(graph: Graph, baseDir: string, o: { out: string; stage?: string; init?: boolean; worldSize?: number }, io: Io): number {
   if (o.stage && !graph.stages.some((s) => s.name === o.stage)) {
-    io.err(`pipec: the program has no stage "${o.stage}" (stages: ${graph.stages.map((s) => s.name).join(', ')})\n`);
-    return 2;
+    throw new UsageError(`the program has no stage "${o.stage}" (stages: ${graph.stages.map((s) => s.name).join(', ')})`);
   }
   if (o.worldSize !== undefined && o.worldSize < 1) {
-    io.err('pipec: --world-size must be at least 1\n');
-    return 2;
+    throw new UsageError('--world-size must be at least 1');
   }
   const t0 = performance.now();
   const done = prepareStages({ graph, baseDir, outDir: o.out, stage: o.stage, init: o.init, worldSize: o.worldSize });

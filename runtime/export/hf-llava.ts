@@ -47,6 +47,8 @@ export interface LlavaOptions {
   customAsBase?: boolean;
   /** Where errors point when the program's source is gone: the run's graph.json. */
   graphFile: string;
+  /** Run checkpoint folders that hold a custom class with its Python package and auto_map, by component: what the refusal points at. */
+  classFolders?: Record<string, string>;
 }
 
 const without = (o: Record<string, unknown>, ...keys: string[]) => Object.fromEntries(Object.entries(o).filter(([k]) => !keys.includes(k)));
@@ -71,9 +73,20 @@ export function planLlava(graph: Graph, model: ModelDef, o: LlavaOptions): Llava
   const notes: string[] = [];
   for (const c of [enc, proj, llm]) {
     if (!c.custom && c.op !== 'custom') continue;
-    if (!o.customAsBase || !c.custom)
-      throw runtimeError(M.HfNotExpressible, [c.name, `it is the custom class ${c.custom?.class ?? '?'} (${c.custom?.module ?? '?'}), whose forward is TypeScript; transformers would run its base, \`${c.custom?.base ?? '?'}\`, instead`], where(c.name),
-        `export with --custom-as-base to write it as ${c.custom?.base ?? 'its base'} (a different model wherever the class computes differently), or declare it with the base constructor`);
+    if (!o.customAsBase || !c.custom) {
+      // transformers' LLaVA builds its parts from registered model types, not from a checkpoint's remote code
+      const py = c.custom?.python;
+      const what = py
+        ? `it is the custom class ${c.custom!.class} (${py.file}); transformers' LLaVA builds its parts from registered model types and would not run the class's remote code`
+        : `it is the custom class ${c.custom?.class ?? '?'} (${c.custom?.module ?? '?'}), whose forward is TypeScript; transformers would run its base, \`${c.custom?.base ?? '?'}\`, instead`;
+      // a class with a PyTorch half loads on its own: a run's checkpoint folder holds its package and auto_map
+      const folder = o.classFolders?.[c.name];
+      const alone = !py ? '' : folder
+        ? `; the trained class loads on its own from the run's checkpoint: AutoModel${c.role === 'llm' ? 'ForCausalLM' : ''}.from_pretrained("${folder}", trust_remote_code=True) (its package and auto_map are there)`
+        : `; the trained class loads on its own with trust_remote_code=True from its component folder in the checkpoints of runs by this pipec version (which copy its package beside config.json's auto_map) or of the exported PyTorch trainer (pipec export --target torch)`;
+      throw runtimeError(M.HfNotExpressible, [c.name, what], where(c.name),
+        `export with --custom-as-base to write it as ${c.custom?.base ?? 'its base'} (a different model wherever the class computes differently), or declare it with the base constructor${alone}`);
+    }
     notes.push(`custom component \`${c.name}\` (${c.custom.class}) is written as its base, ${c.custom.base}: its own forward is not carried over`);
   }
 

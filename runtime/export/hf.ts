@@ -68,11 +68,22 @@ function tensorSource(run: OpenedRun, t: LlavaTensor): StreamedTensor {
   return { name: t.name, shape: t.shape, read };
 }
 
+/** The final checkpoint's folders of custom classes whose Python package is there (runs before pipec copied it have none). */
+function classFolders(run: OpenedRun): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const c of run.model.components) {
+    const py = c.custom?.python;
+    const folder = path.join(run.checkpoint, c.name);
+    if (py && fs.existsSync(path.join(folder, path.posix.basename(py.file)))) out[c.name] = folder;
+  }
+  return out;
+}
+
 /** Builds the folder's files (tensors are streamed when written). */
 export function planHfExport(run: OpenedRun, o: HfExportOptions = {}): { plan: LlavaPlan; files: Map<string, string>; tensors: StreamedTensor[]; notes: string[] } {
   const llm = run.model.components.find((c) => c.role === 'llm');
   const tokens = exportTokenizer(run, Number(llm?.attrs['vocab'] ?? Infinity), Number(llm?.attrs['context'] ?? 0));
-  const plan = planLlava(run.graph, run.model, { imageTokenId: tokens.imageTokenId, tokenIds: tokens.ids, customAsBase: o.customAsBase, graphFile: path.join(run.dir, 'graph.json') });
+  const plan = planLlava(run.graph, run.model, { imageTokenId: tokens.imageTokenId, tokenIds: tokens.ids, customAsBase: o.customAsBase, graphFile: path.join(run.dir, 'graph.json'), classFolders: classFolders(run) });
   const notes = [...plan.notes, ...tokens.notes];
   const files = new Map<string, string>([['config.json', JSON.stringify(plan.config, null, 2) + '\n'], ...tokens.files]);
   files.set('preprocessor_config.json', JSON.stringify(imageProcessorConfig(plan.vision), null, 2) + '\n');

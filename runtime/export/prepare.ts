@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph, StagePlan } from '../../compiler/ir/graph.js';
 import { collate, type Batch } from '../data/batch.js';
-import { imageShapeOf, prepareDataset } from '../data/datasets.js';
+import { imageShapeOf, prepareDataset, stageSources } from '../data/datasets.js';
 import { runTokenizer } from '../data/run-tokenizer.js';
 import type { TextTokenizer } from '../data/vocab-tokenizer.js';
 import { M, runtimeError } from '../errors.js';
@@ -66,8 +66,24 @@ function encodeBatch(b: Batch): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * What the shards cannot carry of a stage's data, or undefined: they hold one dataset's seeded shuffle
+ * (microBatch) with one image per record, so a mixture's or a length-grouped order (order.ts), or a
+ * record's second image, would not be the batches `pipec run` trains on.
+ */
+function unsupportedData(g: Graph, stage: StagePlan): string | undefined {
+  const { mixture } = stageSources(g, stage.data);
+  if (mixture) return `it is the mixture "${mixture}"`;
+  if (stage.group_by_length) return 'it groups batches by length (`group_by_length: true`)';
+  const max = Number(g.datasets.find((d) => d.name === stage.data)?.attrs['max_images'] ?? 1);
+  if (max > 1) return `dataset "${stage.data}" has up to ${max} images per record (\`max_images\`)`;
+  return undefined;
+}
+
 function writeStage(o: PrepareOptions, stage: StagePlan, dir: string, tok: { tokenizer: TextTokenizer; json: string }): PreparedStage {
   const g = o.graph;
+  const why = unsupportedData(g, stage);
+  if (why) throw runtimeError(M.PrepareUnsupportedData, [stage.name, why], undefined, 'train this stage with `pipec run`; the exported trainer reads one dataset in its seeded order, one image per record');
   const model = g.models.find((m) => m.name === stage.model)!;
   const data = prepareDataset(stage.data, { graph: g, baseDir: o.baseDir, model, tokenizer: tok.tokenizer, maxLength: stage.max_length });
   // With W processes a step consumes accumulate x W micro-batches of pipec's sequence (W = 1: pipec run's steps).

@@ -1,29 +1,38 @@
 // `llava_splice`: image features replace the image-token positions of the text embeddings. The batcher
-// expanded each sample's "<image>" marker into `image_tokens` consecutive positions starting at
-// batch.imageStart[b] (-1 for a text-only sample); the labels there are already -100.
+// expanded each image's marker into `image_tokens` consecutive positions; the labels there are already
+// -100. Image m of the pixel batch goes to row b = m at batch.imageStart[b] (-1 for a text-only row),
+// or, for a batch with multi-image records, to batch.imageSlots[m] (its row and first position), so
+// several images of one record each land at their own marker.
 import * as tf from '@tensorflow/tfjs-core';
+import type { BatchInfo } from './types.js';
 import { num, type OpImpl } from './types.js';
 
-/** Row indices into concat([embeds as [B*T, D], features as [B*N, D]]) that build the spliced sequence. */
-export function spliceIndices(imageStart: readonly number[], batch: number, length: number, imageTokens: number): Int32Array {
+/** Where each image's features go: image m -> { row, start }, text-only rows skipped. */
+export function imagePlaces(info: Pick<BatchInfo, 'imageStart' | 'imageSlots'>): { image: number; row: number; start: number }[] {
+  if (info.imageSlots) return info.imageSlots.map((s, m) => ({ image: m, ...s }));
+  return info.imageStart.flatMap((start, b) => (start >= 0 ? [{ image: b, row: b, start }] : []));
+}
+
+/**
+ * Row indices into concat([embeds as [B*T, D], features as [M*N, D]]) that build the spliced sequence:
+ * position t of row b takes image m's feature t - start when the image's run covers it, else itself.
+ */
+export function spliceIndices(imageStart: readonly number[], batch: number, length: number, imageTokens: number, imageSlots?: BatchInfo['imageSlots']): Int32Array {
   const idx = new Int32Array(batch * length);
-  for (let b = 0; b < batch; b++) {
-    const s = imageStart[b] ?? -1;
-    for (let t = 0; t < length; t++) {
-      const inImage = s >= 0 && t >= s && t < s + imageTokens;
-      idx[b * length + t] = inImage ? batch * length + b * imageTokens + (t - s) : b * length + t;
-    }
-  }
+  for (let i = 0; i < idx.length; i++) idx[i] = i;
+  for (const { image, row, start } of imagePlaces({ imageStart: [...imageStart], imageSlots }))
+    for (let t = 0; t < imageTokens && start + t < length; t++) idx[row * length + start + t] = batch * length + image * imageTokens + t;
   return idx;
 }
 
-/** inputs: embeds [B, T, D], features [B, N, D] (N = image_tokens), input_ids (unused: positions come from the batch). */
+/** inputs: embeds [B, T, D], features [M, N, D] (N = image_tokens; M = B, or one per image slot), input_ids (unused: positions come from the batch). */
 export const llavaSplice: OpImpl = (ctx, [embeds, features]) => {
   const [B, T, D] = embeds!.shape as [number, number, number];
   const N = num(ctx.attrs, 'image_tokens');
-  if (features!.shape[1] !== N || features!.shape[2] !== D)
-    throw new Error(`llava_splice: image features are [${features!.shape.join(', ')}], expected [${B}, ${N}, ${D}]`);
-  const rows = tf.concat([tf.reshape(embeds!, [B * T, D]), tf.reshape(features!, [B * N, D])], 0);
-  const idx = tf.tensor1d(spliceIndices(ctx.batch.imageStart, B, T, N), 'int32');
+  const M = ctx.batch.imageSlots ? ctx.batch.imageSlots.length : B;
+  if (features!.shape[0] !== M || features!.shape[1] !== N || features!.shape[2] !== D)
+    throw new Error(`llava_splice: image features are [${features!.shape.join(', ')}], expected [${M}, ${N}, ${D}]`);
+  const rows = tf.concat([tf.reshape(embeds!, [B * T, D]), tf.reshape(features!, [M * N, D])], 0);
+  const idx = tf.tensor1d(spliceIndices(ctx.batch.imageStart, B, T, N, ctx.batch.imageSlots), 'int32');
   return tf.reshape(tf.gather(rows, idx), [B, T, D]);
 };

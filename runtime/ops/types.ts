@@ -10,6 +10,11 @@ export interface BatchInfo {
   length: number;
   /** Per sample, the first position of its image tokens, or -1 (text only). */
   imageStart: number[];
+  /**
+   * When a batch holds multi-image records: for each image of the pixel batch, in order, the row and
+   * first position its features replace. Absent: image b belongs to row b at imageStart[b].
+   */
+  imageSlots?: { row: number; start: number }[];
 }
 
 /** Per-layer key/value cache for generation: [B*Hk, T, d] each. */

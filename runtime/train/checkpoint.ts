@@ -1,5 +1,7 @@
 // Run checkpoints. Layout of RUN/checkpoints/NAME/:
 //   <component>/model.safetensors + config.json   each component in its Hugging Face layout and names
+//   <component>/*.py                              a custom class's Python package, named by config.json's
+//                                                 auto_map (python-package.ts): loads with trust_remote_code
 //   optimizer.safetensors                         AdamW moments of the trainable parameters
 //   trainer_state.json                            stage, step, graph hash, finished stages' summaries
 //   manifest.json                                 every file above with its size and SHA-256 (manifest.ts)
@@ -21,6 +23,7 @@ import { readCheckpointMeta } from '../../compiler/check/checkpoint-io.js';
 import { describeLayout, detectLayout, elsewhere, familyOfTensors, sliceRange, slicedShape, sourceOf, splitWeightsRef } from '../../compiler/check/hf-layout.js';
 import { encodeSafetensors, readWeights, TensorReader } from '../weights/safetensors.js';
 import { ManifestWriter } from './manifest.js';
+import type { PackageFile } from './python-package.js';
 import type { Optimizer } from './optimizer.js';
 
 export interface StageSummary {
@@ -50,6 +53,8 @@ export interface TrainerState {
   stages_done?: StageSummary[];
   /** Training time and tokens up to this checkpoint, across the processes of the run. */
   elapsed?: { run_seconds: number; stage_seconds: number; stage_tokens: number };
+  /** Where the stage's data stands: its samples per epoch and the next micro-batch (step x accumulate). */
+  data?: { samples_per_epoch: number; micro_batch: number };
 }
 
 export const LATEST_FILE = 'latest.json';
@@ -80,6 +85,8 @@ export interface SaveArgs {
   optimizer: Optimizer | null;
   state: TrainerState;
   keep: number;
+  /** Custom classes' Python packages by component name (python-package.ts), written beside their weights. */
+  packages?: ReadonlyMap<string, readonly PackageFile[]>;
   /** Called between writing the files and publishing them (tests use it to die mid-save). */
   beforePublish?: () => void;
   /** Called as each phase begins: 'components' ... 'prune' (tests use it to die at each). */
@@ -99,6 +106,11 @@ export function saveCheckpoint(a: SaveArgs): string {
     const names = a.params.ofComponent(c.name);
     if (names.length) files.write(path.join(c.name, 'model.safetensors'), encodeSafetensors(tensorsOf(a.params, names), { pipec_component: c.name }));
     files.write(path.join(c.name, 'config.json'), JSON.stringify(hfConfig(c), null, 2) + '\n');
+    for (const f of a.packages?.get(c.name) ?? []) {
+      const rel = path.join(c.name, ...f.name.split('/'));
+      fs.mkdirSync(path.dirname(path.join(tmp, rel)), { recursive: true }); // a package's sub-folder, inside the fresh temporary
+      files.write(rel, f.text);
+    }
   }
   a.phase?.('optimizer');
   if (a.optimizer) {

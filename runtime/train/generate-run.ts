@@ -9,7 +9,7 @@ import type { Graph, ModelDef } from '../../compiler/ir/graph.js';
 import { UsageError } from '../../compiler/service/service.js';
 import { type BackendChoice, initBackend } from '../backend/backends.js';
 import { microBatchWork } from '../backend/wasm-threads.js';
-import { encoderOf, imageShapeOf, preprocessFor, SHAPES_CHAT, templateFor } from '../data/datasets.js';
+import { encoderOf, imageShapeOf, preprocessFor, primaryDataset, SHAPES_CHAT, templateFor } from '../data/datasets.js';
 import { buildPrompt, PLAIN, type TemplateSpec } from '../data/examples.js';
 import { loadImageFile, preprocessImage } from '../data/images.js';
 import { loadTokenizer } from '../data/tokenizer.js';
@@ -39,10 +39,10 @@ export function readRunTokenizer(runDir: string): TextTokenizer {
   return vocabTokenizerFromJson(JSON.parse(fs.readFileSync(file, 'utf8'))) ?? loadTokenizer(file);
 }
 
-/** The template the run's last stage trained with. */
+/** The template the run's last stage trained with (a mixture's: its first source's). */
 export function runTemplate(graph: Graph): TemplateSpec {
   const last = graph.stages[graph.stages.length - 1]!;
-  const d = graph.datasets.find((x) => x.name === last.data);
+  const d = primaryDataset(graph, last.data);
   if (d?.constructor === 'synthetic_shapes') return d.attrs['task'] === 'caption' ? PLAIN : SHAPES_CHAT;
   if (d?.constructor === 'llava_json') return templateFor(graph, String(d.attrs['template'] ?? 'plain'), undefined);
   return SHAPES_CHAT;
@@ -117,7 +117,8 @@ export async function generateFromRun(runDir: string, o: GenerateRunOptions): Pr
     } catch (e) {
       throw runtimeError(M.DataImageCorrupt, [0, o.image, (e as Error).message], { file: o.image });
     }
-    pixels = preprocessImage(rgb, preprocessFor(enc));
+    // as the last stage's data prepared its images (LLaVA-1.5's `pad`, or the encoder's processor)
+    pixels = preprocessImage(rgb, preprocessFor(enc, String(primaryDataset(graph, last.data)?.attrs['image_aspect'] ?? 'processor')));
   }
   const text = pixels && !o.prompt.includes('<image>') ? `<image>\n${o.prompt}` : o.prompt;
   const prompt = buildPrompt([{ role: 'user', text }], runTemplate(graph), tok, '<image>', pixels ? (model.image_tokens ?? 0) : 0);

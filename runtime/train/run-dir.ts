@@ -19,7 +19,8 @@ import { LOCK_FILE, LOCK_TEMP, RunLock } from './lock.js';
 
 export const RUN_MARKER = 'run.json';
 /** Everything a run writes at the top of its folder; --overwrite removes these and nothing else. */
-export const RUN_FILES = [RUN_MARKER, 'graph.json', 'tokenizer.json', 'metrics.jsonl', 'loss.html', 'summary.json', 'preflight.json', 'checkpoints'];
+// loss.html: the page runs wrote before dashboard.html, still removed by --overwrite
+export const RUN_FILES = [RUN_MARKER, 'graph.json', 'tokenizer.json', 'metrics.jsonl', 'eval.jsonl', 'dashboard.html', 'tb', 'loss.html', 'summary.json', 'preflight.json', 'data-index', 'checkpoints'];
 /** writeFileAtomic's temporaries (`.NAME.tmp-PID`) and checkpoint temporaries (`.tmp-NAME-PID`). */
 const TEMPORARY = /^\..+\.tmp-\d+$|^\.tmp-.+-\d+$/;
 
@@ -153,10 +154,10 @@ function progressOf(dir: string): string {
   return typeof latest === 'string' ? `its latest checkpoint is ${latest}` : 'it has no checkpoint yet';
 }
 
-/** Removes stale temporaries in RUN/ and RUN/checkpoints/; the caller holds the lock. */
+/** Removes stale temporaries in RUN/, RUN/checkpoints/ and RUN/tb/ (a resume rewrites its files); the caller holds the lock. */
 function cleanTemporaries(dir: string): number {
   let n = 0;
-  for (const d of [dir, path.join(dir, 'checkpoints')]) {
+  for (const d of [dir, path.join(dir, 'checkpoints'), path.join(dir, 'tb')]) {
     const st = fs.lstatSync(d, { throwIfNoEntry: false });
     if (!st?.isDirectory()) continue;
     for (const name of fs.readdirSync(d)) {

@@ -1,20 +1,26 @@
 // `pipec run`: trains a compiled graph stage by stage into a run directory:
 //   RUN/graph.json          the resolved graph that was run
 //   RUN/tokenizer.json      the tokenizer (generated datasets write their word vocabulary)
-//   RUN/metrics.jsonl       one line per optimizer step;  RUN/loss.html  loss curves
+//   RUN/metrics.jsonl       one line per optimizer step;  RUN/eval.jsonl  evaluation figures
+//   RUN/dashboard.html      the charts;  RUN/tb/  TensorBoard event files (metrics-log.ts writes these four)
 //   RUN/checkpoints/        see checkpoint.ts;  RUN/summary.json  the outcome, incl. evaluation
 //   RUN/run.json            marks the folder as this program's run;  RUN/run.lock  while a process writes it
 // The folder is opened under its lock, and whether this run may use it is decided there (run-dir.ts).
 // Determinism: initialisation and data order depend only on the stage seed, so `--resume` from a
 // checkpoint at step s replays exactly the batches an uninterrupted run would have seen after s.
+// Data streams (runtime/data/feed.ts): records are read by index and their images decoded in worker
+// threads a few micro-batches ahead, so memory does not grow with the dataset.
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Graph, ModelDef, StagePlan } from '../../compiler/ir/graph.js';
 import { initBackend, type ActiveBackend, type BackendChoice } from '../backend/backends.js';
 import { microBatchWork } from '../backend/wasm-threads.js';
-import { collate, type Sample } from '../data/batch.js';
-import { imageShapeOf, prepareDataset, type PreparedDataset } from '../data/datasets.js';
+import type { Batch, Sample } from '../data/batch.js';
+import { imageShapeOf, prepareDataset } from '../data/datasets.js';
+import { StageFeed } from '../data/feed.js';
+import { ImagePool } from '../data/image-workers.js';
 import { preflightRun } from '../data/preflight.js';
+import { openStageData, type StageData } from '../data/stage-data.js';
 import { runTokenizer } from '../data/run-tokenizer.js';
 import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
@@ -26,11 +32,12 @@ import { checkpointName, loadComponents, loadOptimizer, loadWeightsInto, saveChe
 import { evaluateShapes, type EvalResult } from './evaluate.js';
 import { graphHash } from './graph-hash.js';
 import { verifyManifest } from './manifest.js';
-import { appendMetrics, truncateMetrics, writeLossPage } from './metrics.js';
+import { accuracyPoints, MetricsLog } from './metrics-log.js';
 import { clipByGlobalNorm, Optimizer } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
 import { findResumePoint, type ResumePoint } from './resume.js';
+import { type PackageFile, runPythonPackages } from './python-package.js';
 import { openRunDir, writeRunMarker, type OpenRunDir } from './run-dir.js';
 import { lrMultiplier } from './schedule.js';
 
@@ -87,12 +94,27 @@ export function microBatch(samples: readonly Sample[], stage: StagePlan, microPe
 }
 
 export async function runProgram(o: RunOptions): Promise<RunSummary> {
+  // read (and checked against the graph) before the folder is touched: every checkpoint carries these bytes
+  const packages = runPythonPackages(o.graph, o.baseDir);
   const run = openRunDir(o.runDir, { hash: graphHash(o.graph), policy: o.resume ? 'resume' : o.overwrite ? 'overwrite' : 'new', command: o.command ?? process.argv.slice(1).join(' ') });
+  const pool = new ImagePool();
+  const opened: StageData[] = [];
   try {
-    return await trainInRunDir({ ...o, runDir: run.dir }, run);
+    return await trainInRunDir({ ...o, runDir: run.dir }, run, pool, opened, packages);
   } finally {
-    run.close();
+    try {
+      for (const d of opened) d.close();
+    } finally {
+      await pool.close();
+      run.close();
+    }
   }
+}
+
+/** Micro-batches the feed prepares ahead of the one being trained: a whole optimizer step and more (PIPEC_DATA_AHEAD overrides). */
+function feedAhead(stage: StagePlan): number {
+  const env = process.env.PIPEC_DATA_AHEAD;
+  return env && /^\d+$/.test(env) ? Number(env) : Math.max(4, 2 * stage.accumulate);
 }
 
 /** Where the run continues (--resume), after the notes of opening the folder; then the folder is marked as this run's. */
@@ -103,13 +125,12 @@ function startRun(o: RunOptions, run: OpenRunDir, hash: string, out: Progress): 
     resumeFrom = findResumePoint(o.runDir, o.graph, hash, (l) => out.line(l));
     const { state } = resumeFrom;
     out.line(`resuming from ${path.relative(process.cwd(), resumeFrom.dir) || resumeFrom.dir} (stage ${state.stage}, step ${state.step}/${state.total_steps})`);
-    truncateMetrics(o.runDir, state.stage_index, state.step);
   }
   writeRunMarker(o.runDir, o.graph, hash);
   return resumeFrom;
 }
 
-async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary> {
+async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, opened: StageData[], packages: ReadonlyMap<string, readonly PackageFile[]>): Promise<RunSummary> {
   const t0 = performance.now();
   const out = o.out ?? new Progress(process.stderr);
   // The size of the largest stage's micro-batch, for the wasm backend's thread count (wasm-threads.ts)
@@ -119,6 +140,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
   const g = o.graph;
   const hash = graphHash(g);
   const resumeFrom = startRun(o, run, hash, out);
+  const log = new MetricsLog(o.runDir, g, resumeFrom?.state); // on resume, first drops the steps it redoes
   writeFileAtomic(path.join(o.runDir, 'graph.json'), JSON.stringify(g, null, 2) + '\n');
 
   // The run's tokenizer (a dataset's tokenizer.json, else the generated word vocabulary), kept in the run folder
@@ -126,7 +148,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
   writeFileAtomic(path.join(o.runDir, 'tokenizer.json'), tokenizerJson);
 
   // Every stage's data, read as training will read it, before any stage trains (runtime/data/preflight.ts).
-  preflightRun({ graph: g, baseDir: o.baseDir, tokenizer, cacheDir: o.runDir, log: (s) => out.line(s) });
+  const checks = preflightRun({ graph: g, baseDir: o.baseDir, tokenizer, cacheDir: o.runDir, log: (s) => out.line(s) });
 
   // Stages an earlier process finished come from the checkpoint, so summary.json covers every stage
   const summary: RunSummary = { backend: backend.name, stages: [...(resumeFrom?.state.stages_done ?? [])], seconds: 0 };
@@ -135,18 +157,21 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
   let params: ParamStore | null = null;
   let paramsModel: string | null = null;
   let totalSteps = 0;
-  let lastData: { model: ModelDef; data: PreparedDataset } | null = null;
+  let lastStage: { model: ModelDef; stage: StagePlan } | null = null;
 
   const stages = stagesInOrder(g);
   for (let si = 0; si < stages.length; si++) {
     const stage = stages[si]!;
     if (resumeFrom && si < resumeFrom.state.stage_index) continue; // finished before the interruption
     const model = g.models.find((m) => m.name === stage.model)!;
-    const data = prepareDataset(stage.data, { graph: g, baseDir: o.baseDir, model, tokenizer, maxLength: stage.max_length });
-    if (data.skippedDetail) out.line(`warning PIPE9008: ${data.skippedDetail}`);
-    lastData = { model, data };
-    const { microPerEpoch, steps } = stageSteps(stage, data.train.length);
-    if (steps < 1) throw runtimeError(M.DataBadRecord, [0, `dataset "${stage.data}" has ${data.train.length} training records, fewer than one batch of ${stage.batch}`], undefined, 'lower the batch size or add data');
+    // The records the pre-flight passed, read by index as training goes (runtime/data/stage-data.ts)
+    const data = openStageData({ graph: g, stage, model, tokenizer, baseDir: o.baseDir, cacheDir: o.runDir, checks });
+    opened.push(data);
+    for (const w of data.warnings) out.line(`warning PIPE9008: ${w}`);
+    lastStage = { model, stage };
+    const samples = data.orders.samplesPerEpoch;
+    const { steps } = stageSteps(stage, samples);
+    if (steps < 1) throw runtimeError(M.DataBadRecord, [0, `dataset "${stage.data}" has ${samples} training records, fewer than one batch of ${stage.batch}`], undefined, 'lower the batch size or add data');
 
     let fresh = false;
     // Parameters: fresh (seeded) or declared weights, then hand-off from earlier stages, then the checkpoint when resuming.
@@ -171,6 +196,8 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
     const optimizer = new Optimizer(stage.optimizer.name, stage.optimizer.attrs, trainable);
     let step = 0;
     if (resumingHere) {
+      const was = resumingHere.state.data?.samples_per_epoch;
+      if (was !== undefined && was !== samples) throw runtimeError(M.ResumeMismatch, [`stage ${stage.name} was trained on ${was} samples per epoch, its data now gives ${samples}`], { file: resumingHere.dir }, 'resume with the data the run started with, or start again with --overwrite');
       if (resumingHere.state.total_steps !== steps) throw runtimeError(M.ResumeMismatch, [`stage ${stage.name} had ${resumingHere.state.total_steps} steps, now ${steps} (did its data change?)`], { file: resumingHere.dir }, 'resume with the data the run started with, or start again with --overwrite');
       step = resumingHere.state.step;
       if (trainable.size) loadOptimizer(resumingHere.dir, optimizer, resumingHere.state.optimizer?.step ?? 0);
@@ -179,7 +206,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
     const imageShape = imageShapeOf(model);
     const padId = tokenizer.padId ?? 0;
     const baseLr = Number(stage.optimizer.attrs['lr']);
-    out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${data.train.length} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
+    out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${samples} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
     const stageT0 = performance.now();
     let tokensSeen = 0, lastLoss = NaN;
     // this stage's training time and tokens, including an earlier process's before the resume
@@ -193,18 +220,24 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
         format: 'pipec.checkpoint', version: 1, graph_hash: hash, stage: stage.name, stage_index: si, step, total_steps: steps, final,
         stage_checkpoints: { ...stageCheckpoints }, optimizer: { name: optimizer.name, step: optimizer.state.step }, time: new Date().toISOString(),
         stages_done: [...summary.stages],
+        data: { samples_per_epoch: samples, micro_batch: step * stage.accumulate },
         elapsed: { run_seconds: carriedSeconds + (performance.now() - t0) / 1000, stage_seconds: stageSeconds(), stage_tokens: carried.stage_tokens + tokensSeen },
       };
       run.lock.verify(); // a lock removed by hand under this process: stop before writing
       saveCheckpoint({
-        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep,
+        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep, packages,
         beforePublish: () => o.hooks?.beforePublish?.(name), phase: (p) => o.hooks?.checkpointPhase?.(p, name),
       });
     };
 
+    // Micro-batches from the stage's sources, prepared a few ahead (images decoded in worker threads)
+    const feed = new StageFeed({ sources: data.sources, orders: data.orders, imageShape, padId, pool, ahead: feedAhead(stage), end: steps * stage.accumulate });
+    feed.start(step * stage.accumulate);
     while (step < steps) {
       const stepT0 = performance.now();
-      const micro = Array.from({ length: stage.accumulate }, (_, a) => collate(microBatch(data.train, stage, microPerEpoch, step * stage.accumulate + a), padId, imageShape));
+      const waited0 = feed.waited;
+      const micro: Batch[] = [];
+      for (let a = 0; a < stage.accumulate; a++) micro.push(await feed.take());
       const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro);
       if (!Number.isFinite(loss)) {
         for (const t of grads.values()) t.dispose();
@@ -223,9 +256,9 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
       lastLoss = loss;
       const elapsed = (performance.now() - stageT0) / 1000;
       const stepSec = (performance.now() - stepT0) / 1000;
-      appendMetrics(o.runDir, {
+      log.step({
         stage: stage.name, stage_index: si, step, loss, lm_loss: lmLoss, ...(auxLoss ? { aux_loss: auxLoss } : {}),
-        lr, grad_norm: gradNorm, tokens, tokens_per_s: tokens / stepSec, elapsed_s: elapsed,
+        lr, grad_norm: gradNorm, tokens, tokens_per_s: tokens / stepSec, elapsed_s: elapsed, data_wait_s: Math.round((feed.waited - waited0) * 1e4) / 1e4,
       });
       out.step({ stage: stage.name, step, total: steps, loss, lr, tokensPerSec: tokensSeen / elapsed, etaSec: (elapsed / (step - (resumingHere?.state.step ?? 0))) * (steps - step) });
       if (step < steps && stage.checkpoint.every > 0 && step % stage.checkpoint.every === 0) checkpoint(false);
@@ -233,26 +266,34 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir): Promise<RunSummary
         optimizer.dispose();
         params.dispose();
         summary.stopped_early = true;
+        log.finish('stopped');
         summary.seconds = (performance.now() - t0) / 1000;
         return summary;
       }
     }
     const seconds = stageSeconds();
     summary.stages.push({ name: stage.name, steps, final_loss: lastLoss, seconds, tokens_per_s: (carried.stage_tokens + tokensSeen) / seconds, skipped_records: data.skipped });
+    data.close();
     checkpoint(true);
-    writeLossPage(o.runDir);
+    log.stageDone();
     optimizer.dispose();
-    out.line(`stage ${stage.name} done: ${steps} steps in ${seconds.toFixed(1)} s, final loss ${lastLoss.toFixed(4)}`);
+    out.line(`stage ${stage.name} done: ${steps} steps in ${seconds.toFixed(1)} s, final loss ${lastLoss.toFixed(4)}; waited ${feed.waited.toFixed(1)} s for data`);
   }
 
-  if (o.evaluate !== false && lastData?.data.heldoutRecords && params) {
-    const runner = new ModelRunner(lastData.model, params, await loadCustomOps(lastData.model, o.baseDir));
-    summary.evaluation = evaluateShapes({ runner, tokenizer, template: lastData.data.template, imageShape: imageShapeOf(lastData.model), imageTokens: lastData.model.image_tokens ?? 0 }, lastData.data);
+  // Held-out evaluation of generated data (small: its held-out part is prepared in memory)
+  const evalData = o.evaluate !== false && lastStage && g.datasets.find((d) => d.name === lastStage!.stage.data)?.constructor === 'synthetic_shapes'
+    ? prepareDataset(lastStage.stage.data, { graph: g, baseDir: o.baseDir, model: lastStage.model, tokenizer, maxLength: lastStage.stage.max_length })
+    : undefined;
+  if (lastStage && evalData?.heldoutRecords && params) {
+    const runner = new ModelRunner(lastStage.model, params, await loadCustomOps(lastStage.model, o.baseDir));
+    summary.evaluation = evaluateShapes({ runner, tokenizer, template: evalData.template, imageShape: imageShapeOf(lastStage.model), imageTokens: lastStage.model.image_tokens ?? 0 }, evalData);
+    log.evaluation(accuracyPoints(summary.evaluation));
     for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions (${e.language}): ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
   }
   summary.seconds = carriedSeconds + (performance.now() - t0) / 1000;
   run.lock.verify();
   writeFileAtomic(path.join(o.runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  log.finish('finished');
   params?.dispose();
   return summary;
 }

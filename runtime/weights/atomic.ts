@@ -37,12 +37,12 @@ export function writeFileSynced(file: string, data: string | Buffer): void {
 }
 
 /** Appends to a regular file of its own (created when absent): never through a symbolic or hard link. */
-export function appendNoFollow(file: string, text: string): void {
+export function appendNoFollow(file: string, text: string | Uint8Array): void {
   const fd = openNoFollow(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT);
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile() || st.nlink > 1) throw runtimeError(M.RunPathIsLink, [file, st.isFile() ? `hard link (${st.nlink} names share it)` : 'special file'], { file });
-    fs.writeSync(fd, text);
+    fs.writeSync(fd, typeof text === 'string' ? Buffer.from(text) : text);
   } finally {
     fs.closeSync(fd);
   }

@@ -1,6 +1,6 @@
 // config.json for each saved component, in the shape transformers' config classes read (4.x and 5.x),
 // so a run's component folder loads with CLIPVisionModel / SiglipVisionModel / LlamaForCausalLM /
-// MistralForCausalLM / MixtralForCausalLM and computes what pipec computed (test/export-hf.test.ts).
+// MistralForCausalLM / MixtralForCausalLM and computes what pipec computed (test/e2e/export-hf.test.ts).
 // Two components have no transformers class of their own, and their config says so instead of letting
 // transformers load a different model: the projector (LLaVA's projector is a module of
 // LlavaForConditionalGeneration, with no from_pretrained; `pipec export RUN --target hf` writes the whole
@@ -65,7 +65,7 @@ export function hfConfig(c: ComponentDef): Record<string, unknown> {
       // pipec's decoder attends to the whole prefix; transformers' Mistral windows it (default 4096)
       if (op === 'mistral') cfg['sliding_window'] = a['sliding_window'] ?? null;
       if (moe) Object.assign(cfg, { num_local_experts: a['experts'], num_experts_per_tok: a['top_k'], router_aux_loss_coef: a['aux_loss_coef'], output_router_logits: true, sliding_window: null });
-      return cfg;
+      return c.custom ? customConfig(c, cfg) : cfg;
     }
     default:
       // No transformers class loads a projector alone (LlavaMultiModalProjector is a module of LLaVA, without
@@ -75,4 +75,24 @@ export function hfConfig(c: ComponentDef): Record<string, unknown> {
         pipec: { op, note: 'part of a LLaVA: `pipec export RUN --target hf` writes the LlavaForConditionalGeneration folder; docs/export.md shows how to load this one into LlavaMultiModalProjector' },
       };
   }
+}
+
+/**
+ * A custom class's config.json: its own settings from its checkpoint (graph `custom.config`) under what
+ * pipec computes; with a PyTorch half, the class's model_type and the `auto_map` that lets transformers
+ * load it with trust_remote_code (the folder that holds the weights also needs the package's files: the
+ * export writes them, docs/export.md).
+ */
+function customConfig(c: ComponentDef, computed: Record<string, unknown>): Record<string, unknown> {
+  const spec = c.custom!;
+  const out: Record<string, unknown> = { ...(spec.config ?? {}), ...computed };
+  const py = spec.python;
+  if (py) {
+    if (py.model_type) out['model_type'] = py.model_type;
+    out['auto_map'] = {
+      ...(py.config_class ? { AutoConfig: `${py.config_class.module}.${py.config_class.name}` } : {}),
+      ...(c.role === 'llm' ? { AutoModelForCausalLM: `${py.module}.${spec.class}` } : { AutoModel: `${py.module}.${spec.class}` }),
+    };
+  }
+  return out;
 }

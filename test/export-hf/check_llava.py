@@ -1,5 +1,5 @@
 """Loads a folder written by `pipec export RUN --target hf` the way a transformers user would and compares
-it with what pipec computed (test/export-hf.test.ts writes REF_JSON from pipec's runtime):
+it with what pipec computed (test/e2e/export-hf.test.ts writes REF_JSON from pipec's runtime):
 
     python check_llava.py EXPORT_DIR REF_JSON [--components CHECKPOINT_DIR VISION LLM PROJECTOR]
 

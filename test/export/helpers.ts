@@ -33,7 +33,7 @@ export function graphOf(rel: string, sets: string[] = []): Graph {
 
 /** Writes the PyTorch export of `g` into `dir`; returns `dir`. */
 export function writeExport(g: Graph, dir: string, o: { customAsBase?: boolean } = {}): string {
-  for (const [name, text] of exportTorch(g, o)) {
+  for (const [name, text] of exportTorch(g, { ...o, baseDir: repo(path.dirname(g.source)) })) {
     fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
     fs.writeFileSync(path.join(dir, name), text);
   }

@@ -69,6 +69,25 @@ export function transformersPython(): { python: string } | { why: string } {
 }
 let transformers: { python: string } | { why: string } | undefined;
 
+/**
+ * A Python whose DeepSpeed the exported train.py --deepspeed can use on CPU (DeepSpeed >= 0.13: it has
+ * set_z3_leaf_modules; torch >= 2): PIPEC_DEEPSPEED_PYTHON, else the torch >= 2 Python when it has DeepSpeed.
+ * Returns why not when there is none. pip's configured index here has no DeepSpeed wheel, so this is
+ * usually a venv built from DeepSpeed's source (docs/export.md).
+ */
+export function deepspeedPython(): { python: string; version: string } | { why: string } {
+  if (deepspeed === undefined) {
+    const python = process.env.PIPEC_DEEPSPEED_PYTHON ?? torch2Python()?.python;
+    const probe = 'import torch, deepspeed\nfrom deepspeed.utils import set_z3_leaf_modules\nprint(deepspeed.__version__)';
+    const r = python && fs.existsSync(python) ? spawnSync(python, ['-c', probe], { encoding: 'utf8', env: childEnv({ DS_ACCELERATOR: 'cpu' }) }) : undefined;
+    deepspeed =
+      r?.status === 0 ? { python: python!, version: r.stdout.trim().split('\n').pop()! }
+      : { why: `${!python ? 'no Python with torch >= 2' : !r ? `${python} does not exist` : `${python} cannot import DeepSpeed >= 0.13 (${r.stderr.trim().split('\n').pop()})`}; set PIPEC_DEEPSPEED_PYTHON to a Python with torch >= 2 and DeepSpeed (pip's index here has no DeepSpeed wheel: build it from source, DS_BUILD_OPS=0)` };
+  }
+  return deepspeed;
+}
+let deepspeed: { python: string; version: string } | { why: string } | undefined;
+
 export const TRANSFORMERS_FIX = 'npm run setup:torch makes .venv-torch with them, or set PIPEC_REFERENCE_PYTHON';
 export const TORCH1_FIX = 'apt-get install -y python3-torch (Debian 12: torch 1.13), or set PIPEC_TEST_PYTHON';
 export const TORCH2_FIX = 'npm run setup:torch makes .venv-torch, or set PIPEC_TORCH2_PYTHON';
@@ -89,3 +108,19 @@ export function runPython(python: string, args: string[], o: PythonOptions = {})
   assert.equal(r.status, 0, `${python} ${args.join(' ')} failed:\n${`${r.stdout}\n${r.stderr}`.slice(-6000)}`);
   return r.stdout;
 }
+
+/**
+ * A Python with TensorBoard (its event-file reader, for the read-back test of RUN/tb): PIPEC_REFERENCE_PYTHON,
+ * else .venv-torch (`npm run setup:torch` installs tensorboard). Returns why not when there is none.
+ */
+export function tensorboardPython(): { python: string } | { why: string } {
+  if (tensorboard === undefined) {
+    const python = process.env.PIPEC_REFERENCE_PYTHON ?? repo('.venv-torch/bin/python');
+    const r = fs.existsSync(python) ? spawnSync(python, ['-c', 'from tensorboard.backend.event_processing.event_accumulator import EventAccumulator'], { encoding: 'utf8', env: childEnv() }) : undefined;
+    tensorboard = r?.status === 0 ? { python } : { why: `${!r ? `${python} does not exist` : `${python} cannot import tensorboard's EventAccumulator`} (${TENSORBOARD_FIX})` };
+  }
+  return tensorboard;
+}
+let tensorboard: { python: string } | { why: string } | undefined;
+
+export const TENSORBOARD_FIX = 'npm run setup:torch installs tensorboard into .venv-torch, or set PIPEC_REFERENCE_PYTHON';

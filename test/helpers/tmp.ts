@@ -35,7 +35,15 @@ export function childEnv(extra: Record<string, string | undefined> = {}): NodeJS
   return { ...process.env, TMPDIR: dir, TMP: dir, TEMP: dir, ...extra };
 }
 
-process.on('exit', removeTmpRoot);
+// Trust in custom code (runtime/trust.ts) is recorded per user; the tests record theirs in a folder of
+// their own, never in the user's ~/.config/pipec/trust, and pipec children inherit it.
+const TRUST_DIR = path.join(BASE, `pipec-test-trust-${process.pid}`);
+process.env.PIPEC_TRUST_DIR = TRUST_DIR;
+
+process.on('exit', () => {
+  removeTmpRoot();
+  fs.rmSync(TRUST_DIR, { recursive: true, force: true });
+});
 
 /** mocha root hook plugin (.mocharc.json `require`). */
 export const mochaHooks = {
