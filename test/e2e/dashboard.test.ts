@@ -170,8 +170,8 @@ describe('run dashboard and TensorBoard event files', function () {
         const again = dashboardFromRun(dir);
         assert.deepEqual({ ...again, generated: '', refresh_s: 0 }, { ...d, generated: '', refresh_s: 0 });
       }
-      assert.equal(readEval(straight).length, 2);
-      assert.equal(readEval(resumed).length, 2, 'the resumed run evaluates once');
+      assert.equal(readEval(straight).length, 4);
+      assert.equal(readEval(resumed).length, 4, 'the resumed run evaluates once (two kinds x two languages)');
     });
 
     it('is self-contained: uPlot and the script inlined, nothing fetched', () => {
