@@ -20,6 +20,7 @@ import { generate } from '../generate.js';
 import { ModelRunner } from '../model.js';
 import { ParamStore, paramSpecs } from '../params.js';
 import { latestCheckpoint, loadComponents, readTrainerState } from './checkpoint.js';
+import type { AskContext } from './evaluate.js';
 
 export interface GenerateRunOptions {
   backend: BackendChoice;
@@ -78,6 +79,16 @@ function loadFinalWeights(ckpt: string, model: ModelDef): ParamStore {
 
 async function runnerFor(graph: Graph, model: ModelDef, params: ParamStore): Promise<ModelRunner> {
   return new ModelRunner(model, params, await loadCustomOps(model, path.dirname(path.resolve(graph.source))));
+}
+
+/** A finished run's last model with its final weights, as an AskContext (evaluate.ts) to put questions to; the caller has started a backend. */
+export async function loadRunForQuestions(runDir: string): Promise<AskContext & { model: ModelDef; params: ParamStore }> {
+  const graph = JSON.parse(fs.readFileSync(path.join(runDir, 'graph.json'), 'utf8')) as Graph;
+  const ckpt = latestCheckpoint(runDir);
+  if (!ckpt || !readTrainerState(ckpt).final) throw runtimeError(M.RunDirInvalid, [runDir, 'it has no final checkpoint; finish the run first (`pipec run --resume`)'], { file: runDir });
+  const model = graph.models.find((m) => m.name === graph.stages[graph.stages.length - 1]!.model)!;
+  const params = loadFinalWeights(ckpt, model);
+  return { model, params, runner: await runnerFor(graph, model, params), tokenizer: readRunTokenizer(runDir), template: runTemplate(graph), imageShape: imageShapeOf(model), imageTokens: model.image_tokens ?? 0 };
 }
 
 export async function generateFromRun(runDir: string, o: GenerateRunOptions): Promise<string> {

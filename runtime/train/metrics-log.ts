@@ -80,7 +80,7 @@ export class MetricsLog {
   }
 }
 
-/** The held-out accuracy of evaluate.ts as evaluation figures: accuracy/<question>. */
+/** The held-out accuracy of evaluate.ts as evaluation figures: accuracy/<question>_<language>, e.g. accuracy/shape_ja. */
 export function accuracyPoints(results: readonly EvalResult[]): Omit<EvalPoint, 'stage' | 'stage_index' | 'step'>[] {
-  return results.map((r) => ({ name: `accuracy/${r.question.replace(/\s+/g, '_')}`, value: r.accuracy, correct: r.correct, total: r.total }));
+  return results.map((r) => ({ name: `accuracy/${r.question}_${r.language}`, value: r.accuracy, correct: r.correct, total: r.total }));
 }

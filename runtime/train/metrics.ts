@@ -25,7 +25,7 @@ export interface StepMetrics {
   data_wait_s?: number;
 }
 
-/** One figure of an evaluation, e.g. name "accuracy/shape", measured after `step` of `stage`. */
+/** One figure of an evaluation, e.g. name "accuracy/shape_en", measured after `step` of `stage`. */
 export interface EvalPoint {
   stage: string;
   stage_index: number;

@@ -286,9 +286,9 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     : undefined;
   if (lastStage && evalData?.heldoutRecords && params) {
     const runner = new ModelRunner(lastStage.model, params, await loadCustomOps(lastStage.model, o.baseDir));
-    summary.evaluation = evaluateShapes(runner, evalData, tokenizer, imageShapeOf(lastStage.model), lastStage.model.image_tokens ?? 0);
+    summary.evaluation = evaluateShapes({ runner, tokenizer, template: evalData.template, imageShape: imageShapeOf(lastStage.model), imageTokens: lastStage.model.image_tokens ?? 0 }, evalData);
     log.evaluation(accuracyPoints(summary.evaluation));
-    for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions: ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
+    for (const e of summary.evaluation) out.line(`held-out accuracy on "${e.question}" questions (${e.language}): ${(e.accuracy * 100).toFixed(1)}% (${e.correct}/${e.total})`);
   }
   summary.seconds = carriedSeconds + (performance.now() - t0) / 1000;
   run.lock.verify();

@@ -115,11 +115,11 @@ describe('run dashboard and TensorBoard event files', function () {
       const got = readTensorBoardScalars(straight);
       const want = expectedScalars(straight);
       assert.deepEqual(sorted(got), sorted(want));
-      // the figures themselves, not only their agreement: 32 steps, stage 1 from step 25, two accuracies at 32
+      // the figures themselves, not only their agreement: 32 steps, stage 1 from step 25, four accuracies at 32
       assert.deepEqual(got.get('train/loss')!.map(([s]) => s), Array.from({ length: 32 }, (_, i) => i + 1));
       assert.deepEqual(got.get('train/stage')!.filter(([, v]) => v === 1).map(([s]) => s)[0], 25);
-      assert.deepEqual([...got.keys()].filter((t) => t.startsWith('eval/')).sort(), ['eval/accuracy/colour', 'eval/accuracy/shape']);
-      assert.equal(got.get('eval/accuracy/colour')![0]![0], 32);
+      assert.deepEqual([...got.keys()].filter((t) => t.startsWith('eval/')).sort(), ['eval/accuracy/colour_en', 'eval/accuracy/colour_ja', 'eval/accuracy/shape_en', 'eval/accuracy/shape_ja']);
+      assert.equal(got.get('eval/accuracy/colour_en')![0]![0], 32);
       const first = decodeEvent(readRecords(fs.readFileSync(eventFiles(straight)[0]!)).records[0]!);
       assert.equal(first.fileVersion, 'brain.Event:2');
     });
@@ -170,8 +170,8 @@ describe('run dashboard and TensorBoard event files', function () {
         const again = dashboardFromRun(dir);
         assert.deepEqual({ ...again, generated: '', refresh_s: 0 }, { ...d, generated: '', refresh_s: 0 });
       }
-      assert.equal(readEval(straight).length, 2);
-      assert.equal(readEval(resumed).length, 2, 'the resumed run evaluates once');
+      assert.equal(readEval(straight).length, 4);
+      assert.equal(readEval(resumed).length, 4, 'the resumed run evaluates once (two kinds x two languages)');
     });
 
     it('is self-contained: uPlot and the script inlined, nothing fetched', () => {
