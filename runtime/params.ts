@@ -22,12 +22,26 @@ export interface ParamSpec {
   name: string;
   component: string;
   shape: number[];
+  /** The std of its normal initialisation (initStd), where it has one. */
+  std?: number;
 }
 
 export function paramSpecs(components: readonly ComponentDef[]): ParamSpec[] {
   const out: ParamSpec[] = [];
-  for (const c of components) for (const t of c.tensors) for (const name of expandTensorNames(t)) out.push({ name, component: c.name, shape: t.shape });
+  for (const c of components)
+    for (const t of c.tensors) for (const name of expandTensorNames(t)) out.push({ name, component: c.name, shape: t.shape, std: initStd(c, t.shape) });
   return out;
+}
+
+/**
+ * The std of a fresh weight of component `c`: He-normal (sqrt(2 / fan_in)) for a convolution kernel of a
+ * component declared with `init: "he"` (std/vision's cnn), else the component's `init_std`, else 0.02
+ * (transformers' initializer_range). model_lib.py's init_std is the same rule.
+ */
+export function initStd(c: Pick<ComponentDef, 'attrs'>, shape: readonly number[]): number {
+  if (c.attrs['init'] === 'he' && shape.length === 4) return Math.sqrt(2 / (shape[1]! * shape[2]! * shape[3]!));
+  const s = c.attrs['init_std'];
+  return typeof s === 'number' ? s : 0.02;
 }
 
 /** How a fresh tensor starts, following transformers' `_init_weights`: norms 1, biases 0, the rest N(0, 0.02). */
@@ -40,7 +54,7 @@ export function initKind(name: string): 'ones' | 'zeros' | 'normal' {
   return 'normal';
 }
 
-export function initialValue(spec: ParamSpec, seed: number, std = 0.02): Float32Array {
+export function initialValue(spec: ParamSpec, seed: number, std = spec.std ?? 0.02): Float32Array {
   const n = spec.shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);
   const kind = initKind(spec.name);

@@ -106,7 +106,7 @@ describe('language server', function () {
     };
     assert.ok((await at(PROGRAM.replace('= siglip_vit(', '= siglip_vit(').replace('encoder vision = siglip_vit', 'encoder vision = sig'), 'vision = sig', 12)).includes('siglip_vit'));
     const params = await at(PROGRAM, 'mlp_gelu(depth: 2,', 'mlp_gelu(depth: 2,'.length);
-    assert.deepEqual(params.sort(), ['in', 'out']);
+    assert.deepEqual(params.sort(), ['in', 'init_std', 'out']);
     const fields = await at(PROGRAM.replace('  freeze: [vision]\n}', '  freeze: [vision]\n  \n}'), '  freeze: [vision]\n  \n', '  freeze: [vision]\n  '.length);
     assert.ok(fields.includes('optimizer') && fields.includes('max_length') && !fields.includes('train'));
     assert.deepEqual(await at(PROGRAM.replace('model: vlm', 'model: '), 'model: ', 7), ['vlm']);
@@ -119,7 +119,7 @@ describe('language server', function () {
   it('hovers with signatures, shapes, parameter counts and stage memory', async () => {
     const hover = async (needle: string, delta = 1) => ((await client.request<Json>('textDocument/hover', { textDocument: { uri }, position: pos(PROGRAM, needle, delta) })).contents as Json).value as string;
     assert.match(await hover('projector proj', 11), /shape: \[n, 1152\] -> \[729, 4096\][\s\S]*parameters: 21\.50M/);
-    assert.match(await hover('mlp_gelu'), /projector mlp_gelu\(depth: int = 2, in: int, out: int\)/);
+    assert.match(await hover('mlp_gelu'), /projector mlp_gelu\(depth: int = 2, in: int, out: int, init_std: float = 0.02\)/);
     assert.match(await hover('stage align', 7), /trainable: 21\.50M of [\d.]+B parameters[\s\S]*per device \(8 x gpu, bf16, zero2\)/);
   });
 

@@ -93,7 +93,9 @@ export function planLlava(graph: Graph, model: ModelDef, o: LlavaOptions): Llava
   // ---- vision tower ----
   const ea = enc.attrs as Record<string, number | string | boolean>;
   const encOp = baseOp(enc);
-  if (!['vit', 'clip_vit', 'siglip_vit'].includes(encOp)) throw runtimeError(M.HfNotExpressible, [enc.name, `op ${encOp} is not a CLIP or SigLIP vision tower`], where(enc.name));
+  if (!['vit', 'clip_vit', 'siglip_vit'].includes(encOp))
+    throw runtimeError(M.HfNotExpressible, [enc.name, `op ${encOp} is not a CLIP or SigLIP vision tower`], where(enc.name),
+      '`pipec export RUN --target torch` writes it as a PyTorch program; for a transformers LLaVA, train a model whose encoder is vit, clip_vit or siglip_vit (pipelines/tiny-llava.pipe)');
   const siglip = encOp === 'siglip_vit';
   const cls = !siglip && ea['cls'] !== false;
   if (!siglip && !cls)

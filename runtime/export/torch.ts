@@ -15,7 +15,7 @@ import { modelLib, trainLib } from './torch-lib.js';
 
 export { ExportError };
 
-const SUPPORTED = new Set(['vit', 'clip_vit', 'siglip_vit', 'linear', 'mlp_gelu', 'identity', 'llama', 'mistral', 'mixtral']);
+const SUPPORTED = new Set(['vit', 'clip_vit', 'siglip_vit', 'cnn', 'linear', 'mlp_gelu', 'identity', 'llama', 'mistral', 'mixtral']);
 const PY_RESERVED = new Set([
   'False', 'None', 'True', 'and', 'as', 'assert', 'async', 'await', 'break', 'class', 'continue', 'def', 'del', 'elif', 'else', 'except',
   'finally', 'for', 'from', 'global', 'if', 'import', 'in', 'is', 'lambda', 'nonlocal', 'not', 'or', 'pass', 'raise', 'return', 'try',
@@ -110,6 +110,7 @@ function nodeCode(m: ModelDef, n: NodeDef, v: (id: string) => string, o: TorchEx
     case 'vit':
     case 'clip_vit':
     case 'siglip_vit':
+    case 'cnn':
     case 'linear':
     case 'mlp_gelu':
     case 'identity':

@@ -1,5 +1,6 @@
 // The op table: graph node `op` -> implementation. Custom components register here at load time
 // under their own op name; nothing else dispatches on op names.
+import { cnn } from './cnn.js';
 import { tokenEmbedding } from './embedding.js';
 import { llama } from './llama.js';
 import { mixtral } from './mixtral.js';
@@ -12,6 +13,7 @@ export const OPS = new Map<string, OpImpl>([
   ['vit', vit],
   ['clip_vit', clipVit],
   ['siglip_vit', siglipVit],
+  ['cnn', cnn],
   ['linear', linearProjector],
   ['mlp_gelu', mlpGelu],
   ['identity', identity],

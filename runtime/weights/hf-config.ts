@@ -67,6 +67,14 @@ export function hfConfig(c: ComponentDef): Record<string, unknown> {
       if (moe) Object.assign(cfg, { num_local_experts: a['experts'], num_experts_per_tok: a['top_k'], router_aux_loss_coef: a['aux_loss_coef'], output_router_logits: true, sliding_window: null });
       return c.custom ? customConfig(c, cfg) : cfg;
     }
+    case 'cnn':
+      // No transformers class: the folder holds pipec's own small encoder (std/vision), read back by pipec
+      // and by the exported PyTorch program, which build it from these settings.
+      return {
+        architectures: [], model_type: 'pipec_cnn', image_size: a['image'], num_channels: a['channels'], width: a['width'],
+        hidden_size: a['hidden'], num_hidden_layers: a['layers'], torch_dtype: 'float32', dtype: 'float32',
+        pipec: { op, select: a['select'], image_mean: c.attrs['image_mean'], image_std: c.attrs['image_std'], note: 'pipec\'s convolutional encoder (std/vision cnn); not a transformers model' },
+      };
     default:
       // No transformers class loads a projector alone (LlavaMultiModalProjector is a module of LLaVA, without
       // from_pretrained): this folder is part of the LLaVA folder that `pipec export RUN --target hf` writes.

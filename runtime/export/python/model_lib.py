@@ -153,6 +153,14 @@ def init_kind(name):
 _NORM_WEIGHT = re.compile(r"(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$")
 
 
+def init_std(attrs, shape):
+    """runtime/params.ts initStd: He-normal for a cnn kernel (init "he"), else the component's init_std."""
+    if attrs.get("init") == "he" and len(shape) == 4:
+        return math.sqrt(2.0 / (shape[1] * shape[2] * shape[3]))
+    s = attrs.get("init_std")
+    return s if isinstance(s, (int, float)) and not isinstance(s, bool) else 0.02
+
+
 def initial_value(name, shape, seed, mode="pipec", std=0.02):
     kind = init_kind(name)
     if kind == "ones":
@@ -351,6 +359,20 @@ class VisionEncoder(Component):
         return x
 
 
+class ConvEncoder(Component):
+    """cnn (std/vision): blocks of conv3x3 (padding 1) -> ReLU -> 2x2 max-pool; the last grid's cells as
+    tokens, row-major, after its global max-pool for select == "pooled_grid" (runtime/ops/cnn.ts)."""
+
+    def forward(self, pixels):
+        x = pixels  # [B, C, H, W]
+        for i in range(self.a("layers")):
+            x = F.max_pool2d(F.relu(F.conv2d(x, self.p("convs.%d.weight" % i), self.p("convs.%d.bias" % i), padding=1)), 2)
+        grid = x.flatten(2).transpose(1, 2)  # [B, g*g, D]
+        if self.attrs.get("select") == "grid":
+            return grid
+        return torch.cat([x.amax(dim=(2, 3))[:, None], grid], dim=1)  # [B, 1 + g*g, D]
+
+
 class Projector(Component):
     """LLaVA's multi_modal_projector: linear, mlp_gelu of depth N (mlp2x_gelu for 2), identity."""
 
@@ -543,7 +565,7 @@ def custom_lm(comp, x, attention_mask, aux_losses):
 
 
 COMPONENT_CLASSES = {
-    "vit": VisionEncoder, "clip_vit": VisionEncoder, "siglip_vit": VisionEncoder,
+    "vit": VisionEncoder, "clip_vit": VisionEncoder, "siglip_vit": VisionEncoder, "cnn": ConvEncoder,
     "linear": Projector, "mlp_gelu": Projector, "identity": Projector,
     "llama": Decoder, "mistral": Decoder, "mixtral": Decoder,
 }
@@ -589,7 +611,7 @@ class PipeModel(nn.Module):
         with torch.no_grad():
             for comp in self.components.values():
                 for n, prm in comp.named_parameters():
-                    prm.copy_(initial_value(n, list(prm.shape), seed, mode))
+                    prm.copy_(initial_value(n, list(prm.shape), seed, mode, init_std(getattr(comp, "attrs", {}), list(prm.shape))))
 
     def load_component(self, name, folder):
         """Loads one component from a Hugging Face weights folder; every tensor must be there with its shape."""
