@@ -1,7 +1,8 @@
 // npm run bench:peer -- the same training steps in pipec's runtime, in the exported PyTorch program, and in
-// what users run instead of pipec (the real peer), in one run. pipelines/quickstart.pipe is exported (`pipec
-// export --target torch`) and its first stage prepared (`pipec prepare --stage pretrain --init`: pipec's
-// micro-batches and initial weights); then the first N steps run
+// what users run instead of pipec (the real peer), in one run. pipelines/tiny-llava.pipe (the earlier
+// quickstart: a LLaVA with a ViT, which transformers has) is exported (`pipec export --target torch`) and
+// its first stage prepared (`pipec prepare --stage pretrain --init`: pipec's micro-batches and initial
+// weights); then the first N steps run
 //   - with `pipec run --stop-after N` on each backend (wasm, and tensorflow when it loads here),
 //   - with the exported train.py (one process, fp32, CPU, `--init` from the prepared weights), and
 //   - with transformers' LlavaForConditionalGeneration in a plain PyTorch loop (bench/peer/transformers_loop.py:
@@ -27,7 +28,7 @@ import { writeShardedSafetensors } from '../runtime/weights/shards.js';
 import { repo } from '../test/paths.js';
 import { median } from './stats.js';
 
-const PROGRAM = 'pipelines/quickstart.pipe';
+const PROGRAM = 'pipelines/tiny-llava.pipe';
 const STAGE = 'pretrain';
 const WARMUP = 2;
 
@@ -100,7 +101,7 @@ function throughput(s: Side): { ms: number; tokensPerSec: number; how: string } 
   return { ms, tokensPerSec: tokens / (ms / 1000), how: 'wall time incl. start-up (no per-step timing)' };
 }
 
-/** The quickstart's initial weights (`pipec prepare --init`) as a transformers LLaVA folder (config.json and
+/** The model's initial weights (`pipec prepare --init`) as a transformers LLaVA folder (config.json and
  * model.safetensors, the HF exporter's names and config) that LlavaForConditionalGeneration loads. */
 function writeLlavaFolder(prepared: string, out: string): void {
   const graph = compile({ file: repo(PROGRAM), configFiles: [], sets: [], lower: true }).graph;

@@ -87,7 +87,7 @@ describe('pipec CLI', function () {
     assert.match(l.out, /vision = clip_vit\(pixel_values \[B, 3, 336, 336\]\) -> \[B, 576, 1024\]/);
     const d = pipec(['graph', 'pipelines/quickstart.pipe', '--dot']);
     assert.match(d.out, /^digraph pipec \{/);
-    assert.match(d.out, /"quickstart\/vision" -> "quickstart\/proj" \[label="\[B, 16, 64\]"\]/);
+    assert.match(d.out, /"quickstart\/vision" -> "quickstart\/proj" \[label="\[B, 17, 64\]"\]/);
   });
 
   it('applies --config and --set overrides, located in their own sources', () => {

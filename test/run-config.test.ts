@@ -358,7 +358,7 @@ describe('run config: applied to a program', () => {
   };
 
   it('`steps` replaces a stage\'s own `epochs`, and `epochs` its own `steps` (no PIPE5006)', () => {
-    assert.equal(stageOf('pipelines/quickstart.pipe', [], 'pretrain').epochs, 2);
+    assert.equal(stageOf('pipelines/quickstart.pipe', [], 'pretrain').epochs, 3);
     const bySteps = stageOf('pipelines/quickstart.pipe', ['stage.pretrain.steps=7'], 'pretrain');
     assert.equal(bySteps.steps, 7);
     assert.equal(bySteps.epochs, undefined);

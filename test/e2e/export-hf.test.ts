@@ -6,7 +6,7 @@
 // LlavaForConditionalGeneration / AutoModelForImageTextToText / AutoProcessor with no missing or
 // unexpected keys, its loss and logits on pipec's batch equal pipec's, its processor makes pipec's ids
 // and pixels from the records, every per-component folder loads on its own (test/export-hf/*.py), and
-// greedy generation on the quickstart run gives `pipec generate`'s tokens.
+// greedy generation on a tiny-llava run gives `pipec generate`'s tokens.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -295,6 +295,8 @@ describe('export --target hf (tiny: CLIP-style vit, mlp2x_gelu, Llama)', functio
     const comp = (g: Graph, name: string) => g.models[0]!.components.find((c) => c.name === name)!;
     // tiny.pipe line 9: `encoder vision = vit(...)`, line 10: `projector proj = mlp_gelu(depth: 2, ...)`
     refuse(variant((g) => (comp(g, 'vision').attrs['cls'] = false)), 'PIPE9081', /component `vision` .* a vit without a class token/, /^test\/runtime\/tiny\.pipe:9:\d+ - error PIPE9081/);
+    // the quickstart's encoder: pipec's own CNN, for which the hint names the torch export
+    refuse(variant((g) => ((comp(g, 'vision').op = 'cnn'), (comp(g, 'vision').constructor = 'cnn'))), 'PIPE9081', /component `vision` .* op cnn is not a CLIP or SigLIP vision tower/, /hint: `pipec export RUN --target torch`.*tiny-llava/);
     refuse(variant((g) => (comp(g, 'proj').attrs['depth'] = 3)), 'PIPE9081', /mlp_gelu of depth 3/, /^test\/runtime\/tiny\.pipe:10:29 - error PIPE9081/);
     refuse(variant((g) => (comp(g, 'lm').custom = { class: 'MyLlama', module: './my.ts', base: 'llama' })), 'PIPE9081', /custom class MyLlama/, /tiny\.pipe:11:\d+/);
     // a PyTorch half does not help: LLaVA builds its language model from a registered model type
@@ -359,7 +361,7 @@ describe('export --target hf (tiny-moe: SigLIP, linear projector, Mixtral with t
   });
 });
 
-describe('export --target hf (quickstart): greedy generation in transformers equals pipec generate', function () {
+describe('export --target hf (tiny-llava: the quickstart scale with a ViT): greedy generation in transformers equals pipec generate', function () {
   this.timeout(15 * 60_000);
   let work: string;
 
@@ -370,7 +372,7 @@ describe('export --target hf (quickstart): greedy generation in transformers equ
 
   it('same tokens and text for image questions in English and Japanese, trained for a few steps', async () => {
     const runDir = path.join(work, 'run');
-    train(repo('pipelines/quickstart.pipe'), runDir, ['stage.pretrain.steps=40', 'stage.instruct.steps=40']);
+    train(repo('pipelines/tiny-llava.pipe'), runDir, ['stage.pretrain.steps=40', 'stage.instruct.steps=40']);
     const out = path.join(work, 'hf');
     assert.equal(pipec(['export', runDir, '--target', 'hf', '-o', out]).status, 0);
     const maxNew = 12;
@@ -404,14 +406,14 @@ describe('export --target hf (quickstart): greedy generation in transformers equ
     const ref = path.join(work, 'ref.json');
     await pipecReference(run, ref, { generate: cases.map((c) => ({ image: c.image, prompt: c.prompt, max_new_tokens: maxNew })) });
     const c = python('check_llava.py', [out, ref]) as unknown as LlavaCheck;
-    assertLlava(c, 'CLIPImageProcessor', 'quickstart');
+    assertLlava(c, 'CLIPImageProcessor', 'tiny-llava');
     cases.forEach((k, i) => {
       const g = c.generate![i]!;
       assert.deepEqual(g.prompt_ids, ours[i]!.prompt, 'the processor\'s prompt is pipec\'s');
       assert.deepEqual(g.tokens, ours[i]!.ids, `greedy tokens for ${k.prompt}`);
       // transformers joins word-level tokens with spaces; pipec joins Japanese ones without
       if (!/[\u3000-\u9fff]/.test(k.answer)) assert.equal(g.text, k.answer, 'decoded text');
-      console.log(`      quickstart: pipec generate "${k.answer}" = transformers ${JSON.stringify(g.tokens)} "${g.text}"`);
+      console.log(`      tiny-llava: pipec generate "${k.answer}" = transformers ${JSON.stringify(g.tokens)} "${g.text}"`);
     });
   });
 });
