@@ -6,7 +6,7 @@
 // The drawings vary everything a shape's name does not depend on -- size, aspect, a small rotation,
 // position, filled or outlined (and the line width), hard or anti-aliased edges, the background's grey
 // level, tint, gradient and noise, the shade of the colour -- so that a model trained on them names the
-// shapes and colours of images drawn by other programs too (test/quickstart.test.ts checks that).
+// shapes and colours of images drawn by other programs too (test/e2e/quickstart.test.ts checks that).
 import { Rng } from '../random.js';
 
 export const COLOURS = [
