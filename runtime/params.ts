@@ -44,7 +44,7 @@ export function initStd(c: Pick<ComponentDef, 'attrs'>, shape: readonly number[]
   return typeof s === 'number' ? s : 0.02;
 }
 
-/** How a fresh tensor starts, following transformers' `_init_weights`: norms 1, biases 0, the rest N(0, 0.02). */
+/** How a fresh tensor starts, following transformers' `_init_weights`: norms 1, biases 0, the rest N(0, std) (initStd). */
 export const isBias = (name: string): boolean => /\.bias$|_bias$/.test(name);
 export const isNormWeight = (name: string): boolean => /(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$/.test(name);
 
