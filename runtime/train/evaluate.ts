@@ -42,11 +42,16 @@ export function questionsAbout(pixels: Float32Array, colour: number, shape: numb
 
 /** Greedy answers to `questions`, scored per kind and language (sorted: colour en, colour ja, shape en, shape ja). */
 export function askShapeQuestions(ctx: AskContext, questions: readonly ShapeQuestion[]): EvalResult[] {
-  const results = new Map<string, EvalResult>();
+  const results: EvalResult[] = [];
   // one prompt per kind and language: every question of a group has the same length and generates together
   const groups = new Map<string, ShapeQuestion[]>();
-  for (const q of questions) groups.set(`${q.kind}/${q.language}`, [...(groups.get(`${q.kind}/${q.language}`) ?? []), q]);
-  for (const [key, group] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const q of questions) {
+    const key = `${q.kind}/${q.language}`;
+    const group = groups.get(key);
+    if (group) group.push(q);
+    else groups.set(key, [q]);
+  }
+  for (const [, group] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
     const { kind, language } = group[0]!;
     const text = QUESTIONS[language][kind][0]!;
     const prompt = buildPrompt([{ role: 'user', text: `<image>\n${text}` }], ctx.template, ctx.tokenizer, '<image>', ctx.imageTokens);
@@ -61,9 +66,9 @@ export function askShapeQuestions(ctx: AskContext, questions: readonly ShapeQues
       });
     }
     r.accuracy = r.total ? r.correct / r.total : 0;
-    results.set(key, r);
+    results.push(r);
   }
-  return [...results.values()];
+  return results;
 }
 
 /** The held-out images of a generated question-answering dataset, each asked the four questions. */
