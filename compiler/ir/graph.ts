@@ -54,6 +54,45 @@ export interface CustomDef {
   config?: Record<string, AttrValue>;
 }
 
+/**
+ * A LoRA adapter (PEFT's LoraConfig) on linear layers of one component: y = x W^T + (alpha / rank) *
+ * dropout(x) A^T B^T, A [rank, in] initialised as PEFT does (Kaiming-uniform, a = sqrt(5)), B [out, rank]
+ * zeros, so an untrained adapter changes nothing. Stages train and freeze it by `name`.
+ */
+export interface AdapterDef {
+  /** `component.adapter`, e.g. "lm.lora". */
+  name: string;
+  /** The adapted component. */
+  component: string;
+  kind: 'lora';
+  rank: number;
+  alpha: number;
+  dropout: number;
+  /** PEFT's target_modules: module names (the last part of a linear layer's name, e.g. q_proj, w1). */
+  targets: string[];
+  /**
+   * QLoRA: the adapted component's base weights are held quantized (bitsandbytes nf4 / int8) in the
+   * exported program on GPU; pipec's runtime keeps them in fp32 and says so.
+   */
+  quantize: 'none' | 'nf4' | 'int8';
+  /**
+   * Per adapted linear layer of the component (HF name of its weight, `{i}` for loop indices):
+   * `<module>.lora_A.weight` [rank, in] and `<module>.lora_B.weight` [out, rank], PEFT's names without
+   * the `base_model.model.` prefix and the adapter name.
+   */
+  tensors: TensorDef[];
+  params: number;
+}
+
+/** A per-component (or per-adapter) optimizer setting of a stage: `train: [proj(lr: 2e-4), lm]`. */
+export interface ParamGroupDef {
+  /** A trained component or adapter of the stage. */
+  name: string;
+  /** Its learning rate (the schedule scales it as it scales the optimizer's `lr`). */
+  lr?: number;
+  weight_decay?: number;
+}
+
 export interface NodeDef {
   id: string;
   op: string;
@@ -70,6 +109,8 @@ export interface ModelDef {
   nodes: NodeDef[];
   outputs: { logits: string; loss: string };
   image_tokens?: number;
+  /** LoRA adapters declared in the model (`adapter lm.lora = lora(...)`); absent: none. */
+  adapters?: AdapterDef[];
 }
 
 export interface StagePlan {
@@ -96,6 +137,8 @@ export interface StagePlan {
   seed: number;
   /** LLaVA's group_by_modality_length: batches of similar length, records with and without images apart. Absent: false. */
   group_by_length?: boolean;
+  /** Trained components or adapters with their own learning rate or weight decay; absent: none. */
+  param_groups?: ParamGroupDef[];
   checkpoint: { every: number; keep: number };
   memory: {
     total_params: number;
