@@ -25,6 +25,8 @@ interface OptimCase {
   schedule: { name: 'cosine' | 'linear' | 'constant'; attrs: Record<string, number> };
   /** clip_grad (0: no clipping). */
   clip: number;
+  /** A component with its own settings (`train: [proj(lr: ..., weight_decay: ...)]`): its parameters are those whose name starts with `prefix`. */
+  group?: { prefix: string; lr?: number; weight_decay?: number };
 }
 
 // Every schedule pipec has, with warmup given as steps and as a ratio (ceil(0.1 * 50) = 5, ceil(0.05 * 50) = 3),
@@ -39,6 +41,11 @@ const CASES: OptimCase[] = [
   { name: 'sgd-momentum-cosine', optimizer: 'sgd', attrs: { lr: 5e-2, momentum: 0.9, weight_decay: 0.01 }, schedule: { name: 'cosine', attrs: { warmup_steps: 5 } }, clip: 1 },
   { name: 'sgd-plain-linear', optimizer: 'sgd', attrs: { lr: 1e-1, momentum: 0 }, schedule: { name: 'linear', attrs: {} }, clip: 0 },
   { name: 'sgd-momentum-constant', optimizer: 'sgd', attrs: { lr: 2e-2, momentum: 0.5, weight_decay: 0.1 }, schedule: { name: 'constant', attrs: { warmup_ratio: 0.1 } }, clip: 5 },
+  // per-component settings: the projector at 10x the lr and undecayed (LLaVA's mm_projector_lr), the
+  // llm's own lr with its own decay; torch param groups under the same LambdaLR schedule
+  { name: 'adamw-projector-group', optimizer: 'adamw', attrs: { lr: 2e-3, weight_decay: 0.1 }, schedule: { name: 'cosine', attrs: { warmup_steps: 3 } }, clip: 1, group: { prefix: 'multi_modal_projector.', lr: 2e-2, weight_decay: 0 } },
+  { name: 'adamw-llm-group', optimizer: 'adamw', attrs: { lr: 1e-2 }, schedule: { name: 'linear', attrs: { warmup_ratio: 0.1 } }, clip: 0, group: { prefix: 'model.', lr: 1e-3, weight_decay: 0.05 } },
+  { name: 'sgd-projector-group', optimizer: 'sgd', attrs: { lr: 5e-2, momentum: 0.9, weight_decay: 0.01 }, schedule: { name: 'constant', attrs: { warmup_steps: 2 } }, clip: 1, group: { prefix: 'multi_modal_projector.', lr: 2e-1 } },
 ];
 
 interface CaseRef {
@@ -88,6 +95,20 @@ describe('optimizers, clipping and schedules: hand-computed values (no Python ne
       opt.dispose();
       for (const v of vars.values()) v.dispose();
     });
+
+  it('a parameter with its own lr and weight decay (`train: [proj(lr: ...)]`) moves by its own lr, scaled by the schedule like the optimizer\'s', async () => {
+    await useBackend('cpu');
+    const vars = new Map(['proj.weight', 'lm.weight'].map((n) => [n, tf.variable(tf.tensor1d([1, -1]), true)] as const));
+    const opt = new Optimizer('adamw', { lr: 0.01, weight_decay: 0.5 }, vars, new Map([['proj.weight', { lr: 0.1, weight_decay: 0 }]]));
+    // the schedule's multiplier is 0.5: the optimizer's lr 0.005, the projector's 0.05
+    opt.apply(new Map(['proj.weight', 'lm.weight'].map((n) => [n, tf.tensor1d([0.5, -2])])), 0.005);
+    const eps = 1 - 1e-7; // m / (sqrt(v) + eps) after the first step's bias correction
+    const got = (n: string) => [...vars.get(n)!.dataSync()].map((x) => +x.toFixed(6));
+    assert.deepEqual(got('proj.weight'), [+(1 - 0.05 * eps).toFixed(6), +(-1 + 0.05 * eps).toFixed(6)]);
+    assert.deepEqual(got('lm.weight'), [+(1 * (1 - 0.005 * 0.5) - 0.005 * eps).toFixed(6), +(-1 * (1 - 0.005 * 0.5) + 0.005 * eps).toFixed(6)]);
+    opt.dispose();
+    for (const v of vars.values()) v.dispose();
+  });
 
   it('SGD with momentum: the buffer starts at the first gradient, then buf = momentum * buf + g', async () => {
     await useBackend('cpu');
@@ -172,7 +193,8 @@ describe('optimizers, clipping and schedules against torch.optim and transformer
             const t = tensor(inputs, `init.${n}`);
             return [n, tf.variable(tf.tensor(Float32Array.from(t.data), t.shape), true)];
           }));
-          const opt = new Optimizer(c.optimizer, c.attrs as Record<string, AttrValue>, vars);
+          const own = new Map(c.group ? names.filter((n) => n.startsWith(c.group!.prefix)).map((n) => [n, c.group!] as const) : []);
+          const opt = new Optimizer(c.optimizer, c.attrs as Record<string, AttrValue>, vars, own);
           const schedule = { name: c.schedule.name, attrs: c.schedule.attrs as Record<string, AttrValue> };
           let worst = 0;
           try {

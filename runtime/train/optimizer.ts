@@ -1,6 +1,8 @@
 // AdamW (decoupled weight decay, PyTorch's torch.optim.AdamW) and SGD with momentum, over the
 // trainable variables only: frozen parameters get no gradient and no optimizer state. As in
-// transformers' Trainer, biases and normalisation weights are not decayed.
+// transformers' Trainer, biases and normalisation weights are not decayed. A stage's `train: [proj(lr:
+// 2e-4, weight_decay: 0.0)]` gives a component (or adapter) its own learning rate and weight decay: the
+// schedule scales its lr by the same multiplier as the optimizer's (torch's LambdaLR over param groups).
 import * as tf from '@tensorflow/tfjs-core';
 import type { AttrValue } from '../../compiler/ir/graph.js';
 import { isBias, isNormWeight } from '../params.js';
@@ -15,6 +17,12 @@ export interface OptimizerState {
   slots: Map<string, { m: tf.Variable; v?: tf.Variable }>;
 }
 
+/** A parameter's own settings (from its component's or adapter's `train` entry). */
+export interface ParamSettings {
+  lr?: number;
+  weight_decay?: number;
+}
+
 export class Optimizer {
   readonly state: OptimizerState = { step: 0, slots: new Map() };
 
@@ -22,6 +30,8 @@ export class Optimizer {
     readonly name: string,
     readonly attrs: Record<string, AttrValue>,
     private readonly vars: ReadonlyMap<string, tf.Variable>,
+    /** By parameter name: settings that replace the optimizer's `lr` / `weight_decay` for it. */
+    private readonly own: ReadonlyMap<string, ParamSettings> = new Map(),
   ) {
     if (name !== 'adamw' && name !== 'sgd') throw new Error(`unknown optimizer "${name}"`);
     // tidy: the zeros the variables are made from are released (the variables keep their own reference)
@@ -34,16 +44,21 @@ export class Optimizer {
     return typeof v === 'number' ? v : fallback;
   }
 
-  /** One update with learning rate `lr`; `grads` are already averaged and clipped. */
-  apply(grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
+  /** One update at learning rate `lr` (the optimizer's `lr` times the schedule's multiplier; a parameter
+   * with its own `lr` gets that times the same multiplier); `grads` are already averaged and clipped. */
+  apply(grads: ReadonlyMap<string, tf.Tensor>, stageLr: number): void {
     const t = ++this.state.step;
-    const wd = this.num('weight_decay', 0);
+    const baseLr = this.num('lr', stageLr);
+    const multiplier = baseLr > 0 ? stageLr / baseLr : 0;
     tf.tidy(() => {
       for (const [name, p] of this.vars) {
         const g = grads.get(name);
         if (!g) continue;
         const slot = this.state.slots.get(name)!;
+        const own = this.own.get(name);
+        const wd = own?.weight_decay ?? this.num('weight_decay', 0);
         const decay = decays(name) ? wd : 0;
+        const lr = own?.lr !== undefined ? own.lr * multiplier : stageLr;
         if (this.name === 'adamw') {
           const b1 = this.num('beta1', 0.9), b2 = this.num('beta2', 0.999), eps = this.num('eps', 1e-8);
           const m = tf.add(tf.mul(slot.m, b1), tf.mul(g, 1 - b1));

@@ -33,7 +33,7 @@ import { evaluateShapes, type EvalResult } from './evaluate.js';
 import { graphHash } from './graph-hash.js';
 import { verifyManifest } from './manifest.js';
 import { accuracyPoints, MetricsLog } from './metrics-log.js';
-import { clipByGlobalNorm, Optimizer } from './optimizer.js';
+import { clipByGlobalNorm, Optimizer, type ParamSettings } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
 import { findResumePoint, type ResumePoint } from './resume.js';
@@ -193,7 +193,9 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
 
     const trainable = new Map<string, tf.Variable>();
     for (const c of stage.train) for (const n of params.ofComponent(c)) trainable.set(n, params.get(n));
-    const optimizer = new Optimizer(stage.optimizer.name, stage.optimizer.attrs, trainable);
+    const own = new Map<string, ParamSettings>();
+    for (const g of stage.param_groups ?? []) for (const n of params.ofComponent(g.name)) own.set(n, g);
+    const optimizer = new Optimizer(stage.optimizer.name, stage.optimizer.attrs, trainable, own);
     let step = 0;
     if (resumingHere) {
       const was = resumingHere.state.data?.samples_per_epoch;

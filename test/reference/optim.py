@@ -89,9 +89,18 @@ def main():
     for case in spec["cases"]:
         params = {n: torch.nn.Parameter(init[n].clone()) for n in names}
         a = case["attrs"]
-        decay = [params[n] for n in names if n in decayed]
-        no_decay = [params[n] for n in names if n not in decayed]
-        groups = [{"params": decay, "weight_decay": a.get("weight_decay", 0.0)}, {"params": no_decay, "weight_decay": 0.0}]
+        own = case.get("group") or {}
+        mine = (lambda n: pipec_name(n).startswith(own["prefix"])) if own else (lambda n: False)  # noqa: E731
+        groups = []
+        for in_group in (False, True):
+            # a component with its own settings (LLaVA's mm_projector_lr): param groups of its own lr and
+            # weight decay, which the schedule (a LambdaLR) scales like the others
+            wd = own.get("weight_decay", a.get("weight_decay", 0.0)) if in_group else a.get("weight_decay", 0.0)
+            extra = {"lr": own["lr"]} if in_group and "lr" in own else {}
+            for dec in (True, False):
+                ps = [params[n] for n in names if mine(n) == in_group and (n in decayed) == dec]
+                if ps:
+                    groups.append({"params": ps, "weight_decay": wd if dec else 0.0, **extra})
         if case["optimizer"] == "adamw":
             opt = torch.optim.AdamW(groups, lr=a["lr"], betas=(a.get("beta1", 0.9), a.get("beta2", 0.999)), eps=a.get("eps", 1e-8))
         else:

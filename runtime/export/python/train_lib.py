@@ -45,7 +45,9 @@ def lr_multiplier(schedule, step, total):
 # Optimizers (runtime/train/optimizer.ts): PyTorch's AdamW (decoupled decay) and SGD with momentum,
 # over the trainable parameters only; biases and normalisation weights are not decayed (transformers'
 # Trainer). One global step counter, as pipec: a parameter without a gradient in a step (an expert no
-# token was routed to) is left untouched, moments included.
+# token was routed to) is left untouched, moments included. A stage's param_groups (`train: [proj(lr:
+# 2e-4)]`) give a component's parameters their own lr / weight decay; the schedule scales every lr by
+# the same multiplier (LambdaLR over param groups).
 # --------------------------------------------------------------------------------------------------
 _NO_DECAY_BIAS = re.compile(r"\.bias$|_bias$")
 _NO_DECAY_NORM = re.compile(r"(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$")
@@ -55,11 +57,24 @@ def decays(name):
     return not (_NO_DECAY_BIAS.search(name) or _NO_DECAY_NORM.search(name))
 
 
+def own_settings(stage, components):
+    """Parameter name -> its component's (or adapter's) param group: {"lr": ..., "weight_decay": ...}.
+    components: name -> the module whose named_parameters() are that component's."""
+    own = {}
+    for g in stage.get("param_groups", []):
+        comp = components[g["name"]] if g["name"] in components else None
+        if comp is not None:
+            for n, _ in comp.named_parameters():
+                own[n] = g
+    return own
+
+
 class Optimizer:
-    def __init__(self, name, attrs, params):
+    def __init__(self, name, attrs, params, own=None):
         if name not in ("adamw", "sgd"):
             raise ValueError("unknown optimizer %r" % name)
         self.name, self.attrs, self.params = name, attrs, params  # params: HF name -> Parameter
+        self.own = own or {}  # HF name -> its param group's settings
         self.step_count = 0
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}
         self.v = {n: torch.zeros_like(p) for n, p in params.items()} if name == "adamw" else {}
@@ -68,13 +83,26 @@ class Optimizer:
         v = self.attrs.get(key)
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
 
+    def settings(self, name, lr):
+        """(lr, weight decay) of a parameter at stage learning rate lr."""
+        own = self.own.get(name, {})
+        base = self.num("lr", lr)
+        return (own["lr"] * (lr / base) if "lr" in own and base > 0 else lr,
+                float(own["weight_decay"]) if "weight_decay" in own else self.num("weight_decay", 0.0))
+
     @torch.no_grad()
     def apply(self, lr):
-        """One update with learning rate lr; the gradients are already averaged and clipped."""
+        """One update at stage learning rate lr; the gradients are already averaged and clipped."""
         self.step_count += 1
-        t = self.step_count
-        wd = self.num("weight_decay", 0.0)
         live = [(name, p) for name, p in self.params.items() if p.grad is not None]
+        groups = {}
+        for name, p in live:
+            groups.setdefault(self.settings(name, lr), []).append((name, p))
+        for (group_lr, wd), members in groups.items():
+            self.update(members, group_lr, wd)
+
+    def update(self, live, lr, wd):
+        t = self.step_count
         if self.name == "adamw":
             # AdamW over all parameters at once (torch._foreach_*: one kernel launch per operation for the
             # whole list instead of one per parameter), the same arithmetic as one parameter at a time:
@@ -324,11 +352,17 @@ def deepspeed_wrap(model, stage, trainable, config, device):
     attrs = stage["optimizer"]["attrs"]
     num = lambda k, d: float(attrs[k]) if isinstance(attrs.get(k), (int, float)) and not isinstance(attrs.get(k), bool) else d  # noqa: E731
     wd = num("weight_decay", 0.0)
-    groups = [g for g in (
-        {"params": [p for n, p in trainable.items() if decays(n)], "weight_decay": wd},
-        {"params": [p for n, p in trainable.items() if not decays(n)], "weight_decay": 0.0},
-    ) if g["params"]]
     lr = float(attrs["lr"])
+    # one torch param group per (own settings, decayed or not); "pipec_lr" is a group's own lr, which
+    # deepspeed_set_lr scales with the schedule
+    own = own_settings(stage, model.components)
+    by_key = {}
+    for n, p in trainable.items():
+        g = own.get(n, {})
+        key = (g.get("lr"), float(g.get("weight_decay", wd)) if decays(n) else 0.0)
+        by_key.setdefault(key, []).append(p)
+    groups = [{"params": ps, "weight_decay": key_wd, "lr": key_lr if key_lr is not None else lr, "pipec_lr": key_lr}
+              for (key_lr, key_wd), ps in by_key.items()]
     if stage["optimizer"]["name"] == "adamw":
         opt = torch.optim.AdamW(groups, lr=lr, betas=(num("beta1", 0.9), num("beta2", 0.999)), eps=num("eps", 1e-8))
     else:
@@ -337,9 +371,10 @@ def deepspeed_wrap(model, stage, trainable, config, device):
     return engine, optimizer, zero, [c.__name__ for c in leaves] if zero == 3 else []
 
 
-def deepspeed_set_lr(optimizer, lr):
+def deepspeed_set_lr(optimizer, lr, base_lr):
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        own = g.get("pipec_lr")
+        g["lr"] = own * (lr / base_lr) if own is not None else lr
 
 
 def deepspeed_gather(engine, model, main_process):
@@ -675,7 +710,7 @@ def train_stages(args, device, world, rank, main_process):
             run_model = engine
         else:
             run_model = fsdp_wrap(model, args.fsdp, device) if args.fsdp else model
-        optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable)
+        optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable, own_settings(stage, model.components))
         step = 0
         if here:
             step = here[1]["step"]
@@ -766,7 +801,7 @@ def train_stages(args, device, world, rank, main_process):
                 raise SystemExit("the loss is %s in stage %s at step %d; the last good checkpoint is kept" % (loss_v, stage["name"], step + 1))
             lr = base_lr * lr_multiplier(stage["schedule"], step, steps)
             if ds:  # the accumulation boundary: DeepSpeed clips (gradient_clipping) and updates
-                deepspeed_set_lr(ds[1], lr)
+                deepspeed_set_lr(ds[1], lr, base_lr)
                 ds[0].step()
                 grad_norm = float(ds[0].get_global_grad_norm() or 0.0)
             else:
