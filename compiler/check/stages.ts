@@ -33,8 +33,8 @@ export interface StageFieldDoc {
 export const STAGE_FIELDS: Record<string, StageFieldDoc> = {
   model: { meaning: 'the model to train', type: 'a model name', default: 'required', inherited: 'yes' },
   after: { meaning: 'the stage this one continues from', type: 'a stage name', default: 'none', inherited: 'no' },
-  train: { meaning: 'components whose weights are updated', type: 'list of component names, non-empty', default: 'required', inherited: 'no' },
-  freeze: { meaning: 'components whose weights stay fixed', type: 'list of component names', default: '`[]`', inherited: 'no' },
+  train: { meaning: 'components and adapters whose weights are updated, each optionally with its own `lr` / `weight_decay`', type: 'list of `name`, `component.adapter` or `name(lr: x, weight_decay: y)`, non-empty', default: 'required', inherited: 'no' },
+  freeze: { meaning: 'components and adapters whose weights stay fixed', type: 'list of component and adapter names', default: '`[]`', inherited: 'no' },
   data: { meaning: 'the dataset', type: 'a dataset name', default: 'required', inherited: 'yes' },
   optimizer: { meaning: 'e.g. `adamw(lr: 1e-3)`', type: 'call (or bare name) of an `optimizer` constructor', default: 'required', inherited: 'yes' },
   schedule: { meaning: 'e.g. `cosine(warmup_ratio: 0.03)`', type: 'call (or bare name) of a `schedule` constructor', default: '`constant` (no arguments)', inherited: 'yes' },

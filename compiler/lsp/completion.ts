@@ -120,8 +120,11 @@ export function complete(text: string, offset: number, check: CheckResult | unde
       if (key === 'after') return byKind('Stage');
       if (key === 'train' || key === 'freeze') {
         const stage = check!.program.stages.find((s) => s.name === block.name);
-        const listed = new Set(valueText.match(/\w+/g) ?? []);
-        return [...(stage?.model?.components.values() ?? [])].filter((c) => !listed.has(c.name)).map((c) => ({ label: c.name, kind: CompletionItemKind.Variable, detail: c.role }));
+        const listed = new Set(valueText.match(/\w+(?:\.\w+)?/g) ?? []);
+        return [
+          ...[...(stage?.model?.components.values() ?? [])].filter((c) => !listed.has(c.name)).map((c) => ({ label: c.name, kind: CompletionItemKind.Variable, detail: c.role })),
+          ...[...(stage?.model?.adapters.values() ?? [])].filter((a) => !listed.has(a.name)).map((a) => ({ label: a.name, kind: CompletionItemKind.Variable, detail: `adapter (${a.kind}, rank ${a.rank})` })),
+        ];
       }
       if (key === 'precision') return ['bf16', 'fp16', 'fp32'].map((v) => ({ label: v, kind: CompletionItemKind.EnumMember }));
       if (key === 'sharding') return ['none', 'ddp', 'zero1', 'zero2', 'zero3', 'fsdp'].map((v) => ({ label: v, kind: CompletionItemKind.EnumMember }));
