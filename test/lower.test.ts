@@ -16,15 +16,17 @@ function graphOf(file: string) {
 }
 
 describe('lowering', () => {
-  it('pins the quickstart graph (golden) and is byte-identical across compiles', () => {
-    const a = graphJson(graphOf('pipelines/quickstart.pipe'));
-    const b = graphJson(graphOf('pipelines/quickstart.pipe'));
-    assert.equal(a, b);
-    const golden = repo('test/golden/graphs/quickstart.graph.json');
-    if (UPDATE) fs.writeFileSync(golden, a);
-    assert.ok(fs.existsSync(golden), 'no test/golden/graphs/quickstart.graph.json: npm run golden:update writes it; review it and commit it');
-    assert.equal(a, fs.readFileSync(golden, 'utf8'), 'graph differs from test/golden/graphs/quickstart.graph.json (npm run golden:update)');
-  });
+  // the quickstart; the 47B model's LoRA / QLoRA program (adapters, param_groups, a hand-off across models)
+  for (const name of ['quickstart', 'tanuki-8x8b-vision-lora'])
+    it(`pins the ${name} graph (golden) and is byte-identical across compiles`, () => {
+      const a = graphJson(graphOf(`pipelines/${name}.pipe`));
+      const b = graphJson(graphOf(`pipelines/${name}.pipe`));
+      assert.equal(a, b);
+      const golden = repo(`test/golden/graphs/${name}.graph.json`);
+      if (UPDATE) fs.writeFileSync(golden, a);
+      assert.ok(fs.existsSync(golden), `no test/golden/graphs/${name}.graph.json: npm run golden:update writes it; review it and commit it`);
+      assert.equal(a, fs.readFileSync(golden, 'utf8'), `graph differs from test/golden/graphs/${name}.graph.json (npm run golden:update)`);
+    });
 
   for (const p of fs.readdirSync(repo('pipelines')).filter((f) => f.endsWith('.pipe'))) {
     it(`${p} lowers to a graph that validates against schema/graph.schema.json`, () => {
