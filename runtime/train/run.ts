@@ -207,6 +207,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     const padId = tokenizer.padId ?? 0;
     const baseLr = Number(stage.optimizer.attrs['lr']);
     out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${samples} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
+    for (const a of model.adapters ?? []) if (a.quantize !== 'none' && stage.train.includes(a.name)) out.line(`note: adapter ${a.name} declares quantize: ${a.quantize} (QLoRA); pipec's runtime holds and computes \`${a.component}\` in fp32 (the exported PyTorch program quantizes it on CUDA)`);
     const stageT0 = performance.now();
     let tokensSeen = 0, lastLoss = NaN;
     // this stage's training time and tokens, including an earlier process's before the resume
