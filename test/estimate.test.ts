@@ -61,4 +61,30 @@ describe('memory estimate', () => {
     assert.equal(errors[0].range.start.line, line);
     assert.match(errors[0].message, /stage `align` needs [\d.]+ GB per device but each device has 80\.00 GB/);
   });
+
+  it('LoRA and QLoRA of the 47B model: adapter parameters by hand, NF4 base, fits where full fine-tuning does not', () => {
+    const r = compile({ file: 'pipelines/tanuki-8x8b-vision-lora.pipe', cwd: REPO_ROOT, lower: false });
+    assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), []);
+    // rank 64 on q, k, v, o and the 8 experts' w1, w2, w3 of 32 layers: r * (in + out) per layer
+    const d = 4096, kv = 8 * 128, f = 14336, E = 8, L = 32, rank = 64;
+    const lora = L * rank * ((d + d) + 2 * (d + kv) + (d + d) + E * 3 * (d + f));
+    const projector = 1152 * 4096 + 4096 + 4096 * 4096 + 4096;
+    const lo = r.check!.estimates.get('finetune_lora')!;
+    assert.equal(lo.components.find((c) => c.name === 'lm.lora')!.params, lora);
+    assert.equal(lo.trainableParams, projector + lora);
+    assert.equal(lo.totalParams, siglipSo400m() + projector + tanuki8x8b() + lora);
+    // bf16 with fp32 master copies: 2 + 2 + 12 bytes per trained parameter; zero3 over 8 devices
+    assert.ok(Math.abs(lo.perDevice.optimizer - ((projector + lora) * 12) / 8) < 1);
+    assert.ok(lo.fits);
+    const q = r.check!.estimates.get('finetune_qlora')!;
+    assert.equal(q.devices, 1);
+    // the llm's linear layers (attention, router, experts) at 4.127 bits; embeddings, norms, head at 2 bytes
+    const linear = L * (2 * d * d + 2 * kv * d + E * d + E * 3 * f * d);
+    const rest = siglipSo400m() + projector + tanuki8x8b() - linear + lora;
+    assert.ok(Math.abs(q.perDevice.weights - (linear * 4.127) / 8 - rest * 2) < 1, `${q.perDevice.weights}`);
+    assert.ok(q.fits, `${q.perDevice.total}`);
+    assert.ok(q.perDevice.total < 50e9 && q.perDevice.total > 40e9);
+    // the frozen llm keeps its activations: the trained adapter inside it needs backward through it
+    assert.ok(q.components.find((c) => c.name === 'lm')!.storesActivations);
+  });
 });

@@ -126,7 +126,7 @@ export interface MissingExpr {
 // ---- declarations ------------------------------------------------------------------------------------
 
 export type Role = 'encoder' | 'projector' | 'llm';
-export type SignatureKind = Role | 'data' | 'optimizer' | 'schedule' | 'device';
+export type SignatureKind = Role | 'data' | 'optimizer' | 'schedule' | 'device' | 'adapter';
 
 export interface ImportDecl {
   kind: 'Import';
@@ -153,11 +153,23 @@ export interface FlowDecl {
   range: Range;
 }
 
+/** `adapter lm.lora = lora(rank: 16, targets: ["q_proj", "v_proj"])` inside a model. */
+export interface AdapterDecl {
+  kind: 'Adapter';
+  /** The adapted component (`lm`). */
+  component: Ident;
+  /** The adapter's own name (`lora`); stages refer to it as `lm.lora`. */
+  name: Ident;
+  init: Expr;
+  range: Range;
+}
+
 export interface ModelDecl {
   kind: 'Model';
   name: Ident;
   components: ComponentDecl[];
   flows: FlowDecl[];
+  adapters: AdapterDecl[];
   range: Range;
 }
 

@@ -7,6 +7,7 @@ import type { Range } from '../diagnostics/source.js';
 import { configSection, isLlavaConfig, sectionValue } from './hf-config-section.js';
 import { familyOf, splitWeightsRef } from './hf-layout.js';
 import { llavaVisionFields } from './hf-llava.js';
+import { bindAdapters } from './adapters.js';
 import { bindCall, exprText, type CallContext, type Instance } from './instance.js';
 import type { ComponentInfo, CustomInfo, Host, LoadedFile, ModelInfo, Program, Reporter, SigInfo, TensorSpec } from './program.js';
 import { declKindWord } from './resolve.js';
@@ -28,7 +29,7 @@ export function checkModels(
     for (const decl of file.ast.decls) {
       if (decl.kind !== 'Model' || !decl.name.name) continue;
       if (program.models.has(decl.name.name)) continue;
-      const model: ModelInfo = { decl, file, name: decl.name.name, components: new Map(), edges: [] };
+      const model: ModelInfo = { decl, file, name: decl.name.name, components: new Map(), adapters: new Map(), edges: [] };
       program.models.set(model.name, model);
       bindModel(model, file, host, reporter, templates, sigOf, weightOverrides);
     }
@@ -106,6 +107,7 @@ function bindModel(
     if (!ok) continue;
     info.ok = evaluateContract(info, inst, reporter);
   }
+  bindAdapters(model, file, reporter, ctx, sigOf);
 }
 
 /** `weights "DIR#ROOT"`: the path without the ROOT (hf-layout.ts picks the part of the checkpoint with it). */

@@ -194,7 +194,7 @@ export function bindCall(sig: SigInfo, call: A.CallExpr, ctx: CallContext, label
 }
 
 export function typeWord(t: ParamType): string {
-  return t.k === 'enum' ? t.values.map((v) => JSON.stringify(v)).join(' | ') : t.k === 'Template' ? 'a template name' : t.k === 'Roles' ? 'roles such as { user: "ユーザー", assistant: "システム" }' : t.k === 'Mixture' ? 'datasets with their shares, such as { llava: 0.7, ja: 0.3 }' : t.k;
+  return t.k === 'enum' ? t.values.map((v) => JSON.stringify(v)).join(' | ') : t.k === 'Template' ? 'a template name' : t.k === 'Roles' ? 'roles such as { user: "ユーザー", assistant: "システム" }' : t.k === 'Mixture' ? 'datasets with their shares, such as { llava: 0.7, ja: 0.3 }' : t.k === 'strings' ? 'a string or a list of strings' : t.k;
 }
 
 /** Check a value against a parameter type, converting words and strings where the type says so. */
@@ -216,6 +216,21 @@ export function coerce(v: Value, type: ParamType, what: string, range: Range, ct
     case 'string':
     case 'path':
       return v.t === 'str' ? v : mismatch();
+    case 'strings': {
+      // a string, or a list of strings or bare words (`targets: [q_proj, v_proj]`); lowered as a list
+      const one = (x: Value): Value | undefined => (x.t === 'str' ? x : x.t === 'word' ? { t: 'str', v: x.name } : undefined);
+      if (v.t !== 'list') {
+        const s = one(v);
+        return s ? { t: 'list', items: [s] } : mismatch();
+      }
+      const items: Value[] = [];
+      for (const x of v.items) {
+        const s = one(x);
+        if (!s) return mismatch();
+        items.push(s);
+      }
+      return { t: 'list', items };
+    }
     case 'bool':
       return v.t === 'bool' ? v : mismatch();
     case 'size':

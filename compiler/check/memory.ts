@@ -11,7 +11,13 @@
 // downstream of one (a frozen llm after a trained projector still stores its activations). They scale
 // with the micro-batch (and, for the encoder and projector, with the images per sample: a dataset's
 // `max_images`) and are not sharded. Framework workspace and fragmentation are not included.
+// Adapters (LoRA) are parameters like any other: trained, they hold weights, gradients and optimizer
+// state; and the component they adapt stores its activations (backward passes through it), frozen or
+// not. A QLoRA adapter (`quantize: nf4 | int8`) holds the linear layers of its component quantized, as
+// bitsandbytes does: NF4 with double quantization 4.127 bits a parameter (Dettmers et al.), int8 one
+// byte (its per-row scales left out); embeddings, norms and the LM head stay at the precision's width.
 import { M } from '../diagnostics/catalogue.js';
+import { linearLayers } from './adapters.js';
 import type { ComponentInfo, Program, Reporter, StageInfo } from './program.js';
 import { dataSources, maxImagesOf } from './stages.js';
 import { formatBytes } from './values.js';
@@ -76,8 +82,11 @@ export function estimateStage(stage: StageInfo, program: Program): StageEstimate
   const comps = [...model.components.values()];
   if (comps.some((c) => !c.ok)) return undefined;
   const trainable = new Set(stage.train);
-  // Walk the flow edges: anything downstream of a trainable component must keep its activations.
-  const stores = new Set<ComponentInfo>(trainable);
+  const adapters = [...model.adapters.values()];
+  if (adapters.some((a) => !a.ok)) return undefined;
+  // Walk the flow edges: anything downstream of a trainable component (or of one with a trained adapter)
+  // must keep its activations.
+  const stores = new Set<ComponentInfo>([...trainable, ...stage.trainAdapters.map((a) => a.component)]);
   const next = new Map<ComponentInfo, ComponentInfo[]>();
   for (const e of model.edges) {
     const tos = next.get(e.from) ?? [];
@@ -100,11 +109,19 @@ export function estimateStage(stage: StageInfo, program: Program): StageEstimate
   let trainableParams = 0;
   const components: ComponentEstimate[] = [];
   const images = Math.max(1, ...dataSources(stage.data).map(maxImagesOf));
+  /** Bytes a parameter of the component's linear layers takes when an adapter holds them quantized. */
+  const quantizedWidth = new Map<ComponentInfo, { params: number; bytes: number }>();
+  for (const a of adapters) {
+    if (a.quantize === 'none') continue;
+    const params = [...linearLayers(a.component).values()].flat().reduce((n, t) => n + t.shape[0]! * t.shape[1]! * t.loops.reduce((k, l) => k * l.count, 1), 0);
+    quantizedWidth.set(a.component, { params, bytes: a.quantize === 'nf4' ? 4.127 / 8 : 1 });
+  }
   for (const c of comps) {
     const isTrain = trainable.has(c);
     total += c.paramCount;
     if (isTrain) trainableParams += c.paramCount;
-    weights += c.paramCount * w;
+    const q = quantizedWidth.get(c);
+    weights += q ? (c.paramCount - q.params) * w + q.params * q.bytes : c.paramCount * w;
     if (isTrain) {
       gradients += c.paramCount * w;
       optimizer += c.paramCount * (4 * states + (mixed ? 4 : 0));
@@ -116,6 +133,17 @@ export function estimateStage(stage: StageInfo, program: Program): StageEstimate
     if (stores.has(c) && c.activations) act = (c.activations(tokens, stage.gradientCheckpointing) ?? 0) * stage.batch * runs * w;
     activations += act;
     components.push({ name: c.name, role: c.role, params: c.paramCount, trainable: isTrain, storesActivations: stores.has(c), tokens, activationBytes: act });
+  }
+  for (const a of adapters) {
+    const isTrain = stage.trainAdapters.includes(a);
+    total += a.paramCount;
+    weights += a.paramCount * w;
+    if (isTrain) {
+      trainableParams += a.paramCount;
+      gradients += a.paramCount * w;
+      optimizer += a.paramCount * (4 * states + (mixed ? 4 : 0));
+    }
+    components.push({ name: a.name, role: 'adapter', params: a.paramCount, trainable: isTrain, storesActivations: false, tokens: 0, activationBytes: 0 });
   }
   const perDevice = {
     weights: div(weights, shard === 'zero3' || shard === 'fsdp'),

@@ -28,7 +28,7 @@ export interface LoadedFile {
 }
 
 export type ParamType =
-  | { k: 'int' | 'float' | 'string' | 'bool' | 'path' | 'size' | 'Template' | 'Roles' | 'Mixture' }
+  | { k: 'int' | 'float' | 'string' | 'strings' | 'bool' | 'path' | 'size' | 'Template' | 'Roles' | 'Mixture' }
   | { k: 'enum'; values: string[] };
 
 export interface ParamInfo {
@@ -109,11 +109,33 @@ export interface ComponentInfo {
   ok: boolean;
 }
 
+/** `adapter lm.lora = lora(...)` inside a model, once bound (adapters.ts). */
+export interface AdapterInfo {
+  decl: A.AdapterDecl;
+  /** `lm.lora` */
+  name: string;
+  component: ComponentInfo;
+  kind: 'lora';
+  rank: number;
+  alpha: number;
+  dropout: number;
+  targets: string[];
+  quantize: 'none' | 'nf4' | 'int8';
+  /** lora_A [rank, in] and lora_B [out, rank] per adapted linear layer, with the layer's loops. */
+  tensors: TensorSpec[];
+  paramCount: number;
+  /** Parameters of the component's linear layers that the adapter covers (what QLoRA stores quantized). */
+  adaptedParams: number;
+  ok: boolean;
+}
+
 export interface ModelInfo {
   decl: A.ModelDecl;
   file: LoadedFile;
   name: string;
   components: Map<string, ComponentInfo>;
+  /** By full name (`lm.lora`), in declaration order. */
+  adapters: Map<string, AdapterInfo>;
   /** Flow edges in order: from -> to, with the splice marker on the edge into the llm. */
   edges: { from: ComponentInfo; to: ComponentInfo; at?: string; range: Range }[];
   llm?: ComponentInfo;
@@ -152,6 +174,11 @@ export interface StageInfo {
   model?: ModelInfo;
   train: ComponentInfo[];
   freeze: ComponentInfo[];
+  /** Adapters the stage trains / keeps frozen (`train: [lm.lora]`). */
+  trainAdapters: AdapterInfo[];
+  freezeAdapters: AdapterInfo[];
+  /** Per trained component or adapter: its own optimizer settings (`train: [proj(lr: 2e-4)]`). */
+  groups: Map<string, { lr?: number; weightDecay?: number }>;
   data?: DatasetInfo;
   optimizer?: { name: string; params: Map<string, Value> };
   schedule?: { name: string; params: Map<string, Value> };

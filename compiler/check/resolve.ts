@@ -136,7 +136,7 @@ function buildScope(file: LoadedFile, reporter: Reporter): void {
   file.scope = scope;
 }
 
-const SIMPLE_TYPES = new Set(['int', 'float', 'string', 'bool', 'path', 'size', 'Template', 'Roles', 'Mixture']);
+const SIMPLE_TYPES = new Set(['int', 'float', 'string', 'strings', 'bool', 'path', 'size', 'Template', 'Roles', 'Mixture']);
 
 export function buildSig(decl: A.SignatureDecl, file: LoadedFile, reporter: Reporter): SigInfo {
   const params = new Map<string, { decl: A.ParamDecl; type: ParamType }>();

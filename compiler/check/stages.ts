@@ -7,7 +7,7 @@ import { M } from '../diagnostics/catalogue.js';
 import type { Range } from '../diagnostics/source.js';
 import { lookupSig } from './components.js';
 import { bindCall, coerce, type CallContext } from './instance.js';
-import type { ComponentInfo, DatasetInfo, LoadedFile, Precision, Program, Reporter, Sharding, SigInfo, StageInfo } from './program.js';
+import type { AdapterInfo, ComponentInfo, DatasetInfo, LoadedFile, Precision, Program, Reporter, Sharding, SigInfo, StageInfo } from './program.js';
 import { declKindWord } from './resolve.js';
 import { closest, didYouMean } from './suggest.js';
 import { evaluate, show, typeName, type Scope, type Value } from './values.js';
@@ -280,6 +280,9 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     after,
     train: [],
     freeze: [],
+    trainAdapters: [],
+    freezeAdapters: [],
+    groups: new Map(),
     batch: 1,
     accumulate: 1,
     precision: 'fp32',
@@ -357,58 +360,125 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
    * which components it meant is anyone's guess, so the rules about the lists as a whole wait for a fix. */
   const meantComps = new Set<string>();
   let unsure = meant.has('train') || meant.has('freeze');
-  const compList = (key: 'train' | 'freeze'): ComponentInfo[] => {
+  /** A list entry's name: `proj`, `lm.lora`, or the callee of `proj(lr: 2e-4)`; undefined for anything else. */
+  const entryName = (item: A.Expr): string | undefined => {
+    const e = item.kind === 'Call' ? item.callee : item;
+    if (e.kind === 'Ref') return e.name;
+    if (e.kind === 'Member' && e.object.kind === 'Ref') return `${e.object.name}.${e.member.name}`;
+    return undefined;
+  };
+  const compList = (key: 'train' | 'freeze'): { comps: ComponentInfo[]; adapters: AdapterInfo[] } => {
+    const out = { comps: [] as ComponentInfo[], adapters: [] as AdapterInfo[] };
     const f = fields.get(key);
-    if (!f || f.value.kind === 'Missing') return [];
+    if (!f || f.value.kind === 'Missing') return out;
     if (f.value.kind !== 'List') {
       reporter.report(M.TypeMismatch, f.value.range, `stage field \`${key}\``, 'a list of components such as [proj, lm]', 'something else');
       info.ok = false;
       unsure = true;
-      return [];
+      return out;
     }
-    const out: ComponentInfo[] = [];
     for (const item of f.value.items) {
-      if (item.kind !== 'Ref') {
-        reporter.report(M.TypeMismatch, item.range, `\`${key}\``, 'a component name', 'an expression');
+      const name = entryName(item);
+      const target = item.kind === 'Call' ? item.callee : item;
+      if (name === undefined || (item.kind === 'Call' && key === 'freeze')) {
+        reporter.report(M.TypeMismatch, item.range, `\`${key}\``, key === 'train' ? 'a component or adapter name, or one with its own settings such as proj(lr: 2e-4)' : 'a component or adapter name', 'an expression');
         info.ok = false;
         unsure = true;
         continue;
       }
       if (!model) continue;
-      const c = model.components.get(item.name);
-      if (!c) {
-        const d = reporter.report(M.UnknownComponent, item.range, item.name, model.name);
-        const near = closest(item.name, model.components.keys());
-        if (near) {
-          d.hint = `did you mean \`${near}\`?`;
-          d.fixes = [{ title: `Use \`${near}\``, range: item.range, newText: near }];
-          meantComps.add(near);
-        } else unsure = true;
-        info.ok = false;
-        continue;
+      if (target.kind === 'Member') {
+        const a = model.adapters.get(name);
+        if (!a) {
+          const d = reporter.report(M.UnknownAdapter, target.range, name, model.name);
+          const near = closest(name, model.adapters.keys());
+          if (near) {
+            d.hint = `did you mean \`${near}\`?`;
+            d.fixes = [{ title: `Use \`${near}\``, range: target.range, newText: near }];
+          } else d.hint = `declare it in model \`${model.name}\`, e.g. \`adapter ${name} = lora(rank: 16, targets: ["q_proj", "v_proj"])\``;
+          info.ok = false;
+          unsure = true;
+          continue;
+        }
+        if (out.adapters.includes(a)) reporter.report(M.DuplicateField, target.range, name);
+        else out.adapters.push(a);
+      } else {
+        const c = model.components.get(name);
+        if (!c) {
+          const d = reporter.report(M.UnknownComponent, target.range, name, model.name);
+          const near = closest(name, model.components.keys());
+          if (near) {
+            d.hint = `did you mean \`${near}\`?`;
+            d.fixes = [{ title: `Use \`${near}\``, range: target.range, newText: near }];
+            meantComps.add(near);
+          } else unsure = true;
+          info.ok = false;
+          continue;
+        }
+        if (out.comps.includes(c)) reporter.report(M.DuplicateField, target.range, name);
+        else out.comps.push(c);
       }
-      if (out.includes(c)) reporter.report(M.DuplicateField, item.range, item.name);
-      else out.push(c);
+      if (item.kind === 'Call') groupSettings(name, item);
     }
     return out;
   };
-  info.train = compList('train');
-  info.freeze = compList('freeze');
+  /** `proj(lr: 2e-4, weight_decay: 0.0)` in `train`: the entry's own optimizer settings. */
+  const groupSettings = (name: string, call: A.CallExpr): void => {
+    const g: { lr?: number; weightDecay?: number } = {};
+    for (const a of call.args) {
+      const key = a.name?.name;
+      if (key !== 'lr' && key !== 'weight_decay') {
+        const d = reporter.report(M.UnknownParameter, a.name?.range ?? a.range, key ?? '(unnamed)', `${name}(...)`);
+        d.hint = 'a trained component or adapter takes `lr:` and `weight_decay:` of its own, e.g. `proj(lr: 2e-4)`';
+        info.ok = false;
+        continue;
+      }
+      const v = evaluate(a.value, wordScope(reporter));
+      if (!v) {
+        info.ok = false;
+        continue;
+      }
+      if (v.t !== 'num') {
+        reporter.report(M.TypeMismatch, a.value.range, `\`${key}\` of \`${name}\``, 'a number', typeName(v));
+        info.ok = false;
+        continue;
+      }
+      if (key === 'lr' ? !(v.v > 0) : !(v.v >= 0)) {
+        reporter.report(M.OutOfRange, a.value.range, `\`${key}\` of \`${name}\``, key === 'lr' ? '> 0' : '>= 0', String(v.v));
+        info.ok = false;
+        continue;
+      }
+      if (key === 'lr') g.lr = v.v;
+      else g.weightDecay = v.v;
+    }
+    info.groups.set(name, g);
+  };
+  const trainLists = compList('train');
+  const freezeLists = compList('freeze');
+  info.train = trainLists.comps;
+  info.freeze = freezeLists.comps;
+  info.trainAdapters = trainLists.adapters;
+  info.freezeAdapters = freezeLists.adapters;
   if (model) {
     const trainF = fields.get('train');
     const freezeF = fields.get('freeze');
-    for (const c of info.train) {
-      if (info.freeze.includes(c)) {
-        const item = (freezeF?.value as A.ListExpr).items.find((i) => i.kind === 'Ref' && i.name === c.name)!;
-        const d = reporter.report(M.TrainedAndFrozen, item.range, c.name, name);
-        d.related = [{ message: 'trained here', range: (trainF?.value as A.ListExpr).items.find((i) => i.kind === 'Ref' && i.name === c.name)!.range }];
+    const entry = (f: A.Field | undefined, n: string): A.Expr => {
+      const item = (f?.value as A.ListExpr).items.find((i) => entryName(i) === n)!;
+      return item.kind === 'Call' ? item.callee : item;
+    };
+    for (const n of [...info.train.map((c) => c.name), ...info.trainAdapters.map((a) => a.name)]) {
+      if (info.freeze.some((c) => c.name === n) || info.freezeAdapters.some((a) => a.name === n)) {
+        const d = reporter.report(M.TrainedAndFrozen, entry(freezeF, n).range, n, name, model.adapters.has(n) ? 'adapter' : 'component');
+        d.related = [{ message: 'trained here', range: entry(trainF, n).range }];
         info.ok = false;
       }
     }
     if ((trainF || freezeF) && !unsure) {
-      for (const c of model.components.values()) {
-        if (!info.train.includes(c) && !info.freeze.includes(c) && !meantComps.has(c.name)) {
-          const d = reporter.report(M.NeitherTrainedNorFrozen, (freezeF ?? trainF)!.value.range, c.name, name);
+      const parts = [...[...model.components.values()].map((c) => ({ name: c.name, what: 'component', listed: info.train.includes(c) || info.freeze.includes(c) })),
+        ...[...model.adapters.values()].map((a) => ({ name: a.name, what: 'adapter', listed: info.trainAdapters.includes(a) || info.freezeAdapters.includes(a) }))];
+      for (const c of parts) {
+        if (!c.listed && !meantComps.has(c.name)) {
+          const d = reporter.report(M.NeitherTrainedNorFrozen, (freezeF ?? trainF)!.value.range, c.name, name, c.what);
           d.hint = `add \`${c.name}\` to \`train\` or to \`freeze\``;
           info.ok = false;
         }
@@ -418,6 +488,15 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
       const d = reporter.report(M.TrainsNothing, (trainF?.value.range ?? decl.name.range), name);
       d.hint = 'name the components to train, e.g. `train: [proj]`';
       info.ok = false;
+    }
+    // QLoRA: a quantized base holds no trainable weights.
+    for (const a of model.adapters.values()) {
+      if (a.quantize !== 'none' && info.train.includes(a.component)) {
+        const d = reporter.report(M.QuantizedBaseTrained, entry(trainF, a.component.name).range, name, a.component.name, a.name, a.quantize);
+        d.hint = `train \`${a.name}\` and move \`${a.component.name}\` to \`freeze\``;
+        d.related = [{ message: 'quantized here', range: a.decl.range }];
+        info.ok = false;
+      }
     }
   }
 
@@ -442,7 +521,21 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
         }
       }
     }
-    if (handed === 0 && after.train.length > 0) reporter.report(M.HandOffNothing, fields.get('after')!.value.range, name, after.name);
+    for (const a of after.trainAdapters) {
+      const here = model.adapters.get(a.name);
+      if (!here) {
+        reporter.report(M.HandOffModelMissing, (fields.get('after') ?? fields.get('model'))!.value.range, a.name, after.name, 'adapter');
+        info.ok = false;
+        continue;
+      }
+      handed++;
+      if (here !== a && a.ok && here.ok && adapterSignature(a) !== adapterSignature(here)) {
+        const d = reporter.report(M.HandOffShapeChanged, here.decl.init.range, a.name, after.name, `lora(rank: ${a.rank}, targets: ${a.targets.join(', ')})`, `lora(rank: ${here.rank}, targets: ${here.targets.join(', ')})`);
+        d.related = [{ message: `\`${a.name}\` as trained in \`${after.name}\``, range: a.decl.init.range }];
+        info.ok = false;
+      }
+    }
+    if (handed === 0 && after.train.length + after.trainAdapters.length > 0) reporter.report(M.HandOffNothing, fields.get('after')!.value.range, name, after.name);
   }
 
   // data
@@ -653,6 +746,10 @@ function devicesField(info: StageInfo, f: A.Field | undefined, file: LoadedFile,
     else if (o.path[1] === 'memory' && (x.t === 'size' || x.t === 'num')) dev = { ...dev, memory: x.t === 'size' ? x.bytes : x.v, range: o.range };
   }
   info.devices = dev;
+}
+
+function adapterSignature(a: AdapterInfo): string {
+  return a.tensors.map((t) => `${t.name}:${t.shape.join('x')}:${t.loops.map((l) => l.count).join('x')}`).join(';');
 }
 
 function tensorSignature(c: ComponentInfo): string {

@@ -45,6 +45,8 @@ export const M = {
   ImportCycle: def(2012, 'error', (cycle: string) => `this import closes a cycle: ${cycle}`),
   DataFileNotFound: def(2013, 'error', (dataset: string, file: string, why: string) => `data file "${file}" of dataset \`${dataset}\` ${why}`),
   ImagesFolderNotFound: def(2014, 'error', (dataset: string, dir: string, why: string) => `images folder "${dir}" of dataset \`${dataset}\` ${why}`),
+  AdapterTargetUnknown: def(2016, 'error', (target: string, component: string, ctor: string) => `\`${component}\` (${ctor}) has no linear layer \`${target}\` to adapt`),
+  UnknownAdapter: def(2017, 'error', (name: string, model: string) => `model \`${model}\` has no adapter \`${name}\``),
   TokenizerNotFound: def(2015, 'error', (dataset: string, file: string, why: string) => `tokenizer file "${file}" of dataset \`${dataset}\` ${why}`),
 
   // ---- 3xxx types and parameters ----
@@ -81,8 +83,8 @@ export const M = {
   TwoTokenizers: def(4016, 'error', (dataset: string, file: string, first: string, firstFile: string) => `dataset \`${dataset}\` names tokenizer "${file}" but \`${first}\` names "${firstFile}"; a run uses one tokenizer`),
 
   // ---- 5xxx stages ----
-  TrainedAndFrozen: def(5001, 'error', (name: string, stage: string) => `component \`${name}\` is both trained and frozen in stage \`${stage}\``),
-  NeitherTrainedNorFrozen: def(5002, 'error', (name: string, stage: string) => `component \`${name}\` is neither trained nor frozen in stage \`${stage}\``),
+  TrainedAndFrozen: def(5001, 'error', (name: string, stage: string, what = 'component') => `${what} \`${name}\` is both trained and frozen in stage \`${stage}\``),
+  NeitherTrainedNorFrozen: def(5002, 'error', (name: string, stage: string, what = 'component') => `${what} \`${name}\` is neither trained nor frozen in stage \`${stage}\``),
   TrainsNothing: def(5003, 'error', (stage: string) => `stage \`${stage}\` trains nothing`),
   HandOffShapeChanged: def(5004, 'error', (name: string, from: string, before: string, after: string) => `component \`${name}\` changes shape across the hand-off from \`${from}\`: ${before} -> ${after}`),
   MissingStageField: def(5005, 'error', (fields: string, stage: string) => `stage \`${stage}\` needs \`${fields}\``),
@@ -90,11 +92,12 @@ export const M = {
   HandOffNothing: def(5007, 'warning', (stage: string, from: string) => `stage \`${stage}\` starts after \`${from}\` but takes over none of its trained components`),
   ShardingNeedsDevices: def(5008, 'warning', (sharding: string) => `sharding ${sharding} has no effect on a single device`),
   FrozenUnusedTrained: def(5009, 'warning', (name: string, stage: string) => `component \`${name}\` is trained in stage \`${stage}\` but no loss gradient reaches it`),
-  HandOffModelMissing: def(5010, 'error', (name: string, from: string) => `component \`${name}\` trained in \`${from}\` does not exist in this stage's model`),
+  HandOffModelMissing: def(5010, 'error', (name: string, from: string, what = 'component') => `${what} \`${name}\` trained in \`${from}\` does not exist in this stage's model`),
   MixtureShares: def(5011, 'error', (mixture: string, why: string) => `mixture \`${mixture}\` ${why}`),
   MixtureNested: def(5012, 'error', (source: string, mixture: string) => `\`${source}\` is itself a mixture and cannot be a source of mixture \`${mixture}\`; name its datasets directly`),
   MixtureRatioSum: def(5013, 'error', (mixture: string, sum: string) => `the ratios of mixture \`${mixture}\` add up to ${sum}, not 1`),
   ImagesExceedLength: def(5014, 'error', (stage: string, maxLength: number, dataset: string, images: number, tokens: number) => `stage \`${stage}\`: max_length ${maxLength} cannot hold the ${images} images of a record of \`${dataset}\` (max_images ${images} x ${tokens} image tokens = ${images * tokens})`),
+  QuantizedBaseTrained: def(5015, 'error', (stage: string, component: string, adapter: string, quantize: string) => `stage \`${stage}\` trains \`${component}\`, whose weights adapter \`${adapter}\` holds quantized (${quantize}); quantized weights cannot be trained`),
 
   // ---- 6xxx custom components and checkpoints ----
   CustomModuleNotFound: def(6001, 'error', (path: string) => `custom module "${path}" does not exist`),

@@ -31,9 +31,9 @@ export type FormatResult = { text: string; changed: boolean } | { error: string 
 const TAB = 4;
 
 /** First tokens of a top-level declaration. */
-const TOP_ITEMS = new Set(['Kw_import', 'Kw_model', 'Kw_dataset', 'Kw_stage', 'Kw_template', 'Kw_encoder', 'Kw_projector', 'Kw_llm', 'Kw_data', 'Kw_optimizer', 'Kw_schedule', 'Kw_device']);
+const TOP_ITEMS = new Set(['Kw_import', 'Kw_model', 'Kw_dataset', 'Kw_stage', 'Kw_template', 'Kw_encoder', 'Kw_projector', 'Kw_llm', 'Kw_data', 'Kw_optimizer', 'Kw_schedule', 'Kw_device', 'Kw_adapter']);
 /** First tokens of a member of a `{ }` block that is not a `name: value` field. */
-const BLOCK_ITEMS = new Set(['Kw_encoder', 'Kw_projector', 'Kw_llm', 'Kw_flow', 'Kw_preset', 'Kw_tensor']);
+const BLOCK_ITEMS = new Set(['Kw_encoder', 'Kw_projector', 'Kw_llm', 'Kw_flow', 'Kw_adapter', 'Kw_preset', 'Kw_tensor']);
 const OPENERS = new Set(['LBrace', 'LParen', 'LBracket']);
 const CLOSERS = new Set(['RBrace', 'RParen', 'RBracket']);
 /** Tokens that can end an operand: after one of these a `-` subtracts and a `{` opens a declaration body. */

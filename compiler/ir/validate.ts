@@ -32,6 +32,13 @@ export function validateGraph(g: unknown): string[] {
       known.add(n.id);
     }
     if (!known.has(m.outputs.logits) || !known.has(m.outputs.loss)) problems.push(`model ${m.name}: outputs name unknown nodes`);
+    const adapterNames = new Set<string>();
+    for (const a of m.adapters ?? []) {
+      if (!comps.has(a.component)) problems.push(`model ${m.name}: adapter ${a.name} adapts unknown component ${a.component}`);
+      if (!a.name.startsWith(`${a.component}.`)) problems.push(`model ${m.name}: adapter ${a.name} is not named after its component ${a.component}`);
+      if (adapterNames.has(a.name)) problems.push(`model ${m.name}: adapter ${a.name} is defined twice`);
+      adapterNames.add(a.name);
+    }
   }
   const stageNames = new Set<string>();
   const datasets = new Set(graph.datasets.map((d) => d.name));
@@ -48,7 +55,11 @@ export function validateGraph(g: unknown): string[] {
   for (const s of graph.stages) {
     const m = models.get(s.model);
     if (!m) problems.push(`stage ${s.name}: unknown model ${s.model}`);
-    else for (const c of [...s.train, ...s.freeze]) if (!m.components.some((x) => x.name === c)) problems.push(`stage ${s.name}: unknown component ${c}`);
+    else {
+      for (const c of [...s.train, ...s.freeze])
+        if (!m.components.some((x) => x.name === c) && !(m.adapters ?? []).some((a) => a.name === c)) problems.push(`stage ${s.name}: unknown component or adapter ${c}`);
+      for (const g of s.param_groups ?? []) if (!s.train.includes(g.name)) problems.push(`stage ${s.name}: param group ${g.name} is not trained`);
+    }
     if (s.after && !stageNames.has(s.after)) problems.push(`stage ${s.name}: after ${s.after} does not come earlier`);
     if (!datasets.has(s.data)) problems.push(`stage ${s.name}: unknown dataset ${s.data}`);
     if (s.global_batch !== s.batch * s.accumulate * s.devices.nodes * s.devices.per_node) problems.push(`stage ${s.name}: global_batch is not batch x accumulate x devices`);

@@ -28,6 +28,7 @@ export const Kw = {
   optimizer: keyword('optimizer'),
   schedule: keyword('schedule'),
   device: keyword('device'),
+  adapter: keyword('adapter'),
   if: keyword('if'),
   then: keyword('then'),
   else: keyword('else'),

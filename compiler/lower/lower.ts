@@ -2,9 +2,9 @@
 // Output is deterministic: every list follows source or flow order, every object is built in a fixed key
 // order, so compiling twice gives byte-identical JSON.
 import type { StageEstimate } from '../check/memory.js';
-import type { ComponentInfo, ModelInfo, Program, StageInfo } from '../check/program.js';
+import type { AdapterInfo, ComponentInfo, ModelInfo, Program, StageInfo, TensorSpec } from '../check/program.js';
 import { evaluate, type Value } from '../check/values.js';
-import type { AttrValue, ComponentDef, CustomDef, DatasetDef, Dim, Graph, ModelDef, NodeDef, StagePlan } from '../ir/graph.js';
+import type { AdapterDef, AttrValue, ComponentDef, CustomDef, DatasetDef, Dim, Graph, ModelDef, NodeDef, StagePlan, TensorDef } from '../ir/graph.js';
 import { GRAPH_FORMAT, GRAPH_VERSION } from '../ir/graph.js';
 
 /** Signature fields that describe the compiler's bookkeeping, not the component the runtime builds. */
@@ -38,6 +38,10 @@ function attrsOf(params: Map<string, Value>): Record<string, AttrValue> {
   return out;
 }
 
+function tensorDef(t: TensorSpec): TensorDef {
+  return t.loops.length ? { name: t.name, shape: t.shape, repeat: Object.fromEntries(t.loops.map((l) => [l.var, l.count])) } : { name: t.name, shape: t.shape };
+}
+
 function lowerComponent(c: ComponentInfo): ComponentDef {
   const attrs = attrsOf(c.params);
   for (const [name, f] of c.sig?.fields ?? []) {
@@ -52,7 +56,7 @@ function lowerComponent(c: ComponentInfo): ComponentDef {
     constructor: c.custom ? 'custom' : (c.sig?.name ?? c.op),
     attrs,
     params: c.paramCount,
-    tensors: c.tensors.map((t) => (t.loops.length ? { name: t.name, shape: t.shape, repeat: Object.fromEntries(t.loops.map((l) => [l.var, l.count])) } : { name: t.name, shape: t.shape })),
+    tensors: c.tensors.map(tensorDef),
   };
   if (c.weights) def.weights = c.weights.dir;
   if (c.custom) def.custom = customDef(c.custom);
@@ -143,7 +147,23 @@ function lowerModel(model: ModelInfo): ModelDef {
   nodes.push({ id: 'loss', op: 'causal_lm_loss', inputs: [llm.name, 'labels'], attrs: lossAttrs, shape: [] });
   const def: ModelDef = { name: model.name, inputs, components: order.map(lowerComponent), nodes, outputs: { logits: llm.name, loss: 'loss' } };
   if (model.imageTokens !== undefined) def.image_tokens = model.imageTokens;
+  if (model.adapters.size) def.adapters = [...model.adapters.values()].map(lowerAdapter);
   return def;
+}
+
+function lowerAdapter(a: AdapterInfo): AdapterDef {
+  return {
+    name: a.name,
+    component: a.component.name,
+    kind: a.kind,
+    rank: a.rank,
+    alpha: a.alpha,
+    dropout: a.dropout,
+    targets: a.targets,
+    quantize: a.quantize,
+    tensors: a.tensors.map(tensorDef),
+    params: a.paramCount,
+  };
 }
 
 function stageOrder(stages: StageInfo[]): StageInfo[] {
@@ -163,9 +183,11 @@ function lowerStage(s: StageInfo, est: StageEstimate | undefined): StagePlan {
   const plan: StagePlan = {
     name: s.name,
     model: s.model!.name,
-    handoff: s.after ? s.after.train.filter((c) => s.model!.components.has(c.name)).map((c) => ({ component: c.name, from: s.after!.name })) : [],
-    train: s.train.map((c) => c.name),
-    freeze: s.freeze.map((c) => c.name),
+    handoff: s.after
+      ? [...s.after.train.filter((c) => s.model!.components.has(c.name)), ...s.after.trainAdapters.filter((a) => s.model!.adapters.has(a.name))].map((c) => ({ component: c.name, from: s.after!.name }))
+      : [],
+    train: [...s.train.map((c) => c.name), ...s.trainAdapters.map((a) => a.name)],
+    freeze: [...s.freeze.map((c) => c.name), ...s.freezeAdapters.map((a) => a.name)],
     data: s.data!.name,
     optimizer: { name: s.optimizer!.name, attrs: attrsOf(s.optimizer!.params) },
     schedule: { name: s.schedule!.name, attrs: attrsOf(s.schedule!.params) },
@@ -194,6 +216,8 @@ function lowerStage(s: StageInfo, est: StageEstimate | undefined): StagePlan {
   };
   if (s.after) plan.after = s.after.name;
   if (s.groupByLength) plan.group_by_length = true;
+  if (s.groups.size)
+    plan.param_groups = [...s.groups].map(([name, g]) => ({ name, ...(g.lr !== undefined ? { lr: g.lr } : {}), ...(g.weightDecay !== undefined ? { weight_decay: g.weightDecay } : {}) }));
   if (s.epochs !== undefined) plan.epochs = s.epochs;
   else plan.steps = s.steps;
   // Keep `after` next to `model` in the JSON for readability.

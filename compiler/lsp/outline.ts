@@ -21,6 +21,7 @@ export function documentSymbols(ast: A.FileNode): DocumentSymbol[] {
         return sym(d.name.name, SymbolKind.Class, d.range, d.name.range, 'model', [
           ...d.components.map((c) => sym(c.name.name, SymbolKind.Field, c.range, c.name.range, c.role)),
           ...d.flows.map((f) => sym(f.chain.map((i) => i.name).join(' -> '), SymbolKind.Event, f.range, f.range, 'flow')),
+          ...d.adapters.map((a) => sym(`${a.component.name}.${a.name.name}`, SymbolKind.Field, a.range, a.name.range, 'adapter')),
         ]);
       case 'Stage':
         return sym(d.name.name, SymbolKind.Function, d.range, d.name.range, 'stage', d.fields.map((f) => sym(f.name.name, SymbolKind.Property, f.range, f.name.range)));
@@ -70,6 +71,11 @@ export function semanticTokens(ast: A.FileNode, text: string): number[] {
         if (c.init.kind === 'Call') mark(c.init.callee.range, 'function');
       }
       for (const f of d.flows) for (const i of f.chain) mark(i.range, 'variable');
+      for (const a of d.adapters) {
+        mark(a.component.range, 'variable');
+        mark(a.name.range, 'variable');
+        if (a.init.kind === 'Call') mark(a.init.callee.range, 'function');
+      }
     }
     if (d.kind === 'Stage' || d.kind === 'Template') for (const f of d.fields) mark(f.name.range, 'property');
     if (d.kind === 'Signature') for (const p of d.params) mark(p.name.range, 'parameter');

@@ -188,7 +188,14 @@ export class AstBuilder {
         range: this.nodeRange(f),
       });
     }
-    return { kind: 'Model', name: this.ident(this.tok(c, 'Identifier')), components, flows, range: this.nodeRange(n) };
+    const adapters: A.AdapterDecl[] = this.nodes(c, 'adapterDecl').map((a) => ({
+      kind: 'Adapter',
+      component: this.ident(this.tok(a.children, 'component')),
+      name: this.ident(this.tok(a.children, 'adapter')),
+      init: this.expr(this.node(a.children, 'expression')),
+      range: this.nodeRange(a),
+    }));
+    return { kind: 'Model', name: this.ident(this.tok(c, 'Identifier')), components, flows, adapters, range: this.nodeRange(n) };
   }
 
   private field(n: CstNode): A.Field {

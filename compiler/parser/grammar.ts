@@ -32,7 +32,7 @@ interface InRuleRecovery {
 const ENDS_EXPRESSION = new Set<TokenType>([
   T.Comma, T.Colon, T.Equals, T.Arrow,
   Kw.import, Kw.model, Kw.encoder, Kw.projector, Kw.llm, Kw.flow, Kw.at, Kw.dataset, Kw.stage, Kw.weights, Kw.where,
-  Kw.preset, Kw.tensor, Kw.template, Kw.data, Kw.optimizer, Kw.schedule, Kw.device, Kw.for,
+  Kw.preset, Kw.tensor, Kw.template, Kw.data, Kw.optimizer, Kw.schedule, Kw.device, Kw.adapter, Kw.for,
 ]);
 
 export class PipeGrammar extends CstParser {
@@ -192,7 +192,9 @@ export class PipeGrammar extends CstParser {
     this.CONSUME(Kw.model);
     this.CONSUME(T.Identifier);
     this.CONSUME(T.LBrace);
-    this.MANY(() => this.OR([{ ALT: () => this.SUBRULE(this.componentDecl) }, { ALT: () => this.SUBRULE(this.flowDecl) }]));
+    this.MANY(() =>
+      this.OR([{ ALT: () => this.SUBRULE(this.componentDecl) }, { ALT: () => this.SUBRULE(this.flowDecl) }, { ALT: () => this.SUBRULE(this.adapterDecl) }]),
+    );
     this.CONSUME(T.RBrace);
   });
 
@@ -209,6 +211,16 @@ export class PipeGrammar extends CstParser {
       this.CONSUME(Kw.weights);
       this.CONSUME(T.StringLit);
     });
+  });
+
+  /** `adapter lm.lora = lora(rank: 16, ...)`: an adapter named `lora` on the model's component `lm`. */
+  adapterDecl = this.RULE('adapterDecl', () => {
+    this.CONSUME(Kw.adapter);
+    this.CONSUME(T.Identifier, { LABEL: 'component' });
+    this.CONSUME(T.Dot);
+    this.CONSUME(T.Name, { LABEL: 'adapter' });
+    this.CONSUME(T.Equals);
+    this.SUBRULE(this.expression);
   });
 
   flowDecl = this.RULE('flowDecl', () => {
@@ -256,7 +268,7 @@ export class PipeGrammar extends CstParser {
 
   signatureDecl = this.RULE('signatureDecl', () => {
     this.OR(
-      ([Kw.encoder, Kw.projector, Kw.llm, Kw.data, Kw.optimizer, Kw.schedule, Kw.device] as TokenType[]).map((tok) => ({
+      ([Kw.encoder, Kw.projector, Kw.llm, Kw.data, Kw.optimizer, Kw.schedule, Kw.device, Kw.adapter] as TokenType[]).map((tok) => ({
         ALT: () => this.CONSUME(tok, { LABEL: 'sigKind' }),
       })),
     );
