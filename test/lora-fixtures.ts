@@ -1,51 +1,44 @@
-// LoRA test graphs until the language has `adapter lm.lora = lora(...)`: the tiny program's graph with an
-// AdapterDef built as the compiler will (PEFT's target_modules matched against the component's linear
-// weights, A [r, in] and B [out, r] under the weight's HF name with its `{i}` loop) and stages that
-// train or freeze it by name.
-import type { AdapterDef, Graph, ModelDef } from '../compiler/ir/graph.js';
-import { SHORT, tinyGraph } from './run-fixtures.js';
+// LoRA test programs: test/runtime/tiny-lora.pipe (the tiny program with `adapter lm.lora`, a stage
+// training only the adapter and one after it freezing it) and a model with adapters on every kind of
+// linear layer the language lets one adapt (the llm's attention and MLP, the projector, the vision tower).
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Graph, ModelDef } from '../compiler/ir/graph.js';
+import { compile } from '../compiler/service/service.js';
+import { repo } from './paths.js';
+import { tmpDir } from './helpers/tmp.js';
 
-export interface LoraOptions {
-  component?: string;
-  rank?: number;
-  alpha?: number;
-  dropout?: number;
-  targets?: string[];
+export const TINY_LORA = repo('test/runtime/tiny-lora.pipe');
+
+/** tiny-lora.pipe lowered: align (20 steps, checkpoint every 2) trains lm.lora; finetune (2 steps) trains proj. */
+export function tinyLoraGraph(sets: string[] = []): Graph {
+  const r = compile({ file: TINY_LORA, configFiles: [], sets, lower: true });
+  assert.ok(r.graph, `tiny-lora.pipe compiles: ${r.diagnostics.map((d) => d.message).join('; ')}`);
+  return r.graph;
 }
 
-/** The adapter the compiler would lower for `adapter <component>.lora = lora(...)` in `model`. */
-export function loraAdapter(model: ModelDef, o: LoraOptions = {}): AdapterDef {
-  const component = o.component ?? 'lm', rank = o.rank ?? 4, targets = o.targets ?? ['q_proj', 'v_proj'];
-  const comp = model.components.find((c) => c.name === component)!;
-  const tensors: AdapterDef['tensors'] = [];
-  for (const t of comp.tensors) {
-    const m = /^(.*\.)?([A-Za-z0-9_]+)\.weight$/.exec(t.name);
-    if (!m || t.shape.length !== 2 || !targets.includes(m[2]!)) continue;
-    const module = t.name.slice(0, -'.weight'.length);
-    const rep = t.repeat ? { repeat: t.repeat } : {};
-    tensors.push({ name: `${module}.lora_A.weight`, shape: [rank, t.shape[1]!], ...rep }, { name: `${module}.lora_B.weight`, shape: [t.shape[0]!, rank], ...rep });
-  }
-  const count = (t: AdapterDef['tensors'][number]) => t.shape.reduce((a, b) => a * b, 1) * Object.values(t.repeat ?? {}).reduce((a, b) => a * b, 1);
-  return {
-    name: `${component}.lora`, component, kind: 'lora', rank, alpha: o.alpha ?? 8, dropout: o.dropout ?? 0, targets, quantize: 'none', tensors,
-    params: tensors.reduce((a, t) => a + count(t), 0),
-  };
-}
+const EVERY_KIND = `import "std/vision"
+import "std/projectors"
+import "std/llm"
+import "std/train"
 
-/**
- * The tiny program with `lm.lora`: stage align trains only the adapter (everything else frozen), stage
- * finetune (after align) trains the projector with the adapter frozen, so it must start from align's.
- */
-export function tinyLoraGraph(o: LoraOptions = {}, sets: string[] = SHORT): Graph {
-  const g = tinyGraph(sets);
-  const model = g.models[0]!;
-  const a = loraAdapter(model, o);
-  model.adapters = [a];
-  const [align, finetune] = g.stages as [Graph['stages'][number], Graph['stages'][number]];
-  align.train = [a.name];
-  align.freeze = ['vision', 'proj', 'lm'];
-  finetune.train = ['proj'];
-  finetune.freeze = ['vision', 'lm', a.name];
-  finetune.handoff = [{ component: a.name, from: 'align' }];
-  return g;
+model tiny {
+  encoder vision = vit(image: 16, patch: 8, hidden: 16, layers: 1, heads: 2, mlp: 32, select: "patch")
+  projector proj = mlp_gelu(depth: 2, in: vision.hidden, out: lm.hidden)
+  llm lm = llama(vocab: 128, hidden: 32, layers: 1, heads: 2, kv_heads: 1, mlp: 64, context: 64)
+  adapter lm.lora = lora(rank: 4, alpha: 8, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+  adapter proj.lora = lora(rank: 2, alpha: 3, targets: ["linear_1"])
+  adapter vision.lora = lora(rank: 2, alpha: 2, targets: ["q_proj", "fc1"])
+  flow vision -> proj -> lm at "<image>"
+}
+`;
+
+/** The tiny model with adapters on the llm's seven linear layers, the projector's first and the vision tower's q_proj and fc1. */
+export function everyKindModel(): ModelDef {
+  const file = path.join(tmpDir('lora-every-kind'), 'every-kind.pipe');
+  fs.writeFileSync(file, EVERY_KIND);
+  const r = compile({ file, configFiles: [], sets: [], lower: true });
+  assert.ok(r.graph, `the program compiles: ${r.diagnostics.map((d) => d.message).join('; ')}`);
+  return r.graph.models[0]!;
 }
