@@ -206,6 +206,14 @@ export async function main(argv: string[], io: Out = { out: (s) => process.stdou
         const baseDir = r ? path.dirname(path.resolve(target)) : path.dirname(path.resolve(fs.existsSync(graph.source) ? graph.source : target));
         return await ev.evalProgram(graph, baseDir, target, o, io);
       }
+      case 'merge': {
+        if (files.length !== 1) throw new UsageError('merge takes exactly one run directory');
+        const dir = files[0];
+        if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UsageError(`merge takes a run directory (pipec run's --out), and ${dir} is not one`);
+        if (!values.out) throw new UsageError('merge needs --out DIR');
+        const { mergeCommand } = await import('../runtime/train/merge.js');
+        return mergeCommand(dir, { checkpoint: values.checkpoint, out: values.out }, io);
+      }
       case 'trust': {
         const file = single(files, 'trust');
         const r = compileOrThrow(file, base, true);
@@ -255,7 +263,7 @@ function typed(v: OptionValues) {
     out: str('out'), resume: bool('resume'), overwrite: bool('overwrite'), 'stop-after': str('stop-after'),
     image: str('image'), prompt: str('prompt'), 'max-tokens': str('max-tokens'), temperature: str('temperature'), 'top-p': str('top-p'), seed: str('seed'),
     target: str('target'), stage: str('stage'), init: bool('init'), 'custom-as-base': bool('custom-as-base'), 'world-size': str('world-size'), 'max-shard-size': str('max-shard-size'),
-    trust: bool('trust'), revoke: bool('revoke'),
+    trust: bool('trust'), revoke: bool('revoke'), checkpoint: str('checkpoint'),
   };
 }
 

@@ -185,6 +185,16 @@ export const COMMANDS: CommandSpec[] = [
     examples: ['pipec prepare pipelines/quickstart.pipe -o out/quickstart/data', 'pipec prepare pipelines/quickstart.pipe --stage pretrain -o out/data/pretrain --init'],
   },
   {
+    name: 'merge', summary: "fold a run's LoRA adapters into its weights, as transformers folders", program: false,
+    usage: ['merge RUN_DIR [--checkpoint NAME] --out DIR'],
+    about: "Folds each LoRA adapter of a run's checkpoint into its component, W + (alpha/r) B A, and writes every\ncomponent to DIR/<component>/ in its Hugging Face layout (DIR/lm loads with LlamaForCausalLM).\nExit 0 written, 1 the run or checkpoint cannot be merged (nothing is written), 2 a wrong command line.",
+    options: [
+      { name: 'checkpoint', value: 'NAME', default: 'the newest (checkpoints/latest.json)', meaning: 'the checkpoint to merge, a folder name under RUN_DIR/checkpoints' },
+      { name: 'out', value: 'DIR', meaning: 'the folder to write, new or empty (required)' },
+    ],
+    examples: ['pipec merge runs/lora --out out/lora-merged', 'pipec merge runs/lora --checkpoint 01-lora-step000200 --out out/step200'],
+  },
+  {
     name: 'trust', summary: "trust a program's custom modules, as their files are now", program: true,
     usage: ['trust FILE.pipe [--revoke]'],
     about: "Records, for the person running pipec, that the custom modules FILE names may run: keyed by the\nfiles' content hash, so any edit revokes it (docs/language.md §7). run, eval and generate run custom\nmodules only when trusted (or with --trust, this once).",

@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ComponentDef, ModelDef } from '../compiler/ir/graph.js';
 import { M, runtimeError } from './errors.js';
 import { causalLmLoss } from './ops/loss.js';
+import { checkAdapters, loraModules, type DropoutStream, type LoraUse } from './ops/lora.js';
 import { OPS } from './ops/registry.js';
 import type { BatchInfo, KvCache, OpContext, OpImpl } from './ops/types.js';
 import type { ParamStore } from './params.js';
@@ -14,6 +15,8 @@ export interface ModelInputs {
   inputIds: Int32Array;
   labels?: Int32Array;
   info: BatchInfo;
+  /** A training forward: LoRA dropout draws its masks from this stream (absent: no dropout). */
+  dropout?: DropoutStream;
 }
 
 export interface ForwardResult {
@@ -26,6 +29,8 @@ export interface ForwardResult {
 
 export class ModelRunner {
   private readonly components: Map<string, ComponentDef>;
+  /** LoRA-adapted linear layers by module name (ops/lora.ts). */
+  private readonly lora: ReadonlyMap<string, LoraUse>;
 
   constructor(
     readonly def: ModelDef,
@@ -35,6 +40,8 @@ export class ModelRunner {
     private readonly ops: ReadonlyMap<string, OpImpl> = OPS,
   ) {
     this.components = new Map(def.components.map((c) => [c.name, c]));
+    checkAdapters(def);
+    this.lora = loraModules(def);
     for (const n of def.nodes) if (n.op !== 'causal_lm_loss' && !this.impl(n.op, n.component)) throw runtimeError(M.UnknownOp, [n.op], undefined, `node "${n.id}"`);
   }
 
@@ -80,6 +87,7 @@ export class ModelRunner {
         batch: info,
         auxLosses,
         cache,
+        ...(this.lora.size ? { lora: this.lora, dropout: inputs.dropout } : {}),
       };
       if (node.op === 'llava_splice') ctx.attrs = node.attrs;
       values.set(node.id, this.impl(node.op, node.component)!(ctx, ins as tf.Tensor[]));

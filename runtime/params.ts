@@ -2,7 +2,7 @@
 // templates ("model.layers.{i}.mlp.up_proj.weight" repeat {i: 32}); this expands them, initialises them
 // deterministically, and keeps them as tf.Variables owned by their component.
 import * as tf from '@tensorflow/tfjs-core';
-import type { ComponentDef, TensorDef } from '../compiler/ir/graph.js';
+import type { AdapterDef, ComponentDef, ModelDef, TensorDef } from '../compiler/ir/graph.js';
 import { Rng } from './random.js';
 
 /** Expands `{i}`, `{k+2}`, `{e}` templates over the cartesian product of the repeat counts. */
@@ -20,6 +20,7 @@ export function expandTensorNames(t: TensorDef): string[] {
 
 export interface ParamSpec {
   name: string;
+  /** Its component, or its adapter ("lm.lora"): what a stage trains or freezes. */
   component: string;
   shape: number[];
   /** The std of its normal initialisation (initStd), where it has one. */
@@ -33,6 +34,21 @@ export function paramSpecs(components: readonly ComponentDef[]): ParamSpec[] {
   return out;
 }
 
+/** The tensors of LoRA adapters, each owned by its adapter's name (a stage trains "lm.lora"). */
+export function adapterSpecs(adapters: readonly AdapterDef[] = []): ParamSpec[] {
+  return adapters.flatMap((a) => a.tensors.flatMap((t) => expandTensorNames(t).map((name) => ({ name, component: a.name, shape: t.shape }))));
+}
+
+/** Every parameter of a model: its components' tensors, then its adapters'. */
+export function modelParamSpecs(model: Pick<ModelDef, 'components' | 'adapters'>): ParamSpec[] {
+  return [...paramSpecs(model.components), ...adapterSpecs(model.adapters)];
+}
+
+/** The components and adapters whose tensors a model's parameter store holds (a checkpoint holds each in its folder). */
+export function ownersOf(model: Pick<ModelDef, 'components' | 'adapters'>): string[] {
+  return [...model.components.map((c) => c.name), ...(model.adapters ?? []).map((a) => a.name)];
+}
+
 /**
  * The std of a fresh weight of component `c`: He-normal (sqrt(2 / fan_in)) for a convolution kernel of a
  * component declared with `init: "he"` (std/vision's cnn), else the component's `init_std`, else 0.02
@@ -44,11 +60,16 @@ export function initStd(c: Pick<ComponentDef, 'attrs'>, shape: readonly number[]
   return typeof s === 'number' ? s : 0.02;
 }
 
-/** How a fresh tensor starts, following transformers' `_init_weights`: norms 1, biases 0, the rest N(0, std) (initStd). */
+/**
+ * How a fresh tensor starts, following transformers' `_init_weights`: norms 1, biases 0, the rest N(0, std)
+ * (initStd); a LoRA A as PEFT's kaiming_uniform_(a = sqrt(5)), U(-1/sqrt(in), 1/sqrt(in)), its B zeros.
+ */
 export const isBias = (name: string): boolean => /\.bias$|_bias$/.test(name);
 export const isNormWeight = (name: string): boolean => /(norm|layernorm|layrnorm|layer_norm)[^.]*\.weight$/.test(name);
 
-export function initKind(name: string): 'ones' | 'zeros' | 'normal' {
+export function initKind(name: string): 'ones' | 'zeros' | 'normal' | 'lora_a' {
+  if (name.endsWith('.lora_A.weight')) return 'lora_a';
+  if (name.endsWith('.lora_B.weight')) return 'zeros';
   if (isBias(name)) return 'zeros';
   if (isNormWeight(name)) return 'ones';
   return 'normal';
@@ -59,6 +80,11 @@ export function initialValue(spec: ParamSpec, seed: number, std = spec.std ?? 0.
   const data = new Float32Array(n);
   const kind = initKind(spec.name);
   if (kind === 'ones') data.fill(1);
+  else if (kind === 'lora_a') {
+    const bound = 1 / Math.sqrt(spec.shape[1]!); // gain sqrt(2 / (1 + 5)) * sqrt(3 / fan_in)
+    const rng = Rng.derive(seed, spec.name);
+    for (let i = 0; i < n; i++) data[i] = (2 * rng.next() - 1) * bound;
+  }
   else if (kind === 'normal') {
     const rng = Rng.derive(seed, spec.name); // per-tensor stream: adding a tensor does not shift the others
     for (let i = 0; i < n; i++) data[i] = rng.normal() * std;

@@ -185,6 +185,9 @@ export const M = {
   TrustStoreUnusable: def(9104, 'error', (dir: string, why: string) => `cannot use the trust records in "${dir}": ${why}`),
   PythonCodeChanged: def(9105, 'error', (file: string, recorded: string, now: string) => `python half "${file}" changed since the graph was compiled (graph ${recorded}, files now ${now}); the export would carry other code than was checked`),
   PythonCodeChangedAtRun: def(9106, 'error', (file: string, why: string) => `python half "${file}" ${why}; the run's checkpoints carry the class's package beside its weights and would carry other code than was checked`),
+  // LoRA adapters at run time (runtime/ops/lora.ts, runtime/train/adapters.ts) and `pipec merge`
+  AdapterInvalid: def(9110, 'error', (adapter: string, why: string) => `adapter \`${adapter}\` does not fit its component: ${why}`),
+  MergeBadArgument: def(9111, 'error', (why: string) => `pipec merge: ${why}`),
   // `pipec export RUN --target hf` (runtime/export/hf*.ts)
   HfNotLlava: def(9080, 'error', (model: string, why: string) => `model \`${model}\` cannot be written as a transformers LLaVA: ${why}`),
   HfNotExpressible: def(9081, 'error', (component: string, why: string) => `component \`${component}\` has no equivalent in transformers' LLaVA: ${why}`),

@@ -15,7 +15,7 @@ import type { TextTokenizer } from '../data/vocab-tokenizer.js';
 import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { ModelRunner } from '../model.js';
-import { ParamStore, paramSpecs } from '../params.js';
+import { modelParamSpecs, ownersOf, ParamStore } from '../params.js';
 import { writeFileAtomic } from '../weights/atomic.js';
 import { latestCheckpoint, loadComponents, loadWeightsInto, readTrainerState } from '../train/checkpoint.js';
 import { readRunTokenizer } from '../train/generate-run.js';
@@ -107,9 +107,9 @@ async function evaluateWith(
     if (data.skippedDetail) io.err(`warning PIPE9008: ${data.skippedDetail}\n`);
     const samples = [...data.train, ...data.heldout];
     if (!samples.length) throw runtimeError(M.EvalBadArgument, [`dataset \`${dataset}\` has no usable record`], undefined, '`pipec check --data` lists the records that fail');
-    const params = new ParamStore(paramSpecs(model.components), stage.seed);
+    const params = new ParamStore(modelParamSpecs(model), stage.seed);
     try {
-      const weights = load(params, model.components.map((c) => c.name));
+      const weights = load(params, ownersOf(model));
       const runner = new ModelRunner(model, params, await loadCustomOps(model, baseDir));
       // Exact match needs replies to questions: a `plain` (captioning) template has none.
       const accuracy = data.template.name !== 'plain' || !!data.template.jinja;

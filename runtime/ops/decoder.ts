@@ -3,6 +3,7 @@
 // final norm and the LM head (tied to the embedding when `tie_embeddings`). Names are transformers'.
 import * as tf from '@tensorflow/tfjs-core';
 import { linear } from '../backend/kernels.js';
+import { adaptedLinear } from './lora.js';
 import { attention, causalBias, mergeHeads, repeatKv, rmsNorm, rope, splitHeads } from './nn.js';
 import { num, type OpContext } from './types.js';
 
@@ -12,11 +13,11 @@ export type FeedForward = (ctx: OpContext, x: tf.Tensor, layer: number) => tf.Te
 function selfAttention(ctx: OpContext, x: tf.Tensor, i: number, bias: tf.Tensor4D, start: number): tf.Tensor {
   const a = ctx.attrs;
   const heads = num(a, 'heads'), kvHeads = num(a, 'kv_heads', heads), theta = num(a, 'rope_theta', 10000);
-  const p = (n: string) => ctx.param(`model.layers.${i}.self_attn.${n}`);
+  const p = (n: string) => `model.layers.${i}.self_attn.${n}`;
   const B = x.shape[0]!;
-  const q = rope(splitHeads(linear(x, p('q_proj.weight')), heads), theta, start); // [B*H, T, d]
-  let k = rope(splitHeads(linear(x, p('k_proj.weight')), kvHeads), theta, start); // [B*Hk, T, d]
-  let v = splitHeads(linear(x, p('v_proj.weight')), kvHeads); // [B*Hk, T, d]
+  const q = rope(splitHeads(adaptedLinear(ctx, x, p('q_proj')), heads), theta, start); // [B*H, T, d]
+  let k = rope(splitHeads(adaptedLinear(ctx, x, p('k_proj')), kvHeads), theta, start); // [B*Hk, T, d]
+  let v = splitHeads(adaptedLinear(ctx, x, p('v_proj')), kvHeads); // [B*Hk, T, d]
   if (ctx.cache) {
     const c = ctx.cache.layers[i];
     if (c) {
@@ -29,7 +30,7 @@ function selfAttention(ctx: OpContext, x: tf.Tensor, i: number, bias: tf.Tensor4
   }
   const rep = heads / kvHeads;
   const out = attention(q, repeatKv(k, B, rep), repeatKv(v, B, rep), bias); // [B*H, T, d]
-  return linear(mergeHeads(out, B), p('o_proj.weight'));
+  return adaptedLinear(ctx, mergeHeads(out, B), p('o_proj'));
 }
 
 /** x: [B, T, D] input embeddings -> logits [B, T, V]. */
@@ -48,6 +49,5 @@ export function decoder(ctx: OpContext, x: tf.Tensor, ff: FeedForward): tf.Tenso
   }
   if (ctx.cache) ctx.cache.length = start + T;
   x = rmsNorm(x, ctx.param('model.norm.weight'), eps);
-  const head = a['tie_embeddings'] === true ? ctx.param('model.embed_tokens.weight') : ctx.param('lm_head.weight');
-  return linear(x, head); // [B, T, V]
+  return a['tie_embeddings'] === true ? linear(x, ctx.param('model.embed_tokens.weight')) : adaptedLinear(ctx, x, 'lm_head'); // [B, T, V]
 }

@@ -4,8 +4,8 @@
 // scatter back). The load-balancing loss (transformers' load_balancing_loss_func over all layers'
 // router outputs, padding excluded) times `aux_loss_coef` is added to the training loss.
 import * as tf from '@tensorflow/tfjs-core';
-import { linear } from '../backend/kernels.js';
 import { decoder } from './decoder.js';
+import { adaptedLinear } from './lora.js';
 import { silu } from './nn.js';
 import { num, type OpContext, type OpImpl } from './types.js';
 
@@ -33,11 +33,11 @@ export interface RouterStats {
 /** One MoE block. x: [B, T, D] -> [B, T, D]; pushes its router statistics to `stats`. */
 export function moeBlock(ctx: OpContext, x: tf.Tensor, layer: number, stats: RouterStats[]): tf.Tensor {
   const experts = num(ctx.attrs, 'experts'), k = num(ctx.attrs, 'top_k');
-  const p = (n: string) => ctx.param(`model.layers.${layer}.block_sparse_moe.${n}`);
+  const p = (n: string) => `model.layers.${layer}.block_sparse_moe.${n}`;
   const D = x.shape[x.rank - 1]!;
   const x2 = tf.reshape(x, [-1, D]); // [N, D]
   const N = x2.shape[0]!;
-  const probs = tf.softmax(linear(x2, p('gate.weight'))) as tf.Tensor2D; // [N, E]
+  const probs = tf.softmax(adaptedLinear(ctx, x2, p('gate'))) as tf.Tensor2D; // [N, E]
   const top = topKIndices(probs.dataSync() as Float32Array, N, experts, k);
   const chosen = new Float32Array(N * experts);
   for (let r = 0; r < N; r++) for (let j = 0; j < k; j++) chosen[r * experts + top[r * k + j]!] = 1;
@@ -51,8 +51,8 @@ export function moeBlock(ctx: OpContext, x: tf.Tensor, layer: number, stats: Rou
     if (rows.length === 0) continue;
     const idx = tf.tensor1d(rows, 'int32');
     const xe = tf.gather(x2, idx); // [n_e, D]
-    const q = (n: string) => p(`experts.${e}.${n}.weight`);
-    const ye = linear(tf.mul(silu(linear(xe, q('w1'))), linear(xe, q('w3'))), q('w2')); // [n_e, D]
+    const q = (n: string) => p(`experts.${e}.${n}`);
+    const ye = adaptedLinear(ctx, tf.mul(silu(adaptedLinear(ctx, xe, q('w1'))), adaptedLinear(ctx, xe, q('w3'))), q('w2')); // [n_e, D]
     const we = tf.gather(tf.slice(weights, [0, e], [N, 1]), idx); // [n_e, 1]
     out = tf.add(out, tf.unsortedSegmentSum(tf.mul(ye, we), idx, N));
   }

@@ -2,6 +2,7 @@
 // the table in ops/registry.ts by the graph node's `op`; parameters are looked up by HF name.
 import type * as tf from '@tensorflow/tfjs-core';
 import type { AttrValue } from '../../compiler/ir/graph.js';
+import type { DropoutStream, LoraUse } from './lora.js';
 
 export interface BatchInfo {
   /** [B, T] 1 for real tokens, 0 for padding. */
@@ -33,6 +34,10 @@ export interface OpContext {
   /** Auxiliary losses (already multiplied by their coefficients), added to the training loss. */
   auxLosses: tf.Scalar[];
   cache?: KvCache;
+  /** The model's LoRA-adapted linear layers by module name (ops/lora.ts); absent: none. */
+  lora?: ReadonlyMap<string, LoraUse>;
+  /** Set in a training forward only: where LoRA dropout draws its masks. */
+  dropout?: DropoutStream;
 }
 
 export type OpImpl = (ctx: OpContext, inputs: tf.Tensor[]) => tf.Tensor;

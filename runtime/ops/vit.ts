@@ -5,6 +5,7 @@
 // for `select: "patch"`.
 import * as tf from '@tensorflow/tfjs-core';
 import { linear } from '../backend/kernels.js';
+import { adaptedLinear } from './lora.js';
 import { ACTIVATIONS, type Activation, attention, layerNorm, mergeHeads, splitHeads } from './nn.js';
 import { num, type OpContext, type OpImpl } from './types.js';
 
@@ -30,13 +31,14 @@ function encoderLayer(ctx: OpContext, x: tf.Tensor, i: number, heads: number, ep
   const p = (n: string) => ctx.param(`vision_model.encoder.layers.${i}.${n}`);
   const B = x.shape[0]!;
   const h = layerNorm(x, p('layer_norm1.weight'), p('layer_norm1.bias'), eps);
-  const q = splitHeads(linear(h, p('self_attn.q_proj.weight'), p('self_attn.q_proj.bias')), heads);
-  const k = splitHeads(linear(h, p('self_attn.k_proj.weight'), p('self_attn.k_proj.bias')), heads);
-  const v = splitHeads(linear(h, p('self_attn.v_proj.weight'), p('self_attn.v_proj.bias')), heads);
+  const l = (t: tf.Tensor, n: string) => adaptedLinear(ctx, t, `vision_model.encoder.layers.${i}.${n}`);
+  const q = splitHeads(l(h, 'self_attn.q_proj'), heads);
+  const k = splitHeads(l(h, 'self_attn.k_proj'), heads);
+  const v = splitHeads(l(h, 'self_attn.v_proj'), heads);
   const a = mergeHeads(attention(q, k, v), B); // [B, N, D]
-  x = tf.add(x, linear(a, p('self_attn.out_proj.weight'), p('self_attn.out_proj.bias')));
+  x = tf.add(x, l(a, 'self_attn.out_proj'));
   const h2 = layerNorm(x, p('layer_norm2.weight'), p('layer_norm2.bias'), eps);
-  const m = linear(ACTIVATIONS[act](linear(h2, p('mlp.fc1.weight'), p('mlp.fc1.bias'))), p('mlp.fc2.weight'), p('mlp.fc2.bias'));
+  const m = l(ACTIVATIONS[act](l(h2, 'mlp.fc1')), 'mlp.fc2');
   return tf.add(x, m);
 }
 

@@ -1,5 +1,6 @@
 // Run checkpoints. Layout of RUN/checkpoints/NAME/:
 //   <component>/model.safetensors + config.json   each component in its Hugging Face layout and names
+//   <adapter>/adapter_model.safetensors + adapter_config.json   each LoRA adapter in PEFT's format (adapters.ts)
 //   <component>/*.py                              a custom class's Python package, named by config.json's
 //                                                 auto_map (python-package.ts): loads with trust_remote_code
 //   optimizer.safetensors                         AdamW moments of the trainable parameters
@@ -14,7 +15,7 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { ComponentDef } from '../../compiler/ir/graph.js';
+import type { AdapterDef, ComponentDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
 import type { ParamStore } from '../params.js';
 import { ensureRealDir, fsyncDir, refuseLink, writeFileAtomic } from '../weights/atomic.js';
@@ -22,6 +23,7 @@ import { hfConfig } from '../weights/hf-config.js';
 import { readCheckpointMeta } from '../../compiler/check/checkpoint-io.js';
 import { describeLayout, detectLayout, elsewhere, familyOfTensors, sliceRange, slicedShape, sourceOf, splitWeightsRef } from '../../compiler/check/hf-layout.js';
 import { encodeSafetensors, readWeights, TensorReader } from '../weights/safetensors.js';
+import { adapterFiles, isAdapterName, loadAdapterInto } from './adapters.js';
 import { ManifestWriter } from './manifest.js';
 import type { PackageFile } from './python-package.js';
 import type { Optimizer } from './optimizer.js';
@@ -81,6 +83,8 @@ export interface SaveArgs {
   runDir: string;
   name: string;
   components: readonly ComponentDef[];
+  /** The model's LoRA adapters, each written in PEFT's format in a folder of its name (adapters.ts). */
+  adapters?: readonly AdapterDef[];
   params: ParamStore;
   optimizer: Optimizer | null;
   state: TrainerState;
@@ -111,6 +115,12 @@ export function saveCheckpoint(a: SaveArgs): string {
       fs.mkdirSync(path.dirname(path.join(tmp, rel)), { recursive: true }); // a package's sub-folder, inside the fresh temporary
       files.write(rel, f.text);
     }
+  }
+  for (const ad of a.adapters ?? []) {
+    fs.mkdirSync(path.join(tmp, ad.name));
+    // the component's folder as it will be once published, for PEFT's AutoPeftModel
+    const base = path.resolve(root, a.name, ad.component);
+    for (const [f, data] of adapterFiles(ad, a.components.find((c) => c.name === ad.component)!, a.params, base)) files.write(path.join(ad.name, f), data);
   }
   a.phase?.('optimizer');
   if (a.optimizer) {
@@ -202,9 +212,9 @@ export function readTrainerState(dir: string): TrainerState {
   return s;
 }
 
-/** Loads the named components' tensors from a checkpoint (or any folder of per-component HF dirs). */
+/** Loads the named components' (and adapters') tensors from a checkpoint (or any folder of per-component HF dirs). */
 export function loadComponents(dir: string, components: readonly string[], params: ParamStore): void {
-  for (const c of components) loadWeightsInto(path.join(dir, c), params.ofComponent(c), params);
+  for (const c of components) (isAdapterName(c) ? loadAdapterInto : loadWeightsInto)(path.join(dir, c), params.ofComponent(c), params);
 }
 
 /**

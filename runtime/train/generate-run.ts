@@ -18,7 +18,7 @@ import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { generate } from '../generate.js';
 import { ModelRunner } from '../model.js';
-import { ParamStore, paramSpecs } from '../params.js';
+import { modelParamSpecs, ownersOf, ParamStore } from '../params.js';
 import { latestCheckpoint, loadComponents, readTrainerState } from './checkpoint.js';
 import type { AskContext } from './evaluate.js';
 
@@ -72,8 +72,8 @@ export function checkPromptWords(tok: TextTokenizer, prompt: string): void {
 }
 
 function loadFinalWeights(ckpt: string, model: ModelDef): ParamStore {
-  const params = new ParamStore(paramSpecs(model.components), 0);
-  loadComponents(ckpt, model.components.map((c) => c.name), params);
+  const params = new ParamStore(modelParamSpecs(model), 0);
+  loadComponents(ckpt, ownersOf(model), params);
   return params;
 }
 

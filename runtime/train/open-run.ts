@@ -16,7 +16,7 @@ import { type TextTokenizer, vocabTokenizerFromJson } from '../data/vocab-tokeni
 import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { ModelRunner } from '../model.js';
-import { ParamStore, paramSpecs } from '../params.js';
+import { modelParamSpecs, ownersOf, ParamStore } from '../params.js';
 import { latestCheckpoint, loadComponents, readTrainerState, type TrainerState } from './checkpoint.js';
 
 export interface OpenedRun {
@@ -101,9 +101,9 @@ export interface LoadedModel {
 /** The run's final weights in a ModelRunner (starts `backend` first when given; otherwise the current one is used). */
 export async function loadRunModel(run: OpenedRun, o: { backend?: BackendChoice } = {}): Promise<LoadedModel> {
   if (o.backend) await initBackend(o.backend);
-  const params = new ParamStore(paramSpecs(run.model.components), 0);
+  const params = new ParamStore(modelParamSpecs(run.model), 0);
   try {
-    loadComponents(run.checkpoint, run.model.components.map((c) => c.name), params);
+    loadComponents(run.checkpoint, ownersOf(run.model), params);
     const runner = new ModelRunner(run.model, params, await loadCustomOps(run.model, run.baseDir));
     return { runner, params, dispose: () => params.dispose() };
   } catch (e) {

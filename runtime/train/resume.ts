@@ -14,7 +14,8 @@ import { CheckpointError, readCheckpointMeta, readSafetensorsHeader, type Tensor
 import type { Graph } from '../../compiler/ir/graph.js';
 import { type MessageDef } from '../../compiler/diagnostics/catalogue.js';
 import { M, runtimeError } from '../errors.js';
-import { paramSpecs } from '../params.js';
+import { modelParamSpecs } from '../params.js';
+import { ADAPTER_WEIGHTS, PEFT_PREFIX } from './adapters.js';
 import { writeFileAtomic } from '../weights/atomic.js';
 import { CHECKPOINT_NAME, checkpointName, LATEST_FILE, parseTrainerState, readLatestName, type TrainerState } from './checkpoint.js';
 import { verifyManifest } from './manifest.js';
@@ -77,11 +78,16 @@ export function inspectCheckpoint(dir: string, name: string, g: Graph, hash: str
   if (checkpointName(state.stage_index, state.stage, state.step) !== name) return bad(`trainer_state.json says stage ${state.stage} step ${state.step}, which is not the checkpoint's name`);
   if (state.step > state.total_steps || state.final !== (state.step === state.total_steps)) return bad(`trainer_state.json says step ${state.step} of ${state.total_steps}${state.final ? ', final' : ''}, which cannot be`);
   const model = g.models.find((m) => m.name === stage.model)!;
-  const specs = paramSpecs(model.components);
+  const specs = modelParamSpecs(model);
   for (const c of model.components) {
     const want = specs.filter((p) => p.component === c.name);
     if (!want.length) continue;
     const why = missingTensor(() => readCheckpointMeta(path.join(dir, c.name)).tensors, want.map((p) => [p.name, p.shape]), `${c.name}/model.safetensors`);
+    if (why) return bad(why);
+  }
+  for (const a of model.adapters ?? []) { // each in PEFT's format and names (adapters.ts)
+    const want = specs.filter((p) => p.component === a.name);
+    const why = missingTensor(() => readSafetensorsHeader(path.join(dir, a.name, ADAPTER_WEIGHTS)).tensors, want.map((p) => [PEFT_PREFIX + p.name, p.shape]), `${a.name}/${ADAPTER_WEIGHTS}`);
     if (why) return bad(why);
   }
   if (!state.final) {

@@ -25,7 +25,7 @@ import { runTokenizer } from '../data/run-tokenizer.js';
 import { loadCustomOps } from '../custom.js';
 import { M, runtimeError } from '../errors.js';
 import { ModelRunner } from '../model.js';
-import { ParamStore, paramSpecs } from '../params.js';
+import { modelParamSpecs, ownersOf, ParamStore } from '../params.js';
 import { Rng } from '../random.js';
 import { writeFileAtomic } from '../weights/atomic.js';
 import { checkpointName, loadComponents, loadOptimizer, loadWeightsInto, saveCheckpoint, type SavePhase, type StageSummary, type TrainerState } from './checkpoint.js';
@@ -178,7 +178,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     if (!params || paramsModel !== model.name) {
       params?.dispose();
       fresh = true;
-      params = new ParamStore(paramSpecs(model.components), stage.seed);
+      params = new ParamStore(modelParamSpecs(model), stage.seed);
       paramsModel = model.name;
       for (const c of model.components) if (c.weights) loadWeightsInto(path.resolve(o.baseDir, c.weights), params.ofComponent(c.name), params, c.weights);
     }
@@ -186,9 +186,9 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     // their final checkpoints; within one process and model they are already in memory.
     const resumingHere = resumeFrom && si === resumeFrom.state.stage_index ? resumeFrom : null;
     if (fresh && si > 0 && !resumingHere) { // a resume's checkpoint holds every component itself
-      for (const h of stage.handoff) if (stageCheckpoints[h.from]) loadHandoff(path.join(o.runDir, 'checkpoints', stageCheckpoints[h.from]!), h.component, params);
+      for (const h of handoffsOf(g, stage, model)) if (stageCheckpoints[h.from]) loadHandoff(path.join(o.runDir, 'checkpoints', stageCheckpoints[h.from]!), h.component, params);
     }
-    if (resumingHere) loadComponents(resumingHere.dir, model.components.map((c) => c.name), params);
+    if (resumingHere) loadComponents(resumingHere.dir, ownersOf(model), params);
     if (resumingHere?.state.final) continue; // the interruption came after this stage had finished
 
     const trainable = new Map<string, tf.Variable>();
@@ -209,6 +209,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     const padId = tokenizer.padId ?? 0;
     const baseLr = Number(stage.optimizer.attrs['lr']);
     out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${samples} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
+    for (const a of model.adapters ?? []) if (a.quantize !== 'none' && stage.train.includes(a.name)) out.line(`note: adapter ${a.name} declares quantize: ${a.quantize} (QLoRA); pipec's runtime holds and computes \`${a.component}\` in fp32 (the exported PyTorch program quantizes it on CUDA)`);
     const stageT0 = performance.now();
     let tokensSeen = 0, lastLoss = NaN;
     // this stage's training time and tokens, including an earlier process's before the resume
@@ -227,7 +228,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       };
       run.lock.verify(); // a lock removed by hand under this process: stop before writing
       saveCheckpoint({
-        runDir: o.runDir, name, components: model.components, params: params!, optimizer, state, keep: stage.checkpoint.keep, packages,
+        runDir: o.runDir, name, components: model.components, adapters: model.adapters, params: params!, optimizer, state, keep: stage.checkpoint.keep, packages,
         beforePublish: () => o.hooks?.beforePublish?.(name), phase: (p) => o.hooks?.checkpointPhase?.(p, name),
       });
     };
@@ -240,7 +241,8 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       const waited0 = feed.waited;
       const micro: Batch[] = [];
       for (let a = 0; a < stage.accumulate; a++) micro.push(await feed.take());
-      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro);
+      const first = step * stage.accumulate; // LoRA dropout's masks follow the micro-batch, so a resume draws the same ones
+      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, (a) => ({ seed: stage.seed, key: `${stage.name}/${first + a}` }));
       if (!Number.isFinite(loss)) {
         for (const t of grads.values()) t.dispose();
         throw runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
@@ -298,6 +300,17 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
   log.finish('finished');
   params?.dispose();
   return summary;
+}
+
+/**
+ * What a stage takes over from earlier stages: the compiler's hand-offs, and an adapter of this model
+ * that the stage it continues from trained (a LoRA stage after a LoRA stage starts from its adapter).
+ */
+function handoffsOf(g: Graph, stage: StagePlan, model: ModelDef): { component: string; from: string }[] {
+  const out = [...stage.handoff];
+  const prev = g.stages.find((s) => s.name === stage.after);
+  for (const a of model.adapters ?? []) if (prev?.train.includes(a.name) && !out.some((h) => h.component === a.name)) out.push({ component: a.name, from: prev.name });
+  return out;
 }
 
 /** A hand-off from an earlier stage's final checkpoint, whose files must match its manifest. */

@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { type Batch, pixelTensor } from '../data/batch.js';
 import type { ModelRunner } from '../model.js';
+import type { DropoutStream } from '../ops/lora.js';
 
 export interface StepGradients {
   grads: Map<string, tf.Tensor>;
@@ -15,14 +16,15 @@ export interface StepGradients {
   tokens: number;
 }
 
-export function accumulateGradients(runner: ModelRunner, trainable: ReadonlyMap<string, tf.Variable>, micro: readonly Batch[]): StepGradients {
+/** `dropout(a)`: where micro-batch `a` of the step draws its LoRA dropout masks (absent: none). */
+export function accumulateGradients(runner: ModelRunner, trainable: ReadonlyMap<string, tf.Variable>, micro: readonly Batch[], dropout?: (a: number) => DropoutStream): StepGradients {
   const grads = new Map<string, tf.Tensor>();
   let loss = 0, lm = 0, aux = 0, tokens = 0;
-  for (const batch of micro) {
+  for (const [a, batch] of micro.entries()) {
     tokens += batch.info.attentionMask.reduce((x, y) => x + y, 0);
     const parts = { lm: 0, aux: 0 };
     const { value, grads: g } = tf.variableGrads(() => {
-      const r = runner.forward({ pixels: pixelTensor(batch), inputIds: batch.inputIds, labels: batch.labels, info: batch.info });
+      const r = runner.forward({ pixels: pixelTensor(batch), inputIds: batch.inputIds, labels: batch.labels, info: batch.info, dropout: dropout?.(a) });
       parts.lm = r.lmLoss ? r.lmLoss.dataSync()[0]! : 0;
       parts.aux = r.auxLoss ? r.auxLoss.dataSync()[0]! : 0;
       return r.loss!;
