@@ -21,7 +21,8 @@ import { testBackends, useBackend } from './helpers/numeric.js';
 import { runPython, transformersPython } from './helpers/python.js';
 import { PYTHON_ENV } from './helpers/reference.js';
 import { unavailable } from './helpers/required.js';
-import { everyKindModel, tinyLoraGraph } from './lora-fixtures.js';
+import { compile } from '../compiler/service/service.js';
+import { everyKindModel, TINY_LORA, tinyLoraGraph } from './lora-fixtures.js';
 import { repo } from './paths.js';
 import { lossRows, runIn, tensorFiles, tinyGraph, tmpDir } from './run-fixtures.js';
 
@@ -170,6 +171,34 @@ describe('LoRA training (tiny program, wasm, in-process)', function () {
       assert.notDeepEqual(A, fresh.get('model.layers.0.self_attn.q_proj.lora_A.weight').dataSync(), 'lora_A was trained');
       const opt = [...readWeights(ck(ref, checkpointName(0, 'align', 18))).keys()].sort();
       assert.deepEqual(opt, fresh.ofComponent('lm.lora').flatMap((n) => [`exp_avg.${n}`, `exp_avg_sq.${n}`]).sort());
+    } finally {
+      fresh.dispose();
+    }
+  });
+
+  it('per-component settings: `train: [proj(lr: 0.05, weight_decay: 0.0), lm.lora]` moves the projector by its own lr and the adapter by the stage\'s', async () => {
+    // AdamW's first step moves an entry by lr * |g| / (|g| + eps): the largest move of a tensor is its lr
+    const text = fs.readFileSync(TINY_LORA, 'utf8')
+      .replace('train: [lm.lora]\n  freeze: [vision, proj, lm]', 'train: [proj(lr: 0.05, weight_decay: 0.0), lm.lora]\n  freeze: [vision, lm]')
+      .replace('schedule: cosine(warmup_ratio: 0.1)', 'schedule: constant')
+      .replace('steps: 20', 'steps: 1');
+    const dir = tmpDir('lora-groups');
+    const file = path.join(dir, 'groups.pipe');
+    fs.writeFileSync(file, text);
+    const r = compile({ file, configFiles: [], sets: [], lower: true });
+    assert.ok(r.graph, r.diagnostics.map((d) => d.message).join('; '));
+    assert.deepEqual(r.graph.stages[0]!.param_groups, [{ name: 'proj', lr: 0.05, weight_decay: 0 }]);
+    const ran = await runIn(path.join(dir, 'run'), { graph: r.graph, baseDir: dir });
+    assert.equal(ran.error, undefined, `${ran.error?.render()}\n${ran.log}`);
+    const fresh = new ParamStore(modelParamSpecs(r.graph.models[0]!), r.graph.stages[0]!.seed);
+    try {
+      const after = (c: string) => readWeights(path.join(dir, 'run', 'checkpoints', checkpointName(0, 'align', 1), c));
+      const largestMove = (saved: Map<string, { data: Float32Array }>, names: string[], peft = '') =>
+        Math.max(...names.map((n) => maxDiff(saved.get(peft + n)!.data, fresh.get(n).dataSync() as Float32Array)));
+      const proj = largestMove(after('proj'), fresh.ofComponent('proj'));
+      const lora = largestMove(after('lm.lora'), fresh.ofComponent('lm.lora'), 'base_model.model.');
+      assert.ok(proj > 0.05 * 0.99 && proj <= 0.05 * (1 + 1e-6), `the projector moved by up to ${proj}, its lr is 0.05`);
+      assert.ok(lora > 0.01 * 0.99 && lora <= 0.01 * (1 + 1e-6), `the adapter moved by up to ${lora}, the stage's lr is 0.01`);
     } finally {
       fresh.dispose();
     }

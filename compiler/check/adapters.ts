@@ -12,17 +12,38 @@ import { closest, didYouMean } from './suggest.js';
 import type { Value } from './values.js';
 
 /** Linear layers of a component by module name (the name's last part before `.weight`, PEFT's
- * target_modules): its 2-D weights, except embeddings and the LM head (PEFT treats those apart). */
+ * target_modules): its 2-D weights, except embeddings (PEFT adapts those differently). A module named
+ * by a loop index (the projector's `linear_{k+2}`) is one module per index: `linear_2`, `linear_3`. */
 export function linearLayers(c: ComponentInfo): Map<string, TensorSpec[]> {
   const out = new Map<string, TensorSpec[]>();
   for (const t of c.tensors) {
-    if (t.shape.length !== 2 || !t.name.endsWith('.weight')) continue;
-    const parts = t.name.split('.');
-    const module = parts[parts.length - 2]!;
-    if (/embed/.test(t.name) || module === 'lm_head') continue;
-    out.set(module, [...(out.get(module) ?? []), t]);
+    if (t.shape.length !== 2 || !t.name.endsWith('.weight') || /embed/.test(t.name)) continue;
+    for (const spec of byModuleIndex(t)) {
+      const parts = spec.name.split('.');
+      const module = parts[parts.length - 2]!;
+      out.set(module, [...(out.get(module) ?? []), spec]);
+    }
   }
   return out;
+}
+
+/** A tensor whose module name holds loop indices, as one tensor per value of those loops. */
+function byModuleIndex(t: TensorSpec): TensorSpec[] {
+  const parts = t.name.split('.');
+  const module = parts[parts.length - 2]!;
+  let specs = [t];
+  for (const loop of t.loops) {
+    const at = new RegExp(`\\{${loop.var}\\s*(?:([+-])\\s*(\\d+))?\\}`, 'g');
+    if (!new RegExp(at.source).test(module)) continue;
+    specs = specs.flatMap((s) =>
+      Array.from({ length: loop.count }, (_, i) => {
+        const p = s.name.split('.');
+        p[p.length - 2] = p[p.length - 2]!.replace(at, (_m, sign?: string, n?: string) => String(i + (n ? (sign === '-' ? -1 : 1) * Number(n) : 0)));
+        return { name: p.join('.'), shape: s.shape, loops: s.loops.filter((l) => l !== loop) };
+      }),
+    );
+  }
+  return specs;
 }
 
 export function bindAdapters(model: ModelInfo, file: LoadedFile, reporter: Reporter, ctx: CallContext, sigOf: (d: A.SignatureDecl) => SigInfo): void {

@@ -15,7 +15,8 @@
 // state; and the component they adapt stores its activations (backward passes through it), frozen or
 // not. A QLoRA adapter (`quantize: nf4 | int8`) holds the linear layers of its component quantized, as
 // bitsandbytes does: NF4 with double quantization 4.127 bits a parameter (Dettmers et al.), int8 one
-// byte (its per-row scales left out); embeddings, norms and the LM head stay at the precision's width.
+// byte (its per-row scales left out); embeddings, norms and the LM head (transformers keeps it out of
+// bitsandbytes) stay at the precision's width.
 import { M } from '../diagnostics/catalogue.js';
 import { linearLayers } from './adapters.js';
 import type { ComponentInfo, Program, Reporter, StageInfo } from './program.js';
@@ -113,7 +114,8 @@ export function estimateStage(stage: StageInfo, program: Program): StageEstimate
   const quantizedWidth = new Map<ComponentInfo, { params: number; bytes: number }>();
   for (const a of adapters) {
     if (a.quantize === 'none') continue;
-    const params = [...linearLayers(a.component).values()].flat().reduce((n, t) => n + t.shape[0]! * t.shape[1]! * t.loops.reduce((k, l) => k * l.count, 1), 0);
+    // transformers keeps the output layer (lm_head) out of bitsandbytes' quantization
+    const params = [...linearLayers(a.component)].filter(([m]) => m !== 'lm_head').flatMap(([, ts]) => ts).reduce((n, t) => n + t.shape[0]! * t.shape[1]! * t.loops.reduce((k, l) => k * l.count, 1), 0);
     quantizedWidth.set(a.component, { params, bytes: a.quantize === 'nf4' ? 4.127 / 8 : 1 });
   }
   for (const c of comps) {
