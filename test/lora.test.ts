@@ -22,6 +22,7 @@ import { runPython, transformersPython } from './helpers/python.js';
 import { PYTHON_ENV } from './helpers/reference.js';
 import { unavailable } from './helpers/required.js';
 import { compile } from '../compiler/service/service.js';
+import { exportHf } from '../runtime/export/hf.js';
 import { everyKindModel, TINY_LORA, tinyLoraGraph } from './lora-fixtures.js';
 import { repo } from './paths.js';
 import { lossRows, runIn, tensorFiles, tinyGraph, tmpDir } from './run-fixtures.js';
@@ -226,6 +227,23 @@ describe('LoRA training (tiny program, wasm, in-process)', function () {
     ]);
     const manifest = JSON.parse(fs.readFileSync(path.join(ck(ref, FINAL), 'manifest.json'), 'utf8')) as { files: Record<string, unknown> };
     assert.ok(manifest.files['lm.lora/adapter_model.safetensors'] && manifest.files['lm.lora/adapter_config.json'], 'the manifest covers the adapter');
+  });
+
+  it('export --target hf folds the adapters in: the LLaVA folder\'s q_proj is pipec merge\'s W + alpha/r B A, its v_proj too, and an unadapted weight is the base', async () => {
+    const work = tmpDir('lora-hf');
+    const res = exportHf(ref, path.join(work, 'hf'));
+    assert.ok(res.notes.some((n) => n.includes('lm.lora folded into the weights')), res.notes.join('\n'));
+    let err = '';
+    assert.equal(await main(['merge', ref, '--out', path.join(work, 'merged')], { out: () => undefined, err: (s) => (err += s) }), 0, err);
+    const hf = readWeights(path.join(work, 'hf'));
+    const merged = readWeights(path.join(work, 'merged', 'lm'));
+    const base = readWeights(path.join(ck(ref, FINAL), 'lm'));
+    const exported = (n: string) => [...hf].find(([k]) => k.includes('language_model') && k.endsWith(n))![1].data;
+    for (const n of ['layers.0.self_attn.q_proj.weight', 'layers.0.self_attn.v_proj.weight']) {
+      assert.deepEqual(exported(n), merged.get(`model.${n}`)!.data, n);
+      assert.notDeepEqual(exported(n), base.get(`model.${n}`)!.data, `${n}: the adapter changes it`);
+    }
+    assert.deepEqual(exported('layers.0.self_attn.k_proj.weight'), base.get('model.layers.0.self_attn.k_proj.weight')!.data);
   });
 
   for (const stop of [5, 20]) {

@@ -12,7 +12,11 @@
 // replaced only when it is empty or an earlier export.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { AdapterDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
+import { LORA_A } from '../ops/lora.js';
+import { expandTensorNames } from '../params.js';
+import { foldInto, PEFT_PREFIX } from '../train/adapters.js';
 import { openRun, type OpenedRun } from '../train/open-run.js';
 import { fsyncDir, writeFileSynced } from '../weights/atomic.js';
 import { readWeights } from '../weights/safetensors.js';
@@ -99,7 +103,33 @@ export function planHfExport(run: OpenedRun, o: HfExportOptions = {}): { plan: L
     format: HF_EXPORT_FORMAT, version: 1, run: run.dir, checkpoint: path.basename(run.checkpoint), graph_hash: run.state.graph_hash,
     source: run.graph.source, model: run.model.name, notes,
   }, null, 2) + '\n');
-  return { plan, files, tensors: plan.tensors.map((t) => tensorSource(run.checkpoint, t)), notes };
+  const adapters = run.model.adapters ?? [];
+  if (adapters.length) notes.push(`${adapters.map((a) => a.name).join(', ')} folded into the weights (W + alpha/r B A, as \`pipec merge\`): a LLaVA folder holds no adapters; PEFT loads the checkpoint's own adapter folder`);
+  return { plan, files, tensors: plan.tensors.map((t) => withAdapters(tensorSource(run.checkpoint, t), t, run.checkpoint, adapters)), notes };
+}
+
+/** Tensor `t` with every LoRA adapter of its component that targets it folded in (read from the checkpoint's adapter folders). */
+function withAdapters(src: StreamedTensor, t: LlavaTensor, checkpointDir: string, adapters: AdapterDef[]): StreamedTensor {
+  const from = t.from;
+  if (!('component' in from) || !from.source.endsWith('.weight')) return src;
+  const module = from.source.slice(0, -'.weight'.length);
+  const mine = adapters.filter((a) => a.component === from.component && a.tensors.some((x) => expandTensorNames(x).includes(module + LORA_A)));
+  if (!mine.length) return src;
+  return {
+    ...src,
+    read: () => {
+      const w = { shape: t.shape, data: src.read() };
+      for (const a of mine) {
+        const dir = path.join(checkpointDir, a.name);
+        const names = [`${PEFT_PREFIX}${module}${LORA_A}`, `${PEFT_PREFIX}${module}.lora_B.weight`];
+        const got = readWeights(dir, names);
+        const [A, B] = names.map((n) => got.get(n));
+        if (!A || !B) throw runtimeError(M.TensorMissing, [A ? names[1]! : names[0]!, dir], { file: dir });
+        foldInto(w, A.data, B.data, a.rank, a.alpha / a.rank);
+      }
+      return w.data;
+    },
+  };
 }
 
 /** Exports the run in `runDir` into `outDir`. */

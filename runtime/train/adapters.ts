@@ -85,8 +85,19 @@ export function isAdapterName(name: string): boolean {
  * `weights` maps HF weight names to [out, in] data (modified in place), `lora` the adapter's tensors by
  * pipec's names.
  */
+/** w [out, in] += scale * B [out, r] @ A [r, in], in place (each sum in float64, rounded once). */
+export function foldInto(w: { shape: number[]; data: Float32Array }, A: Float32Array, B: Float32Array, r: number, scale: number): void {
+  const [out, inn] = w.shape as [number, number];
+  for (let o = 0; o < out; o++)
+    for (let i = 0; i < inn; i++) {
+      let s = 0;
+      for (let k = 0; k < r; k++) s += B[o * r + k]! * A[k * inn + i]!;
+      w.data[o * inn + i] = w.data[o * inn + i]! + scale * s;
+    }
+}
+
 export function foldAdapter(a: AdapterDef, weights: Map<string, { shape: number[]; data: Float32Array }>, lora: ReadonlyMap<string, Float32Array>): string[] {
-  const scale = a.alpha / a.rank, r = a.rank;
+  const scale = a.alpha / a.rank;
   const folded: string[] = [];
   for (const t of a.tensors)
     for (const n of expandTensorNames(t)) {
@@ -95,13 +106,7 @@ export function foldAdapter(a: AdapterDef, weights: Map<string, { shape: number[
       const w = weights.get(`${module}.weight`);
       const A = lora.get(n), B = lora.get(`${module}.lora_B.weight`);
       if (!w || !A || !B) throw new Error(`foldAdapter: ${module} is missing its weight, lora_A or lora_B`);
-      const [out, inn] = w.shape as [number, number];
-      for (let o = 0; o < out; o++)
-        for (let i = 0; i < inn; i++) {
-          let s = 0;
-          for (let k = 0; k < r; k++) s += B[o * r + k]! * A[k * inn + i]!;
-          w.data[o * inn + i] = w.data[o * inn + i]! + scale * s;
-        }
+      foldInto(w, A, B, a.rank, scale);
       folded.push(`${module}.weight`);
     }
   return folded;
