@@ -2,6 +2,7 @@
 // the table in ops/registry.ts by the graph node's `op`; parameters are looked up by HF name.
 import type * as tf from '@tensorflow/tfjs-core';
 import type { AttrValue } from '../../compiler/ir/graph.js';
+import type { Checkpointing } from './checkpoint.js';
 
 export interface BatchInfo {
   /** [B, T] 1 for real tokens, 0 for padding. */
@@ -33,6 +34,11 @@ export interface OpContext {
   /** Auxiliary losses (already multiplied by their coefficients), added to the training loss. */
   auxLosses: tf.Scalar[];
   cache?: KvCache;
+  /**
+   * Set in a training pass of a stage with `gradient_checkpointing: true`: the ops that support it
+   * (the decoder and ViT layers) run each layer through recomputed() (checkpoint.ts).
+   */
+  checkpoint?: Checkpointing;
 }
 
 export type OpImpl = (ctx: OpContext, inputs: tf.Tensor[]) => tf.Tensor;

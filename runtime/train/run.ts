@@ -238,7 +238,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       const waited0 = feed.waited;
       const micro: Batch[] = [];
       for (let a = 0; a < stage.accumulate; a++) micro.push(await feed.take());
-      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro);
+      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, { gradientCheckpointing: stage.gradient_checkpointing });
       if (!Number.isFinite(loss)) {
         for (const t of grads.values()) t.dispose();
         throw runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
