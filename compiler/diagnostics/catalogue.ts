@@ -95,6 +95,7 @@ export const M = {
   MixtureNested: def(5012, 'error', (source: string, mixture: string) => `\`${source}\` is itself a mixture and cannot be a source of mixture \`${mixture}\`; name its datasets directly`),
   MixtureRatioSum: def(5013, 'error', (mixture: string, sum: string) => `the ratios of mixture \`${mixture}\` add up to ${sum}, not 1`),
   ImagesExceedLength: def(5014, 'error', (stage: string, maxLength: number, dataset: string, images: number, tokens: number) => `stage \`${stage}\`: max_length ${maxLength} cannot hold the ${images} images of a record of \`${dataset}\` (max_images ${images} x ${tokens} image tokens = ${images * tokens})`),
+  PrecisionOnCpu: def(5015, 'warning', (precision: string) => `precision ${precision} has no effect on cpu devices: a CPU has no ${precision} mixed precision, so the stage trains in fp32 there`),
 
   // ---- 6xxx custom components and checkpoints ----
   CustomModuleNotFound: def(6001, 'error', (path: string) => `custom module "${path}" does not exist`),
