@@ -205,3 +205,16 @@ describe('gradient checkpointing: peak memory (cpu)', function () {
     assert.ok(gc.peak < 0.6 * plain.peak, `peak ${gc.peak} with checkpointing, ${plain.peak} without`);
   });
 });
+
+describe('precision at `pipec run` (wasm)', function () {
+  this.timeout(120_000);
+  it('a bf16 stage trains in fp32 on tfjs and says so in one line naming the backend and the export\'s autocast', async () => {
+    let log = '';
+    const out = new Progress({ write: (s: string) => ((log += s), true) });
+    const graph = graphOf(LLAMA, ['stage.align.precision=bf16', 'stage.align.steps=1']);
+    await runProgram({ graph, baseDir: path.dirname(LLAMA), runDir: tmpDir('bf16'), backend: 'wasm', out, evaluate: false, stopAfterSteps: 1 });
+    const notes = log.split('\n').filter((l) => l.startsWith('note: stage align'));
+    assert.deepEqual(notes, ['note: stage align declares bf16; backend wasm has no bf16 compute, so it trains with fp32 weights and compute (the exported PyTorch program autocasts to bf16 on CUDA)']);
+    assert.ok(!log.includes('note: stage finetune'), 'fp32 stages get no note');
+  });
+});
