@@ -209,6 +209,8 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${samples} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
     // tfjs has no bf16/fp16 compute on any of pipec's backends: say so instead of ignoring the field.
     if (stage.precision !== 'fp32') out.line(`note: stage ${stage.name} declares ${stage.precision}; backend ${backend.name} has no ${stage.precision} compute, so it trains with fp32 weights and compute (the exported PyTorch program autocasts to ${stage.precision} on CUDA)`);
+    const unchecked = stage.gradient_checkpointing ? [...new Set(model.nodes.filter((n) => n.op === 'custom' && n.component).map((n) => n.component!))] : [];
+    for (const c of unchecked) out.line(`note: stage ${stage.name} sets gradient_checkpointing; custom component ${c} is recomputed in backward only where it calls its base op (its own layers keep their activations in pipec's runtime)`);
     const stageT0 = performance.now();
     let tokensSeen = 0, lastLoss = NaN;
     // this stage's training time and tokens, including an earlier process's before the resume
