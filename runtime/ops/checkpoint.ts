@@ -14,6 +14,10 @@
 //      gradients for the inputs and the weights, so tf.variableGrads sees the weights' gradients too.
 // A layer must compute the same thing when it runs again: pipec's layers have no dropout, and the MoE
 // layer replays its routing (mixtral.ts).
+// One difference remains: a customGrad returns a gradient for every input, so when the node is on the
+// loss's path only through some of its outputs (a mixtral layer whose router probabilities reach the aux
+// loss while its main output reaches no labelled token), the weights that feed only the others get a zero
+// gradient where tfjs would give none.
 import * as tf from '@tensorflow/tfjs-core';
 import type { OpContext } from './types.js';
 
