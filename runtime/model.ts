@@ -3,6 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ComponentDef, ModelDef } from '../compiler/ir/graph.js';
 import { M, runtimeError } from './errors.js';
+import type { Checkpointing } from './ops/checkpoint.js';
 import { causalLmLoss } from './ops/loss.js';
 import { checkAdapters, loraModules, type DropoutStream, type LoraUse } from './ops/lora.js';
 import { OPS } from './ops/registry.js';
@@ -53,8 +54,11 @@ export class ModelRunner {
     return this.def.image_tokens ?? 0;
   }
 
-  /** Runs the graph. Call inside tf.tidy (or a gradient function); tensors it returns are tidy-owned. */
-  forward(inputs: ModelInputs, cache?: KvCache): ForwardResult {
+  /**
+   * Runs the graph. Call inside tf.tidy (or a gradient function); tensors it returns are tidy-owned.
+   * `checkpoint`: a training pass of a stage with gradient checkpointing (ops/checkpoint.ts).
+   */
+  forward(inputs: ModelInputs, cache?: KvCache, checkpoint?: Checkpointing): ForwardResult {
     const { info } = inputs;
     const values = new Map<string, tf.Tensor | null>();
     values.set('pixel_values', inputs.pixels);
@@ -88,6 +92,7 @@ export class ModelRunner {
         auxLosses,
         cache,
         ...(this.lora.size ? { lora: this.lora, dropout: inputs.dropout } : {}),
+        checkpoint,
       };
       if (node.op === 'llava_splice') ctx.attrs = node.attrs;
       values.set(node.id, this.impl(node.op, node.component)!(ctx, ins as tf.Tensor[]));

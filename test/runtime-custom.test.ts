@@ -51,6 +51,20 @@ describe('runtime: custom components', function () {
     assert.ok(m[11]!.loss < m[0]!.loss, `${m[0]!.loss} -> ${m[11]!.loss}`);
   });
 
+  it('under gradient_checkpointing its base op is recomputed, the losses are those without it, and the run says what is not checkpointed', () => {
+    const run = (gc: boolean) => {
+      const out = tmpDir('custom-gc');
+      const r = pipec(['run', PIPE, '--out', out, '--backend', 'wasm', '--trust', '--set', 'stage.train_all.steps=3', '--set', `stage.train_all.gradient_checkpointing=${gc}`]);
+      assert.equal(r.status, 0, r.stderr);
+      return { losses: readMetrics(out).map((m) => m.loss), notes: r.stderr.split('\n').filter((l) => l.startsWith('note: stage train_all')) };
+    };
+    const plain = run(false), gc = run(true);
+    assert.deepEqual(plain.notes, []);
+    assert.deepEqual(gc.notes, ["note: stage train_all sets gradient_checkpointing; custom component lm is recomputed in backward only where it calls its base op (its own layers keep their activations in pipec's runtime)"]);
+    assert.equal(gc.losses.length, 3);
+    gc.losses.forEach((l, i) => assert.ok(Math.abs(l - plain.losses[i]!) <= 1e-6, `step ${i + 1}: ${l} with checkpointing, ${plain.losses[i]} without`));
+  });
+
   it('without `trust: true` in the program the run stops at the component with PIPE6003 (even with --trust), before importing the module', () => {
     const dir = tmpDir('untrusted');
     fs.cpSync(repo('test/runtime/custom-llm'), path.join(dir, 'custom-llm'), { recursive: true });

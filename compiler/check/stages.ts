@@ -601,6 +601,16 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     reporter.report(M.ShardingNeedsDevices, scalarOverride('sharding')?.range ?? fields.get('sharding')?.value.range ?? decl.name.range, info.sharding);
   }
 
+  // bf16/fp16 mixed precision needs an accelerator; on declared cpu devices the stage runs in fp32
+  // (pipec's runtime computes in fp32 on every backend; the exported program autocasts on CUDA only).
+  if (info.precision !== 'fp32' && info.devices?.device === 'cpu') {
+    // at what this stage itself says: its precision, else its devices, else (both inherited) its name
+    const at = scalarOverride('precision')?.range ?? (own.has('precision') ? fields.get('precision')!.value.range : undefined)
+      ?? (own.has('devices') || ov.some((o) => o.path[0] === 'devices') ? info.devices.range : decl.name.range);
+    const d = reporter.report(M.PrecisionOnCpu, at, info.precision);
+    d.hint = 'write `precision: fp32` (the memory estimate counts 2-byte weights for bf16/fp16), or declare the gpu devices the stage is meant for';
+  }
+
   // sequence length against the image tokens and the llm's context
   if (model?.llm?.ok) {
     const context = model.llm.params.get('context');

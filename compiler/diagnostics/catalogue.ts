@@ -98,6 +98,7 @@ export const M = {
   MixtureRatioSum: def(5013, 'error', (mixture: string, sum: string) => `the ratios of mixture \`${mixture}\` add up to ${sum}, not 1`),
   ImagesExceedLength: def(5014, 'error', (stage: string, maxLength: number, dataset: string, images: number, tokens: number) => `stage \`${stage}\`: max_length ${maxLength} cannot hold the ${images} images of a record of \`${dataset}\` (max_images ${images} x ${tokens} image tokens = ${images * tokens})`),
   QuantizedBaseTrained: def(5015, 'error', (stage: string, component: string, adapter: string, quantize: string) => `stage \`${stage}\` trains \`${component}\`, whose weights adapter \`${adapter}\` holds quantized (${quantize}); quantized weights cannot be trained`),
+  PrecisionOnCpu: def(5016, 'warning', (precision: string) => `precision ${precision} has no effect on cpu devices: a CPU has no ${precision} mixed precision, so the stage trains in fp32 there`),
 
   // ---- 6xxx custom components and checkpoints ----
   CustomModuleNotFound: def(6001, 'error', (path: string) => `custom module "${path}" does not exist`),

@@ -215,7 +215,7 @@ export function exportTorch(g: Graph, o: TorchExportOptions = {}): Map<string, s
   const stages = g.stages.map((s) => ({
     name: s.name, model: s.model, after: s.after ?? null, handoff: s.handoff, train: s.train, freeze: s.freeze, data: s.data,
     optimizer: s.optimizer, schedule: s.schedule, batch: s.batch, accumulate: s.accumulate, global_batch: s.global_batch,
-    precision: s.precision, clip_grad: s.clip_grad, seed: s.seed, checkpoint: s.checkpoint, devices: s.devices, sharding: s.sharding,
+    precision: s.precision, gradient_checkpointing: s.gradient_checkpointing, clip_grad: s.clip_grad, seed: s.seed, checkpoint: s.checkpoint, devices: s.devices, sharding: s.sharding,
     ...(s.param_groups ? { param_groups: s.param_groups } : {}),
   }));
   const stageBlock = [

@@ -4,11 +4,19 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { linear } from '../backend/kernels.js';
 import { adaptedLinear } from './lora.js';
+import { recomputed } from './checkpoint.js';
 import { attention, causalBias, mergeHeads, repeatKv, rmsNorm, rope, splitHeads } from './nn.js';
 import { num, type OpContext } from './types.js';
 
 /** The block's feed-forward part: x [B, T, D] (already normed) -> [B, T, D]. */
 export type FeedForward = (ctx: OpContext, x: tf.Tensor, layer: number) => tf.Tensor;
+
+/**
+ * A feed-forward part that may also hand tensors out of its layer (the MoE router's probabilities, which
+ * the aux loss reads after the stack). It may run twice per layer (gradient checkpointing recomputes the
+ * layer in backward), so it must not keep tensors itself; what it returns in `extra` comes back per layer.
+ */
+export type LayerFeedForward = (ctx: OpContext, x: tf.Tensor, layer: number) => { y: tf.Tensor; extra?: tf.Tensor[] };
 
 function selfAttention(ctx: OpContext, x: tf.Tensor, i: number, bias: tf.Tensor4D, start: number): tf.Tensor {
   const a = ctx.attrs;
@@ -33,8 +41,19 @@ function selfAttention(ctx: OpContext, x: tf.Tensor, i: number, bias: tf.Tensor4
   return adaptedLinear(ctx, mergeHeads(out, B), p('o_proj'));
 }
 
-/** x: [B, T, D] input embeddings -> logits [B, T, V]. */
+/**
+ * x: [B, T, D] input embeddings -> logits [B, T, V]. For custom components (runtime/custom.ts' BLOCKS):
+ * their feed-forward may keep tensors from inside the layer, so their stack is never checkpointed.
+ */
 export function decoder(ctx: OpContext, x: tf.Tensor, ff: FeedForward): tf.Tensor {
+  return decoderStack({ ...ctx, checkpoint: undefined }, x, (c, h, i) => ({ y: ff(c, h, i) })).logits;
+}
+
+/**
+ * x: [B, T, D] input embeddings -> logits [B, T, V], and each layer's `extra` tensors. Each layer is
+ * recomputed in backward when the context asks for gradient checkpointing (checkpoint.ts).
+ */
+export function decoderStack(ctx: OpContext, x: tf.Tensor, ff: LayerFeedForward): { logits: tf.Tensor; extras: tf.Tensor[][] } {
   const a = ctx.attrs;
   const layers = num(a, 'layers'), eps = num(a, 'norm_eps', 1e-5);
   const [B, T] = x.shape as [number, number];
@@ -42,12 +61,20 @@ export function decoder(ctx: OpContext, x: tf.Tensor, ff: FeedForward): tf.Tenso
   // With a cache the mask covers cached keys too; generation runs one unpadded sequence per row.
   const mask = ctx.cache ? new Int32Array(B * (start + T)).fill(1) : ctx.batch.attentionMask;
   const bias = causalBias(mask, B, T, start + T, start);
+  const extras: tf.Tensor[][] = [];
   for (let i = 0; i < layers; i++) {
-    const p = (n: string) => ctx.param(`model.layers.${i}.${n}`);
-    x = tf.add(x, selfAttention(ctx, rmsNorm(x, p('input_layernorm.weight'), eps), i, bias, start));
-    x = tf.add(x, ff(ctx, rmsNorm(x, p('post_attention_layernorm.weight'), eps), i));
+    const block = (c: OpContext, [h]: tf.Tensor[], [bias]: tf.Tensor[]): tf.Tensor[] => {
+      const p = (n: string) => c.param(`model.layers.${i}.${n}`);
+      h = tf.add(h!, selfAttention(c, rmsNorm(h!, p('input_layernorm.weight'), eps), i, bias as tf.Tensor4D, start));
+      const f = ff(c, rmsNorm(h, p('post_attention_layernorm.weight'), eps), i);
+      return [tf.add(h, f.y), ...(f.extra ?? [])];
+    };
+    const [y, ...extra] = recomputed(ctx, [x], block, [bias]);
+    x = y!;
+    extras.push(extra);
   }
   if (ctx.cache) ctx.cache.length = start + T;
   x = rmsNorm(x, ctx.param('model.norm.weight'), eps);
-  return a['tie_embeddings'] === true ? linear(x, ctx.param('model.embed_tokens.weight')) : adaptedLinear(ctx, x, 'lm_head'); // [B, T, V]
+  const logits = a['tie_embeddings'] === true ? linear(x, ctx.param('model.embed_tokens.weight')) : adaptedLinear(ctx, x, 'lm_head');
+  return { logits, extras }; // [B, T, V]
 }

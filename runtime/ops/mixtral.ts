@@ -4,7 +4,7 @@
 // scatter back). The load-balancing loss (transformers' load_balancing_loss_func over all layers'
 // router outputs, padding excluded) times `aux_loss_coef` is added to the training loss.
 import * as tf from '@tensorflow/tfjs-core';
-import { decoder } from './decoder.js';
+import { decoderStack } from './decoder.js';
 import { adaptedLinear } from './lora.js';
 import { silu } from './nn.js';
 import { num, type OpContext, type OpImpl } from './types.js';
@@ -32,15 +32,37 @@ export interface RouterStats {
 
 /** One MoE block. x: [B, T, D] -> [B, T, D]; pushes its router statistics to `stats`. */
 export function moeBlock(ctx: OpContext, x: tf.Tensor, layer: number, stats: RouterStats[]): tf.Tensor {
+  const r = routedExperts(ctx, x, layer);
+  stats.push({ probs: r.probs, chosen: r.chosen, tokenMask: tokenMaskOf(ctx, r.probs.shape[0]) });
+  return r.y;
+}
+
+/** Token weights [N] for the aux loss: the attention mask (1 real, 0 padding), all 1 when generating. */
+function tokenMaskOf(ctx: OpContext, n: number): Float32Array {
+  const tokenMask = new Float32Array(n);
+  const m = ctx.cache ? null : ctx.batch.attentionMask;
+  for (let r = 0; r < n; r++) tokenMask[r] = m ? m[r]! : 1;
+  return tokenMask;
+}
+
+/**
+ * The MoE block's computation. x: [B, T, D] -> y [B, T, D], the router probabilities [N, E] and the
+ * top-k choice [N, E]. With `route` given, that choice is used instead of the top-k of this call's
+ * probabilities: a layer recomputed in backward (gradient checkpointing) routes as its forward did.
+ */
+export function routedExperts(ctx: OpContext, x: tf.Tensor, layer: number, route?: Float32Array): { y: tf.Tensor; probs: tf.Tensor2D; chosen: Float32Array } {
   const experts = num(ctx.attrs, 'experts'), k = num(ctx.attrs, 'top_k');
   const p = (n: string) => `model.layers.${layer}.block_sparse_moe.${n}`;
   const D = x.shape[x.rank - 1]!;
   const x2 = tf.reshape(x, [-1, D]); // [N, D]
   const N = x2.shape[0]!;
   const probs = tf.softmax(adaptedLinear(ctx, x2, p('gate'))) as tf.Tensor2D; // [N, E]
-  const top = topKIndices(probs.dataSync() as Float32Array, N, experts, k);
-  const chosen = new Float32Array(N * experts);
-  for (let r = 0; r < N; r++) for (let j = 0; j < k; j++) chosen[r * experts + top[r * k + j]!] = 1;
+  let chosen = route;
+  if (!chosen) {
+    const top = topKIndices(probs.dataSync() as Float32Array, N, experts, k);
+    chosen = new Float32Array(N * experts);
+    for (let r = 0; r < N; r++) for (let j = 0; j < k; j++) chosen[r * experts + top[r * k + j]!] = 1;
+  }
   const chosenT = tf.tensor2d(chosen, [N, experts]);
   const picked = tf.mul(probs, chosenT);
   const weights = tf.div(picked, tf.sum(picked, 1, true)); // [N, E], zero off the top-k
@@ -56,11 +78,7 @@ export function moeBlock(ctx: OpContext, x: tf.Tensor, layer: number, stats: Rou
     const we = tf.gather(tf.slice(weights, [0, e], [N, 1]), idx); // [n_e, 1]
     out = tf.add(out, tf.unsortedSegmentSum(tf.mul(ye, we), idx, N));
   }
-  const tokenMask = new Float32Array(N);
-  const m = ctx.cache ? null : ctx.batch.attentionMask;
-  for (let r = 0; r < N; r++) tokenMask[r] = m ? m[r]! : 1;
-  stats.push({ probs, chosen, tokenMask });
-  return tf.reshape(out, x.shape);
+  return { y: tf.reshape(out, x.shape), probs, chosen };
 }
 
 /**
@@ -88,11 +106,19 @@ export function loadBalancingLoss(stats: readonly RouterStats[], experts: number
 }
 
 export const mixtral: OpImpl = (ctx, [x]) => {
-  const stats: RouterStats[] = [];
-  const logits = decoder(ctx, x!, (c, h, i) => moeBlock(c, h, i, stats));
+  // Each layer's top-k choice from its forward run, replayed if backward recomputes the layer.
+  const routes: Float32Array[] = [];
+  const { logits, extras } = decoderStack(ctx, x!, (c, h, i) => {
+    const r = routedExperts(c, h, i, routes[i]);
+    routes[i] = r.chosen;
+    return { y: r.y, extra: [r.probs] };
+  });
   if (!ctx.cache) {
     const coef = num(ctx.attrs, 'aux_loss_coef', 0.02);
-    if (coef > 0) ctx.auxLosses.push(tf.mul(loadBalancingLoss(stats, num(ctx.attrs, 'experts')), coef) as tf.Scalar);
+    if (coef > 0) {
+      const stats = extras.map(([probs], i): RouterStats => ({ probs: probs as tf.Tensor2D, chosen: routes[i]!, tokenMask: tokenMaskOf(ctx, probs!.shape[0]!) }));
+      ctx.auxLosses.push(tf.mul(loadBalancingLoss(stats, num(ctx.attrs, 'experts')), coef) as tf.Scalar);
+    }
   }
   return logits;
 };

@@ -3,6 +3,7 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { AttrValue } from '../../compiler/ir/graph.js';
 import type { DropoutStream, LoraUse } from './lora.js';
+import type { Checkpointing } from './checkpoint.js';
 
 export interface BatchInfo {
   /** [B, T] 1 for real tokens, 0 for padding. */
@@ -38,6 +39,11 @@ export interface OpContext {
   lora?: ReadonlyMap<string, LoraUse>;
   /** Set in a training forward only: where LoRA dropout draws its masks. */
   dropout?: DropoutStream;
+  /**
+   * Set in a training pass of a stage with `gradient_checkpointing: true`: the ops that support it
+   * (the decoder and ViT layers) run each layer through recomputed() (checkpoint.ts).
+   */
+  checkpoint?: Checkpointing;
 }
 
 export type OpImpl = (ctx: OpContext, inputs: tf.Tensor[]) => tf.Tensor;

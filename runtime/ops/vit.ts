@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { linear } from '../backend/kernels.js';
 import { adaptedLinear } from './lora.js';
+import { recomputed } from './checkpoint.js';
 import { ACTIVATIONS, type Activation, attention, layerNorm, mergeHeads, splitHeads } from './nn.js';
 import { num, type OpContext, type OpImpl } from './types.js';
 
@@ -63,7 +64,8 @@ function vitEncoder(act: Activation, defaultCls: boolean): OpImpl {
     // hidden_states[0] is the embeddings; run only as many layers as the selected state needs.
     const sel = num(a, 'select_layer', -1);
     const upTo = sel < 0 ? layers + 1 + sel : sel;
-    for (let i = 0; i < upTo; i++) x = encoderLayer(ctx, x, i, heads, eps, act);
+    // Each layer recomputed in backward under gradient checkpointing (checkpoint.ts), else simply run.
+    for (let i = 0; i < upTo; i++) x = recomputed(ctx, [x], (c, [h]) => [encoderLayer(c, h!, i, heads, eps, act)])[0]!;
     if (cls && a['select'] !== 'cls_patch') x = tf.slice(x, [0, 1, 0], [-1, -1, -1]);
     return x; // [B, N (+1), D]
   };

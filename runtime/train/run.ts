@@ -210,6 +210,10 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     const baseLr = Number(stage.optimizer.attrs['lr']);
     out.line(`stage ${stage.name}: train [${stage.train.join(', ')}], frozen [${stage.freeze.join(', ')}]; ${samples} records, ${steps} steps of global batch ${stage.global_batch} (batch ${stage.batch} x accumulate ${stage.accumulate})${step ? `, from step ${step}` : ''}`);
     for (const a of model.adapters ?? []) if (a.quantize !== 'none' && stage.train.includes(a.name)) out.line(`note: adapter ${a.name} declares quantize: ${a.quantize} (QLoRA); pipec's runtime holds and computes \`${a.component}\` in fp32 (the exported PyTorch program quantizes it on CUDA)`);
+    // tfjs has no bf16/fp16 compute on any of pipec's backends: say so instead of ignoring the field.
+    if (stage.precision !== 'fp32') out.line(`note: stage ${stage.name} declares ${stage.precision}; backend ${backend.name} has no ${stage.precision} compute, so it trains with fp32 weights and compute (the exported PyTorch program autocasts to ${stage.precision} on CUDA)`);
+    const unchecked = stage.gradient_checkpointing ? [...new Set(model.nodes.filter((n) => n.op === 'custom' && n.component).map((n) => n.component!))] : [];
+    for (const c of unchecked) out.line(`note: stage ${stage.name} sets gradient_checkpointing; custom component ${c} is recomputed in backward only where it calls its base op (its own layers keep their activations in pipec's runtime)`);
     const stageT0 = performance.now();
     let tokensSeen = 0, lastLoss = NaN;
     // this stage's training time and tokens, including an earlier process's before the resume
@@ -242,7 +246,10 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       const micro: Batch[] = [];
       for (let a = 0; a < stage.accumulate; a++) micro.push(await feed.take());
       const first = step * stage.accumulate; // LoRA dropout's masks follow the micro-batch, so a resume draws the same ones
-      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, (a) => ({ seed: stage.seed, key: `${stage.name}/${first + a}` }));
+      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, {
+        gradientCheckpointing: stage.gradient_checkpointing,
+        dropout: (a) => ({ seed: stage.seed, key: `${stage.name}/${first + a}` }),
+      });
       if (!Number.isFinite(loss)) {
         for (const t of grads.values()) t.dispose();
         throw runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);

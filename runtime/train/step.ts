@@ -1,10 +1,12 @@
 // One optimizer step's gradient: forward and backward over each micro-batch, gradients summed and
 // divided by the number of micro-batches (the mean loss of the global batch, as transformers'
-// gradient accumulation). Only the trainable variables are differentiated.
+// gradient accumulation). Only the trainable variables are differentiated. With gradient checkpointing
+// the layers that support it keep only their inputs for backward and run again there (ops/checkpoint.ts).
 import * as tf from '@tensorflow/tfjs-core';
 import { type Batch, pixelTensor } from '../data/batch.js';
 import type { ModelRunner } from '../model.js';
 import type { DropoutStream } from '../ops/lora.js';
+import type { Checkpointing } from '../ops/checkpoint.js';
 
 export interface StepGradients {
   grads: Map<string, tf.Tensor>;
@@ -16,15 +18,22 @@ export interface StepGradients {
   tokens: number;
 }
 
-/** `dropout(a)`: where micro-batch `a` of the step draws its LoRA dropout masks (absent: none). */
-export function accumulateGradients(runner: ModelRunner, trainable: ReadonlyMap<string, tf.Variable>, micro: readonly Batch[], dropout?: (a: number) => DropoutStream): StepGradients {
+/** `o.dropout(a)`: where micro-batch `a` of the step draws its LoRA dropout masks (absent: none). */
+export function accumulateGradients(
+  runner: ModelRunner,
+  trainable: ReadonlyMap<string, tf.Variable>,
+  micro: readonly Batch[],
+  o: { gradientCheckpointing?: boolean; dropout?: (a: number) => DropoutStream } = {},
+): StepGradients {
+  const trained = new Set<tf.Tensor>(trainable.values());
+  const checkpoint: Checkpointing | undefined = o.gradientCheckpointing ? { trainable: (t) => trained.has(t) } : undefined;
   const grads = new Map<string, tf.Tensor>();
   let loss = 0, lm = 0, aux = 0, tokens = 0;
   for (const [a, batch] of micro.entries()) {
     tokens += batch.info.attentionMask.reduce((x, y) => x + y, 0);
     const parts = { lm: 0, aux: 0 };
     const { value, grads: g } = tf.variableGrads(() => {
-      const r = runner.forward({ pixels: pixelTensor(batch), inputIds: batch.inputIds, labels: batch.labels, info: batch.info, dropout: dropout?.(a) });
+      const r = runner.forward({ pixels: pixelTensor(batch), inputIds: batch.inputIds, labels: batch.labels, info: batch.info, dropout: o.dropout?.(a) }, undefined, checkpoint);
       parts.lm = r.lmLoss ? r.lmLoss.dataSync()[0]! : 0;
       parts.aux = r.auxLoss ? r.auxLoss.dataSync()[0]! : 0;
       return r.loss!;

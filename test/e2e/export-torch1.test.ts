@@ -33,11 +33,11 @@ describe('export: the exported trainer reproduces pipec on torch 1.x (Debian 12:
   });
 
   /** pipec run (wasm) and the exported trainer from the same prepared shards; returns both metrics and folders. */
-  async function both(rel: string, o: { stopAfter?: number; stage?: string; init: boolean }) {
-    const g = graphOf(rel);
+  async function both(rel: string, o: { stopAfter?: number; stage?: string; init: boolean; sets?: string[] }) {
+    const g = graphOf(rel, o.sets);
     const base = repo(path.dirname(rel));
     const work = tmpDir(`torch1-${path.basename(rel, '.pipe')}`);
-    const ref = await pipecReference(rel, { stopAfter: o.stopAfter });
+    const ref = await pipecReference(rel, { stopAfter: o.stopAfter, sets: o.sets });
     const data = path.join(work, 'data');
     prepareStages({ graph: g, baseDir: base, outDir: o.stage ? path.join(data, o.stage) : data, stage: o.stage, init: o.init });
     writeExport(g, path.join(work, 'torch'));
@@ -88,6 +88,13 @@ describe('export: the exported trainer reproduces pipec on torch 1.x (Debian 12:
     const r = await both('test/export/tiny-moe.pipe', { init: false });
     assert.ok(r.pipec.every((m) => (m.aux_loss ?? 0) > 0), 'the load-balancing loss is part of the loss');
     compareLosses('tiny-moe', r.pipec, r.torch, 20);
+    for (let i = 0; i < 20; i++) assert.ok(rel(r.pipec[i]!.aux_loss!, r.torch[i]!.aux_loss!) < 1e-4, `aux loss at ${i + 1}`);
+  });
+
+  it('tiny-moe with gradient_checkpointing in both stages: pipec (recomputing its layers) and the exported trainer (torch.utils.checkpoint) every step to 1e-4', async () => {
+    const r = await both('test/export/tiny-moe.pipe', { init: false, sets: ['stage.joint.gradient_checkpointing=true', 'stage.tune.gradient_checkpointing=true'] });
+    assert.ok(r.g.stages.every((s) => s.gradient_checkpointing));
+    compareLosses('tiny-moe, checkpointed', r.pipec, r.torch, 20);
     for (let i = 0; i < 20; i++) assert.ok(rel(r.pipec[i]!.aux_loss!, r.torch[i]!.aux_loss!) < 1e-4, `aux loss at ${i + 1}`);
   });
 

@@ -71,7 +71,7 @@ describe('export: model.py and train.py of every shipped pipeline load in PyTorc
       assert.deepEqual(got.stages.map((s) => s['name']), g.stages.map((s) => s.name), `${rel}: stages`);
       got.stages.forEach((s, k) => {
         const plan = g.stages[k]! as unknown as Record<string, unknown>;
-        for (const field of ['model', 'after', 'handoff', 'train', 'freeze', 'data', 'optimizer', 'batch', 'accumulate', 'global_batch', 'precision', 'clip_grad', 'seed', 'checkpoint', 'devices', 'sharding']) {
+        for (const field of ['model', 'after', 'handoff', 'train', 'freeze', 'data', 'optimizer', 'batch', 'accumulate', 'global_batch', 'precision', 'gradient_checkpointing', 'clip_grad', 'seed', 'checkpoint', 'devices', 'sharding']) {
           assert.ok(field in s, `${rel}: train.py's stage ${s['name']} has no ${field}`);
           assert.deepEqual(s[field] ?? null, plan[field] ?? null, `${rel}: stage ${s['name']}: ${field}`);
         }
@@ -173,5 +173,15 @@ describe('export: sharded training with FSDP (torch >= 2)', function () {
     writeExport(g1, path.join(moe, 'torch'));
     await torchrun(PY, 2, path.join(moe, 'torch', 'train.py'), ['--data', path.join(moe, 'data'), '--out', path.join(moe, 'fsdp'), '--fsdp', 'full'], moe);
     sameLosses('FSDP tiny-moe', (await pipecReference('test/export/tiny-moe.pipe')).metrics, readMetrics(path.join(moe, 'fsdp')), 1e-4);
+  });
+
+  it('--fsdp full with gradient_checkpointing (each sharded layer run under torch.utils.checkpoint; tiny-moe) gives pipec\'s checkpointed losses', async () => {
+    const gc = ['stage.joint.gradient_checkpointing=true', 'stage.tune.gradient_checkpointing=true'];
+    const moe = path.join(work, 'moe-gc');
+    const g1 = graphOf('test/export/tiny-moe.pipe', ['stage.joint.accumulate=1', 'stage.tune.accumulate=1', ...gc]);
+    prepareStages({ graph: g1, baseDir: repo('test/export'), outDir: path.join(moe, 'data'), worldSize: 2 });
+    writeExport(g1, path.join(moe, 'torch'));
+    await torchrun(PY, 2, path.join(moe, 'torch', 'train.py'), ['--data', path.join(moe, 'data'), '--out', path.join(moe, 'fsdp'), '--fsdp', 'full'], moe);
+    sameLosses('FSDP tiny-moe, checkpointed', (await pipecReference('test/export/tiny-moe.pipe', { sets: gc })).metrics, readMetrics(path.join(moe, 'fsdp')), 1e-4);
   });
 });

@@ -22,6 +22,7 @@ const scaleGrad = (x: string, a: number) => `((v) => tf.add(tf.mul(v, ${a}), tf.
 const OPS = 'test/runtime-ops.test.js';
 const OPTIM = 'test/reference-optim.test.js';
 const COMPONENTS = 'test/reference-components.test.js';
+const CHECKPOINTING = 'test/runtime-checkpointing.test.js';
 
 export const MUTATIONS: Mutation[] = [
   {
@@ -37,6 +38,20 @@ export const MUTATIONS: Mutation[] = [
     file: 'runtime/ops/mixtral.js',
     edits: [{ find: 'tf.mul(s.probs, tf.tensor2d(s.tokenMask', replace: `tf.mul(${scaleGrad('s.probs', -1)}, tf.tensor2d(s.tokenMask` }],
     caughtBy: [{ file: OPS, grep: 'auxiliary \\(load-balancing\\) loss alone' }, { file: COMPONENTS, grep: 'siglip-mixtral: the language model' }],
+  },
+  {
+    name: 'checkpointed-layer-weights-get-no-gradient',
+    what: 'a layer recomputed under gradient checkpointing passes gradients to its input but not to its weights',
+    file: 'runtime/ops/checkpoint.js',
+    edits: [{ find: 'const ws = [...weights.values()];', replace: 'const ws = [];' }],
+    caughtBy: [{ file: CHECKPOINTING, grep: "llama: every weight's gradient.*on cpu|gradients on cpu llama" }],
+  },
+  {
+    name: 'checkpointed-layer-reads-outer-tape-cleared',
+    what: 'the recompute in backward leaves the engine without the outer tape (the nested gradients() clears it)',
+    file: 'runtime/ops/checkpoint.js',
+    edits: [{ find: 'engine.state.activeTape = outer;', replace: 'void outer;' }],
+    caughtBy: [{ file: CHECKPOINTING, grep: "llama: every weight's gradient.*on cpu|gradients on cpu llama" }],
   },
   {
     name: 'llama-q-proj-gradient-x0.6',

@@ -7,6 +7,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +288,7 @@ class Layer(Named):
 
 class Component(Named):
     LAYERS = None  # (pattern of a layer's module path, its class), in the subclasses that have layers
+    checkpoint_layers = False  # a stage's gradient_checkpointing: PipeModel.gradient_checkpointing_enable()
 
     def __init__(self, name, op, attrs, tensors):
         super().__init__()
@@ -311,6 +313,14 @@ class Component(Named):
 
     def has(self, name):
         return name in self.param_names
+
+    def run_layer(self, layer, *args):
+        """layer(*args); under gradient checkpointing, while training, its activations are recomputed in
+        backward instead of kept (as pipec's runtime/ops/checkpoint.ts). Non-reentrant: the weights' gradients
+        and the MoE router's probabilities, which the aux loss reads outside the layer, flow as without it."""
+        if self.checkpoint_layers and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
 
 
 class VisionLayer(Layer):
@@ -353,7 +363,7 @@ class VisionEncoder(Component):
         sel = self.a("select_layer", -1)
         up_to = layers + 1 + sel if sel < 0 else sel
         for i in range(up_to):
-            x = self.p("vision_model.encoder.layers.%d" % i)(x, act, heads, eps)  # the layer module
+            x = self.run_layer(self.p("vision_model.encoder.layers.%d" % i), x, act, heads, eps)  # the layer module
         if cls and self.attrs.get("select") != "cls_patch":
             x = x[:, 1:]
         return x
@@ -457,7 +467,7 @@ class Decoder(Component):
         cos, sin = rope_tables(T, D // heads, theta, x.device)
         stats = []
         for i in range(layers):
-            x = self.p("model.layers.%d" % i)(x, bias, cos, sin, attention_mask, stats)  # the layer module
+            x = self.run_layer(self.p("model.layers.%d" % i), x, bias, cos, sin, attention_mask, stats)  # the layer module
         if self.op == "mixtral":
             coef = self.a("aux_loss_coef", 0.02)
             if coef > 0:
@@ -612,6 +622,18 @@ class PipeModel(nn.Module):
             for comp in self.components.values():
                 for n, prm in comp.named_parameters():
                     prm.copy_(initial_value(n, list(prm.shape), seed, mode, init_std(getattr(comp, "attrs", {}), list(prm.shape))))
+
+    def gradient_checkpointing_enable(self, on=True):
+        """A stage's gradient_checkpointing: each layer of pipec's components is recomputed in backward
+        (Component.run_layer); a user's component that is a transformers model gets its own method of that name."""
+        for comp in self.components.values():
+            if isinstance(comp, Component):
+                comp.checkpoint_layers = on
+            elif getattr(comp, "supports_gradient_checkpointing", False):
+                comp.gradient_checkpointing_enable() if on else comp.gradient_checkpointing_disable()
+
+    def gradient_checkpointing_disable(self):
+        self.gradient_checkpointing_enable(False)
 
     def load_component(self, name, folder):
         """Loads one component from a Hugging Face weights folder; every tensor must be there with its shape."""

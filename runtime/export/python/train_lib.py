@@ -152,6 +152,24 @@ class Optimizer:
 
 
 @torch.no_grad()
+class LossScaler:
+    """fp16 loss scaling by torch.amp.GradScaler's rule and defaults (scale 2**16, halved on an overflow,
+    doubled after 2000 good steps), written out because the optimizer is pipec's own (not a torch.optim one,
+    which GradScaler.step needs): the loss is multiplied by `scale` before backward, the gradients divided by
+    it before clipping, and a step whose gradients are not finite is skipped (no update) and the scale halved."""
+
+    def __init__(self, scale=2.0 ** 16, growth_interval=2000):
+        self.scale, self.growth_interval, self.good = scale, growth_interval, 0
+
+    def update(self, finite):
+        if not finite:
+            self.scale, self.good = self.scale * 0.5, 0
+            return
+        self.good += 1
+        if self.good == self.growth_interval:
+            self.scale, self.good = self.scale * 2.0, 0
+
+
 def all_reduce_grads(params, world):
     """Data parallelism: sums every gradient over the processes (one flat buffer). A parameter no process
     produced a gradient for (an expert no token reached) keeps none, as in a single process."""
@@ -691,6 +709,8 @@ def train_stages(args, device, world, rank, main_process):
                 model.load_component(cname, os.path.join(here[0], cname))
             if here[1]["final"]:
                 continue
+        # gradient_checkpointing: each layer recomputed in backward (model.py's Component.run_layer)
+        model.gradient_checkpointing_enable(bool(stage.get("gradient_checkpointing")))
         # Freezing: only the stage's train components get gradients and optimizer state.
         trainable = {}
         for cname, comp in model.components.items():
@@ -726,9 +746,12 @@ def train_stages(args, device, world, rank, main_process):
         if len(data) < steps * acc * world:
             raise SystemExit("stage %s: %d prepared micro-batches, %d needed" % (stage["name"], len(data), steps * acc * world))
         base_lr = float(stage["optimizer"]["attrs"]["lr"])
-        autocast_dtype = torch.bfloat16 if stage["precision"] == "bf16" and device.type == "cuda" else None
+        # bf16/fp16: fp32 weights and optimizer state, the forward pass under CUDA autocast; fp16 with loss
+        # scaling (DeepSpeed scales by its own fp16 section). Elsewhere the stage computes in fp32.
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(stage["precision"]) if device.type == "cuda" else None
         if stage["precision"] != "fp32" and autocast_dtype is None and main_process:
-            print("note: stage %s declares %s; this run computes in fp32" % (stage["name"], stage["precision"]), flush=True)
+            print("note: stage %s declares %s; this run computes in fp32 (autocast is used on CUDA only)" % (stage["name"], stage["precision"]), flush=True)
+        scaler = LossScaler() if autocast_dtype == torch.float16 and not ds else None
         if main_process:
             print("stage %s: train [%s], frozen [%s]; %d steps of %d samples (batch %d x accumulate %d x %d process(es))%s%s" % (
                 stage["name"], ", ".join(stage["train"]), ", ".join(stage["freeze"]), steps, stage["batch"] * acc * world, stage["batch"], acc, world,
@@ -785,7 +808,7 @@ def train_stages(args, device, world, rank, main_process):
                         (out["logits"].sum() * 0).backward()
                     continue
                 elif loss.requires_grad:
-                    loss.backward()  # gradients add up over the micro-batches
+                    (loss * scaler.scale if scaler else loss).backward()  # gradients add up over the micro-batches
                 loss_sum += float(loss.detach())
                 lm_sum += float(out["lm_loss"].detach()) if out["lm_loss"] is not None else 0.0
                 aux_sum += float(out["aux_loss"].detach()) if out["aux_loss"] is not None else 0.0
@@ -805,14 +828,17 @@ def train_stages(args, device, world, rank, main_process):
                 ds[0].step()
                 grad_norm = float(ds[0].get_global_grad_norm() or 0.0)
             else:
-                divide = acc if args.fsdp else n_micro
-                if divide > 1:
+                divide = (acc if args.fsdp else n_micro) * (scaler.scale if scaler else 1)
+                if divide != 1:
                     with torch.no_grad():
                         for prm in trainable.values():
                             if prm.grad is not None:
                                 prm.grad.div_(divide)
                 grad_norm = clip_by_global_norm(list(trainable.values()), stage["clip_grad"], sharded_on=device if args.fsdp else None)
-                optimizer.apply(lr)
+                if scaler:  # the norm is over all processes' gradients, so every process skips or not alike
+                    scaler.update(math.isfinite(grad_norm))
+                if scaler is None or math.isfinite(grad_norm):
+                    optimizer.apply(lr)
                 for prm in trainable.values():
                     prm.grad = None
             step += 1
@@ -821,6 +847,9 @@ def train_stages(args, device, world, rank, main_process):
             row = {"stage": stage["name"], "stage_index": si, "step": step, "loss": loss_v, "lm_loss": lm_v}
             if aux_v:
                 row["aux_loss"] = aux_v
+            if not math.isfinite(grad_norm):  # an fp16 step the loss scaler skipped (metrics.jsonl is strict JSON)
+                row["skipped"] = "fp16 gradient overflow, loss scale now %g" % scaler.scale
+                grad_norm = 0.0
             row.update({"lr": lr, "grad_norm": grad_norm, "tokens": tokens, "elapsed_s": time.time() - t0})
             if main_process:
                 append_metrics(run_dir, row)
