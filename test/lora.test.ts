@@ -246,6 +246,20 @@ describe('LoRA training (tiny program, wasm, in-process)', function () {
     assert.deepEqual(exported('layers.0.self_attn.k_proj.weight'), base.get('model.layers.0.self_attn.k_proj.weight')!.data);
   });
 
+  it('with gradient_checkpointing (layers recomputed in backward, LoRA dropout 0.1 drawn again the same) every loss equals the plain run\'s (1e-6)', async () => {
+    const dir = tmpDir('lora-checkpointed');
+    const g = tinyLoraGraph(['stage.align.gradient_checkpointing=true', 'stage.finetune.gradient_checkpointing=true']);
+    assert.deepEqual(g.stages.map((s) => s.gradient_checkpointing), [true, true]);
+    const r = await runIn(dir, { graph: g });
+    assert.equal(r.error, undefined, `${r.error?.render()}\n${r.log}`);
+    const mine = lossRows(dir), plain = lossRows(ref);
+    assert.equal(mine.length, plain.length);
+    mine.forEach(([stage, step, loss], i) => {
+      assert.deepEqual([stage, step], plain[i]!.slice(0, 2));
+      assert.ok(Math.abs(loss - plain[i]![2]) <= 1e-6 * Math.abs(plain[i]![2]), `${stage} step ${step}: ${loss} vs ${plain[i]![2]}`);
+    });
+  });
+
   for (const stop of [5, 20]) {
     it(`killed after ${stop} steps${stop === 20 ? ' (align done: the hand-off is read from its checkpoint)' : ' (mid-stage, with dropout)'}, --resume equals the uninterrupted run bit for bit`, async () => {
       const dir = tmpDir(`lora-resume-${stop}`);
