@@ -5,6 +5,7 @@ import type { FileNode } from '../ast/nodes.js';
 import { M, type MessageDef } from '../diagnostics/catalogue.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import { SourceFile, type Range } from '../diagnostics/source.js';
+import { fastLex } from '../lexer/fast-lex.js';
 import * as T from '../lexer/tokens.js';
 import { AstBuilder } from './build-ast.js';
 import { grammar, MAX_NESTING } from './grammar.js';
@@ -100,15 +101,18 @@ function expectationFor(e: IRecognitionException): string {
  * diagnostics. The first of parse()'s three phases, exported so the benchmark can time each. */
 export function lexPipe(source: SourceFile, diagnostics: Diagnostic[]): IToken[] {
   const text = source.text;
-  const lexed = T.PipeLexer.tokenize(text);
-
-  for (const err of lexed.errors) {
-    const ch = text.slice(err.offset, err.offset + (err.length || 1));
-    diagnostics.push(make(M.UnexpectedCharacter, source.range(err.offset, err.offset + (err.length || 1)), ch.length > 12 ? `${ch.slice(0, 12)}...` : ch));
+  // Well-formed text (nearly all of it) is lexed by hand; anything else by Chevrotain, which reports it.
+  let tokens = fastLex(text);
+  if (!tokens) {
+    const lexed = T.PipeLexer.tokenize(text);
+    for (const err of lexed.errors) {
+      const ch = text.slice(err.offset, err.offset + (err.length || 1));
+      diagnostics.push(make(M.UnexpectedCharacter, source.range(err.offset, err.offset + (err.length || 1)), ch.length > 12 ? `${ch.slice(0, 12)}...` : ch));
+    }
+    tokens = lexed.tokens;
   }
 
   // The lexer's own array is handed on unless a token must be replaced or dropped (rare: only in broken files).
-  const tokens = lexed.tokens;
   let kept = 0;
   for (let i = 0; i < tokens.length; i++) {
     const tok = tokens[i];
