@@ -67,7 +67,7 @@ export class AstBuilder {
     if (t && ok(t.startOffset) && !t.isInsertedInRecovery) {
       const end = ok(t.endOffset) ? t.endOffset + 1 : t.startOffset + t.image.length;
       this.lastGoodOffset = end;
-      return this.src.range(t.startOffset, end);
+      return this.src.lineRange(t.startOffset, end); // a token holds no line break
     }
     return this.src.range(this.lastGoodOffset, this.lastGoodOffset);
   }
