@@ -22,7 +22,8 @@ const QUANTITY = sticky(T.Quantity);
 const NUMBER = sticky(T.NumberLit);
 const STRING = sticky(T.StringLit);
 
-const isIdentStart = (c: number) => (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95;
+const isLetter = (c: number) => (c >= 97 && c <= 122) || (c >= 65 && c <= 90);
+const isIdentStart = (c: number) => isLetter(c) || c === 95;
 const isIdentPart = (c: number) => isIdentStart(c) || (c >= 48 && c <= 57);
 const isDigit = (c: number) => c >= 48 && c <= 57;
 
@@ -52,6 +53,23 @@ export function fastLex(text: string): IToken[] | undefined {
       continue;
     }
     if (isDigit(c) || (c === 46 && isDigit(text.charCodeAt(i + 1)))) {
+      // NumberLit's match, scanned: digits [. digits] or . digits, then [eE][+-]?digits. Unless a letter
+      // follows it (a unit: Quantity, whose pattern decides), that is the token: no shorter number part
+      // could be followed by a letter that did not start the exponent, which Quantity's lookahead refuses.
+      let j = i;
+      while (isDigit(text.charCodeAt(j))) j++;
+      if (text.charCodeAt(j) === 46) for (j++; isDigit(text.charCodeAt(j)); ) j++;
+      const e = text.charCodeAt(j);
+      if (e === 101 || e === 69) {
+        const s = text.charCodeAt(j + 1);
+        const k = s === 43 || s === 45 ? j + 2 : j + 1;
+        if (isDigit(text.charCodeAt(k))) for (j = k + 1; isDigit(text.charCodeAt(j)); ) j++;
+      }
+      if (!isLetter(text.charCodeAt(j))) {
+        tokens.push(token(text.slice(i, j), i, T.NumberLit));
+        i = j;
+        continue;
+      }
       QUANTITY.lastIndex = i;
       let m = QUANTITY.exec(text);
       let type = T.Quantity;
@@ -66,6 +84,15 @@ export function fastLex(text: string): IToken[] | undefined {
       continue;
     }
     if (c === 34) {
+      // A string without escapes or line breaks, scanned; any other by StringLit's pattern.
+      let j = i + 1;
+      let d = text.charCodeAt(j);
+      while (j < n && d !== 34 && d !== 92 && d !== 10) d = text.charCodeAt(++j);
+      if (d === 34) {
+        tokens.push(token(text.slice(i, j + 1), i, T.StringLit));
+        i = j + 1;
+        continue;
+      }
       STRING.lastIndex = i;
       const m = STRING.exec(text);
       if (!m) return undefined; // unterminated: PipeLexer makes the token parse() reports
