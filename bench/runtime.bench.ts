@@ -1,7 +1,7 @@
 // npm run bench:runtime -- training-step time (forward, backward, AdamW) for the quickstart model and a
 // 7.3M-parameter reference transformer, on every backend that loads here (webgpu with its adapter named
 // beside each figure), plus stock tfjs wasm (one thread, our matmul routing off) in the same run; medians,
-// and the ratio to stock wasm.
+// and the ratio to stock wasm. Each figure names the backend tfjs ran, its threads and the machine.
 //   node dist/bench/runtime.bench.js [--steps N] [--with-cpu]
 import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -52,7 +52,29 @@ function workloads(): Workload[] {
   ];
 }
 
-async function measure(w: Workload): Promise<{ ms: number; tokensPerSec: number }> {
+interface Measured {
+  ms: number;
+  tokensPerSec: number;
+  /** tf.getBackend() in the measuring process. */
+  backend: string;
+  /** Threads the backend computes with, as far as it says (see backendThreads). */
+  threads: string;
+}
+
+/** The threads of the active backend: wasm's own count; libtensorflow's intra-op pool (TF_NUM_INTRAOP_THREADS,
+ * else its default, one per logical core); JavaScript's one; a GPU's are not threads of this machine. */
+async function backendThreads(): Promise<string> {
+  const b = tf.getBackend();
+  if (b === 'wasm') {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm');
+    return String(wasm.getThreadsCount());
+  }
+  if (b === 'tensorflow') return process.env.TF_NUM_INTRAOP_THREADS ? `${process.env.TF_NUM_INTRAOP_THREADS} (TF_NUM_INTRAOP_THREADS)` : `${os.availableParallelism()} (libtensorflow default)`;
+  if (b === 'cpu') return '1 (JavaScript)';
+  return 'n/a (GPU)';
+}
+
+async function measure(w: Workload): Promise<Omit<Measured, 'backend' | 'threads'>> {
   const params = new ParamStore(paramSpecs(w.model.components), 0);
   const trainable = new Map([...params.vars]);
   const opt = new Optimizer('adamw', { lr: 1e-4, weight_decay: 0.01 }, trainable);
@@ -66,10 +88,12 @@ async function measure(w: Workload): Promise<{ ms: number; tokensPerSec: number 
     const { grads } = accumulateGradients(runner, trainable, [batch]);
     opt.apply(grads, 1e-4);
     for (const g of grads.values()) g.dispose();
-    // Wait for the step by reading back one element of the last parameter updated: every backend runs a
-    // step's work in order, so that element is ready only when the whole step is. (Reading a whole
-    // parameter instead, e.g. the 2M-float embedding, costs more than the step itself.)
-    tf.tidy(() => lastUpdated.reshape([-1]).slice(0, 1).dataSync());
+    // Wait for the step by reading back one scalar computed from the last parameter updated (the sum of its
+    // first element): every backend runs a step's work in order, so it is ready only when the whole step
+    // is, and only those 4 bytes come back. (Reading a whole parameter instead, e.g. the 2M-float
+    // embedding, costs more than the step itself; the sum is its own one-element tensor, so no backend can
+    // hand back a view of the parameter's buffer.) The loss was already read inside the step.
+    tf.tidy(() => tf.sum(lastUpdated.reshape([-1]).slice(0, 1)).dataSync());
     if (i >= 2) times.push(performance.now() - t0); // two warm-up steps
     await new Promise<void>((r) => setImmediate(r)); // finalisers run (webgpu's bind groups), as in training
   }
@@ -89,12 +113,12 @@ interface Run {
 }
 
 /** One measurement in a child process: each backend starts once per process (wasm's thread count too). */
-function measureInChild(workload: number, r: Run): { ms: number; tokensPerSec: number } | string {
+function measureInChild(workload: number, r: Run): Measured | string {
   const env = { ...process.env, ...(r.threads ? { PIPEC_WASM_THREADS: String(r.threads) } : {}) };
   const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', JSON.stringify({ workload, backend: r.backend, routing: r.routing }), '--steps', String(STEPS)], { env, encoding: 'utf8' });
   const line = child.stdout.split('\n').reverse().find((l) => l.startsWith('{'));
   if (child.status !== 0 || !line) return `failed (exit ${child.status}): ${child.stderr.trim().split('\n').pop() ?? ''}`;
-  return JSON.parse(line) as { ms: number; tokensPerSec: number };
+  return JSON.parse(line) as Measured;
 }
 
 const childArg = args.indexOf('--child');
@@ -102,7 +126,8 @@ if (childArg >= 0) {
   const c = JSON.parse(args[childArg + 1]!) as { workload: number; backend: ConcreteBackend; routing: boolean };
   await initBackend(c.backend);
   setMatmulRouting(c.routing);
-  console.log(JSON.stringify(await measure(workloads()[c.workload]!)));
+  const m = await measure(workloads()[c.workload]!);
+  console.log(JSON.stringify({ ...m, backend: tf.getBackend(), threads: await backendThreads() } satisfies Measured));
 } else {
   const probes = (await probeBackends()).filter((p) => p.available && p.name !== 'tensorflow-gpu' && (WITH_CPU || p.name !== 'cpu'));
   const threads = Math.min(os.availableParallelism(), 8);
@@ -116,7 +141,10 @@ if (childArg >= 0) {
     }
   }
   console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up), forward + backward + AdamW; ${new Date().toISOString()}`);
-  console.log(`each figure from its own process; ${os.availableParallelism()} cores here`);
+  const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
+  const machine = `${cpu}, ${os.availableParallelism()} threads`;
+  console.log(`machine: ${machine}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.arch()}; node ${process.version}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  console.log('each figure from its own process, measured on this machine; "backend" is tf.getBackend() there, "threads" what it computes with');
   if (!WITH_CPU) console.log('(cpu backend skipped: pure JavaScript, far slower; --with-cpu to include)');
   for (const [i, w] of workloads().entries()) {
     // Multiply-adds per micro-batch as `pipec run` estimates them, which sets wasm's default thread count
@@ -124,7 +152,7 @@ if (childArg >= 0) {
     const work = microBatchWork(paramSpecs(w.model.components).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0), b.info.batch, b.info.length);
     const defaultThreads = wasmThreadsWanted(work);
     console.log(`\n${w.name}; pipec's default on wasm: ${defaultThreads} thread${defaultThreads === 1 ? '' : 's'} (${(work / 1e9).toFixed(1)} G multiply-adds per micro-batch)`);
-    console.log('  backend                     step ms   tokens/s   vs stock wasm');
+    console.log('  run                         step ms   tokens/s   vs stock wasm   backend, threads, machine');
     let stock = 0;
     for (const r of runs) {
       const m = measureInChild(i, r);
@@ -134,7 +162,8 @@ if (childArg >= 0) {
       }
       if (!stock) stock = m.tokensPerSec;
       const mark = r.routing && r.threads === defaultThreads ? '   <- pipec default' : '';
-      console.log(`  ${r.label.padEnd(25)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${(m.tokensPerSec / stock).toFixed(2)}x${r.on ? `   on ${r.on}` : ''}${mark}`);
+      const where = `${m.backend}, threads: ${m.threads}, ${r.on ? `GPU adapter ${r.on}, ` : ''}on ${machine}`;
+      console.log(`  ${r.label.padEnd(25)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${`${(m.tokensPerSec / stock).toFixed(2)}x`.padStart(13)}   ${where}${mark}`);
     }
   }
 }

@@ -1,7 +1,12 @@
 // Lexer and parser: syntax only, recovery on, every node with its range; parse never throws.
 import { strict as assert } from 'node:assert';
 import type * as A from '../compiler/ast/nodes.js';
-import { parse } from '../compiler/parser/parse.js';
+import fc from 'fast-check';
+import { lexPipe, parse, parseWithRecovery } from '../compiler/parser/parse.js';
+import { fastParse } from '../compiler/parser/fast-parse.js';
+import { SourceFile } from '../compiler/diagnostics/source.js';
+import type { Diagnostic } from '../compiler/diagnostics/diagnostic.js';
+import { CORPUS, deepNesting, HOSTS, lineSalad, longLine, mutated, valueMutated } from './fuzz/generators.js';
 import { MAX_NESTING } from '../compiler/parser/grammar.js';
 import { evaluate } from '../compiler/check/values.js';
 import { exprText } from '../compiler/check/instance.js';
@@ -169,5 +174,54 @@ describe('did you mean', () => {
     assert.equal(closest('chta', ['plain', 'chat']), 'chat');
     assert.equal(closest('optimzer', ['optimizer', 'schedule']), 'optimizer');
     assert.equal(closest('zzz', ['optimizer', 'schedule']), undefined);
+  });
+});
+
+describe('fast path (fast-parse.ts) against the recovering parser', () => {
+  // Where the fast path reads a file, its AST must be the one the CST parser and build-ast.ts make, field
+  // for field (key order too: ASTs are serialised), and that parser must find nothing to report there.
+  let read = 0;
+  let gaveUp = 0;
+  function agree(text: string): void {
+    const slow = parseWithRecovery('f.pipe', text);
+    const source = new SourceFile('f.pipe', text);
+    const lexed: Diagnostic[] = [];
+    const tokens = lexPipe(source, lexed);
+    const fast = lexed.length ? undefined : fastParse(source, tokens);
+    if (!fast) {
+      gaveUp++;
+      return;
+    }
+    read++;
+    assert.deepEqual(slow.diagnostics.map((d) => `${d.code} ${d.message}`), [], `the fast path read a file the parser reports: ${JSON.stringify(text.slice(0, 300))}`);
+    assert.equal(JSON.stringify(fast), JSON.stringify(slow.ast), JSON.stringify(text.slice(0, 300)));
+    // and parse() takes it
+    assert.equal(JSON.stringify(parse('f.pipe', text).ast), JSON.stringify(slow.ast));
+  }
+
+  it('makes the same AST for every .pipe file in the repository and a large generated program', () => {
+    read = gaveUp = 0;
+    for (const text of CORPUS) agree(text);
+    const big = Array.from({ length: 30 }, (_, i) => CORPUS.find((t) => t.includes('stage '))!.replace(/\b(model|stage|dataset|template) (\w+)/g, `$1 $2_${i}`)).join('\n');
+    agree(big);
+    assert.ok(read > 40, `read ${read}, gave up on ${gaveUp}`);
+  });
+
+  it('makes the same AST for expressions of every kind, or gives way', () => {
+    const exprs = [
+      '1 + 2 * 3 - 4 / 5 % 6', '2 ** 3 ** 2', '-2 ** 2', '- - 3', 'not a and b or not c == d', 'not not x', 'a | b | c', '1 < 2 and 3 >= 4 or 5 != 6',
+      'if a then b else if c then d else e', '[1, [2, 3], {a: 1, b: [x]}]', 'f(1)(2)[3].a.b', 'f(a: 1, b: 2,)', '[1, 2,]', '{ a: 1, b: 2 }', '8 x gpu(memory: 80GB)',
+      '(((1)))', 'vision.hidden * 2', '"a\\"b"', 'x.if.then', '2 x 4 x gpu(memory: 40GB)', '1e-3 + .5 + 2.', 'f()', '[]', '{}',
+      `${'('.repeat(30)}1${')'.repeat(30)}`, `${'-'.repeat(30)}1`, `${'not '.repeat(30)}x`, `a${'.b'.repeat(70)}`,
+    ];
+    read = gaveUp = 0;
+    for (const e of exprs) for (const host of HOSTS) agree(host(e));
+    assert.ok(read > 15 * HOSTS.length, `read ${read}, gave up on ${gaveUp}`);
+  });
+
+  it('makes the same AST as the recovering parser on generated and edited programs', () => {
+    read = gaveUp = 0;
+    fc.assert(fc.property(fc.oneof(valueMutated, mutated(2), deepNesting, longLine, lineSalad), (text) => agree(text)), { numRuns: 600, seed: 15 });
+    assert.ok(read > 100 && gaveUp > 100, `read ${read}, gave up on ${gaveUp}: both paths should be exercised`);
   });
 });

@@ -59,6 +59,13 @@ export class SourceFile {
     return { file: this.path, start: this.position(startOffset), end: this.position(Math.max(startOffset, endOffset)) };
   }
 
+  /** range(), for text that holds no line break (a token): the end is found from the start, not searched. */
+  lineRange(startOffset: number, endOffset: number): Range {
+    const start = this.position(startOffset);
+    const end = Math.min(Math.max(start.offset, endOffset), this.text.length);
+    return { file: this.path, start, end: { line: start.line, column: start.column + (end - start.offset), offset: end } };
+  }
+
   lineText(line: number): string {
     const start = this.lineStarts[line - 1] ?? this.text.length;
     const next = this.lineStarts[line];

@@ -9,6 +9,9 @@ import { MAX_NESTING } from './grammar.js';
 
 type Children = Record<string, CstElement[] | undefined>;
 
+/** The flat `not* power (op not* power)*` list of an expression, operands already built. */
+export type ClimbItem = { kind: 'not'; tok: IToken } | { kind: 'operand'; expr: A.Expr } | { kind: 'op'; tok: IToken };
+
 /** Binding strength of the binary operators (all left-associative; `**` is handled in the grammar). */
 const PRECEDENCE: Record<string, number> = { '|': 0, or: 1, and: 2, '==': 4, '!=': 4, '<': 4, '<=': 4, '>': 4, '>=': 4, '+': 5, '-': 5, '*': 6, '/': 6, '%': 6, x: 6 };
 /** `not` takes everything that binds tighter than `and`. */
@@ -43,7 +46,7 @@ export class AstBuilder {
   }
 
   /** `e`, one level above the deepest of `inner`; past MAX_NESTING, reported and replaced by Missing. */
-  private nest(e: A.Expr, inner: Iterable<A.Expr>): A.Expr {
+  nest(e: A.Expr, inner: Iterable<A.Expr>): A.Expr {
     let deepest = -1;
     for (const x of inner) deepest = Math.max(deepest, this.level(x));
     if (deepest + 1 > MAX_NESTING) {
@@ -55,7 +58,7 @@ export class AstBuilder {
   }
 
   /** A binary node is as deep as its deeper operand. */
-  private flat(e: A.BinaryExpr): A.Expr {
+  flat(e: A.BinaryExpr): A.Expr {
     const l = Math.max(this.level(e.left), this.level(e.right));
     if (l > 0) this.levels.set(e, l);
     return e;
@@ -63,11 +66,11 @@ export class AstBuilder {
 
   // ---- ranges ----
 
-  private tokRange(t: IToken | undefined): Range {
+  tokRange(t: IToken | undefined): Range {
     if (t && ok(t.startOffset) && !t.isInsertedInRecovery) {
       const end = ok(t.endOffset) ? t.endOffset + 1 : t.startOffset + t.image.length;
       this.lastGoodOffset = end;
-      return this.src.range(t.startOffset, end);
+      return this.src.lineRange(t.startOffset, end); // a token holds no line break
     }
     return this.src.range(this.lastGoodOffset, this.lastGoodOffset);
   }
@@ -107,11 +110,11 @@ export class AstBuilder {
     return all as CstNode[];
   }
 
-  private ident(t: IToken | undefined): A.Ident {
+  ident(t: IToken | undefined): A.Ident {
     return { kind: 'Ident', name: t?.image ?? '', range: this.tokRange(t) };
   }
 
-  private string(t: IToken | undefined): A.StringExpr {
+  string(t: IToken | undefined): A.StringExpr {
     return { kind: 'String', value: t ? unquote(t.image) : '', range: this.tokRange(t) };
   }
 
@@ -278,19 +281,18 @@ export class AstBuilder {
     }
   }
 
-  private span(a: A.Expr | { range: Range }, b: A.Expr): Range {
+  span(a: A.Expr | { range: Range }, b: A.Expr): Range {
     return { file: a.range.file, start: a.range.start, end: b.range.end.offset >= a.range.start.offset ? b.range.end : a.range.start };
   }
 
   /** Precedence climbing over the flat `not* power (op not* power)*` list of an `expression`. */
   private climb(n: CstNode): A.Expr {
-    type Item = { kind: 'not'; tok: IToken } | { kind: 'operand'; expr: A.Expr } | { kind: 'op'; tok: IToken };
     const c = n.children;
     const operands = this.nodes(c, 'power');
     if (operands.length === 1 && !c['Kw_not'] && !c['op']) return this.power(operands[0]); // the common case: one operand
     const nots = this.toks(c, 'Kw_not');
     if (operands.length === 1 && !nots.length) return this.power(operands[0]);
-    const items: Item[] = [];
+    const items: ClimbItem[] = [];
     const ops = (c['op'] ?? []).filter(isToken);
     let k = 0; // the next `not`; those before op i belong to operand i
     operands.forEach((o, i) => {
@@ -299,6 +301,12 @@ export class AstBuilder {
       items.push({ kind: 'operand', expr: this.power(o) });
       if (i < ops.length) items.push({ kind: 'op', tok: ops[i] });
     });
+    return this.climbItems(items, () => this.nodeRange(n));
+  }
+
+  /** Precedence climbing over an expression's items; `whole` is the expression's range (for what is
+   * missing or too deep in it). */
+  climbItems(items: readonly ClimbItem[], whole: () => Range): A.Expr {
     let at = 0;
     // A `not` takes what follows up to a looser operator, `not`s in it included: `not a + not b + ...`
     // nests once per `not` although each operand has one. Past the limit the rest is one PIPE1014.
@@ -306,11 +314,11 @@ export class AstBuilder {
     const parse = (minPrec: number): A.Expr => {
       let left: A.Expr;
       const first = items[at++];
-      if (!first) return { kind: 'Missing', range: this.nodeRange(n) };
+      if (!first) return { kind: 'Missing', range: whole() };
       if (first.kind === 'not') {
         if (open === MAX_NESTING) {
           const start = this.src.position(first.tok.startOffset);
-          const range = { ...this.nodeRange(n), start };
+          const range = { ...whole(), start };
           at = items.length;
           this.diagnostics.push({ code: M.NestingTooDeep.code, severity: M.NestingTooDeep.severity, message: M.NestingTooDeep.format(MAX_NESTING), range });
           return { kind: 'Missing', range };
@@ -381,15 +389,21 @@ export class AstBuilder {
     return e;
   }
 
+  number(t: IToken): A.Expr {
+    return { kind: 'Number', value: Number(t.image), text: t.image, range: this.tokRange(t) };
+  }
+
+  quantity(t: IToken): A.Expr {
+    const m = /^([0-9.]+(?:[eE][+-]?\d+)?)([A-Za-z]+)$/.exec(t.image);
+    return { kind: 'Quantity', value: Number(m?.[1] ?? NaN), unit: m?.[2] ?? '', text: t.image, range: this.tokRange(t) };
+  }
+
   /** The atom of a `power` node: a literal, a name, or a bracketed or `if` expression. */
   private primary(n: CstNode): A.Expr {
     const c = n.children;
     let t: IToken | undefined;
-    if ((t = this.tok(c, 'NumberLit'))) return { kind: 'Number', value: Number(t.image), text: t.image, range: this.tokRange(t) };
-    if ((t = this.tok(c, 'Quantity'))) {
-      const m = /^([0-9.]+(?:[eE][+-]?\d+)?)([A-Za-z]+)$/.exec(t.image);
-      return { kind: 'Quantity', value: Number(m?.[1] ?? NaN), unit: m?.[2] ?? '', text: t.image, range: this.tokRange(t) };
-    }
+    if ((t = this.tok(c, 'NumberLit'))) return this.number(t);
+    if ((t = this.tok(c, 'Quantity'))) return this.quantity(t);
     if ((t = this.tok(c, 'StringLit'))) return this.string(t);
     if ((t = this.tok(c, 'Kw_true'))) return { kind: 'Bool', value: true, range: this.tokRange(t) };
     if ((t = this.tok(c, 'Kw_false'))) return { kind: 'Bool', value: false, range: this.tokRange(t) };

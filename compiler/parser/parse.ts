@@ -1,12 +1,15 @@
 // parse(): text -> { ast, diagnostics }. Never throws: lexing and parsing errors become diagnostics and the
-// recovered, partial AST is still returned so later passes can report what they can.
+// recovered, partial AST is still returned so later passes can report what they can. Well-formed text takes
+// a fast path (fast-lex.ts, fast-parse.ts: no CST); the rest is read by the CST parser with recovery.
 import type { CstNode, IRecognitionException, IToken } from 'chevrotain';
 import type { FileNode } from '../ast/nodes.js';
 import { M, type MessageDef } from '../diagnostics/catalogue.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import { SourceFile, type Range } from '../diagnostics/source.js';
+import { fastLex } from '../lexer/fast-lex.js';
 import * as T from '../lexer/tokens.js';
 import { AstBuilder } from './build-ast.js';
+import { fastParse } from './fast-parse.js';
 import { grammar, MAX_NESTING } from './grammar.js';
 
 export interface ParseResult {
@@ -100,15 +103,18 @@ function expectationFor(e: IRecognitionException): string {
  * diagnostics. The first of parse()'s three phases, exported so the benchmark can time each. */
 export function lexPipe(source: SourceFile, diagnostics: Diagnostic[]): IToken[] {
   const text = source.text;
-  const lexed = T.PipeLexer.tokenize(text);
-
-  for (const err of lexed.errors) {
-    const ch = text.slice(err.offset, err.offset + (err.length || 1));
-    diagnostics.push(make(M.UnexpectedCharacter, source.range(err.offset, err.offset + (err.length || 1)), ch.length > 12 ? `${ch.slice(0, 12)}...` : ch));
+  // Well-formed text (nearly all of it) is lexed by hand; anything else by Chevrotain, which reports it.
+  let tokens = fastLex(text);
+  if (!tokens) {
+    const lexed = T.PipeLexer.tokenize(text);
+    for (const err of lexed.errors) {
+      const ch = text.slice(err.offset, err.offset + (err.length || 1));
+      diagnostics.push(make(M.UnexpectedCharacter, source.range(err.offset, err.offset + (err.length || 1)), ch.length > 12 ? `${ch.slice(0, 12)}...` : ch));
+    }
+    tokens = lexed.tokens;
   }
 
   // The lexer's own array is handed on unless a token must be replaced or dropped (rare: only in broken files).
-  const tokens = lexed.tokens;
   let kept = 0;
   for (let i = 0; i < tokens.length; i++) {
     const tok = tokens[i];
@@ -217,6 +223,21 @@ export function parse(path: string, text: string): ParseResult {
   const source = new SourceFile(path, text);
   const diagnostics: Diagnostic[] = [];
   const tokens = lexPipe(source, diagnostics);
+  // A well-formed file (what the compiler reads nearly always) is parsed straight to its AST, no CST; one
+  // the fast path gives up on is read again with recovery, which reports what is wrong.
+  const ast = diagnostics.length ? undefined : fastParse(source, tokens);
+  if (ast) return { ast, source, diagnostics };
+  return recover(source, tokens, diagnostics);
+}
+
+/** parse() without its fast path: the CST parser, with recovery, and the AST built from the CST. */
+export function parseWithRecovery(path: string, text: string): ParseResult {
+  const source = new SourceFile(path, text);
+  const diagnostics: Diagnostic[] = [];
+  return recover(source, lexPipe(source, diagnostics), diagnostics);
+}
+
+function recover(source: SourceFile, tokens: IToken[], diagnostics: Diagnostic[]): ParseResult {
   const tree = parseTokens(source, tokens, diagnostics, new AstBuilder(source));
   const ast = buildAst(source, tree, diagnostics);
   return { ast, source, diagnostics };
