@@ -69,14 +69,26 @@ class FastGrammar extends EmbeddedActionsParser {
     this.CONSUME(T.LBrace);
     const components: A.ComponentDecl[] = [];
     const flows: A.FlowDecl[] = [];
+    const adapters: A.AdapterDecl[] = [];
     this.MANY(() =>
       this.OR([
         { ALT: () => { const c = this.SUBRULE(this.componentDecl); this.ACTION(() => components.push(c)); } },
         { ALT: () => { const f = this.SUBRULE(this.flowDecl); this.ACTION(() => flows.push(f)); } },
+        { ALT: () => { const a = this.SUBRULE(this.adapterDecl); this.ACTION(() => adapters.push(a)); } },
       ]),
     );
     this.CONSUME(T.RBrace);
-    this.ACTION(() => this.decls.push({ kind: 'Model', name: this.b.ident(name), components, flows, range: this.from(first) }));
+    this.ACTION(() => this.decls.push({ kind: 'Model', name: this.b.ident(name), components, flows, adapters, range: this.from(first) }));
+  });
+
+  adapterDecl = this.RULE('adapterDecl', (): A.AdapterDecl => {
+    const first = this.CONSUME(Kw.adapter);
+    const component = this.CONSUME(T.Identifier);
+    this.CONSUME(T.Dot);
+    const name = this.CONSUME(T.Name);
+    this.CONSUME(T.Equals);
+    const init = this.SUBRULE(this.expression);
+    return this.ACTION(() => ({ kind: 'Adapter' as const, component: this.b.ident(component), name: this.b.ident(name), init, range: this.from(first) }));
   });
 
   componentDecl = this.RULE('componentDecl', (): A.ComponentDecl => {
@@ -158,7 +170,7 @@ class FastGrammar extends EmbeddedActionsParser {
     return this.ACTION(() => ({ kind: 'Field' as const, name: this.b.ident(name), value, range: this.from(name) }));
   });
 
-  private readonly sigKinds = ([Kw.encoder, Kw.projector, Kw.llm, Kw.data, Kw.optimizer, Kw.schedule, Kw.device] as TokenType[]).map((tok) => ({ ALT: () => this.CONSUME(tok) }));
+  private readonly sigKinds = ([Kw.encoder, Kw.projector, Kw.llm, Kw.data, Kw.optimizer, Kw.schedule, Kw.device, Kw.adapter] as TokenType[]).map((tok) => ({ ALT: () => this.CONSUME(tok) }));
 
   signatureDecl = this.RULE('signatureDecl', () => {
     const kind = this.OR(this.sigKinds);
