@@ -254,6 +254,9 @@ export function exportTorch(g: Graph, o: TorchExportOptions = {}): Map<string, s
   return new Map([
     ['model.py', modelPy],
     ['train.py', trainPy],
+    // the graph, which train.py copies into its run folder as pipec run does (RUN/graph.json): pipec's
+    // merge, eval and export then read a run of the exported trainer as one of its own
+    ['graph.json', JSON.stringify(g, null, 2) + '\n'],
     ...launchFiles(g, o),
     ...customPackageFiles(g, o, python),
   ]);

@@ -727,6 +727,10 @@ def train_stages(args, device, world, rank, main_process):
             truncate_metrics(run_dir, st["stage_index"], st["step"])
     elif main_process and os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
         os.remove(os.path.join(run_dir, "metrics.jsonl"))
+    graph = os.path.join(os.path.dirname(os.path.abspath(__file__)), "graph.json")
+    if main_process and os.path.exists(graph):  # RUN/graph.json, as pipec run writes it
+        with open(graph) as f:
+            write_atomic(os.path.join(run_dir, "graph.json"), f.read())
     stage_ckpts = dict(resume[1]["stage_checkpoints"]) if resume else {}
     model, model_name, total_steps = None, None, 0
     for si, stage in enumerate(STAGES):
