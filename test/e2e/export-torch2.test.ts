@@ -7,6 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSafetensorsHeader } from '../../compiler/check/checkpoint-io.js';
 import type { Graph } from '../../compiler/ir/graph.js';
+import { compile } from '../../compiler/service/service.js';
+import { exportTorch } from '../../runtime/export/torch.js';
 import { initBackend } from '../../runtime/backend/backends.js';
 import { prepareStages } from '../../runtime/export/prepare.js';
 import { MOE_BLOCK_CLASS, MOE_BLOCK_SUFFIX, zero3LeafClasses } from '../../runtime/export/launch.js';
@@ -15,9 +17,10 @@ import { PEFT_PREFIX } from '../../runtime/train/adapters.js';
 import { checkpointName, loadComponents, saveCheckpoint } from '../../runtime/train/checkpoint.js';
 import { mergeCommand } from '../../runtime/train/merge.js';
 import { readMetrics } from '../../runtime/train/metrics.js';
+import { runProgram } from '../../runtime/train/run.js';
 import { Rng } from '../../runtime/random.js';
 import { readWeights } from '../../runtime/weights/safetensors.js';
-import { graphOf, maxRelDiff, pipecLogits, pipecReference, readF32, sameLosses, tensorsAgree, tinyAccumulate2, torchrun, writeExport } from '../export/helpers.js';
+import { graphOf, maxRelDiff, pipecLogits, pipecReference, quiet, readF32, sameLosses, tensorsAgree, tinyAccumulate2, torchrun, writeExport } from '../export/helpers.js';
 import { runPython, TORCH2_FIX, torch2Python, transformersPython } from '../helpers/python.js';
 import { PYTHON_ENV } from '../helpers/reference.js';
 import { unavailable } from '../helpers/required.js';
@@ -242,6 +245,13 @@ describe('export: LoRA adapters (test/runtime/tiny-lora.pipe, torch >= 2)', func
     assert.ok(maxRelDiff(readWeights(path.join(fin, 'proj')).get('multi_modal_projector.linear_1.weight')!.data, readWeights(path.join(init, 'proj')).get('multi_modal_projector.linear_1.weight')!.data) > 0, 'finetune trains proj');
   });
 
+  it('--stop-after 7 then --resume (from align step 6: the adapter and its moments read back, the dropout masks follow the micro-batch) gives the uninterrupted losses', () => {
+    const cut = path.join(work, 'cut');
+    runPython(PY, [train, '--data', data, '--out', cut, '--stop-after', '7']);
+    runPython(PY, [train, '--data', data, '--out', cut, '--resume']);
+    sameLosses('tiny-lora resumed vs uninterrupted (exported trainer)', readMetrics(out), readMetrics(cut), 1e-6);
+  });
+
   it('the exported run reads as pipec\'s: pipec\'s logits on its checkpoint equal --eval-logits (which loads the adapter), and pipec merge folds its adapter', async () => {
     const fin = ck(out, '01-finetune-step000002');
     const logits = path.join(work, 'logits.bin');
@@ -303,5 +313,33 @@ print(json.dumps({"own": sorted(own), "owners": [n for n, _ in m.owners()],
     const ref = await pipecReference(rel, { sets: ['stage.align.steps=6', 'stage.align.accumulate=2', 'stage.finetune.accumulate=2'] });
     sameLosses('tiny-lora under FSDP (2 processes) vs pipec accumulate 2', ref.metrics, readMetrics(path.join(w2, 'fsdp')), 1e-4);
     for (const c of ['vision', 'lm']) identical(`${c} under FSDP`, path.join(w2, 'data', 'align', 'init', c), path.join(w2, 'fsdp', 'checkpoints', '01-finetune-step000002', c));
+  });
+
+  it('QLoRA (quantize: nf4) without a GPU: train.py says once that the base runs in full precision and trains as pipec; the CUDA path (bitsandbytes\' layers) routes the base\'s linears, with a stand-in for bitsandbytes', async () => {
+    // tiny-lora with its adapter declared over an NF4 base, 3 steps of align only
+    const dir = tmpDir('torch2-qlora');
+    const text = fs.readFileSync(repo(rel), 'utf8').replace('targets: ["q_proj", "v_proj"])', 'targets: ["q_proj", "v_proj"], quantize: nf4)').replace(/stage finetune \{[\s\S]*$/, '').replace('steps: 20', 'steps: 3');
+    fs.writeFileSync(path.join(dir, 'qlora.pipe'), text);
+    const r = compile({ file: path.join(dir, 'qlora.pipe'), configFiles: [], sets: [], lower: true });
+    assert.ok(r.graph, r.diagnostics.map((d) => d.message).join('; '));
+    const gq = { ...r.graph, source: 'qlora.pipe' };
+    assert.equal(gq.models[0]!.adapters![0]!.quantize, 'nf4');
+    for (const [name, t] of exportTorch(gq, { baseDir: dir })) (fs.mkdirSync(path.dirname(path.join(dir, 'torch', name)), { recursive: true }), fs.writeFileSync(path.join(dir, 'torch', name), t));
+    prepareStages({ graph: gq, baseDir: dir, outDir: path.join(dir, 'data') });
+    const log = runPython(PY, [path.join(dir, 'torch', 'train.py'), '--data', path.join(dir, 'data'), '--out', path.join(dir, 'run'), '--device', 'cpu']);
+    const notes = log.split('\n').filter((l) => l.includes('QLoRA'));
+    assert.deepEqual(notes, ['note: adapter lm.lora declares quantize: nf4 (QLoRA), but this run is on cpu (bitsandbytes quantizes on CUDA): the base `lm` is held and computed in full precision (fp32)']);
+    await runProgram({ graph: gq, baseDir: dir, runDir: path.join(dir, 'pipec'), backend: 'wasm', out: quiet, evaluate: false });
+    sameLosses('QLoRA program in fp32 (pipec vs torch)', readMetrics(path.join(dir, 'pipec')), readMetrics(path.join(dir, 'run')), 1e-4);
+    const py = JSON.parse(runPython(PY, [repo('test/lora/check_qlora_export.py'), path.join(dir, 'torch')]).trim().split('\n').pop()!) as Record<string, unknown>;
+    assert.match(String(py['cuda_without_bnb']), /^note: adapter lm\.lora declares quantize: nf4 \(QLoRA\), but bitsandbytes is not installed .*: the base `lm` is held and computed in full precision \(fp32\)$/);
+    assert.match(String(py['cuda_sharded']), /--fsdp \/ --deepspeed shard the base.*full precision/);
+    assert.equal(py['trained_base'], null, 'a stage that trains the base itself quantizes nothing');
+    const linears = ['mlp.down_proj', 'mlp.gate_proj', 'mlp.up_proj', 'self_attn.k_proj', 'self_attn.o_proj', 'self_attn.q_proj', 'self_attn.v_proj'].map((m) => `model.layers.0.${m}`);
+    assert.deepEqual(py['quantized'], linears, 'every linear of the llm but lm_head');
+    assert.deepEqual(py['freed'], linears.map((m) => `${m}.weight`), 'their fp32 copies leave the device');
+    assert.equal(py['logits_diff'], 0, 'the (exact) stand-in layers give the same logits');
+    assert.ok((py['adapter_effect'] as number) > 1e-3, 'the LoRA update still runs over the quantized base');
+    assert.equal(py['checkpoint_same'], true, 'checkpoints hold the base unchanged');
   });
 });
