@@ -11,7 +11,8 @@ import { imageShapeOf, prepareDataset, stageSources } from '../data/datasets.js'
 import { runTokenizer } from '../data/run-tokenizer.js';
 import type { TextTokenizer } from '../data/vocab-tokenizer.js';
 import { M, runtimeError } from '../errors.js';
-import { initialValue, paramSpecs } from '../params.js';
+import { adapterSpecs, initialValue, paramSpecs } from '../params.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterConfig, PEFT_PREFIX } from '../train/adapters.js';
 import { graphHash, microBatch, stageSteps } from '../train/run.js';
 import { hfConfig } from '../weights/hf-config.js';
 import { encodeSafetensors } from '../weights/safetensors.js';
@@ -131,6 +132,16 @@ function writeStage(o: PrepareOptions, stage: StagePlan, dir: string, tok: { tok
       for (const s of specs) if (s.component === c.name) tensors.set(s.name, { shape: s.shape, data: initialValue(s, stage.seed) });
       if (tensors.size) fs.writeFileSync(path.join(cdir, 'model.safetensors'), encodeSafetensors(tensors, { pipec_component: c.name }));
       fs.writeFileSync(path.join(cdir, 'config.json'), JSON.stringify(hfConfig(c), null, 2) + '\n');
+    }
+    // each LoRA adapter as pipec initialises it (A uniform from the stage seed, B zeros), in PEFT's folder format
+    for (const a of model.adapters ?? []) {
+      const adir = path.join(tmp, 'init', a.name);
+      fs.mkdirSync(adir, { recursive: true });
+      const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+      for (const s of adapterSpecs([a])) tensors.set(PEFT_PREFIX + s.name, { shape: s.shape, data: initialValue(s, stage.seed) });
+      fs.writeFileSync(path.join(adir, ADAPTER_WEIGHTS), encodeSafetensors(tensors, { pipec_adapter: a.name }));
+      const comp = model.components.find((c) => c.name === a.component)!;
+      fs.writeFileSync(path.join(adir, ADAPTER_CONFIG), JSON.stringify(adapterConfig(a, comp, path.resolve(dir, 'init', a.component)), null, 2) + '\n');
     }
   }
   const index = {

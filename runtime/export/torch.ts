@@ -5,7 +5,8 @@
 // checkpoints, data-parallel over torchrun processes), reading the shards `pipec prepare` writes, and
 // per-stage launch configurations (launch.ts). The output is a pure function of the graph:
 // the same graph gives byte-identical files. See docs/export.md.
-import type { AttrValue, ComponentDef, Graph, ModelDef, NodeDef } from '../../compiler/ir/graph.js';
+import type { AdapterDef, AttrValue, ComponentDef, Graph, ModelDef, NodeDef } from '../../compiler/ir/graph.js';
+import { adapterConfig } from '../train/adapters.js';
 import { graphHash } from '../train/run.js';
 import { hfConfig } from '../weights/hf-config.js';
 import { customPackageFiles, exportsPython, pythonPackageName, readPythonHalves } from './custom-python.js';
@@ -86,6 +87,21 @@ function componentSpec(c: ComponentDef, o: TorchExportOptions): Record<string, u
   };
 }
 
+/**
+ * A LoRA adapter for model.py's Adapter: its settings, its tensors (pipec's names) and the
+ * adapter_config.json pipec writes for it (runtime/train/adapters.ts), its base_model_name_or_path filled
+ * in when a checkpoint is written.
+ */
+function adapterSpec(m: ModelDef, a: AdapterDef): Record<string, unknown> {
+  const comp = m.components.find((c) => c.name === a.component);
+  if (!comp) throw new ExportError(`adapter "${a.name}" adapts component "${a.component}", which model "${m.name}" does not have`);
+  return {
+    name: a.name, component: a.component, rank: a.rank, alpha: a.alpha, dropout: a.dropout, targets: a.targets, quantize: a.quantize,
+    tensors: a.tensors.map((t) => ({ name: t.name, shape: t.shape, repeat: Object.entries(t.repeat ?? {}) })),
+    peft_config: adapterConfig(a, comp, null),
+  };
+}
+
 function nodeCode(m: ModelDef, n: NodeDef, v: (id: string) => string, o: TorchExportOptions): string[] {
   const comp = n.component ? m.components.find((c) => c.name === n.component) : undefined;
   const ins = n.inputs.map(v);
@@ -152,6 +168,7 @@ function modelClass(m: ModelDef, o: TorchExportOptions): string {
     image_tokens: m.image_tokens ?? 0,
     weights: Object.fromEntries(m.components.filter((c) => c.weights).map((c) => [c.name, c.weights!])),
     components: m.components.map((c) => componentSpec(c, o)),
+    ...(m.adapters?.length ? { adapters: m.adapters.map((a) => adapterSpec(m, a)) } : {}),
   };
   const body: string[] = ['aux_losses = []', 'lm_loss = None'];
   let hasLoss = false;
@@ -237,6 +254,9 @@ export function exportTorch(g: Graph, o: TorchExportOptions = {}): Map<string, s
   return new Map([
     ['model.py', modelPy],
     ['train.py', trainPy],
+    // the graph, which train.py copies into its run folder as pipec run does (RUN/graph.json): pipec's
+    // merge, eval and export then read a run of the exported trainer as one of its own
+    ['graph.json', JSON.stringify(g, null, 2) + '\n'],
     ...launchFiles(g, o),
     ...customPackageFiles(g, o, python),
   ]);

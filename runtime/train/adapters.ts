@@ -22,7 +22,7 @@ export const ADAPTER_CONFIG = 'adapter_config.json';
 export const PEFT_PREFIX = 'base_model.model.';
 
 /** adapter_config.json as PEFT 0.x writes it for a LoraConfig (fields it needs; the others default). */
-export function adapterConfig(a: AdapterDef, component: ComponentDef, baseModel: string): Record<string, unknown> {
+export function adapterConfig(a: AdapterDef, component: ComponentDef, baseModel: string | null): Record<string, unknown> {
   return {
     peft_type: 'LORA',
     task_type: component.role === 'llm' ? 'CAUSAL_LM' : null,

@@ -13,7 +13,7 @@ import { imageShapeOf, prepareDataset } from '../../runtime/data/datasets.js';
 import { runTokenizer } from '../../runtime/export/prepare.js';
 import { exportTorch } from '../../runtime/export/torch.js';
 import { ModelRunner } from '../../runtime/model.js';
-import { ParamStore, paramSpecs } from '../../runtime/params.js';
+import { modelParamSpecs, ownersOf, ParamStore } from '../../runtime/params.js';
 import { loadComponents } from '../../runtime/train/checkpoint.js';
 import { readMetrics, type StepMetrics } from '../../runtime/train/metrics.js';
 import { Progress } from '../../runtime/train/progress.js';
@@ -101,8 +101,8 @@ export function pipecLogits(g: Graph, stageName: string, weightsDir: string, k: 
   const data = prepareDataset(stage.data, { graph: g, baseDir: repo(path.dirname(g.source)), model, tokenizer, maxLength: stage.max_length });
   const { microPerEpoch } = stageSteps(stage, data.train.length);
   const batch = collate(microBatch(data.train, stage, microPerEpoch, k), tokenizer.padId ?? 0, imageShapeOf(model));
-  const store = new ParamStore(paramSpecs(model.components), 12345);
-  loadComponents(weightsDir, model.components.map((c) => c.name), store);
+  const store = new ParamStore(modelParamSpecs(model), 12345);
+  loadComponents(weightsDir, ownersOf(model), store); // the components and, from their PEFT folders, the adapters
   const out = tf.tidy(() => {
     const r = new ModelRunner(model, store).forward({ pixels: batch.pixels ? tf.tensor4d(batch.pixels.data, batch.pixels.shape) : null, inputIds: batch.inputIds, info: batch.info });
     return { data: r.logits.dataSync() as Float32Array, shape: r.logits.shape };

@@ -100,8 +100,10 @@ def read_weights_dir(folder):
 
 # --------------------------------------------------------------------------------------------------
 # pipec's initialisation (runtime/params.ts, runtime/random.ts): mulberry32 streams derived per tensor
-# name from the stage seed, N(0, 0.02) by Box-Muller, norms 1, biases 0. Bit-compatible with pipec, but
-# a Python loop per element: use init="torch" (torch.normal, same distribution) for large models.
+# name from the stage seed, N(0, 0.02) by Box-Muller, norms 1, biases 0, a LoRA A uniform and its B
+# zeros. Bit-compatible with pipec, but the normal draws are a Python loop per element: use init="torch"
+# (torch.normal, same distribution) for large models. Uniform draws (LoRA's A, its dropout masks) are
+# computed as one tensor (pipec_uniform).
 # --------------------------------------------------------------------------------------------------
 _M32 = 0xFFFFFFFF
 
@@ -143,7 +145,33 @@ class PipecRng:
         return PipecRng(h)
 
 
+_GOLDEN = 0x6D2B79F5
+
+
+def _imul_t(a, b):
+    """Math.imul on int64 tensors of uint32 values (products split in 16-bit halves: no int64 overflow)."""
+    a_lo, a_hi = a & 0xFFFF, a >> 16
+    b_lo, b_hi = b & 0xFFFF, b >> 16
+    return (a_lo * b_lo + (((a_hi * b_lo + a_lo * b_hi) & 0xFFFF) << 16)) & _M32
+
+
+def pipec_uniform(seed, label, n, device=None):
+    """The first n draws of PipecRng.derive(seed, label).next(), as a float64 tensor, computed at once: the
+    generator's state after k draws is s0 + k * 0x6D2B79F5, so every draw is a hash of its index (the
+    same integers as the loop, hence the same values bit for bit)."""
+    s0 = PipecRng.derive(seed, label).s
+    k = torch.arange(1, n + 1, dtype=torch.int64, device=device)
+    t = (s0 + k * _GOLDEN) & _M32
+    t = _imul_t(t ^ (t >> 15), t | 1)
+    t = t ^ ((t + _imul_t(t ^ (t >> 7), t | 61)) & _M32)
+    return ((t ^ (t >> 14)) & _M32).double() / 4294967296.0
+
+
 def init_kind(name):
+    if name.endswith(".lora_A.weight"):
+        return "lora_a"
+    if name.endswith(".lora_B.weight"):
+        return "zeros"
     if name.endswith(".bias") or name.endswith("_bias"):
         return "zeros"
     if _NORM_WEIGHT.search(name):
@@ -171,6 +199,9 @@ def initial_value(name, shape, seed, mode="pipec", std=0.02):
     n = 1
     for s in shape:
         n *= s
+    if kind == "lora_a":  # PEFT's kaiming_uniform_(a = sqrt(5)): U(-1/sqrt(in), 1/sqrt(in)), from pipec's stream in both modes
+        bound = 1.0 / math.sqrt(shape[1])
+        return ((2.0 * pipec_uniform(seed, name, n) - 1.0) * bound).float().reshape(shape)
     if mode == "torch":
         g = torch.Generator().manual_seed((seed * 1000003 + sum(map(ord, name))) & 0x7FFFFFFF)
         return torch.normal(0.0, std, tuple(shape), generator=g)
@@ -262,7 +293,41 @@ def merge_heads(x):
 # --------------------------------------------------------------------------------------------------
 class Named(nn.Module):
     """Parameters registered under dotted names, read back with p(name). p() walks attributes rather than
-    calling get_parameter: under FSDP a parameter is a plain tensor view while its unit runs."""
+    calling get_parameter: under FSDP a parameter is a plain tensor view while its unit runs.
+    prefix: the module's path inside its component ("model.layers.3."), so that linear() knows the full
+    name of a linear layer; lora: the component's adapted linear layers (full name -> Adapter), a plain
+    dict, so the adapters are not registered twice."""
+
+    LAYERS = None  # (pattern of a layer's module path, its class), in the subclasses that have layers
+    prefix = ""
+    lora = {}
+    quantized = {}
+
+    def _register(self, name, param):
+        parts = name.split(".")
+        mod = self
+        for k, part in enumerate(parts[:-1]):
+            if part not in mod._modules:
+                path = ".".join(parts[: k + 1])
+                layer = self.LAYERS is not None and re.fullmatch(self.LAYERS[0], path)
+                if layer:
+                    mod.add_module(part, self.LAYERS[1](self.op, self.attrs))
+                    mod._modules[part].prefix = path + "."
+                else:
+                    mod.add_module(part, nn.Module())
+            mod = mod._modules[part]
+        mod.register_parameter(parts[-1], param)
+
+    def linear(self, x, module, bias=True):
+        """y = x W^T (+ b) for linear layer `module` (relative to this module), plus its LoRA update where an
+        adapter targets it (lora_linear): every linear layer of the components goes through here, as every
+        one of pipec's goes through runtime/ops/lora.ts's adaptedLinear."""
+        b = self.p(module + ".bias") if bias else None
+        full = self.prefix + module
+        q = self.quantized.get(full)  # QLoRA: the weight held by bitsandbytes (quantize_component)
+        y = F.linear(x, self.p(module + ".weight"), b) if q is None else (q(x) if b is None else q(x) + b)
+        ad = self.lora.get(full)
+        return y if ad is None else lora_linear(ad, full, x, y)
 
     def p(self, name):
         mod = self
@@ -287,7 +352,6 @@ class Layer(Named):
 
 
 class Component(Named):
-    LAYERS = None  # (pattern of a layer's module path, its class), in the subclasses that have layers
     checkpoint_layers = False  # a stage's gradient_checkpointing: PipeModel.gradient_checkpointing_enable()
 
     def __init__(self, name, op, attrs, tensors):
@@ -299,17 +363,6 @@ class Component(Named):
         for pname, shape in tensors:
             self._register(pname, nn.Parameter(torch.zeros(shape)))
             self.param_names.append(pname)
-
-    def _register(self, name, param):
-        parts = name.split(".")
-        mod = self
-        for k, part in enumerate(parts[:-1]):
-            if part not in mod._modules:
-                path = ".".join(parts[: k + 1])
-                layer = self.LAYERS is not None and re.fullmatch(self.LAYERS[0], path)
-                mod.add_module(part, self.LAYERS[1](self.op, self.attrs) if layer else nn.Module())
-            mod = mod._modules[part]
-        mod.register_parameter(parts[-1], param)
 
     def has(self, name):
         return name in self.param_names
@@ -327,14 +380,14 @@ class VisionLayer(Layer):
     """A pre-LayerNorm ViT block (CLIP / SigLIP): attention then MLP, each with a residual."""
 
     def forward(self, x, act, heads, eps):
-        p = self.p
+        p, lin = self.p, self.linear
         h = layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"), eps)
-        q = split_heads(F.linear(h, p("self_attn.q_proj.weight"), p("self_attn.q_proj.bias")), heads)
-        k = split_heads(F.linear(h, p("self_attn.k_proj.weight"), p("self_attn.k_proj.bias")), heads)
-        v = split_heads(F.linear(h, p("self_attn.v_proj.weight"), p("self_attn.v_proj.bias")), heads)
-        x = x + F.linear(merge_heads(attention(q, k, v)), p("self_attn.out_proj.weight"), p("self_attn.out_proj.bias"))
+        q = split_heads(lin(h, "self_attn.q_proj"), heads)
+        k = split_heads(lin(h, "self_attn.k_proj"), heads)
+        v = split_heads(lin(h, "self_attn.v_proj"), heads)
+        x = x + lin(merge_heads(attention(q, k, v)), "self_attn.out_proj")
         h2 = layer_norm(x, p("layer_norm2.weight"), p("layer_norm2.bias"), eps)
-        return x + F.linear(act(F.linear(h2, p("mlp.fc1.weight"), p("mlp.fc1.bias"))), p("mlp.fc2.weight"), p("mlp.fc2.bias"))
+        return x + lin(act(lin(h2, "mlp.fc1")), "mlp.fc2")
 
 
 class VisionEncoder(Component):
@@ -391,11 +444,10 @@ class Projector(Component):
         if self.op == "identity":
             return x
         if self.op == "linear":
-            b = "%s.linear_1.bias" % P
-            return F.linear(x, self.p("%s.linear_1.weight" % P), self.p(b) if self.has(b) else None)
-        h = F.linear(x, self.p("%s.linear_1.weight" % P), self.p("%s.linear_1.bias" % P))
+            return self.linear(x, "%s.linear_1" % P, self.has("%s.linear_1.bias" % P))
+        h = self.linear(x, "%s.linear_1" % P)
         for k in range(2, self.a("depth", 2) + 1):
-            h = F.linear(gelu(h), self.p("%s.linear_%d.weight" % (P, k)), self.p("%s.linear_%d.bias" % (P, k)))
+            h = self.linear(gelu(h), "%s.linear_%d" % (P, k))
         return h
 
 
@@ -404,34 +456,34 @@ class DecoderLayer(Layer):
     or the sparse MoE block (mixtral), each with a residual."""
 
     def forward(self, x, bias, cos, sin, attention_mask, stats):
-        p = self.p
+        p, lin = self.p, self.linear
         heads, eps = self.a("heads"), self.a("norm_eps", 1e-5)
         kv_heads = self.a("kv_heads", heads)
         h = rms_norm(x, p("input_layernorm.weight"), eps)
-        q = apply_rope(split_heads(F.linear(h, p("self_attn.q_proj.weight")), heads), cos, sin)
-        k = apply_rope(split_heads(F.linear(h, p("self_attn.k_proj.weight")), kv_heads), cos, sin)
-        v = split_heads(F.linear(h, p("self_attn.v_proj.weight")), kv_heads)
+        q = apply_rope(split_heads(lin(h, "self_attn.q_proj", False), heads), cos, sin)
+        k = apply_rope(split_heads(lin(h, "self_attn.k_proj", False), kv_heads), cos, sin)
+        v = split_heads(lin(h, "self_attn.v_proj", False), kv_heads)
         rep = heads // kv_heads
         if rep > 1:  # head h reads key/value head h // rep, as transformers' repeat_kv
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        x = x + F.linear(merge_heads(attention(q, k, v, bias)), p("self_attn.o_proj.weight"))
+        x = x + lin(merge_heads(attention(q, k, v, bias)), "self_attn.o_proj", False)
         h = rms_norm(x, p("post_attention_layernorm.weight"), eps)
         return x + (self.moe(h, attention_mask, stats) if self.op == "mixtral" else self.swiglu(h))
 
     def swiglu(self, h):
-        p = lambda n: self.p("mlp.%s" % n)  # noqa: E731
-        return F.linear(F.silu(F.linear(h, p("gate_proj.weight"))) * F.linear(h, p("up_proj.weight")), p("down_proj.weight"))
+        lin = lambda x, n: self.linear(x, "mlp.%s" % n, False)  # noqa: E731
+        return lin(F.silu(lin(h, "gate_proj")) * lin(h, "up_proj"), "down_proj")
 
     def moe(self, h, attention_mask, stats):
         """transformers' MixtralSparseMoeBlock: softmax router, top-k (ties to the lower index), the k
         weights renormalised to 1, each expert (SwiGLU: w1 gate, w3 up, w2 down) on its tokens only."""
         experts, k = self.a("experts"), self.a("top_k")
-        p = lambda n: self.p("block_sparse_moe.%s" % n)  # noqa: E731
+        lin = lambda x, n: self.linear(x, "block_sparse_moe.%s" % n, False)  # noqa: E731
         D = h.shape[-1]
         x2 = h.reshape(-1, D)
         N = x2.shape[0]
-        probs = torch.softmax(F.linear(x2, p("gate.weight")), dim=-1)  # [N, E]
+        probs = torch.softmax(lin(x2, "gate"), dim=-1)  # [N, E]
         top = torch.sort(probs.detach(), dim=-1, descending=True, stable=True).indices[:, :k]
         chosen = torch.zeros(N, experts, device=h.device).scatter_(1, top, 1.0)
         picked = probs * chosen
@@ -442,8 +494,8 @@ class DecoderLayer(Layer):
             if rows.numel() == 0:
                 continue  # an expert without tokens is not run (and gets no gradient)
             xe = x2[rows]
-            q = lambda n: p("experts.%d.%s.weight" % (e, n))  # noqa: E731
-            ye = F.linear(F.silu(F.linear(xe, q("w1"))) * F.linear(xe, q("w3")), q("w2"))
+            q = lambda x, n: lin(x, "experts.%d.%s" % (e, n))  # noqa: E731
+            ye = q(F.silu(q(xe, "w1")) * q(xe, "w3"), "w2")
             out = out.index_add(0, rows, ye * weights[rows, e:e + 1])
         stats.append((probs, chosen, attention_mask.reshape(-1).float()))
         return out.reshape(h.shape)
@@ -473,8 +525,9 @@ class Decoder(Component):
             if coef > 0:
                 aux_losses.append(load_balancing_loss(stats, self.a("experts")) * coef)
         x = rms_norm(x, self.p("model.norm.weight"), eps)
-        head = self.p("model.embed_tokens.weight") if self.attrs.get("tie_embeddings") is True else self.p("lm_head.weight")
-        return F.linear(x, head)  # [B, T, V]
+        if self.attrs.get("tie_embeddings") is True:
+            return F.linear(x, self.p("model.embed_tokens.weight"))  # [B, T, V]
+        return self.linear(x, "lm_head", False)  # [B, T, V]
 
 
 def load_balancing_loss(stats, experts):
@@ -518,6 +571,83 @@ def causal_lm_loss(logits, labels, ignore_index=-100):
     if int(t.min()) < 0 or int(t.max()) >= V:
         raise ValueError("a label is outside the vocabulary [0, %d)" % V)
     return F.cross_entropy(shifted[keep], t, reduction="sum") / count
+
+
+# --------------------------------------------------------------------------------------------------
+# LoRA adapters (runtime/ops/lora.ts; PEFT's lora.Linear): an adapter of the graph (ModelDef.adapters)
+# holds, per linear layer it targets, `<module>.lora_A.weight` [r, in] and `<module>.lora_B.weight`
+# [out, r] under the component's Hugging Face module names (PEFT's names, without its
+# `base_model.model.` prefix), and the adapted layer computes
+#     y = x W^T (+ b) + (alpha / r) * dropout(x) A^T B^T.
+# Dropout acts only in a training forward, with masks from pipec's seeded stream of (stage seed,
+# micro-batch, module): PipecRng.derive(seed, "lora-dropout/<stage>/<micro-batch>/<module>"), so the
+# exported trainer draws pipec's masks. The adapters live in PipeModel.adapters beside the components
+# (key: the adapter's name with "-" for ".", ModuleDict keys cannot hold a dot); a stage trains or freezes
+# each by its name, as a component. A user's class (custom component) is adapted by a forward hook on
+# each targeted nn.Linear.
+# --------------------------------------------------------------------------------------------------
+def adapter_key(name):
+    """The PipeModel.adapters key of adapter "lm.lora": "lm-lora"."""
+    return name.replace(".", "-")
+
+
+class Adapter(Named):
+    def __init__(self, spec):
+        super().__init__()
+        self.adapter, self.component = spec["name"], spec["component"]
+        self.rank, self.alpha, self.dropout = spec["rank"], spec["alpha"], spec["dropout"]
+        self.scale = spec["alpha"] / spec["rank"]
+        self.quantize = spec.get("quantize", "none")
+        self.peft_config = spec.get("peft_config", {})
+        self.stream = None  # (seed, micro-batch key) while a training forward runs (PipeModel.lora_stream)
+        self.param_names = []
+        for t in spec["tensors"]:
+            for n in expand_tensor_names(t["name"], t["repeat"]):
+                self._register(n, nn.Parameter(torch.zeros(t["shape"])))
+                self.param_names.append(n)
+        self.adapted = [n[: -len(".lora_A.weight")] for n in self.param_names if n.endswith(".lora_A.weight")]
+
+
+def dropout_mask(seed, key, module, shape, p, device):
+    """pipec's LoRA dropout mask for input x of `module`: 1 / (1 - p) where the stream's draw is >= p, else 0."""
+    n = 1
+    for d in shape:
+        n *= d
+    u = pipec_uniform(seed, "lora-dropout/%s/%s" % (key, module), n, device)
+    keep = torch.tensor(1.0 / (1.0 - p), dtype=torch.float64, device=device)
+    return torch.where(u >= p, keep, torch.zeros((), dtype=torch.float64, device=device)).float().reshape(shape)
+
+
+def lora_linear(ad, module, x, y):
+    """y + (alpha / r) * dropout(x) A^T B^T: the LoRA update of linear layer `module` (its full name in the
+    component) on input x [..., in], added to the base output y [..., out]."""
+    if ad.dropout > 0 and ad.stream is not None:
+        x = x * dropout_mask(ad.stream[0], ad.stream[1], module, list(x.shape), ad.dropout, x.device).to(x.dtype)
+    a = ad.p(module + ".lora_A.weight")
+    b = ad.p(module + ".lora_B.weight")
+    return y + F.linear(F.linear(x, a), b) * ad.scale  # [..., r] -> [..., out]
+
+
+def attach_adapter(comp, ad):
+    """Routes the component's adapted linear layers through lora_linear: pipec's components by their
+    linear() (each of its modules shares one dict of full name -> adapter), a user's class by a forward hook
+    on each targeted nn.Linear (PEFT's way)."""
+    if isinstance(comp, Component):
+        table = dict(comp.lora)
+        table.update({m: ad for m in ad.adapted})
+        for m in comp.modules():
+            if isinstance(m, Named):
+                m.lora = table
+        return
+    for module in ad.adapted:
+        try:
+            lin = comp.get_submodule(module)
+        except AttributeError:
+            lin = None
+        if not isinstance(lin, nn.Linear):
+            raise ValueError("adapter %s targets %s, which is not an nn.Linear of %s (component %s): a user's class is adapted through its nn.Linear modules" % (
+                ad.adapter, module, type(comp).__name__, ad.component))
+        lin.register_forward_hook(lambda _m, inputs, out, module=module: lora_linear(ad, module, inputs[0], out))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -612,6 +742,25 @@ class PipeModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.components = nn.ModuleDict({c["name"]: build_component(c) for c in self.spec["components"]})
+        self.adapters = nn.ModuleDict({adapter_key(a["name"]): Adapter(a) for a in self.spec.get("adapters", [])})
+        for ad in self.adapters.values():
+            attach_adapter(self.components[ad.component], ad)
+
+    def owners(self):
+        """(name, module) of every component and then every adapter: what a stage trains or freezes by name,
+        and what a checkpoint holds a folder of. Each module's named_parameters() are pipec's names."""
+        return list(self.components.items()) + [(ad.adapter, ad) for ad in self.adapters.values()]
+
+    def adapter(self, name):
+        """The Adapter named "lm.lora", or None."""
+        key = adapter_key(name)
+        return self.adapters[key] if key in self.adapters else None
+
+    def lora_stream(self, seed=None, key=None):
+        """Where LoRA dropout draws its masks in the next forwards: (stage seed, "<stage>/<micro-batch>") in
+        training, None (no dropout) otherwise."""
+        for ad in self.adapters.values():
+            ad.stream = None if key is None else (seed, key)
 
     def hf_config(self, name):
         """The component's config.json (runtime/weights/hf-config.ts)."""
@@ -619,9 +768,9 @@ class PipeModel(nn.Module):
 
     def init_fresh(self, seed, mode="pipec"):
         with torch.no_grad():
-            for comp in self.components.values():
-                for n, prm in comp.named_parameters():
-                    prm.copy_(initial_value(n, list(prm.shape), seed, mode, init_std(getattr(comp, "attrs", {}), list(prm.shape))))
+            for _, owner in self.owners():
+                for n, prm in owner.named_parameters():
+                    prm.copy_(initial_value(n, list(prm.shape), seed, mode, init_std(getattr(owner, "attrs", {}), list(prm.shape))))
 
     def gradient_checkpointing_enable(self, on=True):
         """A stage's gradient_checkpointing: each layer of pipec's components is recomputed in backward
@@ -636,12 +785,89 @@ class PipeModel(nn.Module):
         self.gradient_checkpointing_enable(False)
 
     def load_component(self, name, folder):
-        """Loads one component from a Hugging Face weights folder; every tensor must be there with its shape."""
-        got = read_weights_dir(folder)
+        """Loads one component from a Hugging Face weights folder, or one adapter from a PEFT folder
+        (load_adapter); every tensor must be there with its shape."""
+        if self.adapter(name) is not None:
+            return self.load_adapter(name, folder)
+        self._load(self.components[name], read_weights_dir(folder), "", folder)
+
+    def load_adapter(self, name, folder):
+        """An adapter from its PEFT folder (adapter_model.safetensors, `base_model.model.<name>` tensors)."""
+        path = os.path.join(folder, ADAPTER_WEIGHTS)
+        if not os.path.exists(path):
+            raise KeyError("adapter %s: %s is missing" % (name, path))
+        self._load(self.adapter(name), read_safetensors(path), PEFT_PREFIX, path)
+
+    @staticmethod
+    def _load(owner, got, prefix, where):
         with torch.no_grad():
-            for n, prm in self.components[name].named_parameters():
-                if n not in got:
-                    raise KeyError("tensor %s is missing from %s" % (n, folder))
-                if list(got[n].shape) != list(prm.shape):
-                    raise ValueError("tensor %s in %s is %s, expected %s" % (n, folder, list(got[n].shape), list(prm.shape)))
-                prm.copy_(got[n].to(prm.device))
+            for n, prm in owner.named_parameters():
+                if prefix + n not in got:
+                    raise KeyError("tensor %s is missing from %s" % (prefix + n, where))
+                t = got[prefix + n]
+                if list(t.shape) != list(prm.shape):
+                    raise ValueError("tensor %s in %s is %s, expected %s" % (prefix + n, where, list(t.shape), list(prm.shape)))
+                prm.copy_(t.to(prm.device))
+
+    def write_adapter(self, name, folder, tensors=None, base_model=None):
+        """One adapter's PEFT folder, as pipec writes it (runtime/train/adapters.ts): adapter_model.safetensors
+        with `base_model.model.<name>` tensors, and adapter_config.json (LoraConfig) whose
+        base_model_name_or_path is the component's folder (base_model). tensors: pipec name -> tensor, else
+        the adapter's own parameters."""
+        ad = self.adapter(name)
+        if tensors is None:
+            tensors = dict(ad.named_parameters())
+        os.makedirs(folder, exist_ok=True)
+        write_safetensors(os.path.join(folder, ADAPTER_WEIGHTS), {PEFT_PREFIX + n: t for n, t in tensors.items()}, {"pipec_adapter": name})
+        config = dict(ad.peft_config)
+        config["base_model_name_or_path"] = base_model
+        with open(os.path.join(folder, ADAPTER_CONFIG), "w") as f:
+            f.write(json.dumps(config, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+    def component_tensors(self, name):
+        """The component's weights under their Hugging Face names, for a checkpoint (FSDP's wrapper segments
+        left out; a QLoRA base's weights as they were before bitsandbytes took them)."""
+        comp = self.components[name]
+        kept = getattr(comp, "fp32_kept", {})
+        return {n.replace("_fsdp_wrapped_module.", ""): kept.get(n, p) for n, p in comp.named_parameters()}
+
+
+def quantizable(name, shape):
+    """The weights QLoRA holds quantized: every linear layer's, except lm_head (as transformers and
+    bitsandbytes leave it), the embeddings and convolutions."""
+    return len(shape) == 2 and name.endswith(".weight") and not re.search(r"(^|\.)(lm_head|embed_tokens|position_embedding)\.weight$", name)
+
+
+def quantize_component(comp, kind, device, bnb):
+    """QLoRA on CUDA: each linear weight of a (frozen) pipec component held by bitsandbytes, nf4
+    (Linear4bit / Params4bit, fp32 compute) or int8 (Linear8bitLt / Int8Params, LLM.int8()): Named.linear
+    calls the quantized layer instead of F.linear. Its fp32 values stay in host memory for checkpoints (the
+    base is written unchanged) and its GPU copy is freed. Returns the number of weights quantized."""
+    table, kept = {}, {}
+    for n, prm in list(comp.named_parameters()):
+        if not quantizable(n, list(prm.shape)):
+            continue
+        w = prm.detach().float().cpu()
+        out_f, in_f = w.shape
+        if kind == "nf4":
+            lin = bnb.nn.Linear4bit(in_f, out_f, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+            lin.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+        else:
+            lin = bnb.nn.Linear8bitLt(in_f, out_f, bias=False, has_fp16_weights=False, threshold=6.0)
+            lin.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+        table[n[: -len(".weight")]] = lin.to(device)  # bitsandbytes quantizes as the weight moves to the GPU
+        kept[n] = w
+        prm.data = torch.empty(0, device=prm.device)
+    comp.fp32_kept = kept
+    for m in comp.modules():
+        if isinstance(m, Named):
+            m.quantized = table
+    return len(table)
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+PEFT_PREFIX = "base_model.model."  # PeftModel.save_pretrained's prefix of every tensor

@@ -12,7 +12,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import GRAPH_HASH, MODELS, Component, DecoderLayer, Layer, VisionLayer, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
+from model import GRAPH_HASH, MODELS, Component, DecoderLayer, Layer, VisionLayer, quantize_component, read_safetensors, tensor_bytes, write_safetensors  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------
 # Learning-rate schedules (runtime/train/schedule.ts, transformers' get_*_schedule_with_warmup):
@@ -59,7 +59,8 @@ def decays(name):
 
 def own_settings(stage, components):
     """Parameter name -> its component's (or adapter's) param group: {"lr": ..., "weight_decay": ...}.
-    components: name -> the module whose named_parameters() are that component's."""
+    components: name -> the module whose named_parameters() are that component's (or adapter's):
+    dict(model.owners())."""
     own = {}
     for g in stage.get("param_groups", []):
         comp = components[g["name"]] if g["name"] in components else None
@@ -367,13 +368,16 @@ def deepspeed_wrap(model, stage, trainable, config, device):
                 for p in comp.parameters():
                     if id(p) not in in_layers:
                         deepspeed.zero.register_external_parameter(model, p)
+        for ad in model.adapters.values():  # read inside the adapted layers, but held by the adapter module
+            for p in ad.parameters():
+                deepspeed.zero.register_external_parameter(model, p)
     attrs = stage["optimizer"]["attrs"]
     num = lambda k, d: float(attrs[k]) if isinstance(attrs.get(k), (int, float)) and not isinstance(attrs.get(k), bool) else d  # noqa: E731
     wd = num("weight_decay", 0.0)
     lr = float(attrs["lr"])
     # one torch param group per (own settings, decayed or not); "pipec_lr" is a group's own lr, which
     # deepspeed_set_lr scales with the schedule
-    own = own_settings(stage, model.components)
+    own = own_settings(stage, dict(model.owners()))
     by_key = {}
     for n, p in trainable.items():
         g = own.get(n, {})
@@ -401,7 +405,7 @@ def deepspeed_gather(engine, model, main_process):
     from deepspeed.utils import safe_get_full_optimizer_state
     weights, moments = {}, {}
     keys = [("exp_avg.", "exp_avg"), ("exp_avg_sq.", "exp_avg_sq")] if isinstance(engine.optimizer.optimizer, torch.optim.AdamW) else [("exp_avg.", "momentum_buffer")]
-    for cname, comp in model.components.items():
+    for cname, comp in model.owners():
         for n, p in comp.named_parameters():
             with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
                 if main_process:
@@ -418,7 +422,7 @@ def deepspeed_gather(engine, model, main_process):
 def deepspeed_unwrap(weights_by_process0, model_name, device):
     """A plain model with the trained weights on every process (broadcast from process 0), for the next stage."""
     plain = MODELS[model_name]().to(device)
-    for cname, comp in plain.components.items():
+    for cname, comp in plain.owners():
         for n, p in comp.named_parameters():
             t = weights_by_process0.get((cname, n)) if torch.distributed.get_rank() == 0 else torch.empty(p.shape)
             t = t.to(device)
@@ -528,14 +532,18 @@ def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep, weight
     for cname, comp in model.components.items():
         d = os.path.join(tmp, cname)
         os.makedirs(d)
-        tensors = {n: t for (c, n), t in weights.items() if c == cname} if weights is not None else {unwrapped_name(n): p for n, p in comp.named_parameters()}
+        tensors = {n: t for (c, n), t in weights.items() if c == cname} if weights is not None else model.component_tensors(cname)
         if tensors:
             write_safetensors(os.path.join(d, "model.safetensors"), tensors, {"pipec_component": cname})
         write_synced(os.path.join(d, "config.json"), json.dumps(model.hf_config(cname), indent=2) + "\n")
         copy_custom_package(model, cname, d)
+    for ad in model.adapters.values():  # PEFT's folder, its base the component's folder once published
+        tensors = {n: t for (c, n), t in weights.items() if c == ad.adapter} if weights is not None else {unwrapped_name(n): p for n, p in ad.named_parameters()}
+        model.write_adapter(ad.adapter, os.path.join(tmp, ad.adapter), tensors, os.path.abspath(os.path.join(root, name, ad.component)))
     if optimizer_tensors is not None:
         write_safetensors(os.path.join(tmp, "optimizer.safetensors"), optimizer_tensors)
     write_synced(os.path.join(tmp, "trainer_state.json"), json.dumps(state, indent=2) + "\n")
+    write_manifest(tmp)
     fsync_dir(tmp)
     final = os.path.join(root, name)
     shutil.rmtree(final, ignore_errors=True)
@@ -551,6 +559,22 @@ def save_checkpoint(run_dir, name, model, optimizer_tensors, state, keep, weight
         if n.startswith(".tmp-") and not n.endswith("-%d" % os.getpid()):
             shutil.rmtree(os.path.join(root, n), ignore_errors=True)
     return final
+
+
+def write_manifest(folder):
+    """manifest.json as pipec writes it (runtime/train/manifest.ts): every file of the checkpoint with its
+    size and SHA-256, written last, so pipec's hand-off, resume and merge check a checkpoint of this trainer
+    as one of its own."""
+    files = {}
+    for dirpath, _, names in os.walk(folder):
+        for n in sorted(names):
+            path = os.path.join(dirpath, n)
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+            files[os.path.relpath(path, folder).replace(os.sep, "/")] = {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+    write_synced(os.path.join(folder, "manifest.json"), json.dumps({"format": "pipec.manifest", "version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n")
 
 
 def copy_custom_package(model, cname, folder):
@@ -597,6 +621,49 @@ STAGES = []  # @STAGES@ the export writes the program's stages in place of this 
 # --------------------------------------------------------------------------------------------------
 # The stage loop (runtime/train/run.ts).
 # --------------------------------------------------------------------------------------------------
+def qlora(model, stage, device, sharded=False, bnb=None):
+    """QLoRA (`quantize: nf4 | int8` on an adapter): the adapted component, frozen in this stage, is held by
+    bitsandbytes on CUDA (model.py's quantize_component). Elsewhere -- on CPU, without bitsandbytes, under
+    --fsdp / --deepspeed, for a user's class -- it stays in full precision, and the line returned says so
+    (once per model). bnb: the bitsandbytes module (imported here when None). Returns the line(s) to print."""
+    lines = []
+    for ad in model.adapters.values():
+        comp = model.components[ad.component]
+        if ad.quantize == "none" or ad.component in stage["train"] or getattr(comp, "qlora_done", False):
+            continue
+        comp.qlora_done = True
+        why = None
+        if device.type != "cuda":
+            why = "this run is on %s (bitsandbytes quantizes on CUDA)" % device.type
+        elif sharded:
+            why = "--fsdp / --deepspeed shard the base, and this trainer does not shard bitsandbytes' quantized weights"
+        elif not isinstance(comp, Component):
+            why = "`%s` is a user's class (%s), whose layers this trainer does not replace" % (ad.component, type(comp).__name__)
+        elif bnb is None:
+            try:
+                import bitsandbytes as bnb
+            except ImportError as e:
+                why = "bitsandbytes is not installed (%s; pip install bitsandbytes)" % e
+        if why:
+            lines.append("note: adapter %s declares quantize: %s (QLoRA), but %s: the base `%s` is held and computed in full precision (fp32)" % (ad.adapter, ad.quantize, why, ad.component))
+            continue
+        n = quantize_component(comp, ad.quantize, device, bnb)
+        lines.append("adapter %s: QLoRA, %d linear weights of `%s` held in %s by bitsandbytes %s (lm_head and the embeddings in full precision)" % (
+            ad.adapter, n, ad.component, ad.quantize, getattr(bnb, "__version__", "")))
+    return "\n".join(lines) or None
+
+
+def handoffs(stage, model):
+    """What a stage takes over from earlier stages (runtime/train/run.ts handoffsOf): the graph's hand-offs,
+    and an adapter that the stage it continues from trained."""
+    out = list(stage["handoff"])
+    prev = next((s for s in STAGES if s["name"] == stage["after"]), None)
+    for ad in model.adapters.values():
+        if prev is not None and ad.adapter in prev["train"] and not any(h["component"] == ad.adapter for h in out):
+            out.append({"component": ad.adapter, "from": prev["name"]})
+    return out
+
+
 def forward(model, batch, autocast_dtype):
     if autocast_dtype is None:
         return model(**batch)
@@ -678,6 +745,10 @@ def train_stages(args, device, world, rank, main_process):
             truncate_metrics(run_dir, st["stage_index"], st["step"])
     elif main_process and os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
         os.remove(os.path.join(run_dir, "metrics.jsonl"))
+    graph = os.path.join(os.path.dirname(os.path.abspath(__file__)), "graph.json")
+    if main_process and os.path.exists(graph):  # RUN/graph.json, as pipec run writes it
+        with open(graph) as f:
+            write_atomic(os.path.join(run_dir, "graph.json"), f.read())
     stage_ckpts = dict(resume[1]["stage_checkpoints"]) if resume else {}
     model, model_name, total_steps = None, None, 0
     for si, stage in enumerate(STAGES):
@@ -689,7 +760,7 @@ def train_stages(args, device, world, rank, main_process):
             model_name = stage["model"]
             fresh = True
             model.init_fresh(stage["seed"], args.init_mode)
-            for cname, comp in model.components.items():
+            for cname, comp in model.owners():  # components, then adapters (prepare --init writes both)
                 if args.init and os.path.isdir(os.path.join(args.init, cname)):
                     model.load_component(cname, os.path.join(args.init, cname))
                 declared = model.spec["weights"].get(cname)
@@ -700,25 +771,28 @@ def train_stages(args, device, world, rank, main_process):
                 if getattr(comp, "pipec_component", None):  # a user's class, from the package carried beside model.py
                     print("component %s: %s from %s" % (cname, type(comp).__name__, type(comp).__module__), flush=True)
         if fresh and si > 0:
-            for h in stage["handoff"]:
+            for h in handoffs(stage, model):
                 if h["from"] in stage_ckpts:
                     model.load_component(h["component"], os.path.join(run_dir, "checkpoints", stage_ckpts[h["from"]], h["component"]))
         here = resume if resume and si == resume[1]["stage_index"] else None
         if here:
-            for cname in model.components:
+            for cname, _ in model.owners():
                 model.load_component(cname, os.path.join(here[0], cname))
             if here[1]["final"]:
                 continue
         # gradient_checkpointing: each layer recomputed in backward (model.py's Component.run_layer)
         model.gradient_checkpointing_enable(bool(stage.get("gradient_checkpointing")))
-        # Freezing: only the stage's train components get gradients and optimizer state.
+        # Freezing: only the stage's train components and adapters get gradients and optimizer state.
         trainable = {}
-        for cname, comp in model.components.items():
+        for cname, comp in model.owners():
             on = cname in stage["train"]
             for n, prm in comp.named_parameters():
                 prm.requires_grad_(on)
                 if on:
                     trainable[n] = prm
+        note = qlora(model, stage, device, sharded=bool(args.fsdp or args.deepspeed))
+        if note and main_process:
+            print(note, flush=True)
         # Sharded (--fsdp): wrapped after the weights are in and the freezing is set; the optimizer's state is
         # then made for (and kept as) this process's slices.
         ds = None  # (engine, its optimizer, ZeRO stage) under --deepspeed
@@ -730,7 +804,7 @@ def train_stages(args, device, world, rank, main_process):
             run_model = engine
         else:
             run_model = fsdp_wrap(model, args.fsdp, device) if args.fsdp else model
-        optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable, own_settings(stage, model.components))
+        optimizer = Optimizer(stage["optimizer"]["name"], stage["optimizer"]["attrs"], trainable, own_settings(stage, dict(model.owners())))
         step = 0
         if here:
             step = here[1]["step"]
@@ -792,8 +866,10 @@ def train_stages(args, device, world, rank, main_process):
             tokens = 0
             for a in range(acc):
                 # micro-batches [step * acc * world, (step + 1) * acc * world) make up the step, in pipec's order
-                batch = data.micro((step * world + rank) * acc + a, device)
+                k = (step * world + rank) * acc + a
+                batch = data.micro(k, device)
                 tokens += int(batch["attention_mask"].sum())
+                model.lora_stream(stage["seed"], "%s/%d" % (stage["name"], k))  # LoRA dropout's masks follow the micro-batch, as pipec's
                 out = forward(run_model, batch, autocast_dtype)
                 loss = out["loss"]
                 if ds:
@@ -818,6 +894,7 @@ def train_stages(args, device, world, rank, main_process):
                 loss_sum, lm_sum, aux_sum, tokens = sums[0].item(), sums[1].item(), sums[2].item(), int(sums[3].item())
                 if not args.fsdp and not ds:  # FSDP and DeepSpeed have already reduced (and averaged) them over the processes
                     all_reduce_grads(list(trainable.values()), world)
+            model.lora_stream()
             n_micro = acc * world
             loss_v, lm_v, aux_v = loss_sum / n_micro, lm_sum / n_micro, aux_sum / n_micro
             if not math.isfinite(loss_v):
@@ -877,7 +954,7 @@ def eval_logits(args):
     """Writes the logits of one prepared micro-batch under a checkpoint as raw float32 (for comparisons)."""
     stage = next(s for s in STAGES if s["name"] == args.stage)
     model = MODELS[stage["model"]]()
-    for cname in model.components:
+    for cname, _ in model.owners():  # the components and, in their PEFT folders, the adapters
         model.load_component(cname, os.path.join(args.checkpoint, cname))
     data = Shards(os.path.join(args.data, stage["name"]), stage["name"], verify=not args.no_verify, world=None)  # any world size: micro-batch k is pipec's k
     out = model(**data.micro(args.micro, torch.device("cpu")))
