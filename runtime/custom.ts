@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ComponentDef, Graph, ModelDef } from '../compiler/ir/graph.js';
 import { PACKAGE_ROOT } from '../compiler/service/service.js';
 import { M, runtimeError } from './errors.js';
+import { linearOfWeight } from './ops/lora.js';
 import { OPS } from './ops/registry.js';
 import type { OpContext, OpImpl } from './ops/types.js';
 import { hfConfig } from './weights/hf-config.js';
@@ -120,7 +121,7 @@ async function customOp(c: ComponentDef, baseDir: string, o: TrustOptions): Prom
   if (typeof instance.forward !== 'function') throw runtimeError(M.CustomLoadFailed, [shown, `\`${spec.class}\` has no forward(ctx, inputs) method`], { file: shown });
   const base = OPS.get(spec.base);
   return (ctx, inputs) =>
-    instance.forward({ ...ctx, tf, blocks: BLOCKS, base: (xs) => {
+    instance.forward({ ...ctx, tf, blocks: ctx.lora ? { ...BLOCKS, linear: (x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor) => linearOfWeight(ctx, x, w, b) } : BLOCKS, base: (xs) => {
       if (!base) throw new Error(`custom component \`${c.name}\` has no base op \`${spec.base}\``);
       return base(ctx, xs);
     } }, inputs);

@@ -12,9 +12,11 @@ import { main } from '../cli/main.js';
 import { initBackend } from '../runtime/backend/backends.js';
 import { PipeRuntimeError } from '../runtime/errors.js';
 import { ModelRunner } from '../runtime/model.js';
-import type { BatchInfo } from '../runtime/ops/types.js';
+import type { BatchInfo, OpContext } from '../runtime/ops/types.js';
 import { modelParamSpecs, ownersOf, ParamStore } from '../runtime/params.js';
 import { foldAdapter } from '../runtime/train/adapters.js';
+import { linear } from '../runtime/backend/kernels.js';
+import { adaptedLinear, linearOfWeight, loraModules } from '../runtime/ops/lora.js';
 import { checkpointName, loadComponents } from '../runtime/train/checkpoint.js';
 import { encodeSafetensors, readWeights } from '../runtime/weights/safetensors.js';
 import { testBackends, useBackend } from './helpers/numeric.js';
@@ -72,6 +74,25 @@ for (const backend of backends) {
         assert.ok(A.every((x) => Math.abs(x) <= bound) && Math.max(...A.map(Math.abs)) > 0.8 * bound, 'A spans U(-1/sqrt(in), 1/sqrt(in))');
         assert.ok(params.get('model.layers.0.self_attn.q_proj.lora_B.weight').dataSync().every((x) => x === 0));
         assert.equal(params.ofComponent('lm.lora').length, 14); // 7 modules x (A, B)
+      } finally {
+        params.dispose();
+      }
+    });
+
+    it('a custom class\'s blocks.linear(x, ctx.param(W)) is adapted where an adapter targets W (found by the weight), plain elsewhere', () => {
+      const m = adapted();
+      const params = new ParamStore(modelParamSpecs(m), 3);
+      try {
+        const B = 'model.layers.0.self_attn.q_proj.lora_B.weight';
+        params.assign(B, Float32Array.from({ length: params.get(B).size }, (_, i) => Math.sin(i)));
+        const ctx = { param: (n: string) => params.get(n), hasParam: (n: string) => params.has(n), lora: loraModules(m) } as unknown as OpContext;
+        const x = tf.randomNormal([3, 32], 0, 1, 'float32', 5);
+        const q = 'model.layers.0.self_attn.q_proj';
+        const viaWeight = linearOfWeight(ctx, x, params.get(`${q}.weight`));
+        assert.deepEqual(viaWeight.dataSync(), adaptedLinear(ctx, x, q).dataSync());
+        assert.ok(maxDiff(viaWeight.dataSync() as Float32Array, linear(x, params.get(`${q}.weight`)).dataSync() as Float32Array) > 1e-3, 'the adapter changes q_proj');
+        const k = params.get('model.layers.0.self_attn.k_proj.weight'); // not a target
+        assert.deepEqual(linearOfWeight(ctx, x, k).dataSync(), linear(x, k).dataSync());
       } finally {
         params.dispose();
       }

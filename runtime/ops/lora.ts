@@ -39,6 +39,31 @@ export function adaptedLinear(ctx: OpContext, x: tf.Tensor, module: string): tf.
   return tf.add(y, tf.mul(delta, use.scale));
 }
 
+/**
+ * `blocks.linear(x, w)` as a custom class calls it (with a weight from ctx.param, not a module name): the
+ * module is found by the weight itself, so an adapter that targets a layer of the class's own code (a
+ * Tanuki's experts' w1) applies there as it does in the exported program (a forward hook on the layer).
+ */
+export function linearOfWeight(ctx: OpContext, x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
+  const lora = ctx.lora;
+  if (lora) {
+    let byWeight = weightModules.get(lora);
+    if (!byWeight) {
+      byWeight = new Map();
+      for (const m of lora.keys()) if (ctx.hasParam(`${m}.weight`)) byWeight.set(ctx.param(`${m}.weight`), m);
+      weightModules.set(lora, byWeight);
+    }
+    const module = byWeight.get(w);
+    if (module) {
+      const y = adaptedLinear(ctx, x, module); // with the module's own bias, where it has one
+      return b && !ctx.hasParam(`${module}.bias`) ? tf.add(y, b) : y;
+    }
+  }
+  return linear(x, w, b);
+}
+/** Per model's adapted modules: each adapted weight tensor -> its module name (built on first use). */
+const weightModules = new WeakMap<ReadonlyMap<string, LoraUse>, Map<tf.Tensor, string>>();
+
 /** Inverted dropout with a mask from the seeded stream of (seed, micro-batch key, module). */
 function dropout(x: tf.Tensor, p: number, s: DropoutStream, module: string): tf.Tensor {
   const rng = Rng.derive(s.seed, `lora-dropout/${s.key}/${module}`);
