@@ -32,6 +32,8 @@ export class ModelRunner {
   private readonly components: Map<string, ComponentDef>;
   /** LoRA-adapted linear layers by module name (ops/lora.ts). */
   private readonly lora: ReadonlyMap<string, LoraUse>;
+  /** Adapted modules some forward computed with their adapter (a custom class's own layers may not). */
+  readonly loraUsed = new Set<string>();
 
   constructor(
     readonly def: ModelDef,
@@ -91,7 +93,7 @@ export class ModelRunner {
         batch: info,
         auxLosses,
         cache,
-        ...(this.lora.size ? { lora: this.lora, dropout: inputs.dropout } : {}),
+        ...(this.lora.size ? { lora: this.lora, loraUsed: this.loraUsed, dropout: inputs.dropout } : {}),
         checkpoint,
       };
       if (node.op === 'llava_splice') ctx.attrs = node.attrs;

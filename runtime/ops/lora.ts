@@ -34,6 +34,7 @@ export function adaptedLinear(ctx: OpContext, x: tf.Tensor, module: string): tf.
   const y = linear(x, ctx.param(`${module}.weight`), bias);
   const use = ctx.lora?.get(module);
   if (!use) return y;
+  ctx.loraUsed?.add(module);
   const xd = use.dropout > 0 && ctx.dropout ? dropout(x, use.dropout, ctx.dropout, module) : x;
   const delta = linear(linear(xd, ctx.param(module + LORA_A)), ctx.param(module + LORA_B)); // [..., r] -> [..., out]
   return tf.add(y, tf.mul(delta, use.scale));

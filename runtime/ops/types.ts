@@ -37,6 +37,8 @@ export interface OpContext {
   cache?: KvCache;
   /** The model's LoRA-adapted linear layers by module name (ops/lora.ts); absent: none. */
   lora?: ReadonlyMap<string, LoraUse>;
+  /** Where adaptedLinear records the adapted modules it computed (the run notes targets never reached). */
+  loraUsed?: Set<string>;
   /** Set in a training forward only: where LoRA dropout draws its masks. */
   dropout?: DropoutStream;
   /**

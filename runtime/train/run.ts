@@ -33,6 +33,7 @@ import { evaluateShapes, type EvalResult } from './evaluate.js';
 import { graphHash } from './graph-hash.js';
 import { verifyManifest } from './manifest.js';
 import { accuracyPoints, MetricsLog } from './metrics-log.js';
+import { loraModules } from '../ops/lora.js';
 import { clipByGlobalNorm, Optimizer, type ParamSettings } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
@@ -288,6 +289,11 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     checkpoint(true);
     log.stageDone();
     optimizer.dispose();
+    // A custom class that computes a targeted layer without ctx.blocks.linear leaves its adapter unused: say so.
+    for (const a of (model.adapters ?? []).filter((x) => stage.train.includes(x.name) && steps > 0)) {
+      const missed = [...loraModules({ adapters: [a] }).keys()].filter((m) => !runner.loraUsed.has(m));
+      if (missed.length) out.line(`note: adapter ${a.name} targets ${missed.length} layer${missed.length === 1 ? '' : 's'} that stage ${stage.name} never computed through pipec's linear layers (${missed.slice(0, 3).join(', ')}${missed.length > 3 ? ', ...' : ''}), so ${missed.length === 1 ? 'it was' : 'they were'} not adapted here; a custom class adapts its own layers where it computes them with ctx.blocks.linear(x, ctx.param(W))`);
+    }
     out.line(`stage ${stage.name} done: ${steps} steps in ${seconds.toFixed(1)} s, final loss ${lastLoss.toFixed(4)}; waited ${feed.waited.toFixed(1)} s for data`);
   }
 
