@@ -20,7 +20,7 @@ import { adaptedLinear, linearOfWeight, loraModules } from '../runtime/ops/lora.
 import { checkpointName, loadComponents } from '../runtime/train/checkpoint.js';
 import { encodeSafetensors, readWeights } from '../runtime/weights/safetensors.js';
 import { testBackends, useBackend } from './helpers/numeric.js';
-import { runPython, transformersPython } from './helpers/python.js';
+import { runPython, peftPython } from './helpers/python.js';
 import { PYTHON_ENV } from './helpers/reference.js';
 import { unavailable } from './helpers/required.js';
 import { compile } from '../compiler/service/service.js';
@@ -294,7 +294,7 @@ describe('LoRA training (tiny program, wasm, in-process)', function () {
   }
 
   it('PEFT loads the checkpoint (LlamaForCausalLM + PeftModel.from_pretrained) and its logits equal pipec\'s (1e-4); pipec merge\'s folder loads in transformers with the same logits', async function () {
-    const found = transformersPython();
+    const found = peftPython();
     if ('why' in found) unavailable(this, 'a Python with torch, transformers and peft to load the adapter', found.why);
     const g = graph();
     const model = g.models[0]!;

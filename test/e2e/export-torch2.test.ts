@@ -21,7 +21,7 @@ import { runProgram } from '../../runtime/train/run.js';
 import { Rng } from '../../runtime/random.js';
 import { readWeights } from '../../runtime/weights/safetensors.js';
 import { graphOf, maxRelDiff, pipecLogits, pipecReference, quiet, readF32, sameLosses, tensorsAgree, tinyAccumulate2, torchrun, writeExport } from '../export/helpers.js';
-import { runPython, TORCH2_FIX, torch2Python, transformersPython } from '../helpers/python.js';
+import { runPython, TORCH2_FIX, torch2Python, peftPython } from '../helpers/python.js';
 import { PYTHON_ENV } from '../helpers/reference.js';
 import { unavailable } from '../helpers/required.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -274,7 +274,7 @@ describe('export: LoRA adapters (test/runtime/tiny-lora.pipe, torch >= 2)', func
   });
 
   it('PEFT (PeftModel.from_pretrained over the lm folder) loads the exported run\'s adapter with the exported program\'s logits; transformers on pipec merge\'s folder too', function () {
-    const found = transformersPython();
+    const found = peftPython();
     if ('why' in found) unavailable(this, 'a Python with torch, transformers and peft to load the adapter', found.why);
     const merged = path.join(work, 'merged');
     if (!fs.existsSync(merged)) this.skip(); // made by the test before

@@ -69,6 +69,17 @@ export function transformersPython(): { python: string } | { why: string } {
 }
 let transformers: { python: string } | { why: string } | undefined;
 
+/** The transformers Python when it also has PEFT (which loads the LoRA adapters pipec writes); else why not. */
+export function peftPython(): { python: string } | { why: string } {
+  if (peft === undefined) {
+    const t = transformersPython();
+    const r = 'python' in t ? spawnSync(t.python, ['-c', 'import peft'], { encoding: 'utf8', env: childEnv() }) : undefined;
+    peft = !('python' in t) ? t : r?.status === 0 ? t : { why: `${t.python} cannot import peft (${TRANSFORMERS_FIX})` };
+  }
+  return peft;
+}
+let peft: { python: string } | { why: string } | undefined;
+
 /**
  * A Python whose DeepSpeed the exported train.py --deepspeed can use on CPU (DeepSpeed >= 0.13: it has
  * set_z3_leaf_modules; torch >= 2): PIPEC_DEEPSPEED_PYTHON, else the torch >= 2 Python when it has DeepSpeed.
