@@ -57,7 +57,8 @@ export const MUTATIONS: Mutation[] = [
     name: 'llama-q-proj-gradient-x0.6',
     what: "llama's q_proj weight gradient is scaled by 0.6",
     file: 'runtime/ops/decoder.js',
-    edits: [{ find: "linear(x, p('q_proj.weight'))", replace: `linear(x, ${scaleGrad("p('q_proj.weight')", 0.6)})` }],
+    // q_proj is read through adaptedLinear (ops/lora.ts): the mutant hands it a context whose q_proj weight is scaled
+    edits: [{ find: "adaptedLinear(ctx, x, p('q_proj'))", replace: `adaptedLinear({ ...ctx, param: (n) => (n.endsWith('q_proj.weight') ? ${scaleGrad('ctx.param(n)', 0.6)} : ctx.param(n)) }, x, p('q_proj'))` }],
     caughtBy: [{ file: OPS, grep: 'llama \\(GQA' }, { file: COMPONENTS, grep: 'clip-llama: the language model' }],
   },
   {
