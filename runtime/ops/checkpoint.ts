@@ -12,8 +12,9 @@
 //   2. on the tape: one node whose inputs are the layer's inputs and those weights and whose output is a
 //      copy of step 1's; its gradient re-runs the layer under the engine's gradients() and returns the
 //      gradients for the inputs and the weights, so tf.variableGrads sees the weights' gradients too.
-// A layer must compute the same thing when it runs again: pipec's layers have no dropout, and the MoE
-// layer replays its routing (mixtral.ts).
+// A layer must compute the same thing when it runs again: LoRA's dropout draws its masks from the seeded
+// stream of (micro-batch, module), the same both times (lora.ts), and the MoE layer replays its routing
+// (mixtral.ts).
 // One difference remains: a customGrad returns a gradient for every input, so when the node is on the
 // loss's path only through some of its outputs (a mixtral layer whose router probabilities reach the aux
 // loss while its main output reaches no labelled token), the weights that feed only the others get a zero
