@@ -8,7 +8,7 @@ import { M } from '../diagnostics/catalogue.js';
 import { bindCall, type CallContext } from './instance.js';
 import { lookupSig } from './components.js';
 import type { AdapterInfo, ComponentInfo, LoadedFile, ModelInfo, Reporter, SigInfo, TensorSpec } from './program.js';
-import { closest, didYouMean } from './suggest.js';
+import { didYouMean, suggestName } from './suggest.js';
 import type { Value } from './values.js';
 
 /** Linear layers of a component by module name (the name's last part before `.weight`, PEFT's
@@ -53,11 +53,7 @@ export function bindAdapters(model: ModelInfo, file: LoadedFile, reporter: Repor
     const component = model.components.get(decl.component.name);
     if (!component) {
       const d = reporter.report(M.UnknownComponent, decl.component.range, decl.component.name, model.name);
-      const near = closest(decl.component.name, model.components.keys());
-      if (near) {
-        d.hint = `did you mean \`${near}\`?`;
-        d.fixes = [{ title: `Use \`${near}\``, range: decl.component.range, newText: near }];
-      }
+      suggestName(d, decl.component.name, model.components.keys(), decl.component.range);
       continue;
     }
     const prev = model.adapters.get(name);

@@ -11,7 +11,7 @@ import { bindAdapters } from './adapters.js';
 import { bindCall, exprText, type CallContext, type Instance } from './instance.js';
 import type { ComponentInfo, CustomInfo, Host, LoadedFile, ModelInfo, Program, Reporter, SigInfo, TensorSpec } from './program.js';
 import { declKindWord } from './resolve.js';
-import { closest, didYouMean } from './suggest.js';
+import { didYouMean, suggestName } from './suggest.js';
 import { evaluate, show, type Dim, type Scope, type Value } from './values.js';
 
 const CUSTOM_PARAMS = new Set(['class', 'module', 'python', 'trust', 'base']);
@@ -163,11 +163,8 @@ export function lookupSig(name: string, range: Range, role: string, file: Loaded
   if (!decl) {
     const candidates = [...file.scope.values()].filter((d) => d.kind === 'Signature' && d.sigKind === role).map((d) => d.name.name);
     const d = reporter.report(M.UnknownConstructor, range, name);
-    const near = closest(name, candidates);
-    if (near) {
-      d.hint = `did you mean \`${near}\`?`;
-      d.fixes = [{ title: `Use \`${near}\``, range, newText: near }];
-    } else if (!candidates.length) d.hint = `no ${role} constructors are in scope; did you forget an import such as \`import "std/${role === 'encoder' ? 'vision' : role === 'projector' ? 'projectors' : role === 'llm' ? 'llm' : role === 'data' ? 'data' : 'train'}"\`?`;
+    if (suggestName(d, name, candidates, range)) return undefined;
+    if (!candidates.length) d.hint = `no ${role} constructors are in scope; did you forget an import such as \`import "std/${role === 'encoder' ? 'vision' : role === 'projector' ? 'projectors' : role === 'llm' ? 'llm' : role === 'data' ? 'data' : 'train'}"\`?`;
     else d.hint = `known ${role} constructors: ${candidates.join(', ')}`;
     return undefined;
   }

@@ -5,7 +5,7 @@
 import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
 import type { ComponentInfo, ModelInfo, Program, Reporter } from './program.js';
-import { closest } from './suggest.js';
+import { suggestName } from './suggest.js';
 import { showDims, type Dim } from './values.js';
 
 const ROLE_RANK: Record<A.Role, number> = { encoder: 0, projector: 1, llm: 2 };
@@ -31,10 +31,8 @@ function checkModelFlows(model: ModelInfo, reporter: Reporter): void {
       const c = model.components.get(id.name);
       if (!c) {
         const d = reporter.report(M.UnknownComponent, id.range, id.name, model.name);
-        const near = closest(id.name, model.components.keys());
+        const near = suggestName(d, id.name, model.components.keys(), id.range);
         if (near) {
-          d.hint = `did you mean \`${near}\`?`;
-          d.fixes = [{ title: `Use \`${near}\``, range: id.range, newText: near }];
           connected.add(near); // what the misspelling meant is not also "not connected" (one mistake, one report)
         }
         ok = false;

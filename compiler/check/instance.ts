@@ -8,7 +8,7 @@ import { M } from '../diagnostics/catalogue.js';
 import type { Range } from '../diagnostics/source.js';
 import type { LoadedFile, ParamType, Reporter, SigInfo } from './program.js';
 import { coerceRoles } from './roles.js';
-import { closest, didYouMean } from './suggest.js';
+import { closest, didYouMean, suggestName } from './suggest.js';
 import { evaluate, show, typeName, type Scope, type Value } from './values.js';
 
 type Source =
@@ -173,10 +173,8 @@ export function bindCall(sig: SigInfo, call: A.CallExpr, ctx: CallContext, label
     } else name = a.name.name;
     if (!sig.params.has(name)) {
       const d = ctx.reporter.report(M.UnknownParameter, a.name?.range ?? a.range, name, sig.name);
-      const near = closest(name, sig.params.keys());
+      const near = suggestName(d, name, sig.params.keys(), a.name?.range);
       if (near) {
-        d.hint = `did you mean \`${near}\`?`;
-        if (a.name) d.fixes = [{ title: `Use \`${near}\``, range: a.name.range, newText: near }];
         inst.meant.add(near);
       } else d.hint = `\`${sig.name}\` takes ${sig.order.join(', ') || 'no parameters'}`;
       inst.ok = false;

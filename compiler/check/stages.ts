@@ -9,7 +9,7 @@ import { lookupSig } from './components.js';
 import { bindCall, coerce, type CallContext } from './instance.js';
 import type { AdapterInfo, ComponentInfo, DatasetInfo, LoadedFile, Precision, Program, Reporter, Sharding, SigInfo, StageInfo } from './program.js';
 import { declKindWord } from './resolve.js';
-import { closest, didYouMean } from './suggest.js';
+import { didYouMean, suggestName } from './suggest.js';
 import { evaluate, show, typeName, type Scope, type Value } from './values.js';
 
 /** A run-config override already located in its YAML (or --set) source. */
@@ -253,12 +253,9 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
     const key = f.name.name;
     if (!(key in STAGE_FIELDS)) {
       const d = reporter.report(M.UnknownStageField, f.name.range, key);
-      const near = closest(key, Object.keys(STAGE_FIELDS));
-      d.hint = near ? `did you mean \`${near}\`?` : `stage fields are ${Object.keys(STAGE_FIELDS).join(', ')}`;
-      if (near) {
-        d.fixes = [{ title: `Use \`${near}\``, range: f.name.range, newText: near }];
-        meant.add(near);
-      }
+      const near = suggestName(d, key, Object.keys(STAGE_FIELDS), f.name.range);
+      if (near) meant.add(near);
+      else d.hint = `stage fields are ${Object.keys(STAGE_FIELDS).join(', ')}`;
       continue;
     }
     if (own.has(key)) {
@@ -391,11 +388,7 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
         const a = model.adapters.get(name);
         if (!a) {
           const d = reporter.report(M.UnknownAdapter, target.range, name, model.name);
-          const near = closest(name, model.adapters.keys());
-          if (near) {
-            d.hint = `did you mean \`${near}\`?`;
-            d.fixes = [{ title: `Use \`${near}\``, range: target.range, newText: near }];
-          } else d.hint = `declare it in model \`${model.name}\`, e.g. \`adapter ${name} = lora(rank: 16, targets: ["q_proj", "v_proj"])\``;
+          if (!suggestName(d, name, model.adapters.keys(), target.range)) d.hint = `declare it in model \`${model.name}\`, e.g. \`adapter ${name} = lora(rank: 16, targets: ["q_proj", "v_proj"])\``;
           info.ok = false;
           unsure = true;
           continue;
@@ -406,12 +399,9 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
         const c = model.components.get(name);
         if (!c) {
           const d = reporter.report(M.UnknownComponent, target.range, name, model.name);
-          const near = closest(name, model.components.keys());
-          if (near) {
-            d.hint = `did you mean \`${near}\`?`;
-            d.fixes = [{ title: `Use \`${near}\``, range: target.range, newText: near }];
-            meantComps.add(near);
-          } else unsure = true;
+          const near = suggestName(d, name, model.components.keys(), target.range);
+          if (near) meantComps.add(near);
+          else unsure = true;
           info.ok = false;
           continue;
         }
@@ -529,7 +519,7 @@ function checkStage(decl: A.StageDecl, file: LoadedFile, after: StageInfo | unde
         continue;
       }
       handed++;
-      if (here !== a && a.ok && here.ok && adapterSignature(a) !== adapterSignature(here)) {
+      if (here !== a && a.ok && here.ok && tensorSignature(a) !== tensorSignature(here)) {
         const d = reporter.report(M.HandOffShapeChanged, here.decl.init.range, a.name, after.name, `lora(rank: ${a.rank}, targets: ${a.targets.join(', ')})`, `lora(rank: ${here.rank}, targets: ${here.targets.join(', ')})`);
         d.related = [{ message: `\`${a.name}\` as trained in \`${after.name}\``, range: a.decl.init.range }];
         info.ok = false;
@@ -758,11 +748,8 @@ function devicesField(info: StageInfo, f: A.Field | undefined, file: LoadedFile,
   info.devices = dev;
 }
 
-function adapterSignature(a: AdapterInfo): string {
-  return a.tensors.map((t) => `${t.name}:${t.shape.join('x')}:${t.loops.map((l) => l.count).join('x')}`).join(';');
-}
-
-function tensorSignature(c: ComponentInfo): string {
+/** A component's or adapter's tensors (names, shapes, repeats) as one string: equal when a hand-off keeps the layout. */
+function tensorSignature(c: Pick<ComponentInfo, 'tensors'>): string {
   return c.tensors.map((t) => `${t.name}:${t.shape.join('x')}:${t.loops.map((l) => l.count).join('x')}`).join(';');
 }
 

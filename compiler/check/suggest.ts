@@ -1,4 +1,6 @@
 // "Did you mean ...?" — the closest candidate by edit distance, if it is close enough to be a likely typo.
+import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import type { Range } from '../diagnostics/source.js';
 
 /** Edit distance counting an adjacent transposition as one edit (optimal string alignment): "chta" -> "chat" is 1. */
 export function editDistance(a: string, b: string): number {
@@ -37,4 +39,17 @@ export function closest(name: string, candidates: Iterable<string>): string | un
 export function didYouMean(name: string, candidates: Iterable<string>, quote: (s: string) => string = (s) => `\`${s}\``): string | undefined {
   const c = closest(name, candidates);
   return c === undefined ? undefined : `did you mean ${quote(c)}?`;
+}
+
+/**
+ * On a diagnostic about a misspelled `name`: the closest candidate as its "did you mean" hint and, where
+ * the name's `range` is given, a quick fix that writes the candidate there. Returns the candidate.
+ */
+export function suggestName(d: Diagnostic, name: string, candidates: Iterable<string>, range?: Range): string | undefined {
+  const near = closest(name, candidates);
+  if (near) {
+    d.hint = `did you mean \`${near}\`?`;
+    if (range) d.fixes = [{ title: `Use \`${near}\``, range, newText: near }];
+  }
+  return near;
 }
