@@ -47,6 +47,8 @@ function byModuleIndex(t: TensorSpec): TensorSpec[] {
 }
 
 export function bindAdapters(model: ModelInfo, file: LoadedFile, reporter: Reporter, ctx: CallContext, sigOf: (d: A.SignatureDecl) => SigInfo): void {
+  /** `component/module` -> the adapter that adapts it: the runtime and the exports give a layer one adapter. */
+  const taken = new Map<string, AdapterInfo>();
   for (const decl of model.decl.adapters) {
     if (!decl.component.name || !decl.name.name) continue;
     const name = `${decl.component.name}.${decl.name.name}`;
@@ -89,13 +91,23 @@ export function bindAdapters(model: ModelInfo, file: LoadedFile, reporter: Repor
     const written = decl.init.args.find((x) => x.name?.name === 'targets')?.value;
     let ok = true;
     for (const [i, t] of info.targets.entries()) {
-      if (layers.has(t)) continue;
       const range = written?.kind === 'List' && written.items.length === info.targets.length ? written.items[i]!.range : listRange;
-      const d = reporter.report(M.AdapterTargetUnknown, range, t, component.name, component.sig?.name ?? component.op);
-      d.hint = didYouMean(t, layers.keys(), (s) => `"${s}"`) ?? `its linear layers are ${[...layers.keys()].map((s) => `"${s}"`).join(', ') || 'none'}`;
-      ok = false;
+      if (!layers.has(t)) {
+        const d = reporter.report(M.AdapterTargetUnknown, range, t, component.name, component.sig?.name ?? component.op);
+        d.hint = didYouMean(t, layers.keys(), (s) => `"${s}"`) ?? `its linear layers are ${[...layers.keys()].map((s) => `"${s}"`).join(', ') || 'none'}`;
+        ok = false;
+        continue;
+      }
+      const other = taken.get(`${component.name}/${t}`);
+      if (other) {
+        const d = reporter.report(M.AdapterTargetTaken, range, name, t, component.name, other.name);
+        d.related = [{ message: `\`${other.name}\` adapts it`, range: other.decl.range }];
+        d.hint = `give each layer one adapter: drop "${t}" from one of their targets`;
+        ok = false;
+      }
     }
     if (!ok) continue;
+    for (const t of info.targets) taken.set(`${component.name}/${t}`, info);
     for (const t of new Set(info.targets)) {
       for (const spec of layers.get(t)!) {
         const [out, inn] = spec.shape as [number, number];

@@ -47,6 +47,7 @@ export const M = {
   ImagesFolderNotFound: def(2014, 'error', (dataset: string, dir: string, why: string) => `images folder "${dir}" of dataset \`${dataset}\` ${why}`),
   AdapterTargetUnknown: def(2016, 'error', (target: string, component: string, ctor: string) => `\`${component}\` (${ctor}) has no linear layer \`${target}\` to adapt`),
   UnknownAdapter: def(2017, 'error', (name: string, model: string) => `model \`${model}\` has no adapter \`${name}\``),
+  AdapterTargetTaken: def(2018, 'error', (adapter: string, target: string, component: string, other: string) => `adapter \`${adapter}\` targets \`${target}\` of \`${component}\`, which adapter \`${other}\` already adapts; a layer takes one adapter`),
   TokenizerNotFound: def(2015, 'error', (dataset: string, file: string, why: string) => `tokenizer file "${file}" of dataset \`${dataset}\` ${why}`),
 
   // ---- 3xxx types and parameters ----

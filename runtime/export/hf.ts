@@ -14,8 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { AdapterDef } from '../../compiler/ir/graph.js';
 import { M, runtimeError } from '../errors.js';
-import { LORA_A } from '../ops/lora.js';
-import { expandTensorNames } from '../params.js';
+import { LORA_A, loraModules, type LoraUse } from '../ops/lora.js';
 import { foldInto, PEFT_PREFIX } from '../train/adapters.js';
 import { openRun, type OpenedRun } from '../train/open-run.js';
 import { fsyncDir, writeFileSynced } from '../weights/atomic.js';
@@ -105,28 +104,28 @@ export function planHfExport(run: OpenedRun, o: HfExportOptions = {}): { plan: L
   }, null, 2) + '\n');
   const adapters = run.model.adapters ?? [];
   if (adapters.length) notes.push(`${adapters.map((a) => a.name).join(', ')} folded into the weights (W + alpha/r B A, as \`pipec merge\`): a LLaVA folder holds no adapters; PEFT loads the checkpoint's own adapter folder`);
-  return { plan, files, tensors: plan.tensors.map((t) => withAdapters(tensorSource(run.checkpoint, t), t, run.checkpoint, adapters)), notes };
+  const lora = loraModules(run.model); // adapted module -> its adapter, as the runtime applies them
+  return { plan, files, tensors: plan.tensors.map((t) => withAdapter(tensorSource(run.checkpoint, t), t, run.checkpoint, lora, adapters)), notes };
 }
 
-/** Tensor `t` with every LoRA adapter of its component that targets it folded in (read from the checkpoint's adapter folders). */
-function withAdapters(src: StreamedTensor, t: LlavaTensor, checkpointDir: string, adapters: AdapterDef[]): StreamedTensor {
+/** Tensor `t` with the LoRA adapter that targets it folded in (read from the checkpoint's adapter folder). */
+function withAdapter(src: StreamedTensor, t: LlavaTensor, checkpointDir: string, lora: ReadonlyMap<string, LoraUse>, adapters: AdapterDef[]): StreamedTensor {
   const from = t.from;
   if (!('component' in from) || !from.source.endsWith('.weight')) return src;
   const module = from.source.slice(0, -'.weight'.length);
-  const mine = adapters.filter((a) => a.component === from.component && a.tensors.some((x) => expandTensorNames(x).includes(module + LORA_A)));
-  if (!mine.length) return src;
+  const use = lora.get(module);
+  const a = use && adapters.find((x) => x.name === use.adapter && x.component === from.component);
+  if (!a) return src;
   return {
     ...src,
     read: () => {
       const w = { shape: t.shape, data: src.read() };
-      for (const a of mine) {
-        const dir = path.join(checkpointDir, a.name);
-        const names = [`${PEFT_PREFIX}${module}${LORA_A}`, `${PEFT_PREFIX}${module}.lora_B.weight`];
-        const got = readWeights(dir, names);
-        const [A, B] = names.map((n) => got.get(n));
-        if (!A || !B) throw runtimeError(M.TensorMissing, [A ? names[1]! : names[0]!, dir], { file: dir });
-        foldInto(w, A.data, B.data, a.rank, a.alpha / a.rank);
-      }
+      const dir = path.join(checkpointDir, a.name);
+      const names = [`${PEFT_PREFIX}${module}${LORA_A}`, `${PEFT_PREFIX}${module}.lora_B.weight`];
+      const got = readWeights(dir, names);
+      const [A, B] = names.map((n) => got.get(n));
+      if (!A || !B) throw runtimeError(M.TensorMissing, [A ? names[1]! : names[0]!, dir], { file: dir });
+      foldInto(w, A.data, B.data, a.rank, a.alpha / a.rank);
       return w.data;
     },
   };
