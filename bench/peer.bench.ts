@@ -1,19 +1,23 @@
 // npm run bench:peer -- the same training steps in pipec's runtime, in the exported PyTorch program, and in
-// what users run instead of pipec (the real peer), in one run. pipelines/tiny-llava.pipe (the earlier
-// quickstart: a LLaVA with a ViT, which transformers has) is exported (`pipec export --target torch`) and
-// its first stage prepared (`pipec prepare --stage pretrain --init`: pipec's micro-batches and initial
-// weights); then the first N steps run
+// what users run instead of pipec (the real peer), in one run, on two workloads:
+//   - tiny-llava: pipelines/tiny-llava.pipe (the earlier quickstart: a LLaVA with a ViT, which transformers
+//     has), stage pretrain; the peer is transformers' LlavaForConditionalGeneration;
+//   - reference-lm: the runtime bench's 7.25M-parameter llama (bench/reference-lm.pipe) trained on generated
+//     text (8 x 128 tokens a step: a word-level tokenizer.json and LLaVA JSON records the bench writes); the
+//     peer is transformers' LlamaForCausalLM.
+// Each workload is exported (`pipec export --target torch`) and its stage prepared (`pipec prepare --init`:
+// pipec's micro-batches and initial weights); then the first N steps run
 //   - with `pipec run --stop-after N` on each backend (wasm, and tensorflow when it loads here),
 //   - with the exported train.py (one process, fp32, CPU, `--init` from the prepared weights), and
-//   - with transformers' LlavaForConditionalGeneration in a plain PyTorch loop (bench/peer/transformers_loop.py:
-//     torch's AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup) from the same initial weights, written
-//     as a LLaVA folder by the HF exporter's mapping, on the same micro-batches.
+//   - with transformers' model in a plain PyTorch loop (bench/peer/transformers_loop.py: torch's AdamW,
+//     clip_grad_norm_, get_cosine_schedule_with_warmup) from the same initial weights (a LLaVA folder written
+//     by the HF exporter's mapping, or the Llama folder `pipec prepare --init` writes), on the same micro-batches.
 // Each side's per-step time comes from its own metrics.jsonl (differences of consecutive `elapsed_s`; median
 // after 2 warm-up steps) and its tokens from the `tokens` field; the largest relative loss difference over the
 // common steps is the sanity check that all computed the same thing. Each side runs in its own process, one
 // after another. The peer needs torch and transformers (`npm run setup:torch`); without them it is left out
 // and the output says so.
-//   node dist/bench/peer.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]
+//   node dist/bench/peer.bench.js [--workload tiny-llava|reference-lm]... [--steps N] [--backend NAME]... [--python PATH] [--keep]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -26,9 +30,9 @@ import { planLlava } from '../runtime/export/hf-llava.js';
 import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
 import { writeShardedSafetensors } from '../runtime/weights/shards.js';
 import { repo } from '../test/paths.js';
+import { Rng } from '../runtime/random.js';
 import { median } from './stats.js';
 
-const PROGRAM = 'pipelines/tiny-llava.pipe';
 const STAGE = 'pretrain';
 const WARMUP = 2;
 
@@ -52,7 +56,7 @@ function fail(msg: string): never {
 }
 
 function usage(msg: string): never {
-  console.error(`bench:peer: ${msg}\nusage: node dist/bench/peer.bench.js [--steps N] [--backend NAME]... [--python PATH] [--keep]`);
+  console.error(`bench:peer: ${msg}\nusage: node dist/bench/peer.bench.js [--workload tiny-llava|reference-lm]... [--steps N] [--backend NAME]... [--python PATH] [--keep]`);
   process.exit(2);
 }
 
@@ -75,9 +79,9 @@ interface Side {
 }
 
 /** Runs a command to completion; exits the benchmark with its output when it fails. */
-function run(cmd: string, argv: string[], cwd: string, what: string): { out: string; seconds: number } {
+function run(cmd: string, argv: string[], cwd: string, what: string, env: Record<string, string> = {}): { out: string; seconds: number } {
   const t0 = performance.now();
-  const r = spawnSync(cmd, argv, { cwd, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1' } });
+  const r = spawnSync(cmd, argv, { cwd, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1', ...env } });
   const seconds = (performance.now() - t0) / 1000;
   const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
   if (r.status !== 0) fail(`${what} failed (exit ${r.status ?? r.signal}):\n${out.trim().split('\n').slice(-20).join('\n')}`);
@@ -103,9 +107,9 @@ function throughput(s: Side): { ms: number; tokensPerSec: number; how: string } 
 
 /** The model's initial weights (`pipec prepare --init`) as a transformers LLaVA folder (config.json and
  * model.safetensors, the HF exporter's names and config) that LlavaForConditionalGeneration loads. */
-function writeLlavaFolder(prepared: string, out: string): void {
-  const graph = compile({ file: repo(PROGRAM), configFiles: [], sets: [], lower: true }).graph;
-  if (!graph) fail(`${PROGRAM} does not compile`);
+function writeLlavaFolder(program: string, prepared: string, out: string): void {
+  const graph = compile({ file: program, configFiles: [], sets: [], lower: true }).graph;
+  if (!graph) fail(`${program} does not compile`);
   const tokenizer = JSON.parse(fs.readFileSync(path.join(prepared, 'tokenizer.json'), 'utf8')) as { added_tokens?: { id: number; content: string }[]; model?: { vocab?: Record<string, number> } };
   const imageTokenId = tokenizer.added_tokens?.find((t) => t.content === '<image>')?.id ?? tokenizer.model?.vocab?.['<image>'];
   if (imageTokenId === undefined) fail(`${path.join(prepared, 'tokenizer.json')} has no <image> token`);
@@ -140,41 +144,115 @@ const backends = wanted.filter((b) => !unavailable.some((p) => p.name === b));
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-bench-peer-'));
 const pipec = repo('bin/pipec.js');
-try {
-  console.log(`peer benchmark: ${PROGRAM}, stage ${STAGE}, the first ${STEPS} training steps in pipec, in the exported PyTorch program and in transformers' LLaVA with a plain PyTorch loop; ${new Date().toISOString()}`);
-  console.log(`${os.availableParallelism()} cores here (${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}); torch ${torchVersion} from ${PY} (${torchThreads} thread${torchThreads === '1' ? '' : 's'} by its default here, one process, fp32, CPU); Node ${process.version}`);
-  for (const p of unavailable) console.log(`(backend ${p.name} not measured: ${p.detail})`);
-  if (!asked.length && !backends.includes('tensorflow')) console.log(`(backend tensorflow not measured: ${probes.find((p) => p.name === 'tensorflow')?.detail ?? 'unknown'})`);
 
-  const exportDir = path.join(work, 'torch'), data = path.join(work, 'data');
-  run(process.execPath, [pipec, 'export', PROGRAM, '--target', 'torch', '-o', exportDir], repo(), 'pipec export');
-  run(process.execPath, [pipec, 'prepare', PROGRAM, '--stage', STAGE, '-o', path.join(data, STAGE), '--init'], repo(), 'pipec prepare');
+interface Workload {
+  name: string;
+  /** What the output's first line says it is. */
+  title: string;
+  /** transformers' class of the peer. */
+  peer: 'llava' | 'llama';
+  /** The program's file, written into `dir` where the workload makes its own. */
+  program(dir: string): string;
+}
+
+/** A word-level tokenizer.json (the `tokenizers` library's WordLevel model, which pipec reads too): 4 special
+ * tokens, then the words w0 .. w{words-1}. */
+function wordTokenizer(words: number): object {
+  const specials = ['<unk>', '<s>', '</s>', '<pad>'];
+  const vocab: Record<string, number> = {};
+  for (const t of specials) vocab[t] = Object.keys(vocab).length;
+  for (let i = 0; i < words; i++) vocab[`w${i}`] = specials.length + i;
+  return {
+    version: '1.0',
+    added_tokens: specials.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: null, pre_tokenizer: { type: 'WhitespaceSplit' }, post_processor: null, decoder: null,
+    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
+  };
+}
+
+const WORKLOADS: Workload[] = [
+  { name: 'tiny-llava', title: 'pipelines/tiny-llava.pipe (0.53M parameters, a LLaVA with a ViT)', peer: 'llava', program: () => repo('pipelines/tiny-llava.pipe') },
+  {
+    name: 'reference-lm',
+    title: 'bench/reference-lm.pipe (7.25M parameters, a llama) on generated text, 8 x 128 tokens a step',
+    peer: 'llama',
+    program(dir) {
+      // 126 random words a record: with the plain template's separator and </s>, 128 tokens each
+      const rng = new Rng(7);
+      const records = Array.from({ length: 8 * (STEPS + 2) }, (_, i) => ({
+        id: String(i),
+        conversations: [{ from: 'human', value: '' }, { from: 'gpt', value: Array.from({ length: 126 }, () => `w${rng.int(7000)}`).join(' ') }],
+      }));
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, 'text.json'), JSON.stringify(records));
+      fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(wordTokenizer(7000)));
+      const file = path.join(dir, 'reference-lm.pipe');
+      fs.writeFileSync(file, `${fs.readFileSync(repo('bench/reference-lm.pipe'), 'utf8')}
+import "std/data"
+dataset text = llava_json("text.json", tokenizer: "tokenizer.json", require_image: false)
+stage ${STAGE} {
+  model: reference_lm
+  train: [lm]
+  freeze: []
+  data: text
+  optimizer: adamw(lr: 1e-3, weight_decay: 0.01)
+  schedule: cosine(warmup_ratio: 0.05)
+  batch: 8
+  epochs: 1
+  max_length: 128
+  precision: fp32
+  devices: cpu
+}
+`);
+      return file;
+    },
+  },
+];
+const askedWorkloads = option('--workload').flatMap((w) => w.split(',')).filter(Boolean);
+for (const w of askedWorkloads) if (!WORKLOADS.some((x) => x.name === w)) usage(`--workload must name one of ${WORKLOADS.map((x) => x.name).join(', ')}, got ${w}`);
+const workloads = askedWorkloads.length ? WORKLOADS.filter((w) => askedWorkloads.includes(w.name)) : WORKLOADS;
+
+function bench(w: Workload): void {
+  const dir = path.join(work, w.name);
+  const program = w.program(path.join(dir, 'program'));
+  const peerName = w.peer === 'llava' ? 'transformers LLaVA loop' : 'transformers Llama loop';
+  console.log(`\n== ${w.name}: ${w.title}, stage ${STAGE}; the first ${STEPS} training steps in pipec, in the exported PyTorch program and in transformers' ${w.peer === 'llava' ? 'LlavaForConditionalGeneration' : 'LlamaForCausalLM'} with a plain PyTorch loop`);
+  const exportDir = path.join(dir, 'torch'), data = path.join(dir, 'data');
+  run(process.execPath, [pipec, 'export', program, '--target', 'torch', '-o', exportDir], repo(), 'pipec export');
+  run(process.execPath, [pipec, 'prepare', program, '--stage', STAGE, '-o', path.join(data, STAGE), '--init'], repo(), 'pipec prepare');
 
   const sides: Side[] = [];
   for (const b of backends) {
-    const runDir = path.join(work, `pipec-${b}`);
-    const r = run(process.execPath, [pipec, 'run', PROGRAM, '--out', runDir, '--backend', b, '--stop-after', String(STEPS)], repo(), `pipec run --backend ${b}`);
+    const runDir = path.join(dir, `pipec-${b}`);
+    const r = run(process.execPath, [pipec, 'run', program, '--out', runDir, '--backend', b, '--stop-after', String(STEPS)], repo(), `pipec run --backend ${b}`);
     const note = r.out.split('\n').find((l) => l.startsWith('backend ')) ?? `backend ${b}`;
     sides.push({ label: `pipec ${b}`, runDir, wallS: r.seconds, note, rows: readMetrics(runDir) });
   }
-  const torchDir = path.join(work, 'torch-run');
+  const torchDir = path.join(dir, 'torch-run');
   const t = run(PY, [path.join(exportDir, 'train.py'), '--data', data, '--out', torchDir, '--init', path.join(data, STAGE, 'init'), '--stop-after', String(STEPS), '--device', 'cpu'], exportDir, 'the exported train.py');
   const torch: Side = { label: 'torch (exported train.py)', runDir: torchDir, wallS: t.seconds, note: `torch ${torchVersion}, ${torchThreads} thread${torchThreads === '1' ? '' : 's'} (torch.get_num_threads())`, rows: readMetrics(torchDir) };
   sides.push(torch);
   if (transformersVersion) {
-    const hfDir = path.join(work, 'peer-llava'), peerDir = path.join(work, 'peer-run');
-    writeLlavaFolder(path.join(data, STAGE), hfDir);
-    const p = run(PY, [repo('bench/peer/transformers_loop.py'), '--hf', hfDir, '--export', exportDir, '--data', data, '--stage', STAGE, '--steps', String(STEPS), '--out', peerDir], work, 'the transformers loop');
+    const peerDir = path.join(dir, 'peer-run');
+    let hfDir = path.join(data, STAGE, 'init', 'lm'); // the Llama folder `pipec prepare --init` writes
+    if (w.peer === 'llava') writeLlavaFolder(program, path.join(data, STAGE), (hfDir = path.join(dir, 'peer-llava')));
+    const peerArgs = [repo('bench/peer/transformers_loop.py'), '--kind', w.peer, '--hf', hfDir, '--export', exportDir, '--data', data, '--stage', STAGE, '--steps', String(STEPS)];
+    const p = run(PY, [...peerArgs, '--out', peerDir], dir, 'the transformers loop');
     const note = p.out.split('\n').find((l) => l.startsWith('peer: '))?.slice(6) ?? '';
-    sides.push({ label: 'transformers LLaVA loop', runDir: peerDir, wallS: p.seconds, note: `transformers ${transformersVersion}; ${note}`, rows: readMetrics(peerDir) });
+    // The exported trainer tells glibc to keep freed memory (train_lib.py keep_freed_cpu_memory); the loop as
+    // users run it has glibc's defaults, and the same loop with the exported trainer's settings is shown too.
+    const tunedDir = path.join(dir, 'peer-run-malloc');
+    const tuned = run(PY, [...peerArgs, '--out', tunedDir], dir, 'the transformers loop (malloc settings)', { MALLOC_MMAP_THRESHOLD_: String(32 * 1024 * 1024), MALLOC_TRIM_THRESHOLD_: String(2 ** 31 - 1) });
+    sides.push({ label: `${peerName.replace(' loop', '')} +malloc`, runDir: tunedDir, wallS: tuned.seconds, note: "the same loop started with MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647, the exported trainer's malloc settings", rows: readMetrics(tunedDir) });
+    sides.push({ label: peerName, runDir: peerDir, wallS: p.seconds, note: `transformers ${transformersVersion}; ${note}; glibc's default malloc settings`, rows: readMetrics(peerDir) });
   } else console.log(`(transformers loop not measured: ${PY} cannot import transformers; npm run setup:torch installs it)`);
   for (const s of sides) if (s.rows.length !== STEPS || s.rows.some((m) => m.stage !== STAGE)) fail(`${s.label} wrote ${s.rows.length} metric rows (stages ${[...new Set(s.rows.map((m) => m.stage))].join(', ')}) in ${s.runDir}, expected ${STEPS} of stage ${STAGE}`);
 
   const stats = sides.map((s) => ({ s, ...throughput(s) }));
   const ref = stats[stats.length - 1]!; // the transformers loop where it ran, else the exported program
   const hows = [...new Set(stats.map((x) => x.how))];
-  console.log(`\nper-step time: ${hows.includes('median step') ? `median over steps ${WARMUP + 1}..${STEPS} (${WARMUP} warm-up steps dropped) of the difference of consecutive elapsed_s in each side's metrics.jsonl` : ''}${hows.filter((h) => h !== 'median step').map((h) => `; ${h}`).join('')}`);
-  console.log(`tokens/s: mean \`tokens\` per step over those steps / median step time (${Math.round(ref.s.rows.slice(WARMUP).reduce((a, m) => a + m.tokens, 0) / (STEPS - WARMUP))} tokens a step, batch 16)`);
+  console.log(`per-step time: ${hows.includes('median step') ? `median over steps ${WARMUP + 1}..${STEPS} (${WARMUP} warm-up steps dropped) of the difference of consecutive elapsed_s in each side's metrics.jsonl` : ''}${hows.filter((h) => h !== 'median step').map((h) => `; ${h}`).join('')}`);
+  console.log(`tokens/s: mean \`tokens\` per step over those steps / median step time (${Math.round(ref.s.rows.slice(WARMUP).reduce((a, m) => a + m.tokens, 0) / (STEPS - WARMUP))} tokens a step)`);
   console.log(`ratios: tokens/s over the ${ref.s.label}'s`);
   console.log('  side                         step ms   tokens/s      ratio   process s (incl. start-up)');
   for (const x of stats) {
@@ -192,6 +270,14 @@ try {
     const sameTokens = x.s.rows.every((m, i) => m.tokens === torch.rows[i]!.tokens);
     console.log(`loss check, ${x.s.label} vs the exported program: max relative loss difference ${worst.toExponential(2)} over ${n} common steps (at step ${at}); tokens per step ${sameTokens ? 'identical' : 'DIFFER'}`);
   }
+}
+
+try {
+  console.log(`peer benchmark: workloads ${workloads.map((w) => w.name).join(', ')}; ${new Date().toISOString()}`);
+  console.log(`${os.availableParallelism()} cores here (${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}); torch ${torchVersion} from ${PY} (${torchThreads} thread${torchThreads === '1' ? '' : 's'} by its default here, one process, fp32, CPU); Node ${process.version}`);
+  for (const p of unavailable) console.log(`(backend ${p.name} not measured: ${p.detail})`);
+  if (!asked.length && !backends.includes('tensorflow')) console.log(`(backend tensorflow not measured: ${probes.find((p) => p.name === 'tensorflow')?.detail ?? 'unknown'})`);
+  for (const w of workloads) bench(w);
   if (KEEP) console.log(`\nkept ${work}`);
 } catch (e) {
   if (!(e instanceof BenchError)) throw e;

@@ -1,11 +1,12 @@
 """The peer of bench/peer.bench.ts: what a user would run instead of pipec -- transformers'
-LlavaForConditionalGeneration with a plain PyTorch training loop (torch.optim.AdamW without weight decay on
+LlavaForConditionalGeneration (or LlamaForCausalLM for a language model alone, --kind llama) with a plain
+PyTorch training loop (torch.optim.AdamW without weight decay on
 biases and norms, as transformers' Trainer; clip_grad_norm_; get_cosine_schedule_with_warmup) -- on the
 micro-batches pipec prepared (`pipec prepare`), from the same initial weights (HF_DIR: a LLaVA folder the
-bench writes from pipec's initial weights). Writes RUN/metrics.jsonl rows as pipec does (stage, step, loss,
+bench writes from pipec's initial weights, or the Llama folder `pipec prepare --init` writes for the llm). Writes RUN/metrics.jsonl rows as pipec does (stage, step, loss,
 tokens, elapsed_s), so the bench times every side the same way.
 
-    python transformers_loop.py --hf HF_DIR --export EXPORT_DIR --data DATA --stage NAME --steps N --out RUN
+    python transformers_loop.py [--kind llava|llama] --hf HF_DIR --export EXPORT_DIR --data DATA --stage NAME --steps N --out RUN
 """
 import argparse
 import json
@@ -14,11 +15,12 @@ import sys
 import time
 
 import torch
-from transformers import LlavaForConditionalGeneration, get_cosine_schedule_with_warmup
+from transformers import LlamaForCausalLM, LlavaForConditionalGeneration, get_cosine_schedule_with_warmup
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", choices=["llava", "llama"], default="llava")
     ap.add_argument("--hf", required=True)
     ap.add_argument("--export", required=True, help="the exported program's folder: its Shards reader and STAGES are used")
     ap.add_argument("--data", required=True)
@@ -39,7 +41,8 @@ def main():
     total, acc = data.index["steps"], stage["accumulate"]
     attrs = opt["attrs"]
 
-    model = LlavaForConditionalGeneration.from_pretrained(args.hf)
+    model_class = LlavaForConditionalGeneration if args.kind == "llava" else LlamaForCausalLM
+    model = model_class.from_pretrained(args.hf)
     model.train()
     no_decay = [n for n, _ in model.named_parameters() if not exported.decays(n)]
     groups = [
@@ -58,7 +61,8 @@ def main():
         for a in range(acc):
             b = data.micro(step * acc + a, torch.device("cpu"))
             ids, mask, labels = b["input_ids"].long(), b["attention_mask"].long(), b["labels"].long()
-            out = model(input_ids=ids, attention_mask=mask, pixel_values=b["pixel_values"], labels=labels)
+            images = {"pixel_values": b["pixel_values"]} if args.kind == "llava" else {}
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, **images)
             (out.loss / acc).backward()
             loss_sum += float(out.loss.detach())
             tokens += int(mask.sum())
@@ -70,8 +74,8 @@ def main():
         row = {"stage": args.stage, "stage_index": 0, "step": step + 1, "loss": loss_sum / acc, "lm_loss": loss_sum / acc, "lr": lr, "tokens": tokens, "elapsed_s": time.time() - t0}
         metrics.write(json.dumps(row) + "\n")
     metrics.close()
-    print("peer: %d steps, torch %s, transformers LlavaForConditionalGeneration (%s attention), %d threads" % (
-        min(args.steps, total), torch.__version__, model.config._attn_implementation, torch.get_num_threads()))
+    print("peer: %d steps, torch %s, transformers %s (%s attention), %d threads" % (
+        min(args.steps, total), torch.__version__, model_class.__name__, model.config._attn_implementation, torch.get_num_threads()))
 
 
 if __name__ == "__main__":

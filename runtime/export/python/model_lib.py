@@ -242,7 +242,12 @@ ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu, "
 
 
 def attention(q, k, v, bias=None):
-    """q, k, v: [B, H, T, d]; bias [B, 1, Tq, Tk] (0 visible, -1e9 hidden) -> [B, H, Tq, d]."""
+    """q, k, v: [B, H, T, d]; bias [B, 1, Tq, Tk] (0 visible, -1e9 hidden) -> [B, H, Tq, d].
+    In float32 torch's fused kernel (torch >= 2.0; what transformers' sdpa attention runs), the same softmax of
+    the same scores; under autocast (fp16/bf16 q) the written-out form, whose scores + bias is computed in
+    float32 (-1e9 would overflow fp16)."""
+    if q.dtype == torch.float32 and hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
     if bias is not None:
         scores = scores + bias
@@ -561,8 +566,11 @@ def llava_splice(embeds, features, image_start, image_tokens):
 def causal_lm_loss(logits, labels, ignore_index=-100):
     """Next-token cross-entropy, mean over labelled positions: logits[:, :-1] predict labels[:, 1:]."""
     V = logits.shape[-1]
-    shifted = logits[:, :-1].reshape(-1, V)
-    target = labels[:, 1:].reshape(-1).long()
+    # labels shifted left and padded with ignore_index rather than logits[:, :-1] (as transformers' loss does):
+    # the same sum, and logits [B, T, V] are read in place instead of copied (and their gradient scattered back)
+    labels = labels.long()
+    target = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), ignore_index)], dim=1).reshape(-1)
+    flat = logits.reshape(-1, V)  # [B*T, V], a view
     keep = target != ignore_index
     count = int(keep.sum())
     if count == 0:
@@ -570,7 +578,8 @@ def causal_lm_loss(logits, labels, ignore_index=-100):
     t = target[keep]
     if int(t.min()) < 0 or int(t.max()) >= V:
         raise ValueError("a label is outside the vocabulary [0, %d)" % V)
-    return F.cross_entropy(shifted[keep], t, reduction="sum") / count
+    # ignore_index rather than shifted[keep]: the same sum, without a [N, V] gather and its scatter in backward
+    return F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="sum") / count
 
 
 # --------------------------------------------------------------------------------------------------
@@ -766,9 +775,13 @@ class PipeModel(nn.Module):
         """The component's config.json (runtime/weights/hf-config.ts)."""
         return next(c["hf_config"] for c in self.spec["components"] if c["name"] == name)
 
-    def init_fresh(self, seed, mode="pipec"):
+    def init_fresh(self, seed, mode="pipec", skip=()):
+        """Fresh weights for every component and adapter but those in skip (the ones about to be loaded
+        whole: pipec's seeded streams are slow in Python, seconds for a few million parameters)."""
         with torch.no_grad():
-            for _, owner in self.owners():
+            for name, owner in self.owners():
+                if name in skip:
+                    continue
                 for n, prm in owner.named_parameters():
                     prm.copy_(initial_value(n, list(prm.shape), seed, mode, init_std(getattr(owner, "attrs", {}), list(prm.shape))))
 
