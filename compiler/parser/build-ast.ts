@@ -4,7 +4,7 @@ import type { CstElement, CstNode, IToken } from 'chevrotain';
 import type * as A from '../ast/nodes.js';
 import { M } from '../diagnostics/catalogue.js';
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
-import type { Range, SourceFile } from '../diagnostics/source.js';
+import { endOffsetOf, startOffsetOf, type Range, type SourceFile } from '../diagnostics/source.js';
 import { MAX_NESTING } from './grammar.js';
 
 type Children = Record<string, CstElement[] | undefined>;
@@ -282,7 +282,7 @@ export class AstBuilder {
   }
 
   span(a: A.Expr | { range: Range }, b: A.Expr): Range {
-    return { file: a.range.file, start: a.range.start, end: b.range.end.offset >= a.range.start.offset ? b.range.end : a.range.start };
+    return this.src.range(startOffsetOf(a.range), endOffsetOf(b.range)); // ends no earlier than it starts
   }
 
   /** Precedence climbing over the flat `not* power (op not* power)*` list of an `expression`. */
@@ -317,8 +317,7 @@ export class AstBuilder {
       if (!first) return { kind: 'Missing', range: whole() };
       if (first.kind === 'not') {
         if (open === MAX_NESTING) {
-          const start = this.src.position(first.tok.startOffset);
-          const range = { ...whole(), start };
+          const range = this.src.range(first.tok.startOffset, endOffsetOf(whole()));
           at = items.length;
           this.diagnostics.push({ code: M.NestingTooDeep.code, severity: M.NestingTooDeep.severity, message: M.NestingTooDeep.format(MAX_NESTING), range });
           return { kind: 'Missing', range };
@@ -353,10 +352,9 @@ export class AstBuilder {
     }
     const minus = this.toks(c, 'Minus');
     if (!minus.length) return e;
-    const end = this.nodeRange(n).end;
+    const end = endOffsetOf(this.nodeRange(n));
     for (let i = minus.length - 1; i >= 0; i--) {
-      const start = this.src.position(minus[i].startOffset);
-      e = this.nest({ kind: 'Unary', op: '-', operand: e, range: { file: this.src.path, start, end: end.offset >= start.offset ? end : start } }, [e]);
+      e = this.nest({ kind: 'Unary', op: '-', operand: e, range: this.src.range(minus[i].startOffset, end) }, [e]);
     }
     return e;
   }
@@ -370,8 +368,7 @@ export class AstBuilder {
       (a, b) => (a.location?.startOffset ?? 0) - (b.location?.startOffset ?? 0),
     );
     for (const s of suffixes) {
-      const end = this.nodeRange(s).end;
-      const range = { file: e.range.file, start: e.range.start, end: end.offset >= e.range.end.offset ? end : e.range.end };
+      const range = this.src.range(startOffsetOf(e.range), Math.max(endOffsetOf(this.nodeRange(s)), endOffsetOf(e.range)));
       if (s.name === 'memberSuffix') e = this.nest({ kind: 'Member', object: e, member: this.ident(this.tok(s.children, 'Name')), range }, [e]);
       else if (s.name === 'callSuffix') {
         const args = this.args(this.node(s.children, 'args'));
@@ -382,7 +379,7 @@ export class AstBuilder {
       }
       if (e.kind === 'Missing') {
         // The rest of the chain is as deep or deeper: one report for the chain, and the whole chain is missing.
-        e.range = { ...e.range, end: this.nodeRange(n).end };
+        e.range = this.src.range(e.range.start.offset, this.nodeRange(n).end.offset);
         break;
       }
     }

@@ -6,7 +6,7 @@
 // there. For the files it reads it makes the AST build-ast.ts makes (test/parser.test.ts compares them).
 import { EmbeddedActionsParser, type IToken, type TokenType } from 'chevrotain';
 import type * as A from '../ast/nodes.js';
-import type { SourceFile } from '../diagnostics/source.js';
+import { endOffsetOf, startOffsetOf, type SourceFile } from '../diagnostics/source.js';
 import * as T from '../lexer/tokens.js';
 import { AstBuilder, type ClimbItem } from './build-ast.js';
 
@@ -402,8 +402,7 @@ class FastGrammar extends EmbeddedActionsParser {
     this.MANY2(() => {
       const s = this.OR2(this.suffixes) as Suffix;
       this.ACTION(() => {
-        const end = this.src.position(s.end.startOffset + s.end.image.length);
-        const range = { file: e.range.file, start: e.range.start, end: end.offset >= e.range.end.offset ? end : e.range.end };
+        const range = this.src.range(startOffsetOf(e.range), Math.max(s.end.startOffset + s.end.image.length, endOffsetOf(e.range)));
         if (s.kind === 'member') e = this.b.nest({ kind: 'Member', object: e, member: this.b.ident(s.name), range }, [e]);
         else if (s.kind === 'call') e = this.b.nest({ kind: 'Call', callee: e, args: s.args, range }, [e, ...s.args.map((x) => x.value)]);
         else e = this.b.nest({ kind: 'Index', object: e, items: s.items, range }, [e, ...s.items]);
@@ -420,10 +419,9 @@ class FastGrammar extends EmbeddedActionsParser {
     this.depth -= minus.length + 1;
     return this.ACTION(() => {
       if (!minus.length) return e;
-      const end = this.from(first).end;
+      const end = endOffsetOf(this.from(first));
       for (let i = minus.length - 1; i >= 0; i--) {
-        const start = this.src.position(minus[i].startOffset);
-        e = this.b.nest({ kind: 'Unary', op: '-', operand: e, range: { file: this.src.path, start, end: end.offset >= start.offset ? end : start } }, [e]);
+        e = this.b.nest({ kind: 'Unary', op: '-', operand: e, range: this.src.range(minus[i].startOffset, end) }, [e]);
       }
       return e;
     });

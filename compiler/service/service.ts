@@ -149,7 +149,7 @@ function capPerFile(diags: Diagnostic[]): Diagnostic[] {
       continue;
     }
     if (!f.summary) {
-      const at = { ...d.range, end: d.range.start };
+      const at = { file: d.range.file, start: d.range.start, end: d.range.start };
       f.summary = { code: M.TooManyDiagnostics.code, severity: d.severity, message: '', range: at };
       kept.push(f.summary);
     }
