@@ -9,6 +9,7 @@ import { attention, causalBias, gelu, geluTanh, layerNorm, mergeHeads, NEG_INF, 
 import { spliceIndices } from '../runtime/ops/splice.js';
 import type { OpContext } from '../runtime/ops/types.js';
 import { OPS } from '../runtime/ops/registry.js';
+import { Rng } from '../runtime/random.js';
 import { checkGradients, close, type GradientCheckOptions, randn, testBackends, useBackend } from './helpers/numeric.js';
 
 const backends = await testBackends();
@@ -33,6 +34,84 @@ for (const backend of backends) {
     // Finite differences cost two forward passes per entry: every entry on the fast backends, a seeded
     // sample of 6 per tensor on wasm and webgpu, whose per-op overhead makes tiny passes ~10x slower.
     const fd: GradientCheckOptions = { maxEntries: backend === 'cpu' || backend === 'tensorflow' ? 64 : 6 };
+
+    // On wasm these are pipec's own kernels (runtime/backend/wasm-slice.ts), which read the input in place.
+    it('slice, split and unstack take exactly the elements an index loop takes (ranks 1-4, every axis, float32, int32, bool)', () => {
+      const rng = new Rng(11);
+      /** x[begin : begin + size] of a row-major array, one element at a time. */
+      const reference = (x: ArrayLike<number>, shape: number[], begin: number[], size: number[]): number[] => {
+        const out: number[] = [];
+        const idx = new Array<number>(shape.length).fill(0);
+        const total = size.reduce((a, b) => a * b, 1);
+        for (let n = 0; n < total; n++) {
+          let flat = 0;
+          for (let k = 0; k < shape.length; k++) flat = flat * shape[k]! + begin[k]! + idx[k]!;
+          out.push(x[flat]!);
+          for (let k = shape.length - 1; k >= 0; k--) if (++idx[k]! < size[k]!) break; else idx[k] = 0;
+        }
+        return out;
+      };
+      let cases = 0;
+      for (let round = 0; round < 40; round++) {
+        const rank = 1 + (round % 4);
+        const shape = Array.from({ length: rank }, () => 1 + rng.int(rank > 2 ? 5 : 40));
+        const dtype = (['float32', 'int32', 'bool'] as const)[round % 3]!;
+        const count = shape.reduce((a, b) => a * b, 1);
+        const values = Array.from({ length: count }, (_, i) => (dtype === 'bool' ? rng.int(2) : dtype === 'int32' ? i - 7 : i + 0.25));
+        const x = tf.tensor(values, shape, dtype);
+        const begin = shape.map((n) => rng.int(n));
+        const size = shape.map((n, k) => (rng.int(3) === 0 ? n - begin[k]! : 1 + rng.int(n - begin[k]!)));
+        assert.deepEqual(Array.from(tf.slice(x, begin, size).dataSync()), reference(values, shape, begin, size), `slice ${dtype} [${shape}] at [${begin}] size [${size}]`);
+        for (let axis = 0; axis < rank; axis++) {
+          const cut = rng.int(shape[axis]! + 1);
+          const parts = tf.split(x, [cut, shape[axis]! - cut], axis);
+          parts.forEach((part, i) => {
+            const b = shape.map((_, k) => (k === axis && i === 1 ? cut : 0));
+            const sz = shape.map((n, k) => (k === axis ? (i === 0 ? cut : n - cut) : n));
+            assert.deepEqual(part.shape, sz);
+            assert.deepEqual(Array.from(part.dataSync()), reference(values, shape, b, sz), `split ${dtype} [${shape}] axis ${axis} at ${cut}, part ${i}`);
+          });
+          tf.unstack(x, axis).forEach((part, i) => {
+            const b = shape.map((_, k) => (k === axis ? i : 0));
+            const sz = shape.map((n, k) => (k === axis ? 1 : n));
+            assert.deepEqual(part.shape, shape.filter((_, k) => k !== axis));
+            assert.deepEqual(Array.from(part.dataSync()), reference(values, shape, b, sz), `unstack ${dtype} [${shape}] axis ${axis}, part ${i}`);
+          });
+          cases++;
+        }
+        tf.dispose(x);
+      }
+      assert.ok(cases > 50, `only ${cases} split/unstack cases`);
+    });
+
+    // On wasm and webgpu MaxPoolGrad is pipec's own (runtime/backend/max-pool-grad.ts; webgpu's stock one picks the last tie).
+    it('max-pool gradient: each window\'s dy goes to its first maximum in row-major order (ties included), for valid and same padding', () => {
+      const rng = new Rng(5);
+      for (const [f, stride, pad] of [[2, 2, 'valid'], [3, 1, 'same'], [3, 2, 'same'], [2, 1, 'valid']] as const) {
+        const [B, H, W, C] = [2, 6, 5, 3];
+        const xs = Array.from({ length: B * H * W * C }, () => rng.int(3)); // few values: many ties
+        const x = tf.tensor4d(xs, [B, H, W, C]);
+        const pooled = tf.maxPool(x, f, stride, pad);
+        const [, OH, OW] = pooled.shape;
+        const r = Array.from({ length: B * OH * OW * C }, (_, i) => 1 + (i % 7));
+        const dx = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(t as tf.Tensor4D, f, stride, pad), tf.tensor4d(r, pooled.shape))))(x);
+        // the reference: scan each window (as tfjs's CPU kernel and PyTorch do), first strict maximum wins
+        const padTop = pad === 'same' ? Math.floor(Math.max((OH - 1) * stride + f - H, 0) / 2) : 0;
+        const padLeft = pad === 'same' ? Math.floor(Math.max((OW - 1) * stride + f - W, 0) / 2) : 0;
+        const want = new Array<number>(xs.length).fill(0);
+        for (let b = 0; b < B; b++) for (let oy = 0; oy < OH; oy++) for (let ox = 0; ox < OW; ox++) for (let c = 0; c < C; c++) {
+          let best = -Infinity, at = -1;
+          for (let wy = 0; wy < f; wy++) for (let wx = 0; wx < f; wx++) {
+            const y = oy * stride - padTop + wy, xx = ox * stride - padLeft + wx;
+            if (y < 0 || y >= H || xx < 0 || xx >= W) continue;
+            const i = ((b * H + y) * W + xx) * C + c;
+            if (xs[i]! > best) (best = xs[i]!), (at = i);
+          }
+          want[at] += r[((b * OH + oy) * OW + ox) * C + c]!;
+        }
+        assert.deepEqual(Array.from(dx.dataSync()), want, `maxPool ${f}x${f} stride ${stride} ${pad}`);
+      }
+    });
 
     it('linear: y = x W^T + b, hand-computed, and its gradients', () => {
       const y = linear(tf.tensor2d([[1, 2]]), tf.tensor2d([[1, 0], [0, 1], [1, 1]]), tf.tensor1d([0.5, 0, -1]));

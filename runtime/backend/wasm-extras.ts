@@ -3,7 +3,10 @@
 // And two it has, replaced: its Square and Neg run an element-at-a-time unary loop, while Multiply is an
 // XNNPACK SIMD kernel; x*x and x*(-1) give the same bits. Measured here on a [256, 128] float32 tensor:
 // Square 270-540 us, Multiply(x, x) 11-50 us (a loaded 2-core machine; the ratio held in every round).
+// Slice, SplitV and Unpack are replaced too (wasm-slice.ts), and MaxPoolGrad (max-pool-grad.ts).
 import * as tf from '@tensorflow/tfjs-core';
+import { registerWasmMaxPoolGrad } from './max-pool-grad.js';
+import { registerWasmSlices } from './wasm-slice.js';
 
 interface WasmBackendLike {
   readSync(dataId: unknown): tf.backend_util.BackendValues;
@@ -52,6 +55,8 @@ export function registerWasmExtras(): void {
   if (registered || tf.getKernel('UnsortedSegmentSum', 'wasm')) return;
   registered = true;
   registerThroughMultiply();
+  registerWasmSlices();
+  registerWasmMaxPoolGrad();
   tf.registerKernel({
     kernelName: 'UnsortedSegmentSum',
     backendName: 'wasm',

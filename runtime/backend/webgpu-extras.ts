@@ -4,11 +4,19 @@
 // maxStorageBuffersPerShaderStage - 1 (15 on lavapipe, 7 by default in core WebGPU) fail validation
 // and, WebGPU errors being asynchronous, the sum silently reads as zeros. The global gradient norm
 // (train/optimizer.ts) adds one term per trainable tensor. The replacement sums in chunks that fit.
+//
+// MaxPoolGrad: its shader gives a window's gradient to the LAST of tied maxima, where tfjs's CPU kernel and
+// PyTorch's MaxPool2d give it to the first; ties are common in the quickstart's CNN (ReLU over flat image
+// regions), so its training on webgpu drifted from every other backend's. The replacement reads x and dy
+// back and computes on the CPU (max-pool-grad.ts): correct first, and the CNN is small.
 import * as tf from '@tensorflow/tfjs-core';
+import { maxPoolBackprop } from './max-pool-grad.js';
 
 interface WebgpuBackendLike {
   device: { limits: { maxStorageBuffersPerShaderStage: number } };
   disposeData(dataId: object, force?: boolean): boolean;
+  readSync(dataId: object): tf.backend_util.BackendValues;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
 }
 
 let registered = false;
@@ -46,6 +54,27 @@ export function registerWebgpuExtras(): void {
       const out = stock.kernelFunc({ inputs: parts as unknown as tf.NamedTensorInfoMap, backend, attrs }) as tf.TensorInfo;
       for (const t of parts) if (ours.has(t)) b.disposeData(t.dataId);
       return out;
+    },
+  });
+  registerMaxPoolGrad();
+}
+
+function registerMaxPoolGrad(): void {
+  const stock = tf.getKernel('MaxPoolGrad', 'webgpu');
+  if (!stock) return;
+  tf.unregisterKernel('MaxPoolGrad', 'webgpu');
+  tf.registerKernel({
+    kernelName: 'MaxPoolGrad',
+    backendName: 'webgpu',
+    kernelFunc: (args) => {
+      const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
+      if (input.dtype !== 'float32') return stock.kernelFunc(args);
+      const a = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'valid' | 'same' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+      const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
+      const b = args.backend as unknown as WebgpuBackendLike;
+      const dx = new Float32Array(tf.util.sizeFromShape(input.shape));
+      maxPoolBackprop(b.readSync(input.dataId) as Float32Array, b.readSync(dy.dataId) as Float32Array, dx, info);
+      return b.makeTensorInfo(input.shape, 'float32', dx);
     },
   });
 }
