@@ -49,24 +49,34 @@ export function maxPoolBackprop(x: Float32Array, dy: Float32Array, dx: Float32Ar
   }
 }
 
-export function registerWasmMaxPoolGrad(): void {
-  const stock = tf.getKernel('MaxPoolGrad', 'wasm');
+/**
+ * Replaces `backend`'s MaxPoolGrad by `compute` for float32 (other dtypes: the stock kernel), which gets the
+ * input x, dy and the pooling's geometry.
+ */
+export function replaceMaxPoolGrad(backendName: string, compute: (input: tf.TensorInfo, dy: tf.TensorInfo, info: tf.backend_util.Conv2DInfo, backend: unknown) => tf.TensorInfo): void {
+  const stock = tf.getKernel('MaxPoolGrad', backendName);
   if (!stock) return;
-  tf.unregisterKernel('MaxPoolGrad', 'wasm');
+  tf.unregisterKernel('MaxPoolGrad', backendName);
   tf.registerKernel({
     kernelName: 'MaxPoolGrad',
-    backendName: 'wasm',
+    backendName,
     setupFunc: stock.setupFunc,
     kernelFunc: (args) => {
       const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
-      const a = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'valid' | 'same' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
       if (input.dtype !== 'float32') return stock.kernelFunc(args);
+      const a = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'valid' | 'same' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
       const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
-      const backend = args.backend as unknown as WasmBackendLike;
-      const dx = backend.makeOutput(input.shape, 'float32');
-      // views after makeOutput, which may grow (and so detach) the heap
-      maxPoolBackprop(backend.typedArrayFromHeap(input) as Float32Array, backend.typedArrayFromHeap(dy) as Float32Array, backend.typedArrayFromHeap(dx) as Float32Array, info);
-      return dx;
+      return compute(input, dy, info, args.backend);
     },
+  });
+}
+
+export function registerWasmMaxPoolGrad(): void {
+  replaceMaxPoolGrad('wasm', (input, dy, info, b) => {
+    const backend = b as WasmBackendLike;
+    const dx = backend.makeOutput(input.shape, 'float32');
+    // views after makeOutput, which may grow (and so detach) the heap
+    maxPoolBackprop(backend.typedArrayFromHeap(input) as Float32Array, backend.typedArrayFromHeap(dy) as Float32Array, backend.typedArrayFromHeap(dx) as Float32Array, info);
+    return dx;
   });
 }

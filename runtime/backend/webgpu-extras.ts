@@ -10,7 +10,7 @@
 // regions), so its training on webgpu drifted from every other backend's. The replacement reads x and dy
 // back and computes on the CPU (max-pool-grad.ts): correct first, and the CNN is small.
 import * as tf from '@tensorflow/tfjs-core';
-import { maxPoolBackprop } from './max-pool-grad.js';
+import { maxPoolBackprop, replaceMaxPoolGrad } from './max-pool-grad.js';
 
 interface WebgpuBackendLike {
   device: { limits: { maxStorageBuffersPerShaderStage: number } };
@@ -60,21 +60,10 @@ export function registerWebgpuExtras(): void {
 }
 
 function registerMaxPoolGrad(): void {
-  const stock = tf.getKernel('MaxPoolGrad', 'webgpu');
-  if (!stock) return;
-  tf.unregisterKernel('MaxPoolGrad', 'webgpu');
-  tf.registerKernel({
-    kernelName: 'MaxPoolGrad',
-    backendName: 'webgpu',
-    kernelFunc: (args) => {
-      const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
-      if (input.dtype !== 'float32') return stock.kernelFunc(args);
-      const a = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'valid' | 'same' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-      const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
-      const b = args.backend as unknown as WebgpuBackendLike;
-      const dx = new Float32Array(tf.util.sizeFromShape(input.shape));
-      maxPoolBackprop(b.readSync(input.dataId) as Float32Array, b.readSync(dy.dataId) as Float32Array, dx, info);
-      return b.makeTensorInfo(input.shape, 'float32', dx);
-    },
+  replaceMaxPoolGrad('webgpu', (input, dy, info, backend) => {
+    const b = backend as WebgpuBackendLike;
+    const dx = new Float32Array(tf.util.sizeFromShape(input.shape));
+    maxPoolBackprop(b.readSync(input.dataId) as Float32Array, b.readSync(dy.dataId) as Float32Array, dx, info);
+    return b.makeTensorInfo(input.shape, 'float32', dx);
   });
 }
