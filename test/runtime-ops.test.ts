@@ -113,6 +113,16 @@ for (const backend of backends) {
       }
     });
 
+    it('bmm of large slices (split into 2-D matmuls on wasm) equals tfjs\'s BatchMatMul in every transpose form, and its gradients', () => {
+      const [G, M, K, N] = [2, 64, 64, 40]; // M x K x N = 163840: above the split threshold
+      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+        const a = randn(ta ? [G, K, M] : [G, M, K], 21), b = randn(tb ? [G, N, K] : [G, K, N], 22);
+        close(bmm(a as tf.Tensor3D, b as tf.Tensor3D, ta, tb).dataSync(), tf.matMul(a, b, ta, tb).dataSync(), 1e-4);
+      }
+      const r = randn([G, M, N], 23);
+      checkGradients((a, b) => tf.mul(bmm(a as tf.Tensor3D, b as tf.Tensor3D, false, true), r), [randn([G, M, K], 24), randn([G, N, K], 25)], fd);
+    });
+
     it('linear: y = x W^T + b, hand-computed, and its gradients', () => {
       const y = linear(tf.tensor2d([[1, 2]]), tf.tensor2d([[1, 0], [0, 1], [1, 1]]), tf.tensor1d([0.5, 0, -1]));
       close(y.dataSync(), [1.5, 2, 2], 1e-6);

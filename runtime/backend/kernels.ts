@@ -3,7 +3,7 @@
 // component. On wasm only 2-D matmuls with neither operand transposed reach XNNPACK (~20 GFLOP/s here);
 // every other form falls to a ~2 GFLOP/s loop. So on wasm the forward and both backward matmuls of a
 // linear layer are written as explicit transposes followed by plain 2-D matmuls, with a custom gradient
-// (2-7x faster there); batched matmuls stay tfjs's own (see bmm).
+// (2-7x faster there); batched matmuls of large slices are split into such 2-D matmuls (see bmm).
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core alone registers no gradients, and its gradient modules cannot be imported from Node's ESM
 // (extensionless specifiers); the union package's Node bundle registers them in the shared registry.
@@ -55,13 +55,26 @@ export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
   return tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
 }
 
+/** Per-batch size (M x K x N multiply-adds) from which a batched matmul is split into 2-D matmuls on wasm. */
+const SPLIT_MACS = 1 << 17;
+
 /**
- * Batched matmul a[G,M,K] @ b[G,K,N] (transposes as flags), on every backend tfjs's own BatchMatMul. On wasm
- * that kernel is the slow loop, yet splitting the batch into G fast 2-D matmuls costs far more: tfjs-wasm's
- * Unpack and Slice read the whole input back per slice. Measured here (wasm, forward + backward of
- * A @ B^T): G 64 x 24x16x24 (quickstart attention) 5.6 ms stock vs 58.7 ms split; G 32 x 128x64x128
- * (reference-LM attention) 140 ms vs 483 ms.
+ * Batched matmul a[G,M,K] @ b[G,K,N] (transposes as flags). On wasm tfjs's BatchMatMul is a plain loop
+ * (~0.5-1 GFLOP/s); split into G 2-D matmuls (XNNPACK, through matmul2d) it pays per-slice overhead instead,
+ * which large slices earn back. Measured here (wasm, one op, median of 20), stock vs split: G 64 x 23x32x23
+ * (tiny-llava's attention) 1.2 vs 9.6 ms; G 32 x 64x64x64 7.7 vs 3.3 ms; G 32 x 128x64x128 (the reference
+ * LM's) 32.5 vs 11.5 ms for q k^T, 27.5 vs 6.6 ms for p v. So from SPLIT_MACS per slice it splits (the
+ * slices are copies taken in place, wasm-slice.ts; stock tfjs-wasm's, which copied the whole input per
+ * slice, made splitting a loss at every size). Every other backend: tfjs's own BatchMatMul.
  */
 export function bmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
+  if (routesMatMuls() && a.shape[0] === b.shape[0]) {
+    const [, a1, a2] = a.shape;
+    const n = transposeB ? b.shape[1] : b.shape[2];
+    if (a1 * a2 * n >= SPLIT_MACS) {
+      const bs = tf.unstack(b) as tf.Tensor2D[];
+      return tf.stack((tf.unstack(a) as tf.Tensor2D[]).map((x, i) => matmul2d(x, bs[i]!, transposeA, transposeB))) as tf.Tensor3D;
+    }
+  }
   return tf.matMul(a, b, transposeA, transposeB);
 }
