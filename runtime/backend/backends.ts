@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { M, runtimeError } from '../errors.js';
 import { firstLine, resolvable } from './packages.js';
 import { registerWasmExtras } from './wasm-extras.js';
-import { startThreadedWasm, wasmThreadsWanted } from './wasm-threads.js';
+import { startThreadedWasm, THREADS_MIN_WORK, wasmThreadsWanted } from './wasm-threads.js';
 import { activateWebgpu, probeWebgpu } from './webgpu.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -61,8 +61,9 @@ async function probe(name: ConcreteBackend, hint: WorkloadHint = {}): Promise<Ba
       if (!resolvable('@tensorflow/tfjs-node')) return { name, available: false, detail: '@tensorflow/tfjs-node is not installed; `npm run setup:tensorflow` builds it offline from a tensorflow-cpu wheel' };
       try {
         process.env.TF_CPP_MIN_LOG_LEVEL ??= '2'; // libtensorflow's start-up chatter is not our log
+        tensorflowThreads ??= tensorflowThreadsFor(hint.work);
         await import('@tensorflow/tfjs-node' as string);
-        return { name, available: true, detail: 'libtensorflow (CPU), multi-threaded' };
+        return { name, available: true, detail: `libtensorflow (CPU), ${tensorflowThreads}` };
       } catch (e) {
         return { name, available: false, detail: `@tensorflow/tfjs-node failed to load: ${firstLine(e)}; rerun \`npm run setup:tensorflow\`` };
       }
@@ -76,6 +77,26 @@ async function probe(name: ConcreteBackend, hint: WorkloadHint = {}): Promise<Ba
     case 'cpu':
       return { name, available: true, detail: 'pure JavaScript; correct but slow, a last resort' };
   }
+}
+
+/** How libtensorflow was told to thread, set before it first loads (once per process). */
+let tensorflowThreads: string | undefined;
+
+/**
+ * libtensorflow's thread pools are sized when it loads, from TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS
+ * (all cores when unset). As with wasm (THREADS_MIN_WORK), a small model's thousands of small ops lose more to
+ * handing work between threads than they gain: tiny-llava's training step on 2 cores took 86-93 ms with one
+ * thread each against 110-149 ms by default, the 7.25M reference LM 333-338 ms against 311-319 ms (two runs
+ * of each, alternating). So below THREADS_MIN_WORK both pools get one thread, unless the user set them.
+ */
+function tensorflowThreadsFor(work: number | undefined): string {
+  const user = process.env.TF_NUM_INTRAOP_THREADS ?? process.env.TF_NUM_INTEROP_THREADS;
+  if (user === undefined && work !== undefined && work < THREADS_MIN_WORK) {
+    process.env.TF_NUM_INTRAOP_THREADS = '1';
+    process.env.TF_NUM_INTEROP_THREADS = '1';
+    return 'one thread (a small model; TF_NUM_INTRAOP_THREADS sets it)';
+  }
+  return user === undefined ? 'multi-threaded' : `TF_NUM_INTRAOP_THREADS=${process.env.TF_NUM_INTRAOP_THREADS ?? '(all cores)'}, TF_NUM_INTEROP_THREADS=${process.env.TF_NUM_INTEROP_THREADS ?? '(all cores)'}`;
 }
 
 export async function probeBackends(): Promise<BackendProbe[]> {
