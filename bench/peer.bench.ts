@@ -11,7 +11,8 @@
 //   - with the exported train.py (one process, fp32, CPU, `--init` from the prepared weights), and
 //   - with transformers' model in a plain PyTorch loop (bench/peer/transformers_loop.py: torch's AdamW,
 //     clip_grad_norm_, get_cosine_schedule_with_warmup) from the same initial weights (a LLaVA folder written
-//     by the HF exporter's mapping, or the Llama folder `pipec prepare --init` writes), on the same micro-batches.
+//     by the HF exporter's mapping, or the Llama folder `pipec prepare --init` writes), on the same micro-batches;
+//     twice: as users run it (glibc's malloc defaults) and with the exported trainer's malloc settings.
 // Each side's per-step time comes from its own metrics.jsonl (differences of consecutive `elapsed_s`; median
 // after 2 warm-up steps) and its tokens from the `tokens` field; the largest relative loss difference over the
 // common steps is the sanity check that all computed the same thing. Each side runs in its own process, one

@@ -121,7 +121,7 @@ class Optimizer:
                 # moments: one pass over memory instead of the nine below, the same update (its m is a lerp,
                 # m + (1 - b1)(g - m), which rounds differently in the last bit). Decayed and undecayed
                 # parameters are two calls, as they are two param groups in torch.
-                steps = [torch.tensor(float(t))] * len(params)
+                steps = [torch.tensor(float(t), device=params[0].device)] * len(params)  # read, not advanced, by the kernel
                 for decay in (True, False):
                     idx = [i for i, (name, _) in enumerate(live) if decays(name) == decay]
                     if idx:
