@@ -183,10 +183,16 @@ class LossScaler:
             self.scale, self.good = self.scale * 2.0, 0
 
 
+def torch_at_least(major, minor):
+    m = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
 def fused_adamw_fits(params, grads, m, v):
-    """torch._fused_adamw_ (torch >= 2.4 on CPU) takes these: float32 tensors, dense, all on one CPU or CUDA device.
-    PIPEC_ADAMW=foreach turns it off (the written-out update below it, also what older torch runs)."""
-    if not hasattr(torch, "_fused_adamw_") or os.environ.get("PIPEC_ADAMW") == "foreach":
+    """torch._fused_adamw_ (torch >= 2.4, the first with its CPU kernel; 2.0-2.3 have the name but no CPU
+    kernel) takes these: float32 tensors, dense, all on one CPU or CUDA device. PIPEC_ADAMW=foreach turns it
+    off (the written-out update below it, also what older torch runs)."""
+    if not hasattr(torch, "_fused_adamw_") or not torch_at_least(2, 4) or os.environ.get("PIPEC_ADAMW") == "foreach":
         return False
     tensors = params + grads + m + v
     device = tensors[0].device
