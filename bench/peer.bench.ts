@@ -30,8 +30,9 @@ import { tensorSource } from '../runtime/export/hf.js';
 import { planLlava } from '../runtime/export/hf-llava.js';
 import { readMetrics, type StepMetrics } from '../runtime/train/metrics.js';
 import { writeShardedSafetensors } from '../runtime/weights/shards.js';
-import { repo } from '../test/paths.js';
+import { SPECIALS, VocabTokenizer } from '../runtime/data/vocab-tokenizer.js';
 import { Rng } from '../runtime/random.js';
+import { repo } from '../test/paths.js';
 import { median } from './stats.js';
 
 const STAGE = 'pretrain';
@@ -156,21 +157,6 @@ interface Workload {
   program(dir: string): string;
 }
 
-/** A word-level tokenizer.json (the `tokenizers` library's WordLevel model, which pipec reads too): 4 special
- * tokens, then the words w0 .. w{words-1}. */
-function wordTokenizer(words: number): object {
-  const specials = ['<unk>', '<s>', '</s>', '<pad>'];
-  const vocab: Record<string, number> = {};
-  for (const t of specials) vocab[t] = Object.keys(vocab).length;
-  for (let i = 0; i < words; i++) vocab[`w${i}`] = specials.length + i;
-  return {
-    version: '1.0',
-    added_tokens: specials.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-    normalizer: null, pre_tokenizer: { type: 'WhitespaceSplit' }, post_processor: null, decoder: null,
-    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
-  };
-}
-
 const WORKLOADS: Workload[] = [
   { name: 'tiny-llava', title: 'pipelines/tiny-llava.pipe (0.53M parameters, a LLaVA with a ViT)', peer: 'llava', program: () => repo('pipelines/tiny-llava.pipe') },
   {
@@ -186,7 +172,9 @@ const WORKLOADS: Workload[] = [
       }));
       fs.mkdirSync(dir, { recursive: true });
       fs.writeFileSync(path.join(dir, 'text.json'), JSON.stringify(records));
-      fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(wordTokenizer(7000)));
+      // the words w0 .. w6999 after pipec's specials, as the HF WordLevel tokenizer.json pipec writes for its own datasets
+      const words = new VocabTokenizer([...SPECIALS, ...Array.from({ length: 7000 }, (_, i) => `w${i}`)]);
+      fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(words.toTokenizerJson()));
       const file = path.join(dir, 'reference-lm.pipe');
       fs.writeFileSync(file, `${fs.readFileSync(repo('bench/reference-lm.pipe'), 'utf8')}
 import "std/data"
