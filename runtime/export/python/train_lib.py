@@ -184,6 +184,7 @@ class LossScaler:
 
 
 def torch_at_least(major, minor):
+    """This torch is (major, minor) or newer."""
     m = re.match(r"(\d+)\.(\d+)", torch.__version__)
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= (major, minor)
 
@@ -255,8 +256,7 @@ FSDP_STRATEGIES = {"full": "FULL_SHARD", "grad_op": "SHARD_GRAD_OP"}
 
 def fsdp_available():
     """None when this torch can run --fsdp, else why not."""
-    major = int(torch.__version__.split(".")[0])
-    if major < 2:
+    if not torch_at_least(2, 0):
         return "--fsdp needs PyTorch 2.0 or newer (FSDP with use_orig_params); this is torch %s" % torch.__version__
     return None
 
