@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ComponentDef, ModelDef } from '../compiler/ir/graph.js';
 import { M, runtimeError } from './errors.js';
 import type { Checkpointing } from './ops/checkpoint.js';
+import { batchTensor } from './ops/batch-feeds.js';
 import { causalLmLoss } from './ops/loss.js';
 import { checkAdapters, loraModules, type DropoutStream, type LoraUse } from './ops/lora.js';
 import { OPS } from './ops/registry.js';
@@ -64,14 +65,14 @@ export class ModelRunner {
     const { info } = inputs;
     const values = new Map<string, tf.Tensor | null>();
     values.set('pixel_values', inputs.pixels);
-    values.set('input_ids', tf.tensor2d(inputs.inputIds, [info.batch, info.length], 'int32'));
-    values.set('attention_mask', tf.tensor2d(info.attentionMask, [info.batch, info.length], 'int32'));
+    values.set('input_ids', batchTensor('input_ids', inputs, (s) => tf.tensor2d(s.inputIds, [s.info.batch, s.info.length], 'int32')));
+    values.set('attention_mask', batchTensor('attention_mask', info, (s) => tf.tensor2d(s.attentionMask, [s.batch, s.length], 'int32')));
     const auxLosses: tf.Scalar[] = [];
     let loss: tf.Scalar | undefined, lmLoss: tf.Scalar | undefined;
     for (const node of this.def.nodes) {
       if (node.op === 'causal_lm_loss') {
         if (!inputs.labels) continue;
-        lmLoss = causalLmLoss(values.get(node.inputs[0]!)!, inputs.labels, typeof node.attrs['ignore_index'] === 'number' ? node.attrs['ignore_index'] : -100);
+        lmLoss = causalLmLoss(values.get(node.inputs[0]!)!, inputs.labels, typeof node.attrs['ignore_index'] === 'number' ? node.attrs['ignore_index'] : -100, inputs);
         continue;
       }
       const ins = node.inputs.map((i) => values.get(i) ?? null);

@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { linear } from '../backend/kernels.js';
 import { adaptedLinear } from './lora.js';
+import { batchTensor } from './batch-feeds.js';
 import { recomputed } from './checkpoint.js';
 import { attention, causalBias, mergeHeads, repeatKv, rmsNorm, rope, splitHeads } from './nn.js';
 import { num, type OpContext } from './types.js';
@@ -59,8 +60,9 @@ export function decoderStack(ctx: OpContext, x: tf.Tensor, ff: LayerFeedForward)
   const [B, T] = x.shape as [number, number];
   const start = ctx.cache?.length ?? 0;
   // With a cache the mask covers cached keys too; generation runs one unpadded sequence per row.
-  const mask = ctx.cache ? new Int32Array(B * (start + T)).fill(1) : ctx.batch.attentionMask;
-  const bias = causalBias(mask, B, T, start + T, start);
+  const bias = ctx.cache
+    ? causalBias(new Int32Array(B * (start + T)).fill(1), B, T, start + T, start)
+    : (batchTensor('causal_bias', ctx.batch, (s) => causalBias(s.attentionMask, B, T, T, 0)) as tf.Tensor4D);
   const extras: tf.Tensor[][] = [];
   for (let i = 0; i < layers; i++) {
     const block = (c: OpContext, [h]: tf.Tensor[], [bias]: tf.Tensor[]): tf.Tensor[] => {

@@ -5,6 +5,7 @@
 // its mask drawn from the run's seeded stream (never a backend's RNG), so every backend and a resumed
 // run draw the same mask. The adapters' tensors live in the ParamStore beside the base weights.
 import * as tf from '@tensorflow/tfjs-core';
+import { notCompilable } from './batch-feeds.js';
 import type { AdapterDef, ComponentDef, ModelDef } from '../../compiler/ir/graph.js';
 import { linear } from '../backend/kernels.js';
 import { M, runtimeError } from '../errors.js';
@@ -67,6 +68,7 @@ const weightModules = new WeakMap<ReadonlyMap<string, LoraUse>, Map<tf.Tensor, s
 
 /** Inverted dropout with a mask from the seeded stream of (seed, micro-batch key, module). */
 function dropout(x: tf.Tensor, p: number, s: DropoutStream, module: string): tf.Tensor {
+  notCompilable('LoRA dropout draws its masks in JavaScript');
   const rng = Rng.derive(s.seed, `lora-dropout/${s.key}/${module}`);
   const mask = new Float32Array(x.size);
   const keep = 1 / (1 - p);

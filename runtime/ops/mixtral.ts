@@ -4,6 +4,7 @@
 // scatter back). The load-balancing loss (transformers' load_balancing_loss_func over all layers'
 // router outputs, padding excluded) times `aux_loss_coef` is added to the training loss.
 import * as tf from '@tensorflow/tfjs-core';
+import { notCompilable } from './batch-feeds.js';
 import { decoderStack } from './decoder.js';
 import { adaptedLinear } from './lora.js';
 import { silu } from './nn.js';
@@ -59,6 +60,7 @@ export function routedExperts(ctx: OpContext, x: tf.Tensor, layer: number, route
   const probs = tf.softmax(adaptedLinear(ctx, x2, p('gate'))) as tf.Tensor2D; // [N, E]
   let chosen = route;
   if (!chosen) {
+    notCompilable('the MoE router picks its experts in JavaScript from the probabilities');
     const top = topKIndices(probs.dataSync() as Float32Array, N, experts, k);
     chosen = new Float32Array(N * experts);
     for (let r = 0; r < N; r++) for (let j = 0; j < k; j++) chosen[r * experts + top[r * k + j]!] = 1;

@@ -4,6 +4,7 @@
 // or, for a batch with multi-image records, to batch.imageSlots[m] (its row and first position), so
 // several images of one record each land at their own marker.
 import * as tf from '@tensorflow/tfjs-core';
+import { batchTensor } from './batch-feeds.js';
 import type { BatchInfo } from './types.js';
 import { num, type OpImpl } from './types.js';
 
@@ -33,6 +34,6 @@ export const llavaSplice: OpImpl = (ctx, [embeds, features]) => {
   if (features!.shape[0] !== M || features!.shape[1] !== N || features!.shape[2] !== D)
     throw new Error(`llava_splice: image features are [${features!.shape.join(', ')}], expected [${M}, ${N}, ${D}]`);
   const rows = tf.concat([tf.reshape(embeds!, [B * T, D]), tf.reshape(features!, [M * N, D])], 0);
-  const idx = tf.tensor1d(spliceIndices(ctx.batch.imageStart, B, T, N, ctx.batch.imageSlots), 'int32');
+  const idx = batchTensor('splice_indices', ctx.batch, (s) => tf.tensor1d(spliceIndices(s.imageStart, B, T, N, s.imageSlots), 'int32'));
   return tf.reshape(tf.gather(rows, idx), [B, T, D]);
 };

@@ -5,6 +5,7 @@
 // for `select: "patch"`.
 import * as tf from '@tensorflow/tfjs-core';
 import { linear } from '../backend/kernels.js';
+import { tracing } from './batch-feeds.js';
 import { adaptedLinear } from './lora.js';
 import { recomputed } from './checkpoint.js';
 import { ACTIVATIONS, type Activation, attention, layerNorm, mergeHeads, splitHeads } from './nn.js';
@@ -14,6 +15,12 @@ import { num, type OpContext, type OpImpl } from './types.js';
 export function patchify(pixels: tf.Tensor4D, patch: number): tf.Tensor2D {
   const [B, C, H, W] = pixels.shape;
   const gh = Math.floor(H / patch), gw = Math.floor(W / patch); // a remainder is dropped, like a stride-p conv
+  // A compiled step cannot read pixels in JavaScript: there the same order comes from a 6-D transpose.
+  if (tracing()) {
+    const cropped = gh * patch === H && gw * patch === W ? pixels : tf.slice(pixels, [0, 0, 0, 0], [B, C, gh * patch, gw * patch]);
+    const grid = tf.reshape(cropped, [B, C, gh, patch, gw, patch]);
+    return tf.reshape(tf.transpose(grid, [0, 2, 4, 1, 3, 5]), [B * gh * gw, C * patch * patch]);
+  }
   const src = pixels.dataSync();
   const out = new Float32Array(B * gh * gw * C * patch * patch);
   let o = 0;

@@ -5,6 +5,7 @@
 // schedule scales its lr by the same multiplier as the optimizer's (torch's LambdaLR over param groups).
 import * as tf from '@tensorflow/tfjs-core';
 import type { AttrValue } from '../../compiler/ir/graph.js';
+import { batchTensor } from '../ops/batch-feeds.js';
 import { isBias, isNormWeight } from '../params.js';
 
 export function decays(name: string): boolean {
@@ -21,6 +22,22 @@ export interface OptimizerState {
 export interface ParamSettings {
   lr?: number;
   weight_decay?: number;
+}
+
+/** What a compiled step's optimizer scalars are made from: the step the update makes and the stage's lr. */
+export interface UpdateSource {
+  t: number;
+  lr: number;
+}
+
+interface StepScalars<N> {
+  lr: N;
+  /** AdamW's lr / (1 - beta1^t). */
+  stepSize: N;
+  /** 1 - lr * weight decay (decoupled decay). */
+  decayFactor: N;
+  /** sqrt(1 - beta2^t). */
+  sqrtBc2: N;
 }
 
 export class Optimizer {
@@ -48,37 +65,78 @@ export class Optimizer {
    * with its own `lr` gets that times the same multiplier); `grads` are already averaged and clipped. */
   apply(grads: ReadonlyMap<string, tf.Tensor>, stageLr: number): void {
     const t = ++this.state.step;
-    const baseLr = this.num('lr', stageLr);
-    const multiplier = baseLr > 0 ? stageLr / baseLr : 0;
     tf.tidy(() => {
       for (const [name, p] of this.vars) {
         const g = grads.get(name);
-        if (!g) continue;
-        const slot = this.state.slots.get(name)!;
-        const own = this.own.get(name);
-        const wd = own?.weight_decay ?? this.num('weight_decay', 0);
-        const decay = decays(name) ? wd : 0;
-        const lr = own?.lr !== undefined ? own.lr * multiplier : stageLr;
-        if (this.name === 'adamw') {
-          const b1 = this.num('beta1', 0.9), b2 = this.num('beta2', 0.999), eps = this.num('eps', 1e-8);
-          const m = tf.add(tf.mul(slot.m, b1), tf.mul(g, 1 - b1));
-          const v = tf.add(tf.mul(slot.v!, b2), tf.mul(tf.square(g), 1 - b2));
-          slot.m.assign(m);
-          slot.v!.assign(v);
-          // torch: p *= 1 - lr*wd; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
-          const bc1 = 1 - Math.pow(b1, t), bc2 = 1 - Math.pow(b2, t);
-          const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(bc2)), eps);
-          const decayed = decay ? tf.mul(p, 1 - lr * decay) : p;
-          p.assign(tf.sub(decayed, tf.mul(tf.div(m, denom), lr / bc1)));
-        } else {
-          const mom = this.num('momentum', 0.9);
-          const gd = decay ? tf.add(g, tf.mul(p, decay)) : g; // SGD's weight decay is L2, as in torch
-          const buf = t === 1 ? gd : tf.add(tf.mul(slot.m, mom), gd);
-          slot.m.assign(buf);
-          p.assign(tf.sub(p, tf.mul(buf, lr)));
-        }
+        if (g) this.update(name, p, g, t, this.scalars(name, stageLr, t));
       }
     });
+  }
+
+  /**
+   * The same update with its step-dependent scalars as tensors made by batchTensor from `src` (the
+   * step it makes, src.t, and the stage's learning rate): a compiled step (runtime/graph-step) feeds
+   * them each step instead of baking in the first step's values. Call inside tf.tidy.
+   */
+  applyTensors(grads: ReadonlyMap<string, tf.Tensor>, src: UpdateSource): void {
+    this.state.step = src.t;
+    const made = new Map<string, StepScalars<tf.Scalar>>();
+    for (const [name, p] of this.vars) {
+      const g = grads.get(name);
+      if (!g) continue;
+      const group = this.groupOf(name);
+      let k = made.get(group);
+      if (!k) {
+        const feed = (what: keyof StepScalars<number>) => batchTensor(`optimizer/${group}/${what}`, src, (s) => tf.scalar(this.scalars(name, s.lr, s.t)[what])) as tf.Scalar;
+        made.set(group, (k = { lr: feed('lr'), stepSize: feed('stepSize'), decayFactor: feed('decayFactor'), sqrtBc2: feed('sqrtBc2') }));
+      }
+      this.update(name, p, g, 0, k);
+    }
+  }
+
+  /** Parameters whose scalars are equal at every step: the same own lr and weight decay. */
+  private groupOf(name: string): string {
+    const own = this.own.get(name);
+    return `${own?.lr ?? 'stage'}:${this.decayOf(name)}`;
+  }
+
+  private decayOf(name: string): number {
+    const wd = this.own.get(name)?.weight_decay ?? this.num('weight_decay', 0);
+    return decays(name) ? wd : 0;
+  }
+
+  /** Step t's scalars for a parameter, in float64 as torch computes them before they meet a tensor. */
+  private scalars(name: string, stageLr: number, t: number): StepScalars<number> {
+    const baseLr = this.num('lr', stageLr);
+    const multiplier = baseLr > 0 ? stageLr / baseLr : 0;
+    const own = this.own.get(name);
+    const lr = own?.lr !== undefined ? own.lr * multiplier : stageLr;
+    const b1 = this.num('beta1', 0.9), b2 = this.num('beta2', 0.999);
+    const bc1 = 1 - Math.pow(b1, t), bc2 = 1 - Math.pow(b2, t);
+    return { lr, stepSize: lr / bc1, decayFactor: 1 - lr * this.decayOf(name), sqrtBc2: Math.sqrt(bc2) };
+  }
+
+  /** `t` is the step for SGD's first-step rule (0: a compiled step, where m = 0 at step 1 gives the same). */
+  private update(name: string, p: tf.Variable, g: tf.Tensor, t: number, k: StepScalars<number | tf.Scalar>): void {
+    const slot = this.state.slots.get(name)!;
+    const decay = this.decayOf(name);
+    if (this.name === 'adamw') {
+      const b1 = this.num('beta1', 0.9), b2 = this.num('beta2', 0.999), eps = this.num('eps', 1e-8);
+      const m = tf.add(tf.mul(slot.m, b1), tf.mul(g, 1 - b1));
+      const v = tf.add(tf.mul(slot.v!, b2), tf.mul(tf.square(g), 1 - b2));
+      slot.m.assign(m);
+      slot.v!.assign(v);
+      // torch: p *= 1 - lr*wd; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+      const denom = tf.add(tf.div(tf.sqrt(v), k.sqrtBc2), eps);
+      const decayed = decay ? tf.mul(p, k.decayFactor) : p;
+      p.assign(tf.sub(decayed, tf.mul(tf.div(m, denom), k.stepSize)));
+    } else {
+      const mom = this.num('momentum', 0.9);
+      const gd = decay ? tf.add(g, tf.mul(p, decay)) : g; // SGD's weight decay is L2, as in torch
+      const buf = t === 1 ? gd : tf.add(tf.mul(slot.m, mom), gd);
+      slot.m.assign(buf);
+      p.assign(tf.sub(p, tf.mul(buf, k.lr)));
+    }
   }
 
   dispose(): void {

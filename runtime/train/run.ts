@@ -33,7 +33,8 @@ import { evaluateShapes, type EvalResult } from './evaluate.js';
 import { graphHash } from './graph-hash.js';
 import { verifyManifest } from './manifest.js';
 import { accuracyPoints, MetricsLog } from './metrics-log.js';
-import { loraModules } from '../ops/lora.js';
+import { type DropoutStream, loraModules } from '../ops/lora.js';
+import { CompiledStepper } from '../graph-step/compiled-step.js';
 import { clipByGlobalNorm, Optimizer, type ParamSettings } from './optimizer.js';
 import { Progress } from './progress.js';
 import { accumulateGradients } from './step.js';
@@ -59,6 +60,11 @@ export interface RunOptions {
   /** Stop (as if killed) after this many optimizer steps in total: for tests and benchmarks. */
   stopAfterSteps?: number;
   evaluate?: boolean;
+  /**
+   * On the tensorflow backend, run each training step as one compiled graph (runtime/graph-step; the
+   * default). false, or PIPEC_COMPILED_STEP=0 in the environment: op by op, the reference it is tested against.
+   */
+  compiledStep?: boolean;
   hooks?: { beforePublish?: (checkpoint: string) => void; checkpointPhase?: (phase: SavePhase, checkpoint: string) => void };
 }
 
@@ -215,6 +221,24 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     if (stage.precision !== 'fp32') out.line(`note: stage ${stage.name} declares ${stage.precision}; backend ${backend.name} has no ${stage.precision} compute, so it trains with fp32 weights and compute (the exported PyTorch program autocasts to ${stage.precision} on CUDA)`);
     const unchecked = stage.gradient_checkpointing ? [...new Set(model.nodes.filter((n) => n.op === 'custom' && n.component).map((n) => n.component!))] : [];
     for (const c of unchecked) out.line(`note: stage ${stage.name} sets gradient_checkpointing; custom component ${c} is recomputed in backward only where it calls its base op (its own layers keep their activations in pipec's runtime)`);
+    const nonFinite = (loss: number) =>
+      runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
+    // tensorflow runs each step as one graph (runtime/graph-step); other backends, and PIPEC_COMPILED_STEP=0, op by op.
+    const node = o.compiledStep === false || process.env['PIPEC_COMPILED_STEP'] === '0' ? undefined : CompiledStepper.nodeBackend();
+    const compiled = node && trainable.size
+      ? new CompiledStepper(node, runner, params.vars, trainable, optimizer, { clip: stage.clip_grad, gradientCheckpointing: stage.gradient_checkpointing, note: (l) => out.line(l) })
+      : undefined;
+    const eagerStep = (micro: Batch[], lr: number, dropout: (a: number) => DropoutStream) => {
+      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, { gradientCheckpointing: stage.gradient_checkpointing, dropout });
+      if (!Number.isFinite(loss)) {
+        for (const t of grads.values()) t.dispose();
+        throw nonFinite(loss);
+      }
+      const gradNorm = clipByGlobalNorm(grads, stage.clip_grad);
+      optimizer.apply(grads, lr);
+      for (const t of grads.values()) t.dispose();
+      return { loss, lmLoss, auxLoss, tokens, gradNorm };
+    };
     const stageT0 = performance.now();
     let tokensSeen = 0, lastLoss = NaN;
     // this stage's training time and tokens, including an earlier process's before the resume
@@ -247,18 +271,11 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       const micro: Batch[] = [];
       for (let a = 0; a < stage.accumulate; a++) micro.push(await feed.take());
       const first = step * stage.accumulate; // LoRA dropout's masks follow the micro-batch, so a resume draws the same ones
-      const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, {
-        gradientCheckpointing: stage.gradient_checkpointing,
-        dropout: (a) => ({ seed: stage.seed, key: `${stage.name}/${first + a}` }),
-      });
-      if (!Number.isFinite(loss)) {
-        for (const t of grads.values()) t.dispose();
-        throw runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
-      }
-      const gradNorm = clipByGlobalNorm(grads, stage.clip_grad);
+      const dropout = (a: number) => ({ seed: stage.seed, key: `${stage.name}/${first + a}` });
       const lr = baseLr * lrMultiplier(stage.schedule, step, steps);
-      optimizer.apply(grads, lr);
-      for (const t of grads.values()) t.dispose();
+      const r = compiled ? { ...compiled.step(micro, lr, dropout), tokens: micro.reduce((n, b) => n + b.info.attentionMask.reduce((x, y) => x + y, 0), 0) } : eagerStep(micro, lr, dropout);
+      const { loss, lmLoss, auxLoss, tokens, gradNorm } = r;
+      if (!Number.isFinite(loss)) throw nonFinite(loss);
       // One event-loop turn per step (~0.1 ms): Node runs N-API finalisers only there, and the webgpu
       // backend's per-dispatch bind groups are freed by them (lavapipe crashes at 65530 otherwise).
       await new Promise<void>((r) => setImmediate(r));
@@ -275,6 +292,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       out.step({ stage: stage.name, step, total: steps, loss, lr, tokensPerSec: tokensSeen / elapsed, etaSec: (elapsed / (step - (resumingHere?.state.step ?? 0))) * (steps - step) });
       if (step < steps && stage.checkpoint.every > 0 && step % stage.checkpoint.every === 0) checkpoint(false);
       if (o.stopAfterSteps !== undefined && totalSteps >= o.stopAfterSteps) {
+        compiled?.dispose();
         optimizer.dispose();
         params.dispose();
         summary.stopped_early = true;
@@ -288,6 +306,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     data.close();
     checkpoint(true);
     log.stageDone();
+    compiled?.dispose();
     optimizer.dispose();
     // A custom class that computes a targeted layer without ctx.blocks.linear leaves its adapter unused: say so.
     for (const a of (model.adapters ?? []).filter((x) => stage.train.includes(x.name) && steps > 0)) {

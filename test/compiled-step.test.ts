@@ -1,0 +1,214 @@
+// The tensorflow backend's compiled training step (runtime/graph-step) against eager execution, the
+// reference: the same losses to 1e-5 over 30 steps, the same parameters afterwards, resume as exact as
+// an uninterrupted run, and an eager step (with the reason said) wherever a trace cannot be replayed.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import type { Graph } from '../compiler/ir/graph.js';
+import { compile } from '../compiler/service/service.js';
+import { collate, type Batch } from '../runtime/data/batch.js';
+import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../runtime/data/datasets.js';
+import { CompiledStepper } from '../runtime/graph-step/compiled-step.js';
+import { savedModelBytes } from '../runtime/graph-step/graph-def.js';
+import { ProtoWriter } from '../runtime/graph-step/proto.js';
+import { StepTrace } from '../runtime/graph-step/trace.js';
+import { ModelRunner } from '../runtime/model.js';
+import { withFeedRecorder } from '../runtime/ops/batch-feeds.js';
+import { ParamStore, paramSpecs } from '../runtime/params.js';
+import { clipByGlobalNorm, Optimizer } from '../runtime/train/optimizer.js';
+import { readMetrics } from '../runtime/train/metrics.js';
+import { accumulateGradients } from '../runtime/train/step.js';
+import { testBackends, useBackend } from './helpers/numeric.js';
+import { unavailable } from './helpers/required.js';
+import { repo } from './paths.js';
+import { runIn, tmpDir, tinyGraph } from './run-fixtures.js';
+
+const backends = await testBackends();
+
+describe('protocol-buffers writer (the compiled step\'s GraphDef)', () => {
+  it('writes varints, negative int64s in ten bytes, floats and nested messages', () => {
+    const hex = (w: ProtoWriter) => Buffer.from(w.finish()).toString('hex');
+    assert.equal(hex(new ProtoWriter().varint(1, 300)), '08ac02');
+    assert.equal(hex(new ProtoWriter().varint(3, -1)), '18ffffffffffffffffff01');
+    assert.equal(hex(new ProtoWriter().float(4, 1)), '250000803f');
+    assert.equal(hex(new ProtoWriter().message(2, (m) => m.string(1, 'ab'))), '12040a026162');
+    assert.equal(hex(new ProtoWriter().packedVarints(3, [1, -1])), '1a0b01ffffffffffffffffff01');
+  });
+
+  it('names a SavedModel tag and every node of the graph', () => {
+    const bytes = Buffer.from(savedModelBytes([{ kind: 'placeholder', name: 'in0', dtype: 1, shape: [2] }, { kind: 'op', name: 'n1', op: 'Neg', inputs: ['in0'], attrs: [{ name: 'T', type: 4, value: 1 }] }], 'serve'));
+    for (const s of ['serve', 'Placeholder', 'in0', 'Neg', 'n1']) assert.ok(bytes.includes(Buffer.from(s)), s);
+  });
+});
+
+describe('compiled training step on tensorflow', function () {
+  let restore: (() => void) | undefined;
+  before(async function () {
+    if (!backends.includes('tensorflow')) unavailable(this, 'the native tensorflow backend (the compiled step is its own)', 'run `bash scripts/setup-tensorflow.sh` (docs/tensorflow-backend.md)');
+    restore = await useBackend('tensorflow');
+  });
+  after(() => restore?.());
+
+  function graphOf(file: string): Graph {
+    const r = compile({ file, configFiles: [], sets: [], lower: true });
+    assert.ok(r.graph, `${file} compiles`);
+    return r.graph;
+  }
+
+  /** n micro-batches of the program's synthetic captions; `sameLength`: only records of the most common length. */
+  function batchesOf(g: Graph, n: number, size: number, sameLength = false): Batch[] {
+    const m = g.models[0]!;
+    const data = prepareDataset('captions', { graph: g, model: m, tokenizer: syntheticTokenizer(g, 512), maxLength: 64 });
+    let records = data.train;
+    if (sameLength) {
+      const count = new Map<number, number>();
+      for (const r of records) count.set(r.ids.length, (count.get(r.ids.length) ?? 0) + 1);
+      const common = [...count].sort((a, b) => b[1] - a[1])[0]![0];
+      records = records.filter((r) => r.ids.length === common);
+    }
+    assert.ok(records.length >= n * size, `${records.length} records for ${n} batches of ${size}`);
+    const out: Batch[] = [];
+    for (let i = 0; i < n; i++) out.push(collate(records.slice(i * size, (i + 1) * size), 0, imageShapeOf(m)));
+    return out;
+  }
+
+  function trainer(g: Graph) {
+    const m = g.models[0]!;
+    const params = new ParamStore(paramSpecs(m.components), 0);
+    const trainable = new Map([...params.vars]);
+    const optimizer = new Optimizer('adamw', { lr: 2e-3, weight_decay: 0.01 }, trainable);
+    return { params, trainable, optimizer, runner: new ModelRunner(m, params) };
+  }
+
+  function flat(params: ParamStore): Float32Array[] {
+    return [...params.vars.values()].map((v) => v.dataSync() as Float32Array);
+  }
+
+  it('30 steps of the quickstart model: losses equal the eager step\'s to 1e-5, parameters too; the graph ran from step 3', function () {
+    this.timeout(300_000);
+    const g = graphOf(repo('pipelines/quickstart.pipe'));
+    const batches = batchesOf(g, 30, 8);
+    const clip = 0.5; // small enough that clipping scales the gradients in the first steps
+    const e = trainer(g);
+    const eager: number[] = [], norms: number[] = [];
+    for (const b of batches) {
+      const { grads, loss } = accumulateGradients(e.runner, e.trainable, [b]);
+      norms.push(clipByGlobalNorm(grads, clip));
+      e.optimizer.apply(grads, 2e-3);
+      for (const t of grads.values()) t.dispose();
+      eager.push(loss);
+    }
+    assert.ok(norms.some((n) => n > clip), `clipping was exercised (norms ${norms.slice(0, 3).map((n) => n.toFixed(2)).join(', ')})`);
+    const c = trainer(g);
+    const notes: string[] = [];
+    const stepper = new CompiledStepper(CompiledStepper.nodeBackend()!, c.runner, c.params.vars, c.trainable, c.optimizer, { clip, note: (l) => notes.push(l) });
+    const compiled = batches.map((b) => stepper.step([b], 2e-3));
+    stepper.dispose();
+    const modes = compiled.map((r) => r.mode[0]).join('');
+    // each batch shape (the captions are 23 or 24 tokens long) is traced twice, then runs as its graph
+    assert.match(modes, /^tt[tg]*$/, `modes ${modes}`);
+    assert.ok((modes.match(/g/g) ?? []).length >= 25, `the graph ran most steps (modes ${modes}; notes: ${notes.join(' | ')})`);
+    compiled.forEach((r, i) => assert.ok(Math.abs(r.loss - eager[i]!) <= 1e-5, `step ${i + 1}: compiled ${r.loss} eager ${eager[i]}`));
+    compiled.forEach((r, i) => assert.ok(Math.abs(r.gradNorm - norms[i]!) <= 1e-4 * Math.max(1, norms[i]!), `step ${i + 1}: grad norm ${r.gradNorm} vs ${norms[i]}`));
+    const [pe, pc] = [flat(e.params), flat(c.params)];
+    let worst = 0;
+    pe.forEach((a, k) => a.forEach((x, j) => (worst = Math.max(worst, Math.abs(x - pc[k]![j]!)))));
+    // The graph's convolution kernels (oneDNN's, in Grappler's fused forms) sum in another order than the
+    // eager ones; Adam turns that into parameter differences of about 1e-4 over 30 steps: a tenth of one
+    // step's size (lr 2e-3). A wrong update (bias correction, decay, clipping) would move them by steps.
+    assert.ok(worst <= 2e-4, `parameters after 30 steps differ by ${worst}`);
+    assert.equal(c.optimizer.state.step, 30);
+    assert.ok(notes.some((n) => n.startsWith('compiled step: micro-batches of 8x')), notes.join(' | '));
+    e.params.dispose(), c.params.dispose(), e.optimizer.dispose(), c.optimizer.dispose();
+  });
+
+  it('a ViT LLaVA with two micro-batches a step and gradient checkpointing: the same as eager', function () {
+    this.timeout(300_000);
+    const g = graphOf(repo('pipelines/tiny-llava.pipe'));
+    const batches = batchesOf(g, 16, 4, true);
+    const e = trainer(g);
+    const eager: number[] = [];
+    for (let s = 0; s < 8; s++) {
+      const { grads, loss } = accumulateGradients(e.runner, e.trainable, batches.slice(2 * s, 2 * s + 2), { gradientCheckpointing: true });
+      clipByGlobalNorm(grads, 1);
+      e.optimizer.apply(grads, 2e-3);
+      for (const t of grads.values()) t.dispose();
+      eager.push(loss);
+    }
+    const c = trainer(g);
+    const stepper = new CompiledStepper(CompiledStepper.nodeBackend()!, c.runner, c.params.vars, c.trainable, c.optimizer, { clip: 1, gradientCheckpointing: true });
+    const compiled = [0, 1, 2, 3, 4, 5, 6, 7].map((s) => stepper.step(batches.slice(2 * s, 2 * s + 2), 2e-3));
+    stepper.dispose();
+    assert.deepEqual(compiled.map((r) => r.mode), ['traced', 'traced', 'graph', 'graph', 'graph', 'graph', 'graph', 'graph']);
+    compiled.forEach((r, i) => assert.ok(Math.abs(r.loss - eager[i]!) <= 1e-5, `step ${i + 1}: compiled ${r.loss} eager ${eager[i]}`));
+    e.params.dispose(), c.params.dispose(), e.optimizer.dispose(), c.optimizer.dispose();
+  });
+
+  it('a text-only batch takes its own graph, and each matches eager execution', function () {
+    this.timeout(120_000);
+    const g = graphOf(repo('pipelines/quickstart.pipe'));
+    const [b1, b2, b3, b4] = batchesOf(g, 4, 8, true);
+    const textOnly: Batch = { ...b4!, pixels: null, info: { ...b4!.info, imageStart: new Array(b4!.info.batch).fill(-1) } };
+    const order = [b1!, b2!, b3!, textOnly, textOnly, textOnly, b4!];
+    const e = trainer(g);
+    const eager = order.map((b) => {
+      const { grads, loss } = accumulateGradients(e.runner, e.trainable, [b]);
+      clipByGlobalNorm(grads, 1);
+      e.optimizer.apply(grads, 1e-3);
+      for (const t of grads.values()) t.dispose();
+      return loss;
+    });
+    const c = trainer(g);
+    const stepper = new CompiledStepper(CompiledStepper.nodeBackend()!, c.runner, c.params.vars, c.trainable, c.optimizer, { clip: 1 });
+    const before = tf.memory().numTensors;
+    const compiled = order.map((b) => stepper.step([b], 1e-3));
+    assert.equal(tf.memory().numTensors, before, 'no tensor is left behind by a step');
+    stepper.dispose();
+    assert.deepEqual(compiled.map((r) => r.mode), ['traced', 'traced', 'graph', 'traced', 'traced', 'graph', 'graph']);
+    compiled.forEach((r, i) => assert.ok(Math.abs(r.loss - eager[i]!) <= 1e-5, `step ${i + 1}: compiled ${r.loss} eager ${eager[i]}`));
+    e.params.dispose(), c.params.dispose(), e.optimizer.dispose(), c.optimizer.dispose();
+  });
+
+  it('a step that reads a tensor back to JavaScript is refused, with the reason', () => {
+    const trace = new StepTrace(CompiledStepper.nodeBackend()!, new Map());
+    trace.record(() => withFeedRecorder(trace, () => tf.tidy(() => tf.add(tf.scalar(1), tf.scalar(2)).dataSync())));
+    assert.equal(trace.refusal, 'the step reads a tensor back to JavaScript');
+    const fine = new StepTrace(CompiledStepper.nodeBackend()!, new Map());
+    fine.record(() => tf.tidy(() => tf.add(tf.scalar(1), tf.scalar(2))).dispose());
+    assert.equal(fine.refusal, undefined);
+    assert.deepEqual(fine.nodes.map((n) => (n.kind === 'op' ? n.op : n.kind)), ['const', 'const', 'Add']);
+  });
+
+  describe('in `pipec run`', () => {
+    const sets = ['stage.align.steps=12', 'stage.align.checkpoint.every=4', 'stage.finetune.steps=4', 'stage.finetune.checkpoint.every=2'];
+    const lossesOf = (dir: string) => readMetrics(dir).map((m) => m.loss);
+
+    it('trains tiny.pipe as eager execution does (losses to 1e-5), and says so', async function () {
+      this.timeout(300_000);
+      const [a, b] = [tmpDir('compiled-run'), tmpDir('eager-run')];
+      const compiled = await runIn(a, { graph: tinyGraph(sets), backend: 'tensorflow' });
+      const eager = await runIn(b, { graph: tinyGraph(sets), backend: 'tensorflow', compiledStep: false });
+      assert.equal(compiled.error, undefined, compiled.log);
+      assert.equal(eager.error, undefined, eager.log);
+      assert.match(compiled.log, /compiled step: micro-batches of 8x\d+ tokens, images 8x3x16x16 run as one TensorFlow graph/);
+      assert.doesNotMatch(eager.log, /compiled step/);
+      const [lc, le] = [lossesOf(a), lossesOf(b)];
+      assert.equal(lc.length, 16);
+      lc.forEach((l, i) => assert.ok(Math.abs(l - le[i]!) <= 1e-5, `step ${i + 1}: compiled ${l}, eager ${le[i]}`));
+    });
+
+    it('resumes exactly: an interrupted and resumed run logs the losses of an uninterrupted one', async function () {
+      this.timeout(300_000);
+      const [whole, cut] = [tmpDir('compiled-whole'), tmpDir('compiled-cut')];
+      assert.equal((await runIn(whole, { graph: tinyGraph(sets), backend: 'tensorflow' })).error, undefined);
+      assert.equal((await runIn(cut, { graph: tinyGraph(sets), backend: 'tensorflow', stopAfterSteps: 9 })).error, undefined);
+      const resumed = await runIn(cut, { graph: tinyGraph(sets), backend: 'tensorflow', resume: true });
+      assert.equal(resumed.error, undefined, resumed.log);
+      const [lw, lr] = [lossesOf(whole), lossesOf(cut)];
+      assert.equal(lr.length, lw.length);
+      lr.forEach((l, i) => assert.ok(Math.abs(l - lw[i]!) <= 1e-6, `step ${i + 1}: resumed ${l}, uninterrupted ${lw[i]}`));
+      assert.ok(fs.existsSync(path.join(cut, 'summary.json')));
+    });
+  });
+});
