@@ -226,7 +226,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     // tensorflow runs each step as one graph (runtime/graph-step); other backends, and PIPEC_COMPILED_STEP=0, op by op.
     const node = o.compiledStep === false || process.env['PIPEC_COMPILED_STEP'] === '0' ? undefined : CompiledStepper.nodeBackend();
     const compiled = node && trainable.size
-      ? new CompiledStepper(node, runner, params.vars, trainable, optimizer, { clip: stage.clip_grad, gradientCheckpointing: stage.gradient_checkpointing, note: (l) => out.line(l) })
+      ? new CompiledStepper(node, runner, params.vars, trainable, optimizer, { clip: stage.clip_grad, maxLength: stage.max_length, gradientCheckpointing: stage.gradient_checkpointing, note: (l) => out.line(l) })
       : undefined;
     const eagerStep = (micro: Batch[], lr: number, dropout: (a: number) => DropoutStream) => {
       const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, { gradientCheckpointing: stage.gradient_checkpointing, dropout });
