@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { Graph } from '../compiler/ir/graph.js';
 import { compile } from '../compiler/service/service.js';
 import { collate } from '../runtime/data/batch.js';
-import { imageShapeOf, prepareDataset } from '../runtime/data/datasets.js';
+import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../runtime/data/datasets.js';
 import { StageFeed } from '../runtime/data/feed.js';
 import { ImagePool } from '../runtime/data/image-workers.js';
 import { buildIndex, INDEX_DIR, loadIndex } from '../runtime/data/json-index.js';
@@ -23,6 +23,7 @@ import { Rng } from '../runtime/random.js';
 import { epochOrder, microBatch, stageSteps } from '../runtime/train/run.js';
 import { pathsOpenedDuring, writeTokenizer } from './data-fixtures.js';
 import { tmpDir } from './helpers/tmp.js';
+import { repo } from './paths.js';
 import { records, streamProgram, WORDS, writeImages, writeJson } from './stream-fixtures.js';
 
 describe('the record index of a data file', function () {
@@ -127,6 +128,27 @@ describe('streaming data against the in-memory path', function () {
         data.close();
       }
     } finally {
+      await pool.close();
+    }
+  });
+
+  it('a synthetic dataset\'s images, drawn in a worker, are the in-memory path\'s', async () => {
+    const sg = compile({ file: repo('test/runtime/tiny.pipe'), lower: true }).graph!;
+    const stage = sg.stages[0]!, model = sg.models[0]!;
+    const tokenizer = syntheticTokenizer(sg, 128);
+    const cacheDir = tmpDir('synthetic-stream');
+    const checks = preflightStages({ graph: sg, baseDir: repo('test/runtime'), tokenizer, cacheDir });
+    const mem = prepareDataset(stage.data, { graph: sg, baseDir: repo('test/runtime'), model, tokenizer, maxLength: stage.max_length });
+    const { microPerEpoch } = stageSteps(stage, mem.train.length);
+    const data = openStageData({ graph: sg, stage, model, tokenizer, baseDir: repo('test/runtime'), cacheDir, checks });
+    assert.ok(data.sources[0]!.reader.example(0).draw, 'synthetic records carry a draw job');
+    const pool = new ImagePool(1);
+    try {
+      const feed = new StageFeed({ sources: data.sources, orders: data.orders, imageShape: imageShapeOf(model), padId: 0, pool, ahead: 3, end: 4 });
+      feed.start(0);
+      for (let k = 0; k < 4; k++) assert.deepStrictEqual(await feed.take(), collate(microBatch(mem.train, stage, microPerEpoch, k), 0, imageShapeOf(model)), `micro-batch ${k}`);
+    } finally {
+      data.close();
       await pool.close();
     }
   });

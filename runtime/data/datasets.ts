@@ -9,7 +9,9 @@ import { loadChatTemplate } from './chat-template.js';
 import type { PreprocessOptions } from './images.js';
 import { runDataPass, skippedDetail, type DatasetSpec } from './pipeline.js';
 import { roleTable } from './roles.js';
-import { generateShapes, type ShapeRecord } from './synthetic-shapes.js';
+import { generateShapes, normalisePixels, type ShapeRecord } from './synthetic-shapes.js';
+
+export { normalisePixels };
 import { type TextTokenizer, VocabTokenizer } from './vocab-tokenizer.js';
 
 /** The conversation format of generated question answering: a short v1-style chat without a system prompt. */
@@ -48,14 +50,6 @@ export function imageShapeOf(model: ModelDef): [number, number, number] {
   const enc = encoderOf(model);
   const size = Number(enc?.attrs['image'] ?? 0);
   return [Number(enc?.attrs['channels'] ?? 3), size, size];
-}
-
-/** RGB bytes (HWC) -> normalised CHW floats with the encoder's mean and std. */
-export function normalisePixels(rgb: Uint8Array, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
-  const out = new Float32Array(3 * size * size);
-  for (let c = 0; c < 3; c++)
-    for (let i = 0; i < size * size; i++) out[c * size * size + i] = (rgb[i * 3 + c]! / 255 - mean[c]!) / std[c]!;
-  return out;
 }
 
 function synthOptions(attrs: Record<string, unknown>) {
@@ -132,7 +126,7 @@ export function datasetSpec(name: string, ctx: DatasetContext): DatasetSpec {
     const std = (enc?.attrs['image_std'] as number[] | undefined) ?? [0.5, 0.5, 0.5];
     return {
       ...common, template: o.task === 'caption' ? PLAIN : SHAPES_CHAT, skipBadRecords: false, marker: '<image>',
-      source: { kind: 'synthetic', options: o, holdout: Number(d.attrs['holdout'] ?? 0.1), display: `<synthetic_shapes ${name}>`, normalise: enc ? (r) => normalisePixels(r.rgb, r.size, mean, std) : undefined },
+      source: { kind: 'synthetic', options: o, holdout: Number(d.attrs['holdout'] ?? 0.1), display: `<synthetic_shapes ${name}>`, normalise: enc ? (r) => normalisePixels(r.rgb, r.size, mean, std) : undefined, ...(enc ? { stats: { mean, std } } : {}) },
     };
   }
   if (d.constructor === 'llava_json') {

@@ -104,7 +104,8 @@ export class StageFeed {
       } catch (e) {
         throw e instanceof PipeRuntimeError && e.code !== M.DataWorkerFailed.code ? changed(e) : e;
       }
-    } else if (rec.pixels) pixels = [rec.pixels()];
+    } else if (rec.draw) pixels = [await this.o.pool.draw(rec.draw)];
+    else if (rec.pixels) pixels = [rec.pixels()];
     return { ...rec.example, pixels: pixels[0], ...(pixels.length > 1 ? { extraPixels: pixels.slice(1) } : {}), source: { dataset: reader.spec.name, index } };
   }
 }

@@ -11,6 +11,7 @@ import { M, PipeRuntimeError, runtimeError } from '../errors.js';
 import type { PreprocessOptions } from './images.js';
 import type { ImageJob } from './llava-json.js';
 import { imagePixels } from './pipeline.js';
+import { type DrawJob, drawJobPixels } from './synthetic-shapes.js';
 
 export interface WorkerReply {
   id: number;
@@ -49,11 +50,21 @@ export class ImagePool {
 
   /** The pixels of one image, preprocessed; rejects with the located error of the image. */
   run(job: ImageJob, preprocess: PreprocessOptions): Promise<Float32Array> {
+    return this.send({ job, preprocess }, () => imagePixels(job, preprocess, 'train')!);
+  }
+
+  /** A synthetic record's drawing, normalised: drawn in a worker so the trainer's thread only trains. */
+  draw(draw: DrawJob): Promise<Float32Array> {
+    return this.send({ draw }, () => drawJobPixels(draw));
+  }
+
+  /** Posts `msg` to the least busy worker; without workers runs `inline` here. */
+  private send(msg: { job: ImageJob; preprocess: PreprocessOptions } | { draw: DrawJob }, inline: () => Float32Array): Promise<Float32Array> {
     if (this.broken) return Promise.reject(this.broken);
     if (!this.workers.length && this.size > 0) this.startWorkers();
     if (!this.workers.length) {
       try {
-        return Promise.resolve(imagePixels(job, preprocess, 'train')!);
+        return Promise.resolve(inline());
       } catch (e) {
         return Promise.reject(e);
       }
@@ -64,7 +75,7 @@ export class ImagePool {
     if (this.workers[k]!.busy++ === 0) this.workers[k]!.w.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker: k });
-      this.workers[k]!.w.postMessage({ id, job, preprocess });
+      this.workers[k]!.w.postMessage({ id, ...msg });
     });
   }
 

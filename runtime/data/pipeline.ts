@@ -17,7 +17,7 @@ import { buildExample, type Example, type TemplateSpec } from './examples.js';
 import { preprocessImage, type PreprocessOptions } from './images.js';
 import { imageJobs, loadImage, LlavaSource, type ImageJob, type LlavaJsonOptions, type SkippedRecord } from './llava-json.js';
 import type { FileStamp } from './json-index.js';
-import { generateShapes, type ShapeRecord, type SyntheticOptions } from './synthetic-shapes.js';
+import { type DrawJob, generateShapes, type ShapeRecord, type SyntheticOptions } from './synthetic-shapes.js';
 import type { TextTokenizer } from './vocab-tokenizer.js';
 
 /** A dataset with every argument interpreted (datasets.ts: datasetSpec), ready to be passed over. */
@@ -35,7 +35,7 @@ export interface DatasetSpec {
   vocab: number;
   maxLength: number;
   source:
-    | { kind: 'synthetic'; options: SyntheticOptions; holdout: number; display: string; normalise?: (r: ShapeRecord) => Float32Array }
+    | { kind: 'synthetic'; options: SyntheticOptions; holdout: number; display: string; normalise?: (r: ShapeRecord) => Float32Array; stats?: { mean: number[]; std: number[] } }
     | { kind: 'llava'; read: LlavaJsonOptions };
 }
 
@@ -72,6 +72,8 @@ export interface RecordExample {
   jobs: ImageJob[];
   /** A generated record's pixels, already normalised (synthetic datasets: no file to read). */
   pixels?: () => Float32Array;
+  /** The same pixels as a job for the data workers (the streaming trainer draws them off the main thread). */
+  draw?: DrawJob;
   /** Every file the record names, for the pre-flight's cache (with or without an encoder). */
   files: { root: string; name: string }[];
 }
@@ -118,7 +120,8 @@ class SyntheticReader implements RecordReader {
     const problem = exampleProblem(ex, { index: r.index, location: { file: this.display }, maxLength: spec.maxLength, vocab: spec.vocab, tokenizer: spec.tokenizer, turns: r.turns });
     if (problem) throw problem;
     const normalise = src.normalise;
-    return { example: ex, jobs: [], pixels: normalise ? () => normalise(r) : undefined, files: [] };
+    const draw = src.stats ? { ...r.drawing, ...src.stats } : undefined;
+    return { example: ex, jobs: [], pixels: normalise ? () => normalise(r) : undefined, ...(draw ? { draw } : {}), files: [] };
   }
 
   close(): void {}

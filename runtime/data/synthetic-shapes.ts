@@ -48,8 +48,42 @@ export function answerFor(kind: QuestionKind, language: Language, colour: number
   return (kind === 'colour' ? COLOURS[colour]! : SHAPES[shape]!)[language];
 }
 
+/** What a worker thread needs to draw record `index` as generateShapes does (its drawing has its own stream). */
+export interface ShapeDrawing {
+  seed: number;
+  index: number;
+  size: number;
+  colour: number;
+  shape: number;
+}
+
+/** A drawing and the encoder's normalisation: the job the data workers run for a synthetic record. */
+export interface DrawJob extends ShapeDrawing {
+  mean: readonly number[];
+  std: readonly number[];
+}
+
+export function drawRecord(d: ShapeDrawing): Uint8Array {
+  return drawShape(Rng.derive(d.seed, `image${d.index}`), d.size, d.colour, d.shape);
+}
+
+/** RGB bytes (HWC) -> normalised CHW floats with the encoder's mean and std. */
+export function normalisePixels(rgb: Uint8Array, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
+  const out = new Float32Array(3 * size * size);
+  for (let c = 0; c < 3; c++)
+    for (let i = 0; i < size * size; i++) out[c * size * size + i] = (rgb[i * 3 + c]! / 255 - mean[c]!) / std[c]!;
+  return out;
+}
+
+/** A draw job's pixels, as the trainer's main thread would compute them from the record. */
+export function drawJobPixels(j: DrawJob): Float32Array {
+  return normalisePixels(drawRecord(j), j.size, j.mean, j.std);
+}
+
 export interface ShapeRecord {
   index: number;
+  /** How its image is drawn (by drawRecord, on first read of rgb here, or in a data worker). */
+  drawing: ShapeDrawing;
   language: Language;
   colour: number;
   shape: number;
@@ -201,8 +235,9 @@ export function generateShapes(o: SyntheticOptions): ShapeRecord[] {
     // The drawing has its own stream, so the text of a record does not depend on how it is drawn; it
     // is drawn when first read (building the vocabulary reads only the text).
     let rgb: Uint8Array | undefined;
-    const draw = () => (rgb ??= drawShape(Rng.derive(o.seed, `image${i}`), o.image, colour, shape));
-    out.push({ index: i, language, colour, shape, get rgb() { return draw(); }, size: o.image, turns, question, answer });
+    const drawing: ShapeDrawing = { seed: o.seed, index: i, size: o.image, colour, shape };
+    const draw = () => (rgb ??= drawRecord(drawing));
+    out.push({ index: i, drawing, language, colour, shape, get rgb() { return draw(); }, size: o.image, turns, question, answer });
   }
   return out;
 }
