@@ -1,7 +1,8 @@
 // npm run bench:runtime -- training-step time (forward, backward, AdamW) for the quickstart model and a
 // 7.3M-parameter reference transformer, on every backend that loads here (webgpu with its adapter named
-// beside each figure), plus stock tfjs wasm (one thread, our matmul routing off) in the same run; medians,
-// and the ratio to stock wasm. Each figure names the backend tfjs ran, its threads and the machine.
+// beside each figure; tensorflow op by op and as the compiled step), plus stock tfjs wasm (one thread, our
+// matmul routing off) in the same run; medians, and the ratio to stock wasm. Each figure names the backend
+// tfjs ran, its threads and the machine.
 //   node dist/bench/runtime.bench.js [--steps N] [--with-cpu]
 import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -19,6 +20,7 @@ import { ParamStore, paramSpecs } from '../runtime/params.js';
 import { Rng } from '../runtime/random.js';
 import { Optimizer } from '../runtime/train/optimizer.js';
 import { accumulateGradients } from '../runtime/train/step.js';
+import { CompiledStepper } from '../runtime/graph-step/compiled-step.js';
 import { repo } from '../test/paths.js';
 import { median } from './stats.js';
 
@@ -74,7 +76,7 @@ async function backendThreads(): Promise<string> {
   return 'n/a (GPU)';
 }
 
-async function measure(w: Workload): Promise<Omit<Measured, 'backend' | 'threads'>> {
+async function measure(w: Workload, compiled = false): Promise<Omit<Measured, 'backend' | 'threads'>> {
   const params = new ParamStore(paramSpecs(w.model.components), 0);
   const trainable = new Map([...params.vars]);
   const opt = new Optimizer('adamw', { lr: 1e-4, weight_decay: 0.01 }, trainable);
@@ -83,20 +85,28 @@ async function measure(w: Workload): Promise<Omit<Measured, 'backend' | 'threads
   const tokens = batch.info.attentionMask.reduce((a, b) => a + b, 0);
   const lastUpdated = [...trainable.values()].at(-1)!; // the optimizer updates in this order
   const times: number[] = [];
-  for (let i = 0; i < STEPS + 2; i++) {
+  // The compiled step traces two steps, then loads its graph; its first run (TensorFlow optimises the
+  // graph then) is a third warm-up step.
+  const warmup = compiled ? 3 : 2;
+  const stepper = compiled ? new CompiledStepper(CompiledStepper.nodeBackend()!, runner, params.vars, trainable, opt, { clip: 0 }) : undefined;
+  for (let i = 0; i < STEPS + warmup; i++) {
     const t0 = performance.now();
-    const { grads } = accumulateGradients(runner, trainable, [batch]);
-    opt.apply(grads, 1e-4);
-    for (const g of grads.values()) g.dispose();
+    if (stepper) stepper.step([batch], 1e-4);
+    else {
+      const { grads } = accumulateGradients(runner, trainable, [batch]);
+      opt.apply(grads, 1e-4);
+      for (const g of grads.values()) g.dispose();
+    }
     // Wait for the step by reading back one scalar computed from the last parameter updated (the sum of its
     // first element): every backend runs a step's work in order, so it is ready only when the whole step
     // is, and only those 4 bytes come back. (Reading a whole parameter instead, e.g. the 2M-float
     // embedding, costs more than the step itself; the sum is its own one-element tensor, so no backend can
     // hand back a view of the parameter's buffer.) The loss was already read inside the step.
     tf.tidy(() => tf.sum(lastUpdated.reshape([-1]).slice(0, 1)).dataSync());
-    if (i >= 2) times.push(performance.now() - t0); // two warm-up steps
+    if (i >= warmup) times.push(performance.now() - t0);
     await new Promise<void>((r) => setImmediate(r)); // finalisers run (webgpu's bind groups), as in training
   }
+  stepper?.dispose();
   opt.dispose();
   params.dispose();
   const ms = median(times);
@@ -109,13 +119,15 @@ interface Run {
   routing: boolean;
   /** PIPEC_WASM_THREADS for the child (wasm only). */
   threads?: number;
+  /** tensorflow: the compiled step (runtime/graph-step), as `pipec run` trains; else op by op. */
+  compiled?: boolean;
   on?: string;
 }
 
 /** One measurement in a child process: each backend starts once per process (wasm's thread count too). */
 function measureInChild(workload: number, r: Run): Measured | string {
   const env = { ...process.env, ...(r.threads ? { PIPEC_WASM_THREADS: String(r.threads) } : {}) };
-  const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', JSON.stringify({ workload, backend: r.backend, routing: r.routing }), '--steps', String(STEPS)], { env, encoding: 'utf8' });
+  const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', JSON.stringify({ workload, backend: r.backend, routing: r.routing, compiled: r.compiled }), '--steps', String(STEPS)], { env, encoding: 'utf8' });
   const line = child.stdout.split('\n').reverse().find((l) => l.startsWith('{'));
   if (child.status !== 0 || !line) return `failed (exit ${child.status}): ${child.stderr.trim().split('\n').pop() ?? ''}`;
   return JSON.parse(line) as Measured;
@@ -123,24 +135,27 @@ function measureInChild(workload: number, r: Run): Measured | string {
 
 const childArg = args.indexOf('--child');
 if (childArg >= 0) {
-  const c = JSON.parse(args[childArg + 1]!) as { workload: number; backend: ConcreteBackend; routing: boolean };
+  const c = JSON.parse(args[childArg + 1]!) as { workload: number; backend: ConcreteBackend; routing: boolean; compiled?: boolean };
   await initBackend(c.backend);
   setMatmulRouting(c.routing);
-  const m = await measure(workloads()[c.workload]!);
+  const m = await measure(workloads()[c.workload]!, c.compiled);
   console.log(JSON.stringify({ ...m, backend: tf.getBackend(), threads: await backendThreads() } satisfies Measured));
 } else {
   const probes = (await probeBackends()).filter((p) => p.available && p.name !== 'tensorflow-gpu' && (WITH_CPU || p.name !== 'cpu'));
   const threads = Math.min(os.availableParallelism(), 8);
   const runs: Run[] = [{ label: 'wasm (stock tfjs)', backend: 'wasm', routing: false, threads: 1 }];
   for (const p of probes) {
-    if (p.name !== 'wasm') runs.push({ label: p.name, backend: p.name, routing: true, ...(p.name === 'webgpu' ? { on: p.detail } : {}) });
+    if (p.name === 'tensorflow') {
+      runs.push({ label: 'tensorflow, op by op', backend: p.name, routing: true });
+      runs.push({ label: 'tensorflow, compiled step', backend: p.name, routing: true, compiled: true });
+    } else if (p.name !== 'wasm') runs.push({ label: p.name, backend: p.name, routing: true, ...(p.name === 'webgpu' ? { on: p.detail } : {}) });
     else {
       // The routing alone (one thread, as stock), then the default: routing and one thread per core.
       runs.push({ label: 'wasm routed, 1 thread', backend: 'wasm', routing: true, threads: 1 });
       if (threads > 1) runs.push({ label: `wasm routed, ${threads} threads`, backend: 'wasm', routing: true, threads });
     }
   }
-  console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up), forward + backward + AdamW; ${new Date().toISOString()}`);
+  console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up; the compiled step after 3: two traced, its graph's first run), forward + backward + AdamW; ${new Date().toISOString()}`);
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
   const machine = `${cpu}, ${os.availableParallelism()} threads`;
   console.log(`machine: ${machine}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.arch()}; node ${process.version}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
@@ -161,7 +176,7 @@ if (childArg >= 0) {
         continue;
       }
       if (!stock) stock = m.tokensPerSec;
-      const mark = r.routing && r.threads === defaultThreads ? '   <- pipec default' : '';
+      const mark = r.compiled ? '   <- pipec default on tensorflow' : r.routing && r.threads === defaultThreads ? '   <- pipec default' : '';
       const where = `${m.backend}, threads: ${m.threads}, ${r.on ? `GPU adapter ${r.on}, ` : ''}on ${machine}`;
       console.log(`  ${r.label.padEnd(25)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${`${(m.tokensPerSec / stock).toFixed(2)}x`.padStart(13)}   ${where}${mark}`);
     }
