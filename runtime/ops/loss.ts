@@ -63,9 +63,6 @@ function fusedCrossEntropy(logits: tf.Tensor2D, y: TargetTensors): tf.Scalar {
   return f(logits);
 }
 
-/** Each labels array's targets, worked out once however many of the loss's feeds read them. */
-const targetsOf = new WeakMap<Int32Array, Targets>();
-
 /**
  * logits [B, T, V], labels [B, T] int32 -> scalar. `src` (the model's inputs, whose `labels` these are)
  * makes the targets batch feeds (ops/batch-feeds.ts), so a compiled step takes them from each batch.
@@ -73,11 +70,12 @@ const targetsOf = new WeakMap<Int32Array, Targets>();
 export function causalLmLoss(logits: tf.Tensor, labels: Int32Array, ignoreIndex = -100, src: { labels?: Int32Array } = { labels }): tf.Scalar {
   const [B, T, V] = logits.shape as [number, number, number];
   const n = B * (T - 1);
+  // The four feeds below read one labels array: its targets are worked out once (a compiled step calls
+  // these makers again with each batch's labels, so the memo follows the array).
+  let memo: { labels: Int32Array; t: Targets } | undefined;
   const targets = (s: { labels?: Int32Array }): Targets => {
-    const l = s.labels!;
-    let t = targetsOf.get(l);
-    if (!t) targetsOf.set(l, (t = lossTargets(l, B, T, V, ignoreIndex)));
-    return t;
+    if (!memo || memo.labels !== s.labels) memo = { labels: s.labels!, t: lossTargets(s.labels!, B, T, V, ignoreIndex) };
+    return memo.t;
   };
   if (!batchValue('loss_has_labels', src, (s) => targets(s).count > 0)) return tf.scalar(0);
   const shifted = tf.reshape(tf.slice(logits, [0, 0, 0], [B, T - 1, V]), [n, V]) as tf.Tensor2D;
