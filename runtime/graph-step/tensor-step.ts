@@ -9,6 +9,7 @@ import { batchTensor, batchValue } from '../ops/batch-feeds.js';
 import type { Checkpointing } from '../ops/checkpoint.js';
 import type { DropoutStream } from '../ops/lora.js';
 import type { Optimizer, UpdateSource } from '../train/optimizer.js';
+import { addGradients } from '../train/step.js';
 
 export interface TensorStepResult {
   /** Per micro-batch: total, LM and auxiliary loss. Kept out of tidy: the caller disposes them. */
@@ -49,13 +50,7 @@ export function tensorStep(
     }, [...trainable.values()]);
     inputs.pixels?.dispose();
     losses.push({ loss: value, lm: lm!, aux: aux! });
-    for (const [n, v] of trainable) {
-      const gt = g[v.name];
-      if (!gt) continue;
-      const prev = grads.get(n);
-      if (!prev) grads.set(n, gt);
-      else (grads.set(n, tf.add(prev, gt)), prev.dispose(), gt.dispose());
-    }
+    addGradients(grads, trainable, g);
   }
   const summed = [...grads.values()];
   const gradNorm = tf.tidy(() => {

@@ -42,17 +42,24 @@ export function accumulateGradients(
     lm += parts.lm;
     aux += parts.aux;
     value.dispose();
-    // A parameter the forward pass never reads (CLIP's post_layernorm when LLaVA selects an inner
-    // hidden state) gets no gradient: it is left untouched, not decayed.
-    for (const [n, v] of trainable) {
-      const gt = g[v.name];
-      if (!gt) continue;
-      const prev = grads.get(n);
-      if (!prev) grads.set(n, gt);
-      else (grads.set(n, tf.add(prev, gt)), prev.dispose(), gt.dispose());
-    }
+    addGradients(grads, trainable, g);
   }
   const k = micro.length;
   if (k > 1) for (const [n, gt] of grads) (grads.set(n, tf.div(gt, k)), gt.dispose());
   return { grads, loss: loss / k, lmLoss: lm / k, auxLoss: aux / k, tokens };
+}
+
+/**
+ * Adds one micro-batch's gradients `g` (tfjs's, by variable name) into `grads` (by parameter name),
+ * freeing what it replaces. A parameter the forward pass never reads (CLIP's post_layernorm when LLaVA
+ * selects an inner hidden state) gets no gradient: it is left untouched, not decayed.
+ */
+export function addGradients(grads: Map<string, tf.Tensor>, trainable: ReadonlyMap<string, tf.Variable>, g: tf.NamedTensorMap): void {
+  for (const [n, v] of trainable) {
+    const gt = g[v.name];
+    if (!gt) continue;
+    const prev = grads.get(n);
+    if (!prev) grads.set(n, gt);
+    else (grads.set(n, tf.add(prev, gt)), prev.dispose(), gt.dispose());
+  }
 }
