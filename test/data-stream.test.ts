@@ -3,6 +3,7 @@
 // (order.ts). The kill -9 / --resume acceptance is in data-resume.test.ts; pad and multi-image records
 // in data-images.test.ts.
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Graph } from '../compiler/ir/graph.js';
@@ -10,7 +11,7 @@ import { compile } from '../compiler/service/service.js';
 import { collate } from '../runtime/data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../runtime/data/datasets.js';
 import { StageFeed } from '../runtime/data/feed.js';
-import { ImagePool } from '../runtime/data/image-workers.js';
+import { ImagePool, workerExecArgv } from '../runtime/data/image-workers.js';
 import { buildIndex, INDEX_DIR, loadIndex } from '../runtime/data/json-index.js';
 import { lineColsAt, scanJson } from '../runtime/data/llava-json.js';
 import { EpochOrders, sharesPerEpoch, shuffledRange } from '../runtime/data/order.js';
@@ -130,6 +131,14 @@ describe('streaming data against the in-memory path', function () {
     } finally {
       await pool.close();
     }
+  });
+
+  it('workers start in a process run as `node --input-type=module -e CODE` (a library user\'s), without its eval options', () => {
+    assert.deepEqual(workerExecArgv(['--input-type=module', '-e', 'code', '--max-old-space-size=512', '--print', 'x', '--eval=y', '--input-type', 'module']), ['--max-old-space-size=512']);
+    const code = `import { ImagePool } from ${JSON.stringify(repo('dist/runtime/data/image-workers.js'))}; const p = new ImagePool(1); const px = await p.draw({ seed: 1, index: 2, size: 8, colour: 0, shape: 1, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] }); console.log(px.length); await p.close();`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), '192');
   });
 
   it('a synthetic dataset\'s images, drawn in a worker, are the in-memory path\'s', async () => {

@@ -20,6 +20,25 @@ export interface WorkerReply {
   crash?: string;
 }
 
+/**
+ * The Node options a worker inherits: the process's, less those that only make sense for code given on
+ * the command line (`node --input-type=module -e "..."`, as a library user may start it), which make a
+ * worker started from a file fail ("--input-type can only be used with string input").
+ */
+export function workerExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a.startsWith('--input-type=') || a.startsWith('--eval=') || a.startsWith('--print=')) continue;
+    if (['--input-type', '-e', '--eval', '-p', '--print'].includes(a)) {
+      i++; // and its value
+      continue;
+    }
+    out.push(a);
+  }
+  return out;
+}
+
 /** Workers by default: one per core but one (the main thread trains), at least 1, at most 4; PIPEC_DATA_WORKERS overrides. */
 export function defaultWorkers(): number {
   const env = process.env.PIPEC_DATA_WORKERS;
@@ -39,7 +58,7 @@ export class ImagePool {
 
   private startWorkers(): void {
     for (let i = 0; i < this.size; i++) {
-      const w = new Worker(new URL('./image-worker.js', import.meta.url));
+      const w = new Worker(new URL('./image-worker.js', import.meta.url), { execArgv: workerExecArgv(process.execArgv) });
       w.on('message', (r: WorkerReply) => this.reply(r));
       w.on('error', (e) => this.fail(e));
       w.on('exit', (code) => code !== 0 && this.fail(new Error(`a worker exited with code ${code}`)));
