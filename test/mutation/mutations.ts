@@ -138,7 +138,7 @@ export const MUTATIONS: Mutation[] = [
     name: 'no-decay-rule-ignored',
     what: 'weight decay is applied to biases and norm weights too',
     file: 'runtime/train/optimizer.js',
-    edits: [{ find: 'const decay = decays(name) ? wd : 0;', replace: 'const decay = wd;' }],
+    edits: [{ find: 'return decays(name) ? wd : 0;', replace: 'return wd;' }],
     caughtBy: [{ file: OPTIM, grep: "AdamW's first step.*on cpu" }, { file: OPTIM, grep: 'adamw-cosine-ratio:' }],
   },
 ];
