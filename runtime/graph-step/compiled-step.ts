@@ -18,12 +18,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from '../data/batch.js';
-import type { ModelInputs, ModelRunner } from '../model.js';
+import type { ModelRunner } from '../model.js';
 import { withFeedRecorder } from '../ops/batch-feeds.js';
 import type { DropoutStream } from '../ops/lora.js';
 import type { Optimizer, UpdateSource } from '../train/optimizer.js';
 import { savedModelBytes } from './graph-def.js';
-import { tensorStep } from './tensor-step.js';
+import { tensorStep, type TensorStepResult, textInputs } from './tensor-step.js';
 import { type InputRecipe, type NodeBackend, type SourceKind, StepTrace, type ValueRecipe } from './trace.js';
 
 export interface StepOutcome {
@@ -142,11 +142,15 @@ export class CompiledStepper {
     return { loss: loss / k, lmLoss: lm / k, auxLoss: aux / k, gradNorm: norm.dataSync()[0]!, mode };
   }
 
-  private eager(micro: readonly Batch[], lr: number): StepOutcome {
-    const r = tensorStep(this.runner, this.trainable, this.optimizer, micro, { clip: this.o.clip, lr, gradientCheckpointing: this.o.gradientCheckpointing, dropout: this.dropout });
-    const out = this.outcome(r.losses, r.gradNorm, 'eager');
+  /** An eager step's figures, its tensors freed. */
+  private settle(r: TensorStepResult, mode: StepOutcome['mode']): StepOutcome {
+    const out = this.outcome(r.losses, r.gradNorm, mode);
     tf.dispose([...r.losses.flatMap((l) => [l.loss, l.lm, l.aux]), r.gradNorm]);
     return out;
+  }
+
+  private eager(micro: readonly Batch[], lr: number): StepOutcome {
+    return this.settle(tensorStep(this.runner, this.trainable, this.optimizer, micro, { clip: this.o.clip, lr, gradientCheckpointing: this.o.gradientCheckpointing, dropout: this.dropout }), 'eager');
   }
 
   private traced(entry: ShapeEntry, key: string, micro: readonly Batch[], lr: number): StepOutcome {
@@ -172,8 +176,7 @@ export class CompiledStepper {
     roles.push({ kind: 'norm' });
     finals.push(r.gradNorm);
     const outputs = trace.refusal ? [] : trace.outputs(finals);
-    const out = this.outcome(r.losses, r.gradNorm, 'traced');
-    tf.dispose([...r.losses.flatMap((l) => [l.loss, l.lm, l.aux]), r.gradNorm]);
+    const out = this.settle(r, 'traced');
     if (trace.refusal) {
       this.refused = trace.refusal;
       this.o.note?.(`note: the compiled step is off for this stage: ${trace.refusal}; it trains eagerly`);
@@ -211,7 +214,7 @@ export class CompiledStepper {
   /** One step through the graph; undefined when this batch needs a different graph (it then runs eagerly). */
   private runGraph(g: LoadedGraph, micro: readonly Batch[], lr: number): StepOutcome | undefined {
     const update: UpdateSource = { t: this.optimizer.state.step + 1, lr };
-    const inputsOf = micro.map((b): ModelInputs => ({ pixels: null, inputIds: b.inputIds, labels: b.labels, info: b.info }));
+    const inputsOf = micro.map(textInputs);
     const sourceOf = (micro_: number, kind: SourceKind): object => {
       if (kind === 'update') return update;
       if (kind === 'batch') return micro[micro_]!;

@@ -25,6 +25,14 @@ export interface TensorStepHooks {
   update?(src: UpdateSource): void;
 }
 
+/**
+ * A micro-batch's model inputs before its pixels are made: the object its `inputs` feeds read, so the
+ * compiled step makes it again for each batch exactly as the traced step did.
+ */
+export function textInputs(batch: Batch): ModelInputs {
+  return { pixels: null, inputIds: batch.inputIds, labels: batch.labels, info: batch.info };
+}
+
 /** Forward, backward, gradient mean over micro-batches, clipping to `clip` (0: none) and the update. */
 export function tensorStep(
   runner: ModelRunner,
@@ -38,7 +46,7 @@ export function tensorStep(
   const grads = new Map<string, tf.Tensor>();
   const losses: TensorStepResult['losses'] = [];
   for (const [a, batch] of micro.entries()) {
-    const inputs: ModelInputs = { pixels: null, inputIds: batch.inputIds, labels: batch.labels, info: batch.info, dropout: o.dropout?.(a) };
+    const inputs: ModelInputs = { ...textInputs(batch), dropout: o.dropout?.(a) };
     o.hooks?.micro?.(a, batch, inputs);
     if (batchValue('has_pixels', batch, (b) => b.pixels !== null)) inputs.pixels = batchTensor('pixel_values', batch, (b) => pixelTensor(b)!) as tf.Tensor4D;
     let lm: tf.Scalar | undefined, aux: tf.Scalar | undefined;

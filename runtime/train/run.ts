@@ -37,7 +37,7 @@ import { type DropoutStream, loraModules } from '../ops/lora.js';
 import { CompiledStepper } from '../graph-step/compiled-step.js';
 import { clipByGlobalNorm, Optimizer, type ParamSettings } from './optimizer.js';
 import { Progress } from './progress.js';
-import { accumulateGradients } from './step.js';
+import { accumulateGradients, realTokens } from './step.js';
 import { findResumePoint, type ResumePoint } from './resume.js';
 import { type PackageFile, runPythonPackages } from './python-package.js';
 import { openRunDir, writeRunMarker, type OpenRunDir } from './run-dir.js';
@@ -273,7 +273,7 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
       const first = step * stage.accumulate; // LoRA dropout's masks follow the micro-batch, so a resume draws the same ones
       const dropout = (a: number) => ({ seed: stage.seed, key: `${stage.name}/${first + a}` });
       const lr = baseLr * lrMultiplier(stage.schedule, step, steps);
-      const r = compiled ? { ...compiled.step(micro, lr, dropout), tokens: micro.reduce((n, b) => n + b.info.attentionMask.reduce((x, y) => x + y, 0), 0) } : eagerStep(micro, lr, dropout);
+      const r = compiled ? { ...compiled.step(micro, lr, dropout), tokens: micro.reduce((n, b) => n + realTokens(b), 0) } : eagerStep(micro, lr, dropout);
       const { loss, lmLoss, auxLoss, tokens, gradNorm } = r;
       if (!Number.isFinite(loss)) throw nonFinite(loss);
       // One event-loop turn per step (~0.1 ms): Node runs N-API finalisers only there, and the webgpu

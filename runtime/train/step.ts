@@ -30,7 +30,7 @@ export function accumulateGradients(
   const grads = new Map<string, tf.Tensor>();
   let loss = 0, lm = 0, aux = 0, tokens = 0;
   for (const [a, batch] of micro.entries()) {
-    tokens += batch.info.attentionMask.reduce((x, y) => x + y, 0);
+    tokens += realTokens(batch);
     const parts = { lm: 0, aux: 0 };
     const { value, grads: g } = tf.variableGrads(() => {
       const r = runner.forward({ pixels: pixelTensor(batch), inputIds: batch.inputIds, labels: batch.labels, info: batch.info, dropout: o.dropout?.(a) }, undefined, checkpoint);
@@ -62,4 +62,9 @@ export function addGradients(grads: Map<string, tf.Tensor>, trainable: ReadonlyM
     if (!prev) grads.set(n, gt);
     else (grads.set(n, tf.add(prev, gt)), prev.dispose(), gt.dispose());
   }
+}
+
+/** Real (unpadded) tokens of a micro-batch: its attention mask's ones. */
+export function realTokens(b: Batch): number {
+  return b.info.attentionMask.reduce((x, y) => x + y, 0);
 }
