@@ -113,6 +113,28 @@ for (const backend of backends) {
       }
     });
 
+    // On wasm every batched or transposed form is pipec's SIMD kernel (runtime/backend/wasm-matmul.ts),
+    // whose loops have tails for N % 16, N % 4 and K % 4: these sizes reach each of them.
+    it('tf.matMul equals an index loop in float64 in every transpose form, batched and 2-D, at sizes that reach every loop tail', () => {
+      const rng = new Rng(5);
+      for (const [G, M, K, N] of [[3, 5, 7, 9], [2, 23, 32, 23], [4, 17, 16, 17], [1, 3, 4, 37], [2, 1, 1, 1], [1, 33, 19, 35]]) {
+        for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+          const av = Array.from({ length: G * M * K }, () => rng.normal()), bv = Array.from({ length: G * K * N }, () => rng.normal());
+          const aShape = ta ? [K, M] : [M, K], bShape = tb ? [N, K] : [K, N];
+          const got = tf.tidy(() => tf.matMul(tf.tensor(av, G === 1 ? aShape : [G, ...aShape]), tf.tensor(bv, G === 1 ? bShape : [G, ...bShape]), ta, tb).dataSync());
+          const want: number[] = [];
+          for (let g = 0; g < G; g++)
+            for (let i = 0; i < M; i++)
+              for (let j = 0; j < N; j++) {
+                let sum = 0;
+                for (let k = 0; k < K; k++) sum += av[g * M * K + (ta ? k * M + i : i * K + k)]! * bv[g * K * N + (tb ? j * K + k : k * N + j)]!;
+                want.push(sum);
+              }
+          close(got, want, 1e-4, `[${G}, ${M}, ${K}] x [${K}, ${N}], transposes ${ta} ${tb}`);
+        }
+      }
+    });
+
     it('bmm of large slices (split into 2-D matmuls on wasm) equals tfjs\'s BatchMatMul in every transpose form, and its gradients', () => {
       const [G, M, K, N] = [2, 64, 64, 40]; // M x K x N = 163840: above the split threshold
       for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {

@@ -3,8 +3,10 @@
 // And two it has, replaced: its Square and Neg run an element-at-a-time unary loop, while Multiply is an
 // XNNPACK SIMD kernel; x*x and x*(-1) give the same bits. Measured here on a [256, 128] float32 tensor:
 // Square 270-540 us, Multiply(x, x) 11-50 us (a loaded 2-core machine; the ratio held in every round).
-// Slice, SplitV and Unpack are replaced too (wasm-slice.ts), and MaxPoolGrad (max-pool-grad.ts).
+// Slice, SplitV and Unpack are replaced too (wasm-slice.ts), MaxPoolGrad (max-pool-grad.ts) and
+// BatchMatMul's forms that XNNPACK does not take (wasm-matmul.ts).
 import * as tf from '@tensorflow/tfjs-core';
+import { registerWasmMatmul } from './wasm-matmul.js';
 import { registerWasmMaxPoolGrad } from './max-pool-grad.js';
 import { registerWasmSlices } from './wasm-slice.js';
 
@@ -57,6 +59,7 @@ export function registerWasmExtras(): void {
   registerThroughMultiply();
   registerWasmSlices();
   registerWasmMaxPoolGrad();
+  registerWasmMatmul();
   tf.registerKernel({
     kernelName: 'UnsortedSegmentSum',
     backendName: 'wasm',
