@@ -88,7 +88,7 @@ async function measure(w: Workload, compiled = false): Promise<Omit<Measured, 'b
   // The compiled step traces two steps, then loads its graph; its first run (TensorFlow optimises the
   // graph then) is a third warm-up step.
   const warmup = compiled ? 3 : 2;
-  const stepper = compiled ? new CompiledStepper(CompiledStepper.nodeBackend()!, runner, params.vars, trainable, opt, { clip: 0 }) : undefined;
+  const stepper = compiled ? new CompiledStepper(CompiledStepper.compilerFor()!, runner, params.vars, trainable, opt, { clip: 0 }) : undefined;
   for (let i = 0; i < STEPS + warmup; i++) {
     const t0 = performance.now();
     if (stepper) stepper.step([batch], 1e-4);

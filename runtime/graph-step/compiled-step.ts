@@ -1,30 +1,28 @@
-// The compiled training step of the tensorflow backend: each step is one TF_SessionRun of a graph
-// holding the whole step (forward, loss, gradients, clipping, optimizer update) instead of ~2,000 eager
-// ops from JavaScript. TensorFlow's graph optimizer (Grappler) then prunes, folds constants and fuses
-// what it can, and the per-op cost of eager dispatch goes away.
+// The compiled training step: the whole step (forward, loss, gradients, clipping, optimizer update) run
+// as one executable instead of ~2,000 eager ops from JavaScript. On tensorflow it is one TF_SessionRun
+// of a graph, which TensorFlow's graph optimizer (Grappler) prunes, folds and fuses; on wasm it is a
+// replay of the step's kernels without tfjs's engine (step-compilers.ts says how each is made).
 //
-// How a graph is made and kept honest (trace.ts records; graph-def.ts writes; tfjs-node loads it as a
-// SavedModel):
+// How an executable is made and kept honest:
 //   1. The first step of each batch shape runs eagerly while it is traced.
-//   2. The second step of that shape is traced again; if its graph is byte-for-byte the first's, the
-//      step's structure depends on nothing but shapes and the graph is loaded. Otherwise (the program
-//      reads data in JavaScript, or bakes a batch's data into a constant) that shape stays eager.
-//   3. Later steps of the shape run the graph, fed the parameters, optimizer slots and the batch
-//      feeds made again from each batch. A batch whose decisive values (batchValue) differ runs eagerly.
+//   2. The second step of that shape is traced again; if its trace is byte-for-byte the first's, the
+//      step's structure depends on nothing but shapes and the executable is built. Otherwise (the
+//      program reads data in JavaScript, or bakes a batch's data into a constant) that shape stays eager.
+//   3. Later steps of the shape run it, fed the parameters, optimizer slots and the batch feeds made
+//      again from each batch. A batch whose decisive values (batchValue) differ runs eagerly.
 // A step that cannot be traced at all (data-dependent routing, random masks) says why once and runs
 // eagerly. Eager execution stays the reference the tests compare against (test/compiled-step.test.ts).
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from '../data/batch.js';
 import type { ModelRunner } from '../model.js';
 import { withFeedRecorder } from '../ops/batch-feeds.js';
 import type { DropoutStream } from '../ops/lora.js';
 import type { Optimizer, UpdateSource } from '../train/optimizer.js';
-import { savedModelBytes } from './graph-def.js';
+import { feedInputs, sameValues, type StepSources } from './feed-trace.js';
+import { type StepCompiler, type StepExecutable, type StepRecording, TfGraphCompiler, KernelReplayCompiler } from './step-compilers.js';
+import { ReplayMismatch } from './kernel-replay.js';
 import { tensorStep, type TensorStepResult, textInputs } from './tensor-step.js';
-import { type InputRecipe, type NodeBackend, type SourceKind, StepTrace, type ValueRecipe } from './trace.js';
+import type { NodeBackend } from './trace.js';
 
 export interface StepOutcome {
   loss: number;
@@ -65,10 +63,9 @@ export function padBatch(b: Batch, length: number): Batch {
 type OutputRole = { kind: 'param'; name: string } | { kind: 'slot'; which: 'm' | 'v'; name: string } | { kind: 'loss' | 'lm' | 'aux'; micro: number } | { kind: 'norm' };
 
 interface LoadedGraph {
-  session: number;
-  inputs: StepTrace['inputs'];
-  values: ValueRecipe[];
-  outputs: string[];
+  exec: StepExecutable;
+  inputs: StepRecording['inputs'];
+  values: StepRecording['values'];
   roles: OutputRole[];
 }
 
@@ -78,15 +75,13 @@ interface ShapeEntry {
   eager?: boolean;
 }
 
-const DT_NAMES: Record<number, string> = { 1: 'DT_FLOAT', 3: 'DT_INT32', 10: 'DT_BOOL' };
-
 export class CompiledStepper {
   private readonly shapes = new Map<string, ShapeEntry>();
   private refused?: string;
   private dropout?: (a: number) => DropoutStream;
 
   constructor(
-    private readonly backend: NodeBackend,
+    private readonly compiler: StepCompiler,
     private readonly runner: ModelRunner,
     private readonly params: ReadonlyMap<string, tf.Variable>,
     private readonly trainable: ReadonlyMap<string, tf.Variable>,
@@ -95,10 +90,21 @@ export class CompiledStepper {
     private readonly o: { clip: number; maxLength?: number; gradientCheckpointing?: boolean; note?: (line: string) => void },
   ) {}
 
-  /** The tfjs-node backend when it is the active one, else undefined (other backends stay eager). */
+  /** The tfjs-node backend when it is the active one, else undefined. */
   static nodeBackend(): NodeBackend | undefined {
     const b = tf.backend() as unknown as Partial<NodeBackend>;
     return tf.getBackend() === 'tensorflow' && typeof b.runSavedModel === 'function' && b.binding ? (b as NodeBackend) : undefined;
+  }
+
+  /**
+   * How the active backend compiles a step: tensorflow into one TensorFlow graph, wasm into a replay of
+   * its kernels; undefined for the others (they stay eager).
+   */
+  static compilerFor(): StepCompiler | undefined {
+    const node = CompiledStepper.nodeBackend();
+    if (node) return new TfGraphCompiler(node);
+    if (tf.getBackend() === 'wasm') return new KernelReplayCompiler('wasm', tf.backend() as never);
+    return undefined;
   }
 
   /** `dropout`: where micro-batch a of this step draws LoRA dropout masks (a step with them stays eager). */
@@ -111,7 +117,7 @@ export class CompiledStepper {
     let entry = this.shapes.get(key);
     if (!entry && !this.refused && this.shapes.size < MAX_SHAPES) this.shapes.set(key, (entry = {}));
     if (entry?.graph) {
-      const done = this.runGraph(entry.graph, micro, lr);
+      const done = this.runGraph(entry, entry.graph, micro, lr);
       if (done) return done;
       return this.eager(micro, lr);
     }
@@ -119,9 +125,9 @@ export class CompiledStepper {
     return this.traced(entry, key, micro, lr);
   }
 
-  /** Frees the sessions (call at the end of the stage). */
+  /** Frees the compiled steps (call at the end of the stage). */
   dispose(): void {
-    for (const e of this.shapes.values()) if (e.graph) this.backend.deleteSavedModel(e.graph.session);
+    for (const e of this.shapes.values()) e.graph?.exec.dispose();
     this.shapes.clear();
   }
 
@@ -154,7 +160,7 @@ export class CompiledStepper {
   }
 
   private traced(entry: ShapeEntry, key: string, micro: readonly Batch[], lr: number): StepOutcome {
-    const trace = new StepTrace(this.backend, this.stateTensors());
+    const trace = this.compiler.recording(this.stateTensors());
     const r = trace.record(() =>
       withFeedRecorder(trace, () =>
         tensorStep(this.runner, this.trainable, this.optimizer, micro, {
@@ -175,69 +181,52 @@ export class CompiledStepper {
     });
     roles.push({ kind: 'norm' });
     finals.push(r.gradNorm);
-    const outputs = trace.refusal ? [] : trace.outputs(finals);
+    if (!trace.refusal) trace.finish(finals);
     const out = this.settle(r, 'traced');
     if (trace.refusal) {
       this.refused = trace.refusal;
       this.o.note?.(`note: the compiled step is off for this stage: ${trace.refusal}; it trains eagerly`);
       return out;
     }
-    const bytes = savedModelBytes(trace.nodes, 'serve');
+    const bytes = trace.signature();
     if (!entry.first) entry.first = bytes;
     else if (Buffer.compare(Buffer.from(entry.first), Buffer.from(bytes)) === 0) {
       try {
-        entry.graph = this.load(bytes, trace, outputs, roles);
-        const ops = trace.nodes.filter((n) => n.kind === 'op').length;
-        this.o.note?.(`compiled step: micro-batches of ${key} run as one TensorFlow graph (${ops} ops, ${trace.inputs.length} inputs) from step ${this.optimizer.state.step + 1}`);
+        const exec = this.compiler.build(trace);
+        entry.graph = { exec, inputs: trace.inputs, values: trace.values, roles };
+        this.o.note?.(`compiled step: micro-batches of ${key} run as ${exec.describe} from step ${this.optimizer.state.step + 1}`);
       } catch (e) {
         entry.eager = true;
-        this.o.note?.(`note: TensorFlow could not load this step's graph, so it trains eagerly: ${String((e as Error).message ?? e).split('\n')[0]}`);
+        this.o.note?.(`note: ${this.compiler.name} could not build this step's ${this.compiler.unit}, so it trains eagerly: ${String((e as Error).message ?? e).split('\n')[0]}`);
       }
     } else {
       entry.eager = true;
-      this.o.note?.(`note: two steps of the same batch shape traced to different graphs (the program bakes batch data into constants); that shape trains eagerly`);
+      this.o.note?.(`note: two steps of the same batch shape traced to different ${this.compiler.unit}s (the program bakes batch data into constants); that shape trains eagerly`);
     }
     return out;
   }
 
-  private load(bytes: Uint8Array, trace: StepTrace, outputs: string[], roles: OutputRole[]): LoadedGraph {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipec-step-'));
-    try {
-      fs.writeFileSync(path.join(dir, 'saved_model.pb'), bytes);
-      const session = this.backend.loadSavedModelMetaGraph(dir, 'serve');
-      return { session, inputs: trace.inputs, values: trace.values, outputs, roles };
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  }
-
   /** One step through the graph; undefined when this batch needs a different graph (it then runs eagerly). */
-  private runGraph(g: LoadedGraph, micro: readonly Batch[], lr: number): StepOutcome | undefined {
+  private runGraph(entry: ShapeEntry, g: LoadedGraph, micro: readonly Batch[], lr: number): StepOutcome | undefined {
     const update: UpdateSource = { t: this.optimizer.state.step + 1, lr };
-    const inputsOf = micro.map(textInputs);
-    const sourceOf = (micro_: number, kind: SourceKind): object => {
-      if (kind === 'update') return update;
-      if (kind === 'batch') return micro[micro_]!;
-      if (kind === 'info') return micro[micro_]!.info;
-      return inputsOf[micro_]!;
-    };
-    for (const v of g.values) if (v.f(sourceOf(v.micro, v.source) as never) !== v.value) return undefined;
-    const state = this.stateTensors();
+    const sources: StepSources = { micro, info: micro.map((b) => b.info), inputs: micro.map(textInputs), update };
+    if (!sameValues(g.values, sources)) return undefined;
     const made: tf.Tensor[] = [];
-    const feed = (recipe: InputRecipe): tf.Tensor => {
-      if (recipe.kind === 'state') return state.get(recipe.key)!;
-      const t = recipe.make(sourceOf(recipe.micro, recipe.source) as never);
-      made.push(t);
-      return t;
-    };
-    const fed = g.inputs.map((i) => feed(i.recipe));
-    const fits = g.inputs.every((i, k) => fed[k]!.shape.length === i.shape.length && fed[k]!.shape.every((d, j) => d === i.shape[j]));
-    if (!fits) {
-      tf.dispose(made);
+    const fed = feedInputs(g.inputs, sources, this.stateTensors(), made);
+    let results: tf.Tensor[];
+    try {
+      if (!fed) return undefined;
+      results = g.exec.run(fed);
+    } catch (e) {
+      if (!(e instanceof ReplayMismatch)) throw e;
+      g.exec.dispose();
+      entry.graph = undefined;
+      entry.eager = true;
+      this.o.note?.(`note: a replayed step did not match its trace (${e.message}); that batch shape trains eagerly`);
       return undefined;
+    } finally {
+      tf.dispose(made);
     }
-    const results = this.backend.runSavedModel(g.session, fed, g.inputs.map((i) => ({ name: `${i.name}:0`, tfDtype: DT_NAMES[i.dtype] ?? 'DT_FLOAT' })), g.outputs.map((o) => `${o}:0`));
-    tf.dispose(made);
     const losses = micro.map(() => ({}) as { loss: tf.Scalar; lm: tf.Scalar; aux: tf.Scalar });
     let norm: tf.Scalar | undefined;
     const assigns: [tf.Variable, tf.Tensor][] = [];

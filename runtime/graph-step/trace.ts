@@ -8,8 +8,8 @@
 //   - a parameter or optimizer slot that existed before the step is a Placeholder fed its value;
 //   - reading a tensor back to JavaScript, or a feed the trace cannot place, refuses the trace.
 import * as tf from '@tensorflow/tfjs-core';
-import type { FeedRecorder, FeedSource } from '../ops/batch-feeds.js';
-import { ATTR, DT, type GraphNode, type OpAttr, type TensorData } from './graph-def.js';
+import { FeedTrace, type InputRecipe } from './feed-trace.js';
+import { ATTR, DT, type GraphNode, type OpAttr, savedModelBytes, type TensorData } from './graph-def.js';
 
 interface OutputInfo {
   id: number;
@@ -31,21 +31,6 @@ export interface NodeBackend {
   loadSavedModelMetaGraph(path: string, tags: string): number;
   runSavedModel(id: number, inputs: tf.Tensor[], infos: { name: string; tfDtype: string }[], outputs: string[]): tf.Tensor[];
   deleteSavedModel(id: number): void;
-}
-
-/** Which object of a step a feed reads: each step has its own, made by the step runner. */
-export type SourceKind = 'batch' | 'info' | 'inputs' | 'update';
-
-export type InputRecipe =
-  | { kind: 'state'; key: string }
-  | { kind: 'feed'; micro: number; source: SourceKind; key: string; make: (s: never) => tf.Tensor };
-
-export interface ValueRecipe {
-  micro: number;
-  source: SourceKind;
-  key: string;
-  f: (s: never) => string | number | boolean;
-  value: string | number | boolean;
 }
 
 /** Set while a tfjs-node kernel reads its inputs only to validate them (it throws or goes on the same way). */
@@ -88,21 +73,18 @@ const INFERRED_TYPES: Record<string, Record<string, number>> = { ExpandDims: { T
 const DTYPES: Record<string, number> = { float32: DT.FLOAT, int32: DT.INT32, bool: DT.BOOL };
 const GRAPH_DTYPES = new Set<number>([DT.FLOAT, DT.INT32, DT.BOOL, DT.INT64, DT.UINT8]);
 
-export class StepTrace implements FeedRecorder {
+export class StepTrace extends FeedTrace {
   readonly nodes: GraphNode[] = [];
-  readonly inputs: { name: string; dtype: number; shape: number[]; recipe: InputRecipe }[] = [];
-  readonly values: ValueRecipe[] = [];
-  refusal?: string;
   /** Binding tensor id -> the graph tensor that holds its value. */
   private readonly ref = new Map<number, string>();
   private readonly known = new Map<number, { shape: number[]; dtype: number }>();
   private readonly state = new Map<number, string>();
-  private readonly sources = new Map<object, { micro: number; source: SourceKind }>();
   private pending?: InputRecipe;
   private counter = 0;
 
   /** `state`: the step's parameters and optimizer slots by key, fed their value at every step. */
   constructor(private readonly backend: NodeBackend, state: ReadonlyMap<string, tf.Tensor>) {
+    super();
     allowValidationReads();
     for (const [key, t] of state) {
       const id = backend.getInputTensorIds([t])[0]!;
@@ -140,46 +122,32 @@ export class StepTrace implements FeedRecorder {
     }
   }
 
-  /** Micro-batch `a` begins: feeds that read these objects are made again from each step's own. */
-  setMicro(a: number, sources: Partial<Record<SourceKind, object>>): void {
-    for (const [source, obj] of Object.entries(sources)) this.sources.set(obj, { micro: a, source: source as SourceKind });
-  }
-
-  tensor<S extends FeedSource>(key: string, src: S, make: (s: S) => tf.Tensor): tf.Tensor {
-    const where = this.sources.get(src);
-    const t = make(src);
-    if (!where) {
-      this.refuse(`the batch feed "${key}" reads an object the step runner does not make again`);
-      return t;
-    }
-    this.pending = { kind: 'feed', micro: where.micro, source: where.source, key, make: make as (s: never) => tf.Tensor };
-    this.backend.getInputTensorIds([t]); // writes the values: create() sees `pending` and makes a Placeholder
-    if (this.pending) this.refuse(`the batch feed "${key}" was computed by ops, not made from the batch`);
+  /** tfjs-node writes a tensor's values to the binding when an op first reads it: so written now, it is a Placeholder. */
+  protected placeFeed(t: tf.Tensor, recipe: InputRecipe & { kind: 'feed' }): boolean {
+    this.pending = recipe;
+    this.backend.getInputTensorIds([t]); // create() sees `pending` and makes a Placeholder
+    const placed = this.pending === undefined;
     this.pending = undefined;
-    return t;
+    return placed;
   }
 
-  value<S extends FeedSource, V extends string | number | boolean>(key: string, src: S, f: (s: S) => V): V {
-    const v = f(src);
-    const where = this.sources.get(src);
-    if (!where) this.refuse(`the batch value "${key}" reads an object the step runner does not make again`);
-    else this.values.push({ micro: where.micro, source: where.source, key, f: f as (s: never) => V, value: v });
-    return v;
-  }
+  /** Names of the Identity nodes (out0, out1, ...) that hold the step's final tensors (finish). */
+  outputNames: string[] = [];
 
-  refuse(reason: string): void {
-    this.refusal ??= reason;
-  }
-
-  /** Identity nodes named out0, out1, ... for the values the step ends with; returns their names. */
-  outputs(tensors: readonly tf.Tensor[]): string[] {
-    return tensors.map((t) => {
+  /** Identity nodes named out0, out1, ... for the values the step ends with. */
+  finish(finals: readonly tf.Tensor[]): void {
+    this.outputNames = finals.map((t) => {
       const id = this.backend.getInputTensorIds([t])[0]!;
       if (!this.known.has(id)) this.known.set(id, { shape: t.shape, dtype: DTYPES[t.dtype]! }); // a JS-made value (a zero loss)
       const name = `out${this.counter++}`;
       this.nodes.push({ kind: 'op', name, op: 'Identity', inputs: [this.refOf(id)], attrs: [{ name: 'T', type: ATTR.TYPE, value: DTYPES[t.dtype]! }] });
       return name;
     });
+  }
+
+  /** The graph as the SavedModel it is loaded from: two traces of one program write the same bytes. */
+  signature(): Uint8Array {
+    return savedModelBytes(this.nodes, 'serve');
   }
 
   private op(raw: NodeBinding, name: string, attrs: OpAttr[], ids: number[], n: number): OutputInfo[] {

@@ -223,10 +223,11 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     for (const c of unchecked) out.line(`note: stage ${stage.name} sets gradient_checkpointing; custom component ${c} is recomputed in backward only where it calls its base op (its own layers keep their activations in pipec's runtime)`);
     const nonFinite = (loss: number) =>
       runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
-    // tensorflow runs each step as one graph (runtime/graph-step); other backends, and PIPEC_COMPILED_STEP=0, op by op.
-    const node = o.compiledStep === false || process.env['PIPEC_COMPILED_STEP'] === '0' ? undefined : CompiledStepper.nodeBackend();
-    const compiled = node && trainable.size
-      ? new CompiledStepper(node, runner, params.vars, trainable, optimizer, { clip: stage.clip_grad, maxLength: stage.max_length, gradientCheckpointing: stage.gradient_checkpointing, note: (l) => out.line(l) })
+    // tensorflow runs each step as one graph, wasm as a replay of its kernels (runtime/graph-step); other
+    // backends, and PIPEC_COMPILED_STEP=0, op by op.
+    const compiler = o.compiledStep === false || process.env['PIPEC_COMPILED_STEP'] === '0' ? undefined : CompiledStepper.compilerFor();
+    const compiled = compiler && trainable.size
+      ? new CompiledStepper(compiler, runner, params.vars, trainable, optimizer, { clip: stage.clip_grad, maxLength: stage.max_length, gradientCheckpointing: stage.gradient_checkpointing, note: (l) => out.line(l) })
       : undefined;
     const eagerStep = (micro: Batch[], lr: number, dropout: (a: number) => DropoutStream) => {
       const { grads, loss, lmLoss, auxLoss, tokens } = accumulateGradients(runner, trainable, micro, { gradientCheckpointing: stage.gradient_checkpointing, dropout });
