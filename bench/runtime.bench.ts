@@ -1,8 +1,8 @@
 // npm run bench:runtime -- training-step time (forward, backward, AdamW) for the quickstart model and a
 // 7.3M-parameter reference transformer, on every backend that loads here (webgpu with its adapter named
-// beside each figure; tensorflow op by op and as the compiled step), plus stock tfjs wasm (one thread, our
-// matmul routing off) in the same run; medians, and the ratio to stock wasm. Each figure names the backend
-// tfjs ran, its threads and the machine.
+// beside each figure; tensorflow and wasm op by op and as the compiled step, runtime/graph-step), plus
+// stock tfjs wasm (one thread, our matmul routing off) in the same run; medians, and the ratio to stock
+// wasm. Each figure names the backend tfjs ran, its threads and the machine.
 //   node dist/bench/runtime.bench.js [--steps N] [--with-cpu]
 import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -119,7 +119,7 @@ interface Run {
   routing: boolean;
   /** PIPEC_WASM_THREADS for the child (wasm only). */
   threads?: number;
-  /** tensorflow: the compiled step (runtime/graph-step), as `pipec run` trains; else op by op. */
+  /** The compiled step (runtime/graph-step), as `pipec run` trains on tensorflow and wasm; else op by op. */
   compiled?: boolean;
   on?: string;
 }
@@ -150,12 +150,15 @@ if (childArg >= 0) {
       runs.push({ label: 'tensorflow, compiled step', backend: p.name, routing: true, compiled: true });
     } else if (p.name !== 'wasm') runs.push({ label: p.name, backend: p.name, routing: true, ...(p.name === 'webgpu' ? { on: p.detail } : {}) });
     else {
-      // The routing alone (one thread, as stock), then the default: routing and one thread per core.
-      runs.push({ label: 'wasm routed, 1 thread', backend: 'wasm', routing: true, threads: 1 });
-      if (threads > 1) runs.push({ label: `wasm routed, ${threads} threads`, backend: 'wasm', routing: true, threads });
+      // pipec's kernels op by op and as the compiled step (its kernels replayed), on one thread and on one per core
+      for (const n of threads > 1 ? [1, threads] : [1]) {
+        const t = `${n} thread${n === 1 ? '' : 's'}`;
+        runs.push({ label: `wasm op by op, ${t}`, backend: 'wasm', routing: true, threads: n });
+        runs.push({ label: `wasm compiled, ${t}`, backend: 'wasm', routing: true, threads: n, compiled: true });
+      }
     }
   }
-  console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up; the compiled step after 3: two traced, its graph's first run), forward + backward + AdamW; ${new Date().toISOString()}`);
+  console.log(`runtime benchmark: median of ${STEPS} training steps (after 2 warm-up; the compiled step after 3: two traced, its first compiled run), forward + backward + AdamW; ${new Date().toISOString()}`);
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
   const machine = `${cpu}, ${os.availableParallelism()} threads`;
   console.log(`machine: ${machine}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.arch()}; node ${process.version}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
@@ -167,18 +170,18 @@ if (childArg >= 0) {
     const work = microBatchWork(paramSpecs(w.model.components).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0), b.info.batch, b.info.length);
     const defaultThreads = wasmThreadsWanted(work);
     console.log(`\n${w.name}; pipec's default on wasm: ${defaultThreads} thread${defaultThreads === 1 ? '' : 's'} (${(work / 1e9).toFixed(1)} G multiply-adds per micro-batch)`);
-    console.log('  run                         step ms   tokens/s   vs stock wasm   backend, threads, machine');
+    console.log('  run                           step ms   tokens/s   vs stock wasm   backend, threads, machine');
     let stock = 0;
     for (const r of runs) {
       const m = measureInChild(i, r);
       if (typeof m === 'string') {
-        console.log(`  ${r.label.padEnd(25)} ${m}`);
+        console.log(`  ${r.label.padEnd(27)} ${m}`);
         continue;
       }
       if (!stock) stock = m.tokensPerSec;
-      const mark = r.compiled ? '   <- pipec default on tensorflow' : r.routing && r.threads === defaultThreads ? '   <- pipec default' : '';
+      const mark = r.compiled && (r.backend !== 'wasm' || r.threads === defaultThreads) ? `   <- pipec default on ${r.backend}` : '';
       const where = `${m.backend}, threads: ${m.threads}, ${r.on ? `GPU adapter ${r.on}, ` : ''}on ${machine}`;
-      console.log(`  ${r.label.padEnd(25)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${`${(m.tokensPerSec / stock).toFixed(2)}x`.padStart(13)}   ${where}${mark}`);
+      console.log(`  ${r.label.padEnd(27)} ${m.ms.toFixed(1).padStart(9)} ${m.tokensPerSec.toFixed(0).padStart(10)}   ${`${(m.tokensPerSec / stock).toFixed(2)}x`.padStart(13)}   ${where}${mark}`);
     }
   }
 }

@@ -113,6 +113,20 @@ for (const backend of backends) {
       }
     });
 
+    // On wasm a gather along axis 0 is pipec's own row copy (runtime/backend/wasm-gather.ts); others are stock's.
+    it('gather takes the rows an index loop takes (float32, int32, 2-D indices, another axis); an index out of range throws', () => {
+      const x = tf.tensor2d(Array.from({ length: 50 * 7 }, (_, i) => i * 0.5 - 3), [50, 7]);
+      const xi = tf.tensor2d(Array.from({ length: 50 * 7 }, (_, i) => i - 100), [50, 7], 'int32');
+      const idx = [[3, 0, 49], [49, 2, 2]];
+      for (const t of [x, xi]) {
+        const rows = t.arraySync() as number[][];
+        assert.deepEqual(tf.gather(t, tf.tensor2d(idx, [2, 3], 'int32')).arraySync(), idx.map((r) => r.map((i) => rows[i]!)));
+        assert.deepEqual(tf.gather(t, tf.tensor1d([6, 1], 'int32'), 1).arraySync(), rows.map((r) => [r[6], r[1]]));
+      }
+      if (backend === 'wasm' || backend === 'cpu') assert.throws(() => tf.gather(x, tf.tensor1d([50], 'int32')).dataSync(), /50/);
+      tf.dispose([x, xi]);
+    });
+
     // On wasm every batched or transposed form is pipec's SIMD kernel (runtime/backend/wasm-matmul.ts),
     // whose loops have tails for N % 16, N % 4 and K % 4: these sizes reach each of them.
     it('tf.matMul equals an index loop in float64 in every transpose form, batched and 2-D, at sizes that reach every loop tail', () => {
@@ -135,8 +149,8 @@ for (const backend of backends) {
       }
     });
 
-    it('bmm of large slices (split into 2-D matmuls on wasm) equals tfjs\'s BatchMatMul in every transpose form, and its gradients', () => {
-      const [G, M, K, N] = [2, 64, 64, 40]; // M x K x N = 163840: above the split threshold
+    it('bmm of large slices equals tfjs\'s BatchMatMul in every transpose form, and its gradients', () => {
+      const [G, M, K, N] = [2, 64, 64, 40];
       for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
         const a = randn(ta ? [G, K, M] : [G, M, K], 21), b = randn(tb ? [G, N, K] : [G, K, N], 22);
         close(bmm(a as tf.Tensor3D, b as tf.Tensor3D, ta, tb).dataSync(), tf.matMul(a, b, ta, tb).dataSync(), 1e-4);

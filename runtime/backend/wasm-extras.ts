@@ -3,9 +3,10 @@
 // And two it has, replaced: its Square and Neg run an element-at-a-time unary loop, while Multiply is an
 // XNNPACK SIMD kernel; x*x and x*(-1) give the same bits. Measured here on a [256, 128] float32 tensor:
 // Square 270-540 us, Multiply(x, x) 11-50 us (a loaded 2-core machine; the ratio held in every round).
-// Slice, SplitV and Unpack are replaced too (wasm-slice.ts), MaxPoolGrad (max-pool-grad.ts) and
-// BatchMatMul's forms that XNNPACK does not take (wasm-matmul.ts).
+// Slice, SplitV and Unpack are replaced too (wasm-slice.ts), MaxPoolGrad (max-pool-grad.ts), GatherV2 along
+// axis 0 (wasm-gather.ts) and BatchMatMul's forms that XNNPACK does not take (wasm-matmul.ts).
 import * as tf from '@tensorflow/tfjs-core';
+import { registerWasmGather } from './wasm-gather.js';
 import { registerWasmMatmul } from './wasm-matmul.js';
 import { registerWasmMaxPoolGrad } from './max-pool-grad.js';
 import { registerWasmSlices } from './wasm-slice.js';
@@ -60,6 +61,7 @@ export function registerWasmExtras(): void {
   registerWasmSlices();
   registerWasmMaxPoolGrad();
   registerWasmMatmul();
+  registerWasmGather();
   tf.registerKernel({
     kernelName: 'UnsortedSegmentSum',
     backendName: 'wasm',

@@ -1,8 +1,9 @@
 // A traced step (kernel-trace.ts) run again: its kernels called in order straight on the backend, each
 // with the attributes it had, fed this step's parameters, slots and batch feeds. No engine, no tape,
 // no Tensor objects in between: a value's data is freed right after the last kernel that reads it, and
-// only the step's results become tensors again. Identity copies nothing here: values are never
-// written in place, so its output shares its input's data.
+// only the step's results become tensors again. Kernels that would only copy their input (Identity, a
+// Cast to the same dtype, a Concat of one tensor, a Transpose that moves only size-1 axes) copy nothing
+// here: values are never written in place, so their output shares its input's data.
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, KernelCall, KernelTrace } from './kernel-trace.js';
 
@@ -10,13 +11,33 @@ import type { KernelBackend, KernelCall, KernelTrace } from './kernel-trace.js';
 export class ReplayMismatch extends Error {}
 
 interface Planned {
-  call: KernelCall;
+  kernel: string;
+  run: tf.KernelFunc;
   /** The argument object the kernel is called with; its inputs are rebound before each call. */
   args: { inputs: Record<string, tf.TensorInfo>; backend: tf.KernelBackend; attrs: tf.NamedAttrMap };
-  /** Shares its input's data instead of running (Identity, a Cast to the same dtype). */
+  /** Input names and the values bound to them. */
+  names: string[];
+  ins: number[];
+  /** The values it makes, and the shapes the trace saw them with. */
+  outs: number[];
+  shapes: number[][];
+  /** Shares its input's data instead of running (see onlyCopies). */
   alias: boolean;
   /** Values no later kernel reads, freed after this one. */
   frees: number[];
+}
+
+/** The kernel's output is its one input's data as it lies in memory, under the traced output shape. */
+function onlyCopies(call: KernelCall, trace: KernelTrace): boolean {
+  if (call.inputs.length !== 1 || call.outs.length !== 1) return false;
+  const v = call.inputs[0]![1];
+  if (trace.dtypes[v] !== call.outs[0]!.dtype) return false;
+  if (call.kernel === 'Identity' || call.kernel === 'Cast' || call.kernel === 'Concat') return true;
+  if (call.kernel !== 'Transpose') return false;
+  // a permutation that keeps the order of every axis longer than 1 moves no element
+  const shape = trace.shapes[v]!;
+  const kept = (call.attrs['perm'] as number[]).filter((p) => shape[p] !== 1);
+  return kept.every((p, i) => i === 0 || kept[i - 1]! < p);
 }
 
 export class KernelReplay {
@@ -45,9 +66,18 @@ export class KernelReplay {
     });
     const kernelBackend = backend as unknown as tf.KernelBackend;
     this.plan = trace.calls.map((call, i) => {
-      const one = call.inputs.length === 1 && call.outs.length === 1;
-      const alias = one && (call.kernel === 'Identity' || call.kernel === 'Cast') && trace.dtypes[call.inputs[0]![1]] === call.outs[0]!.dtype;
-      return { call, args: { inputs: call.list ? ([] as unknown as Record<string, tf.TensorInfo>) : {}, backend: kernelBackend, attrs: call.attrs }, alias, frees: frees[i]! };
+      const alias = onlyCopies(call, trace);
+      return {
+        kernel: call.kernel,
+        run: call.run,
+        args: { inputs: call.list ? ([] as unknown as Record<string, tf.TensorInfo>) : {}, backend: kernelBackend, attrs: call.attrs },
+        names: call.inputs.map(([name]) => name),
+        ins: call.inputs.map(([, v]) => v),
+        outs: call.outs.map((o) => o.value),
+        shapes: call.outs.map((o) => o.shape),
+        alias,
+        frees: frees[i]!,
+      };
     });
   }
 
@@ -64,26 +94,29 @@ export class KernelReplay {
     });
     try {
       for (const p of this.plan) {
-        const { call, args } = p;
-        for (const [name, v] of call.inputs) args.inputs[name] = vals[v]!;
+        const { args, names, ins, outs, shapes } = p;
+        for (let i = 0; i < ins.length; i++) args.inputs[names[i]!] = vals[ins[i]!]!;
         let out: tf.TensorInfo | tf.TensorInfo[];
         if (p.alias) {
-          const x = vals[call.inputs[0]![1]]!;
+          const x = vals[ins[0]!]!;
           b.incRef(x.dataId);
-          out = { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-        } else out = call.run(args as Parameters<tf.KernelFunc>[0]);
-        const outs = Array.isArray(out) ? out : [out];
-        if (outs.length !== call.outs.length) {
-          for (const o of outs) b.disposeData(o.dataId);
-          throw new ReplayMismatch(`${call.kernel} made ${outs.length} tensors where the trace saw ${call.outs.length}`);
+          out = { dataId: x.dataId, shape: shapes[0]!, dtype: x.dtype };
+        } else out = p.run(args as Parameters<tf.KernelFunc>[0]);
+        if (Array.isArray(out)) {
+          if (out.length !== outs.length) {
+            for (const o of out) b.disposeData(o.dataId);
+            throw new ReplayMismatch(`${p.kernel} made ${out.length} tensors where the trace saw ${outs.length}`);
+          }
+          for (let i = 0; i < outs.length; i++) vals[outs[i]!] = out[i]; // owned from here on: freed on error too
+          for (let i = 0; i < outs.length; i++) this.expect(p, out[i]!.shape, shapes[i]!);
+        } else {
+          vals[outs[0]!] = out;
+          if (outs.length !== 1) throw new ReplayMismatch(`${p.kernel} made 1 tensor where the trace saw ${outs.length}`);
+          this.expect(p, out.shape, shapes[0]!);
         }
-        for (let i = 0; i < outs.length; i++) vals[call.outs[i]!.value] = outs[i]; // owned from here on: freed on error too
-        for (let i = 0; i < call.outs.length; i++) {
-          const want = call.outs[i]!.shape, got = outs[i]!.shape;
-          if (got.length !== want.length || got.some((d, j) => d !== want[j]))
-            throw new ReplayMismatch(`${call.kernel} made [${got.join(', ')}] where the trace saw [${want.join(', ')}]`);
-        }
-        for (const v of p.frees) {
+        const frees = p.frees;
+        for (let i = 0; i < frees.length; i++) {
+          const v = frees[i]!;
           b.disposeData(vals[v]!.dataId);
           vals[v] = undefined;
         }
@@ -103,6 +136,12 @@ export class KernelReplay {
       handed.add(v);
       return engine.makeTensorFromTensorInfo({ dataId: t.dataId, shape: t.shape, dtype: t.dtype }, b as unknown as tf.KernelBackend);
     });
+  }
+
+  private expect(p: Planned, got: readonly number[], want: readonly number[]): void {
+    let same = got.length === want.length;
+    for (let j = 0; same && j < got.length; j++) same = got[j] === want[j];
+    if (!same) throw new ReplayMismatch(`${p.kernel} made [${got.join(', ')}] where the trace saw [${want.join(', ')}]`);
   }
 
   /** Frees the constants. */

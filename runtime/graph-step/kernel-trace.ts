@@ -49,8 +49,9 @@ const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b
 export class KernelTrace extends FeedTrace<tf.DataType> {
   readonly calls: KernelCall[] = [];
   readonly sources: ValueSource[] = [];
-  /** Per value: its dtype. */
+  /** Per value: its dtype and shape. */
   readonly dtypes: tf.DataType[] = [];
+  readonly shapes: number[][] = [];
   /** The values the step ends with (finish). */
   outputs: number[] = [];
   /** Backend data id -> the values that hold it (a reshape shares its input's data). */
@@ -80,6 +81,7 @@ export class KernelTrace extends FeedTrace<tf.DataType> {
     const b = this.backend;
     const raw = { write: b.write, readSync: b.readSync, read: b.read };
     this.readRaw = raw.readSync;
+    const own = (['write', 'readSync', 'read'] as const).map((m) => [m, Object.getOwnPropertyDescriptor(b, m)] as const);
     b.write = (values, shape, dtype) => {
       const id = raw.write.call(b, values, shape, dtype);
       if (this.depth === 0) this.capture(id, shape, dtype);
@@ -97,10 +99,11 @@ export class KernelTrace extends FeedTrace<tf.DataType> {
       return step();
     } finally {
       kernels.forEach((k, i) => (k.kernelFunc = originals[i]!));
-      // the instance's own properties shadowed the prototype's methods: removing them restores those
-      delete (b as Partial<KernelBackend>).write;
-      delete (b as Partial<KernelBackend>).readSync;
-      delete (b as Partial<KernelBackend>).read;
+      // put back what the backend had: its own properties, or none (its prototype's methods show again)
+      for (const [m, d] of own) {
+        if (d) Object.defineProperty(b, m, d);
+        else delete (b as Partial<KernelBackend>)[m];
+      }
     }
   }
 
@@ -154,6 +157,7 @@ export class KernelTrace extends FeedTrace<tf.DataType> {
   private add(source: ValueSource, dataId: object, shape: readonly number[], dtype: tf.DataType): number {
     const value = this.sources.push(source) - 1;
     this.dtypes.push(dtype);
+    this.shapes.push([...shape]);
     const at = this.live.get(dataId);
     const entry = { value, shape: [...shape], dtype };
     if (at) at.push(entry);
