@@ -11,6 +11,8 @@ import { compile } from '../compiler/service/service.js';
 import { collate, type Batch } from '../runtime/data/batch.js';
 import { imageShapeOf, prepareDataset, syntheticTokenizer } from '../runtime/data/datasets.js';
 import { bucketLength, CompiledStepper, padBatch } from '../runtime/graph-step/compiled-step.js';
+import { KernelReplay, ReplayMismatch } from '../runtime/graph-step/kernel-replay.js';
+import { KernelTrace } from '../runtime/graph-step/kernel-trace.js';
 import { savedModelBytes } from '../runtime/graph-step/graph-def.js';
 import { ProtoWriter } from '../runtime/graph-step/proto.js';
 import { ModelRunner } from '../runtime/model.js';
@@ -256,5 +258,73 @@ for (const backend of ['tensorflow', 'wasm'] as const) describe(`compiled traini
       lr.forEach((l, i) => assert.ok(Math.abs(l - lw[i]!) <= 1e-6, `step ${i + 1}: resumed ${l}, uninterrupted ${lw[i]}`));
       assert.ok(fs.existsSync(path.join(cut, 'summary.json')));
     });
+  });
+});
+
+describe('the wasm kernel replay, kernel by kernel', function () {
+  let restore: (() => void) | undefined;
+  before(async function () {
+    if (!backends.includes('wasm')) unavailable(this, 'the wasm backend', 'see docs/runtime.md');
+    restore = await useBackend('wasm');
+  });
+  after(() => restore?.());
+  const held = () => tf.engine().backend.numDataIds();
+
+  /** A trace of `f(x)` with x an input (a "parameter"), and its replay. */
+  function traced(x: tf.Tensor, f: (x: tf.Tensor) => tf.Tensor): { trace: KernelTrace; replay: KernelReplay; first: tf.Tensor } {
+    const trace = new KernelTrace('wasm', tf.backend() as never, new Map([['param:x', x]]));
+    let first: tf.Tensor | undefined;
+    trace.record(() => (first = tf.tidy(() => f(x))));
+    assert.equal(trace.refusal, undefined);
+    trace.finish([first!]);
+    return { trace, replay: new KernelReplay(tf.backend() as never, trace), first: first! };
+  }
+
+  it('kernels that only copy share their input\'s data, and the results equal the eager ones', () => {
+    const x = tf.tensor3d([1, 2, 3, 4, 5, 6], [1, 2, 3]);
+    // a Transpose that moves only the size-1 axis, an Identity, a Cast to float32; then real work
+    const f = (t: tf.Tensor) => tf.mul(tf.clone(tf.cast(tf.transpose(t, [1, 0, 2]), 'float32')), tf.transpose(t, [1, 0, 2]));
+    const { trace, replay, first } = traced(x, f);
+    const kernels = trace.calls.map((c) => c.kernel);
+    for (const k of ['Transpose', 'Identity', 'Cast', 'Multiply']) assert.ok(kernels.includes(k), `${k} in ${kernels.join(', ')}`);
+    const y = tf.tensor3d([2, 0, -1, 1, 3, 0.5], [1, 2, 3]);
+    const before = held();
+    const [again] = replay.run([y]);
+    assert.deepEqual(Array.from(again!.dataSync()), [4, 0, 1, 1, 9, 0.25]);
+    assert.deepEqual(again!.shape, first.shape);
+    again!.dispose();
+    assert.equal(held(), before, 'the replay freed all it made');
+    replay.dispose();
+    tf.dispose([x, y, first]);
+  });
+
+  it('a kernel whose output shape follows the data stops the replay, which frees what it made', () => {
+    // a kernel of the test's own: as many rows as x's first value says
+    tf.registerKernel({
+      kernelName: 'PipecTestRows',
+      backendName: 'wasm',
+      kernelFunc: ({ inputs, backend }) => {
+        const b = backend as unknown as { readSync(id: object): Float32Array; makeOutput(shape: number[], dtype: string): tf.TensorInfo; typedArrayFromHeap(t: tf.TensorInfo): Float32Array };
+        const x = (inputs as { x: tf.TensorInfo }).x;
+        const out = b.makeOutput([b.readSync(x.dataId)[0]!], 'float32');
+        b.typedArrayFromHeap(out).fill(1);
+        return out;
+      },
+    });
+    try {
+      const x = tf.tensor1d([2, 0]);
+      const { replay, first } = traced(x, (t) => tf.add(tf.engine().runKernel('PipecTestRows', { x: tf.mul(t, 1) }) as tf.Tensor, 1));
+      assert.deepEqual(Array.from(first.dataSync()), [2, 2]);
+      const same = tf.tensor1d([2, 5]), other = tf.tensor1d([3, 0]);
+      const [ok] = replay.run([same]);
+      assert.deepEqual(Array.from(ok!.dataSync()), [2, 2]);
+      const before = held();
+      assert.throws(() => replay.run([other]), (e: unknown) => e instanceof ReplayMismatch && /PipecTestRows made \[3\] where the trace saw \[2\]/.test(e.message));
+      assert.equal(held(), before, 'nothing the stopped replay made is left');
+      replay.dispose();
+      tf.dispose([x, first, same, other, ok!]);
+    } finally {
+      tf.unregisterKernel('PipecTestRows', 'wasm');
+    }
   });
 });
