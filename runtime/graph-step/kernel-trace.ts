@@ -1,8 +1,9 @@
 // Records one eager training step as the list of kernels it ran, for backends without a graph runtime
 // (wasm). An eager step pays tfjs's engine for every one of its ~2,600 kernels: the gradient tape, scope
 // bookkeeping, a Tensor object per output, gradient functions building ops in JavaScript. The kernels
-// themselves are most of a step but not all of it (a quarter of tiny-llava's wasm step is engine). A
-// replay (kernel-replay.ts) calls the same kernels with the same attributes straight on the backend.
+// are most of a step but not all of it: tiny-llava's eager wasm step took 101 ms in-process, its replay
+// 63 ms. A replay (kernel-replay.ts) calls the same kernels with the same attributes straight on the
+// backend.
 //
 // While the step runs, every kernel the engine invokes is recorded with its inputs, as values of the
 // trace:
@@ -15,7 +16,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { FeedTrace, type InputRecipe } from './feed-trace.js';
 
-/** The parts of a tfjs backend (wasm's, cpu's) a kernel trace and its replay use. */
+/** The parts of a tfjs backend (wasm's; cpu's has them too) a kernel trace and its replay use. */
 export interface KernelBackend {
   write(values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType): object;
   readSync(dataId: object): tf.backend_util.BackendValues;
