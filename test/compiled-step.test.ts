@@ -44,10 +44,15 @@ describe('protocol-buffers writer (the compiled step\'s GraphDef)', () => {
   });
 });
 
-/** How each backend compiles, as its log line says, and how close its parameters stay to eager's. */
+/**
+ * How each backend compiles, as its log line says; how close its parameters stay to eager's; how close a
+ * resumed run's losses are to an uninterrupted one's. A resume traces (runs eagerly) the first two steps
+ * of each shape again: tensorflow's eager kernels and its graph's differ in the last bits, wasm's replay
+ * runs the eager step's own kernels, so there it is exact.
+ */
 const COMPILING = {
-  tensorflow: { what: /run as one TensorFlow graph \(\d+ ops, \d+ inputs\)/, paramTolerance: 2e-4 },
-  wasm: { what: /run as a replay of \d+ wasm kernels \(\d+ inputs\)/, paramTolerance: 1e-5 },
+  tensorflow: { what: /run as one TensorFlow graph \(\d+ ops, \d+ inputs\)/, paramTolerance: 2e-4, resumeTolerance: 1e-6 },
+  wasm: { what: /run as a replay of \d+ wasm kernels \(\d+ inputs\)/, paramTolerance: 1e-5, resumeTolerance: 0 },
 } as const;
 
 for (const backend of ['tensorflow', 'wasm'] as const) describe(`compiled training step on ${backend}`, function () {
@@ -58,7 +63,7 @@ for (const backend of ['tensorflow', 'wasm'] as const) describe(`compiled traini
     restore = await useBackend(backend);
   });
   after(() => restore?.());
-  const { what, paramTolerance } = COMPILING[backend];
+  const { what, paramTolerance, resumeTolerance } = COMPILING[backend];
 
   function graphOf(file: string): Graph {
     const r = compile({ file, configFiles: [], sets: [], lower: true });
@@ -246,7 +251,7 @@ for (const backend of ['tensorflow', 'wasm'] as const) describe(`compiled traini
       lc.forEach((l, i) => assert.ok(Math.abs(l - le[i]!) <= 1e-5, `step ${i + 1}: compiled ${l}, eager ${le[i]}`));
     });
 
-    it('resumes exactly: an interrupted and resumed run logs the losses of an uninterrupted one', async function () {
+    it('resumes: an interrupted and resumed run logs the losses of an uninterrupted one (wasm: bit for bit)', async function () {
       this.timeout(300_000);
       const [whole, cut] = [tmpDir('compiled-whole'), tmpDir('compiled-cut')];
       assert.equal((await runIn(whole, { graph: tinyGraph(sets), backend })).error, undefined);
@@ -255,7 +260,7 @@ for (const backend of ['tensorflow', 'wasm'] as const) describe(`compiled traini
       assert.equal(resumed.error, undefined, resumed.log);
       const [lw, lr] = [lossesOf(whole), lossesOf(cut)];
       assert.equal(lr.length, lw.length);
-      lr.forEach((l, i) => assert.ok(Math.abs(l - lw[i]!) <= 1e-6, `step ${i + 1}: resumed ${l}, uninterrupted ${lw[i]}`));
+      lr.forEach((l, i) => assert.ok(Math.abs(l - lw[i]!) <= resumeTolerance, `step ${i + 1}: resumed ${l}, uninterrupted ${lw[i]}`));
       assert.ok(fs.existsSync(path.join(cut, 'summary.json')));
     });
   });
