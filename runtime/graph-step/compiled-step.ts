@@ -116,12 +116,9 @@ export class CompiledStepper {
       .join('; ');
     let entry = this.shapes.get(key);
     if (!entry && !this.refused && this.shapes.size < MAX_SHAPES) this.shapes.set(key, (entry = {}));
-    if (entry?.graph) {
-      const done = this.runGraph(entry, entry.graph, micro, lr);
-      if (done) return done;
-      return this.eager(micro, lr);
-    }
-    if (!entry || entry.eager || this.refused) return this.eager(micro, lr);
+    // Eager steps take the batch as it came: padding is for compiled shapes only, and is not free.
+    if (entry?.graph) return this.runGraph(entry, entry.graph, micro, lr) ?? this.eager(unpadded, lr);
+    if (!entry || entry.eager || this.refused) return this.eager(unpadded, lr);
     return this.traced(entry, key, micro, lr);
   }
 

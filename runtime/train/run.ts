@@ -224,9 +224,13 @@ async function trainInRunDir(o: RunOptions, run: OpenRunDir, pool: ImagePool, op
     const nonFinite = (loss: number) =>
       runtimeError(M.NonFiniteLoss, [String(loss), stage.name, step + 1], undefined, `the last good checkpoint is kept in ${path.join(o.runDir, 'checkpoints')}; lower the learning rate or check the data`);
     // tensorflow runs each step as one graph, wasm as a replay of its kernels (runtime/graph-step); other
-    // backends, and PIPEC_COMPILED_STEP=0, op by op.
+    // backends, and PIPEC_COMPILED_STEP=0, op by op. LoRA dropout draws its masks in JavaScript, element
+    // by element over the layer's input, so it cannot be compiled, and the compiled step's padding to a
+    // length bucket would draw other masks than the exported program's: such a model trains op by op.
+    const loraDropout = [...loraModules(model).values()].some((u) => u.dropout > 0);
     const compiler = o.compiledStep === false || process.env['PIPEC_COMPILED_STEP'] === '0' ? undefined : CompiledStepper.compilerFor();
-    const compiled = compiler && trainable.size
+    if (compiler && loraDropout && trainable.size) out.line(`note: the compiled step is off for stage ${stage.name}: LoRA dropout draws its masks in JavaScript; it trains op by op`);
+    const compiled = compiler && !loraDropout && trainable.size
       ? new CompiledStepper(compiler, runner, params.vars, trainable, optimizer, { clip: stage.clip_grad, maxLength: stage.max_length, gradientCheckpointing: stage.gradient_checkpointing, note: (l) => out.line(l) })
       : undefined;
     const eagerStep = (micro: Batch[], lr: number, dropout: (a: number) => DropoutStream) => {
