@@ -7,7 +7,7 @@
 //          each row of C is sum_k A[i,k] * B[k,:], accumulated 16 columns at a time in four registers;
 //   mm_nt: C[g] = A[g] @ B[g]^T, A [M, K] and B [N, K] row-major: each C[i,j] a 4-lane dot product.
 // The sums run in another order than tfjs's loop, so results agree to float rounding (~1e-7 relative),
-// not bit for bit (test/wasm-matmul.test.ts). Forms left to tfjs: 2-D products without transposes
+// not bit for bit (test/wasm-kernels.test.ts, test/runtime-ops.test.ts). Forms left to tfjs: 2-D products without transposes
 // (XNNPACK), both operands transposed, broadcast batches, other dtypes.
 import * as tf from '@tensorflow/tfjs-core';
 import { FunctionBuilder, moduleBytes } from './wasm-asm.js';
