@@ -5,6 +5,7 @@
 // tfjs's CPU kernel and PyTorch's MaxPool2d pick on ties; ties are common after ReLU over flat image
 // regions). NHWC, channels innermost, so the scan reads contiguous channels.
 import * as tf from '@tensorflow/tfjs-core';
+import { replaceKernel } from './replace-kernel.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -54,20 +55,12 @@ export function maxPoolBackprop(x: Float32Array, dy: Float32Array, dx: Float32Ar
  * input x, dy and the pooling's geometry.
  */
 export function replaceMaxPoolGrad(backendName: string, compute: (input: tf.TensorInfo, dy: tf.TensorInfo, info: tf.backend_util.Conv2DInfo, backend: unknown) => tf.TensorInfo): void {
-  const stock = tf.getKernel('MaxPoolGrad', backendName);
-  if (!stock) return;
-  tf.unregisterKernel('MaxPoolGrad', backendName);
-  tf.registerKernel({
-    kernelName: 'MaxPoolGrad',
-    backendName,
-    setupFunc: stock.setupFunc,
-    kernelFunc: (args) => {
-      const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
-      if (input.dtype !== 'float32') return stock.kernelFunc(args);
-      const a = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'valid' | 'same' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-      const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
-      return compute(input, dy, info, args.backend);
-    },
+  replaceKernel('MaxPoolGrad', backendName, (stock) => (args) => {
+    const { dy, input } = args.inputs as { dy: tf.TensorInfo; input: tf.TensorInfo };
+    if (input.dtype !== 'float32') return stock.kernelFunc(args);
+    const a = args.attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'valid' | 'same' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+    const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
+    return compute(input, dy, info, args.backend);
   });
 }
 

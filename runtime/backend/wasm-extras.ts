@@ -6,6 +6,7 @@
 // Slice, SplitV and Unpack are replaced too (wasm-slice.ts), MaxPoolGrad (max-pool-grad.ts), GatherV2 along
 // axis 0 (wasm-gather.ts) and BatchMatMul's forms that XNNPACK does not take (wasm-matmul.ts).
 import * as tf from '@tensorflow/tfjs-core';
+import { replaceKernel } from './replace-kernel.js';
 import { registerWasmGather } from './wasm-gather.js';
 import { registerWasmMatmul } from './wasm-matmul.js';
 import { registerWasmMaxPoolGrad } from './max-pool-grad.js';
@@ -22,8 +23,7 @@ let registered = false;
 /** Square and Neg of float32 tensors as the wasm backend's Multiply (other dtypes: its own kernels). */
 function registerThroughMultiply(): void {
   const multiply = tf.getKernel('Multiply', 'wasm');
-  const square = tf.getKernel('Square', 'wasm'), neg = tf.getKernel('Neg', 'wasm');
-  if (!multiply || !square || !neg) return;
+  if (!multiply) return;
   // -1 as a scalar of the backend itself (not an engine tensor: nothing to track or dispose), one per backend
   const minusOnes = new WeakMap<object, tf.TensorInfo>();
   const minusOne = (backend: WasmBackendLike): tf.TensorInfo => {
@@ -35,23 +35,16 @@ function registerThroughMultiply(): void {
     }
     return t;
   };
-  const redirect = (original: tf.KernelConfig, other: (x: tf.TensorInfo, backend: WasmBackendLike) => tf.TensorInfo): tf.KernelConfig => ({
-    kernelName: original.kernelName,
-    backendName: 'wasm',
-    setupFunc: original.setupFunc, // binds the original's wasm function, which other dtypes still run
-    kernelFunc: (args) => {
+  // the original's setupFunc stays: it binds the wasm function that other dtypes still run
+  const redirect = (name: string, other: (x: tf.TensorInfo, backend: WasmBackendLike) => tf.TensorInfo) =>
+    replaceKernel(name, 'wasm', (original) => (args) => {
       const x = (args.inputs as { x: tf.TensorInfo }).x;
       if (x.dtype !== 'float32') return original.kernelFunc(args);
       const b = other(x, args.backend as unknown as WasmBackendLike);
       return multiply.kernelFunc({ inputs: { a: x, b }, backend: args.backend, attrs: {} }) as tf.TensorInfo;
-    },
-  });
-  const squareVia = redirect(square, (x) => x);
-  const negVia = redirect(neg, (_x, backend) => minusOne(backend));
-  tf.unregisterKernel('Square', 'wasm');
-  tf.registerKernel(squareVia);
-  tf.unregisterKernel('Neg', 'wasm');
-  tf.registerKernel(negVia);
+    });
+  redirect('Square', (x) => x);
+  redirect('Neg', (_x, backend) => minusOne(backend));
 }
 
 export function registerWasmExtras(): void {

@@ -10,6 +10,7 @@
 // not bit for bit (test/wasm-kernels.test.ts, test/runtime-ops.test.ts). Forms left to tfjs: 2-D products without transposes
 // (XNNPACK), both operands transposed, broadcast batches, other dtypes.
 import * as tf from '@tensorflow/tfjs-core';
+import { replaceKernel } from './replace-kernel.js';
 import { FunctionBuilder, moduleBytes } from './wasm-asm.js';
 
 interface WasmHeapBackend {
@@ -126,37 +127,31 @@ const kernelsOf = new WeakMap<object, Kernels | null>();
 
 /** Replaces wasm's BatchMatMul with one that runs the forms above through the SIMD kernels. */
 export function registerWasmMatmul(): void {
-  const stock = tf.getKernel('BatchMatMul', 'wasm');
-  if (!stock) return;
-  tf.unregisterKernel('BatchMatMul', 'wasm');
-  tf.registerKernel({
-    ...stock,
-    kernelFunc: (args) => {
-      const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-      const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-      const backend = args.backend as unknown as WasmHeapBackend;
-      let kernels = kernelsOf.get(backend);
-      if (kernels === undefined) {
-        // the threaded build keeps its (shared) heap in wasmMemory, the single-threaded one exports it
-        const memory = backend.wasm.wasmMemory ?? backend.wasm.asm?.memory;
-        kernels = (memory?.buffer === backend.wasm.HEAPU8.buffer && instantiateMatmul(memory)) || null;
-        kernelsOf.set(backend, kernels);
-      }
-      const ra = a.shape.length, rb = b.shape.length;
-      const outer = a.shape.slice(0, -2);
-      const G = outer.reduce((x, y) => x * y, 1);
-      const sameBatch = ra === rb && outer.every((d, i) => d === b.shape[i]);
-      if (!kernels || a.dtype !== 'float32' || b.dtype !== 'float32' || !sameBatch || (transposeA && transposeB) || (G === 1 && !transposeA && !transposeB))
-        return stock.kernelFunc(args);
-      const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
-      const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
-      const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
-      if ((transposeB ? b.shape[rb - 1] : b.shape[rb - 2]) !== K) return stock.kernelFunc(args); // it throws tfjs's own error
-      const out = backend.makeOutput([...outer, M, N], 'float32');
-      const at = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
-      if (transposeB) kernels.mm_nt(at(a), at(b), at(out), G, M, N, K);
-      else kernels.mm_nn(at(a), at(b), at(out), G, M, N, K, M * K * 4, transposeA ? 4 : K * 4, transposeA ? M * 4 : 4, K * N * 4);
-      return out;
-    },
+  replaceKernel('BatchMatMul', 'wasm', (stock) => (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    const backend = args.backend as unknown as WasmHeapBackend;
+    let kernels = kernelsOf.get(backend);
+    if (kernels === undefined) {
+      // the threaded build keeps its (shared) heap in wasmMemory, the single-threaded one exports it
+      const memory = backend.wasm.wasmMemory ?? backend.wasm.asm?.memory;
+      kernels = (memory?.buffer === backend.wasm.HEAPU8.buffer && instantiateMatmul(memory)) || null;
+      kernelsOf.set(backend, kernels);
+    }
+    const ra = a.shape.length, rb = b.shape.length;
+    const outer = a.shape.slice(0, -2);
+    const G = outer.reduce((x, y) => x * y, 1);
+    const sameBatch = ra === rb && outer.every((d, i) => d === b.shape[i]);
+    if (!kernels || a.dtype !== 'float32' || b.dtype !== 'float32' || !sameBatch || (transposeA && transposeB) || (G === 1 && !transposeA && !transposeB))
+      return stock.kernelFunc(args);
+    const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+    const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+    const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+    if ((transposeB ? b.shape[rb - 1] : b.shape[rb - 2]) !== K) return stock.kernelFunc(args); // it throws tfjs's own error
+    const out = backend.makeOutput([...outer, M, N], 'float32');
+    const at = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+    if (transposeB) kernels.mm_nt(at(a), at(b), at(out), G, M, N, K);
+    else kernels.mm_nn(at(a), at(b), at(out), G, M, N, K, M * K * 4, transposeA ? 4 : K * 4, transposeA ? M * 4 : 4, K * N * 4);
+    return out;
   });
 }

@@ -4,6 +4,7 @@
 // an axis of n copies it n times. Here the input is read in place (a typed-array view of the heap) and only
 // the slice is copied, as runs of contiguous elements. Numerically a copy: the same bits.
 import * as tf from '@tensorflow/tfjs-core';
+import { replaceKernel } from './replace-kernel.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -64,21 +65,14 @@ function sliceOnHeap(backend: WasmBackendLike, x: tf.TensorInfo, begin: number[]
 }
 
 export function registerWasmSlices(): void {
-  const stock = (name: string) => tf.getKernel(name, 'wasm');
-  const slice = stock('Slice'), splitV = stock('SplitV'), unpack = stock('Unpack');
-  if (!slice || !splitV || !unpack) return;
-  const replace = (original: tf.KernelConfig, kernelFunc: tf.KernelFunc): void => {
-    tf.unregisterKernel(original.kernelName, 'wasm');
-    tf.registerKernel({ kernelName: original.kernelName, backendName: 'wasm', setupFunc: original.setupFunc, kernelFunc });
-  };
-  replace(slice, (args) => {
+  replaceKernel('Slice', 'wasm', (slice) => (args) => {
     const x = (args.inputs as { x: tf.TensorInfo }).x;
     if (x.dtype === 'string') return slice.kernelFunc(args);
     const attrs = args.attrs as unknown as { begin: number | number[]; size?: number | number[] };
     const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, attrs.begin, attrs.size);
     return sliceOnHeap(args.backend as unknown as WasmBackendLike, x, begin, size, size);
   });
-  replace(splitV, (args) => {
+  replaceKernel('SplitV', 'wasm', (splitV) => (args) => {
     const x = (args.inputs as { x: tf.TensorInfo }).x;
     if (x.dtype === 'string') return splitV.kernelFunc(args);
     const attrs = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number | number[] };
@@ -93,7 +87,7 @@ export function registerWasmSlices(): void {
       return out;
     });
   });
-  replace(unpack, (args) => {
+  replaceKernel('Unpack', 'wasm', (unpack) => (args) => {
     const x = (args.inputs as { value: tf.TensorInfo }).value;
     if (x.dtype === 'string') return unpack.kernelFunc(args);
     let axis = (args.attrs as unknown as { axis: number }).axis;

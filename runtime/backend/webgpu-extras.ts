@@ -10,6 +10,7 @@
 // regions), so its training on webgpu drifted from every other backend's. The replacement reads x and dy
 // back and computes on the CPU (max-pool-grad.ts): correct first, and the CNN is small.
 import * as tf from '@tensorflow/tfjs-core';
+import { replaceKernel } from './replace-kernel.js';
 import { maxPoolBackprop, replaceMaxPoolGrad } from './max-pool-grad.js';
 
 interface WebgpuBackendLike {
@@ -23,39 +24,33 @@ let registered = false;
 
 export function registerWebgpuExtras(): void {
   if (registered) return;
-  const stock = tf.getKernel('AddN', 'webgpu');
-  if (!stock) return; // tfjs-backend-webgpu not imported
-  registered = true;
-  tf.unregisterKernel('AddN', 'webgpu');
-  tf.registerKernel({
-    kernelName: 'AddN',
-    backendName: 'webgpu',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const b = backend as unknown as WebgpuBackendLike;
-      // one storage buffer is the output
-      const fit = Math.max(2, (b.device.limits.maxStorageBuffersPerShaderStage || 8) - 1);
-      let parts = inputs as unknown as tf.TensorInfo[];
-      const ours = new Set<tf.TensorInfo>();
-      while (parts.length > fit) {
-        const next: tf.TensorInfo[] = [];
-        for (let i = 0; i < parts.length; i += fit) {
-          const chunk = parts.slice(i, i + fit);
-          if (chunk.length === 1) {
-            next.push(chunk[0]!);
-            continue;
-          }
-          const sum = stock.kernelFunc({ inputs: chunk as unknown as tf.NamedTensorInfoMap, backend, attrs }) as tf.TensorInfo;
-          ours.add(sum);
-          next.push(sum);
+  // false: tfjs-backend-webgpu not imported
+  registered = replaceKernel('AddN', 'webgpu', (stock) => ({ inputs, backend, attrs }) => {
+    const b = backend as unknown as WebgpuBackendLike;
+    // one storage buffer is the output
+    const fit = Math.max(2, (b.device.limits.maxStorageBuffersPerShaderStage || 8) - 1);
+    let parts = inputs as unknown as tf.TensorInfo[];
+    const ours = new Set<tf.TensorInfo>();
+    while (parts.length > fit) {
+      const next: tf.TensorInfo[] = [];
+      for (let i = 0; i < parts.length; i += fit) {
+        const chunk = parts.slice(i, i + fit);
+        if (chunk.length === 1) {
+          next.push(chunk[0]!);
+          continue;
         }
-        for (const t of parts) if (ours.has(t) && !next.includes(t)) b.disposeData(t.dataId);
-        parts = next;
+        const sum = stock.kernelFunc({ inputs: chunk as unknown as tf.NamedTensorInfoMap, backend, attrs }) as tf.TensorInfo;
+        ours.add(sum);
+        next.push(sum);
       }
-      const out = stock.kernelFunc({ inputs: parts as unknown as tf.NamedTensorInfoMap, backend, attrs }) as tf.TensorInfo;
-      for (const t of parts) if (ours.has(t)) b.disposeData(t.dataId);
-      return out;
-    },
+      for (const t of parts) if (ours.has(t) && !next.includes(t)) b.disposeData(t.dataId);
+      parts = next;
+    }
+    const out = stock.kernelFunc({ inputs: parts as unknown as tf.NamedTensorInfoMap, backend, attrs }) as tf.TensorInfo;
+    for (const t of parts) if (ours.has(t)) b.disposeData(t.dataId);
+    return out;
   });
+  if (!registered) return;
   registerMaxPoolGrad();
 }
 

@@ -39,12 +39,6 @@ export interface KernelCall {
   outs: { value: number; shape: number[]; dtype: tf.DataType }[];
 }
 
-interface Live {
-  value: number;
-  shape: number[];
-  dtype: tf.DataType;
-}
-
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
 
 export class KernelTrace extends FeedTrace<tf.DataType> {
@@ -56,7 +50,7 @@ export class KernelTrace extends FeedTrace<tf.DataType> {
   /** The values the step ends with (finish). */
   outputs: number[] = [];
   /** Backend data id -> the values that hold it (a reshape shares its input's data). */
-  private readonly live = new Map<object, Live[]>();
+  private readonly live = new Map<object, number[]>();
   private readonly state = new Map<object, { key: string; shape: number[]; dtype: tf.DataType }>();
   private readonly used = new Set<number>();
   private readonly madeHere = new Set<number>();
@@ -160,9 +154,8 @@ export class KernelTrace extends FeedTrace<tf.DataType> {
     this.dtypes.push(dtype);
     this.shapes.push([...shape]);
     const at = this.live.get(dataId);
-    const entry = { value, shape: [...shape], dtype };
-    if (at) at.push(entry);
-    else this.live.set(dataId, [entry]);
+    if (at) at.push(value);
+    else this.live.set(dataId, [value]);
     return value;
   }
 
@@ -172,12 +165,17 @@ export class KernelTrace extends FeedTrace<tf.DataType> {
       this.refuse(`a ${dtype} tensor made from JavaScript values cannot be replayed`);
       return;
     }
+    this.madeHere.add(this.constant(dataId, shape, dtype));
+  }
+
+  /** A value holding a copy of the data as it is now. */
+  private constant(dataId: object, shape: readonly number[], dtype: tf.DataType): number {
     const data = this.readRaw.call(this.backend, dataId) as Float32Array | Int32Array | Uint8Array;
-    this.madeHere.add(this.add({ kind: 'const', data: data.slice(), shape: [...shape], dtype }, dataId, shape, dtype));
+    return this.add({ kind: 'const', data: data.slice(), shape: [...shape], dtype }, dataId, shape, dtype);
   }
 
   private find(t: tf.TensorInfo): number | undefined {
-    return this.live.get(t.dataId)?.find((e) => e.dtype === t.dtype && sameShape(e.shape, t.shape))?.value;
+    return this.live.get(t.dataId)?.find((v) => this.dtypes[v] === t.dtype && sameShape(this.shapes[v]!, t.shape));
   }
 
   /** The value a kernel input or final tensor holds: made in the step, a parameter, or a captured constant. */
@@ -191,7 +189,6 @@ export class KernelTrace extends FeedTrace<tf.DataType> {
       return this.add({ kind: 'input', input }, t.dataId, t.shape, t.dtype);
     }
     // made before the step and not a parameter (a cached table): its value now is part of the program
-    const data = this.readRaw.call(this.backend, t.dataId) as Float32Array | Int32Array | Uint8Array;
-    return this.add({ kind: 'const', data: data.slice(), shape: [...t.shape], dtype: t.dtype }, t.dataId, t.shape, t.dtype);
+    return this.constant(t.dataId, t.shape, t.dtype);
   }
 }

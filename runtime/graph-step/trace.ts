@@ -8,6 +8,7 @@
 //   - a parameter or optimizer slot that existed before the step is a Placeholder fed its value;
 //   - reading a tensor back to JavaScript, or a feed the trace cannot place, refuses the trace.
 import * as tf from '@tensorflow/tfjs-core';
+import { replaceKernel } from '../backend/replace-kernel.js';
 import { FeedTrace, type InputRecipe } from './feed-trace.js';
 import { ATTR, DT, type GraphNode, type OpAttr, savedModelBytes, type TensorData } from './graph-def.js';
 
@@ -45,23 +46,15 @@ let validationWrapped = false;
 function allowValidationReads(): void {
   if (validationWrapped) return;
   validationWrapped = true;
-  for (const name of ['GatherV2']) {
-    const k = tf.getKernel(name, 'tensorflow');
-    if (!k) continue;
-    const run = k.kernelFunc;
-    tf.unregisterKernel(name, 'tensorflow');
-    tf.registerKernel({
-      ...k,
-      kernelFunc: (args) => {
-        validating++;
-        try {
-          return run(args);
-        } finally {
-          validating--;
-        }
-      },
+  for (const name of ['GatherV2'])
+    replaceKernel(name, 'tensorflow', (stock) => (args) => {
+      validating++;
+      try {
+        return stock.kernelFunc(args);
+      } finally {
+        validating--;
+      }
     });
-  }
 }
 
 /**
